@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs every build, test and runtime dependency of loracle from Debian 12 packages.
+# Idempotent and non-interactive; the README, .ci/run and the Dockerfile all call it.
+#   deploy/install-deps.sh            build + test dependencies
+#   deploy/install-deps.sh --runtime  only what the loracle-server binary needs at run time
+set -euo pipefail
+
+runtime_pkgs=(
+  libtorch1.13 libopenblas0-pthread libgrpc++1.51 libgrpc29 libprotobuf32
+  libprometheus-cpp-core1.0 libutf8proc2 libabsl20220623 ca-certificates
+)
+build_pkgs=(
+  build-essential g++ cmake ninja-build pkg-config git
+  libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libutf8proc-dev
+)
+
+pkgs=("${build_pkgs[@]}")
+if [[ "${1:-}" == "--runtime" ]]; then
+  pkgs=("${runtime_pkgs[@]}")
+fi
+
+SUDO=""
+if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#pkgs[@]} packages already installed"
+fi
+
+# torch's matmul runs ~40x slower on the reference BLAS: make OpenBLAS the system BLAS.
+blas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
+if [[ -e "$blas" ]]; then
+  $SUDO update-alternatives --set libblas.so.3-x86_64-linux-gnu "$blas" >/dev/null
+  $SUDO update-alternatives --set liblapack.so.3-x86_64-linux-gnu \
+    /usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3 >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,36 @@
+#ifndef LORACLE_SERVER_ADAPTERS_ADAPTER_H_
+#define LORACLE_SERVER_ADAPTERS_ADAPTER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/adapters/adapter_config.h"
+#include "server/model/encoder.h"
+
+namespace loracle::adapters {
+
+// One loaded adapter version: M members' LoRA weights and heads, immutable once loaded. Requests
+// hold it by shared_ptr, so a version retires when its last in-flight request lets go.
+struct Adapter {
+  std::string name;
+  int64_t version = 0;
+  std::string path;
+  ServingConfig serving;
+  PeftLoraConfig lora;  // member 0's
+  std::vector<model::LoraMember> members;
+  int num_labels() const { return static_cast<int>(serving.labels.size()); }
+};
+
+// Loads the adapter directory `dir` (layout in adapter_config.h) against `encoder`. Errors name
+// the file and tensor: NOT_FOUND (missing file), INVALID_ARGUMENT (bad config, missing or
+// mis-shaped tensor, labels that disagree with the head), DATA_LOSS (corrupt safetensors).
+absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
+                                                           const std::string& name, int64_t version,
+                                                           const model::EncoderImpl& encoder);
+
+}  // namespace loracle::adapters
+
+#endif  // LORACLE_SERVER_ADAPTERS_ADAPTER_H_

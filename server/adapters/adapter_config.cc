@@ -1,0 +1,195 @@
+#include "server/adapters/adapter_config.h"
+
+#include <cmath>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace loracle::adapters {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Bad(absl::string_view source, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+}
+
+absl::StatusOr<json> ParseObject(absl::string_view text, absl::string_view source) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Bad(source, "not valid JSON");
+  if (!j.is_object()) return Bad(source, "top level must be a JSON object");
+  return j;
+}
+
+absl::Status GetStrings(const json& j, const char* key, absl::string_view source,
+                        std::vector<std::string>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (it->is_string()) {  // PEFT allows a single (regex) string; loracle takes it as one name
+    *out = {it->get<std::string>()};
+    return absl::OkStatus();
+  }
+  if (!it->is_array()) return Bad(source, absl::StrCat("\"", key, "\" must be a list of strings"));
+  out->clear();
+  for (const json& v : *it) {
+    if (!v.is_string()) return Bad(source, absl::StrCat("\"", key, "\" must be a list of strings"));
+    out->push_back(v.get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+double PeftLoraConfig::scaling() const {
+  return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(rank)) : lora_alpha / rank;
+}
+
+absl::StatusOr<PeftLoraConfig> ParsePeftConfig(absl::string_view text, absl::string_view source) {
+  absl::StatusOr<json> parsed = ParseObject(text, source);
+  if (!parsed.ok()) return parsed.status();
+  const json& j = *parsed;
+  PeftLoraConfig c;
+  if (auto it = j.find("peft_type"); it != j.end() && it->is_string() && *it != "LORA") {
+    return Bad(source, absl::StrCat("peft_type ", it->dump(), " is not supported (only LORA)"));
+  }
+  auto r = j.find("r");
+  if (r == j.end()) return Bad(source, "missing required field \"r\"");
+  if (!r->is_number_integer() || r->get<int64_t>() <= 0 || r->get<int64_t>() > 4096) {
+    return Bad(source, absl::StrCat("\"r\" must be an integer in [1, 4096], got ", r->dump()));
+  }
+  c.rank = r->get<int>();
+  if (auto it = j.find("lora_alpha"); it != j.end()) {
+    if (!it->is_number()) return Bad(source, "\"lora_alpha\" must be a number");
+    c.lora_alpha = it->get<double>();
+  }
+  if (auto it = j.find("lora_dropout"); it != j.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() < 0 || it->get<double>() >= 1) {
+      return Bad(source, "\"lora_dropout\" must be a number in [0, 1)");
+    }
+    c.lora_dropout = it->get<double>();
+  }
+  if (auto it = j.find("use_rslora"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean()) return Bad(source, "\"use_rslora\" must be a boolean");
+    c.use_rslora = it->get<bool>();
+  }
+  if (auto s = GetStrings(j, "target_modules", source, &c.target_modules); !s.ok()) return s;
+  c.modules_to_save.clear();
+  if (auto s = GetStrings(j, "modules_to_save", source, &c.modules_to_save); !s.ok()) return s;
+  if (c.target_modules.empty()) return Bad(source, "\"target_modules\" is empty");
+  if (auto it = j.find("base_model_name_or_path"); it != j.end() && it->is_string()) {
+    c.base_model_name_or_path = it->get<std::string>();
+  }
+  return c;
+}
+
+std::string PeftConfigToJson(const PeftLoraConfig& c) {
+  json j = {
+      {"peft_type", "LORA"},
+      {"task_type", "SEQ_CLS"},
+      {"r", c.rank},
+      {"lora_alpha", c.lora_alpha},
+      {"lora_dropout", c.lora_dropout},
+      {"use_rslora", c.use_rslora},
+      {"target_modules", c.target_modules},
+      {"modules_to_save", c.modules_to_save},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"base_model_name_or_path", c.base_model_name_or_path},
+  };
+  return j.dump(2) + "\n";
+}
+
+absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::string_view source) {
+  absl::StatusOr<json> parsed = ParseObject(text, source);
+  if (!parsed.ok()) return parsed.status();
+  const json& j = *parsed;
+  ServingConfig c;
+  if (auto s = GetStrings(j, "labels", source, &c.labels); !s.ok()) return s;
+  if (c.labels.size() < 2) return Bad(source, "\"labels\" must name at least 2 classes");
+  for (size_t i = 0; i < c.labels.size(); ++i) {
+    for (size_t k = 0; k < i; ++k) {
+      if (c.labels[i] == c.labels[k])
+        return Bad(source, absl::StrCat("label \"", c.labels[i], "\" repeats"));
+    }
+  }
+  auto get_int = [&](const char* key, int lo, int hi, int* out) -> absl::Status {
+    auto it = j.find(key);
+    if (it == j.end()) return absl::OkStatus();
+    if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi) {
+      return Bad(source, absl::StrCat("\"", key, "\" must be an integer in [", lo, ", ", hi, "]"));
+    }
+    *out = it->get<int>();
+    return absl::OkStatus();
+  };
+  if (auto s = get_int("members", 1, 64, &c.members); !s.ok()) return s;
+  if (auto s = get_int("mc_samples", 1, 64, &c.mc_samples); !s.ok()) return s;
+  if (auto it = j.find("temperature"); it != j.end()) {
+    if (!it->is_number() || !(it->get<double>() > 0))
+      return Bad(source, "\"temperature\" must be > 0");
+    c.temperature = it->get<double>();
+  }
+  if (auto it = j.find("abstain_threshold"); it != j.end()) {
+    if (!it->is_number() || it->get<double>() < 0)
+      return Bad(source, "\"abstain_threshold\" must be >= 0");
+    c.abstain_threshold = it->get<double>();
+  }
+  if (auto it = j.find("description"); it != j.end() && it->is_string()) {
+    c.description = it->get<std::string>();
+  }
+  return c;
+}
+
+std::string ServingConfigToJson(const ServingConfig& c) {
+  json j = {{"labels", c.labels},
+            {"members", c.members},
+            {"mc_samples", c.mc_samples},
+            {"temperature", c.temperature},
+            {"abstain_threshold", c.abstain_threshold}};
+  if (!c.description.empty()) j["description"] = c.description;
+  return j.dump(2) + "\n";
+}
+
+bool MatchesTarget(absl::string_view module_path, const std::vector<std::string>& targets) {
+  for (const std::string& t : targets) {
+    if (module_path == t || absl::EndsWith(module_path, absl::StrCat(".", t))) return true;
+  }
+  return false;
+}
+
+absl::Status ValidateAdapterName(absl::string_view name) {
+  if (name.empty()) return absl::InvalidArgumentError("adapter name is empty");
+  if (name.size() > 64)
+    return absl::InvalidArgumentError("adapter name is longer than 64 characters");
+  if (name[0] == '.' || name[0] == '-') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter name \"", name, "\" must not start with '.' or '-'"));
+  }
+  for (char ch : name) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter name \"", name, "\" may only contain letters, digits, '.', '_' and '-'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::string_view AdapterStateName(AdapterState state) {
+  switch (state) {
+    case AdapterState::kLoading:
+      return "LOADING";
+    case AdapterState::kReady:
+      return "READY";
+    case AdapterState::kUnloading:
+      return "UNLOADING";
+    case AdapterState::kFailed:
+      return "FAILED";
+  }
+  return "UNKNOWN";
+}
+
+}  // namespace loracle::adapters

@@ -1,0 +1,82 @@
+#ifndef LORACLE_SERVER_ADAPTERS_ADAPTER_CONFIG_H_
+#define LORACLE_SERVER_ADAPTERS_ADAPTER_CONFIG_H_
+
+// Adapter files on disk (torch-free). One adapter version is a directory:
+//   loracle.json                 labels, ensemble size M, default MC samples N, temperature, ...
+//   adapter_config.json          PEFT LoraConfig                      } when M == 1
+//   adapter_model.safetensors    PEFT weights + classifier head       }
+//   member-<i>/adapter_config.json, member-<i>/adapter_model.safetensors   when M > 1
+// Weight names follow PEFT for BertForSequenceClassification:
+//   base_model.model.bert.<module path>.lora_A.weight   [r, in]
+//   base_model.model.bert.<module path>.lora_B.weight   [out, r]
+//   base_model.model.classifier.weight / .bias         [num_labels, hidden] / [num_labels]
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace loracle::adapters {
+
+inline constexpr char kServingConfigFile[] = "loracle.json";
+inline constexpr char kPeftConfigFile[] = "adapter_config.json";
+inline constexpr char kPeftWeightsFile[] = "adapter_model.safetensors";
+
+// The fields of PEFT's LoraConfig that loracle uses.
+struct PeftLoraConfig {
+  int rank = 8;
+  double lora_alpha = 16;
+  double lora_dropout = 0;
+  bool use_rslora = false;
+  std::vector<std::string> target_modules = {"query", "value"};
+  std::vector<std::string> modules_to_save = {"classifier"};
+  std::string base_model_name_or_path;
+  // alpha / r, or alpha / sqrt(r) with rsLoRA.
+  double scaling() const;
+};
+
+// loracle's own per-adapter serving settings.
+struct ServingConfig {
+  std::vector<std::string> labels;
+  int members = 1;                 // M
+  int mc_samples = 1;              // default N
+  double temperature = 1.0;        // logits are divided by this
+  double abstain_threshold = 0.0;  // mutual information above which to abstain; 0 = never
+  std::string description;
+};
+
+// INVALID_ARGUMENT naming `source` and the field.
+absl::StatusOr<PeftLoraConfig> ParsePeftConfig(absl::string_view json_text,
+                                               absl::string_view source);
+std::string PeftConfigToJson(const PeftLoraConfig& config);
+absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view json_text,
+                                                 absl::string_view source);
+std::string ServingConfigToJson(const ServingConfig& config);
+
+// True when `module_path` ("encoder.layer.0.attention.self.query") is targeted, by PEFT's rule:
+// equal to a target, or ending in "." + target.
+bool MatchesTarget(absl::string_view module_path, const std::vector<std::string>& targets);
+
+// Adapter names: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.
+absl::Status ValidateAdapterName(absl::string_view name);
+
+enum class AdapterState { kLoading, kReady, kUnloading, kFailed };
+absl::string_view AdapterStateName(AdapterState state);
+
+// A registry entry as clients see it.
+struct AdapterInfo {
+  std::string name;
+  int64_t version = 0;
+  AdapterState state = AdapterState::kLoading;
+  std::string error;  // when kFailed
+  std::string path;
+  ServingConfig serving;
+  PeftLoraConfig lora;  // of member 0
+};
+
+}  // namespace loracle::adapters
+
+#endif  // LORACLE_SERVER_ADAPTERS_ADAPTER_CONFIG_H_

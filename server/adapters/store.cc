@@ -1,0 +1,105 @@
+#include "server/adapters/store.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/adapters/adapter_config.h"
+#include "server/model/file_util.h"
+
+namespace loracle::adapters {
+namespace {
+
+bool ParseVersion(const std::string& s, int64_t* v) {
+  if (s.empty() || s.size() > 18) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return absl::SimpleAtoi(s, v) && *v > 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Create(const Options& options) {
+  if (options.root.empty()) return absl::InvalidArgumentError("adapter store root is empty");
+  if (absl::Status s = model::MakeDirs(options.root); !s.ok()) return s;
+  return std::unique_ptr<Store>(new Store(options));
+}
+
+absl::StatusOr<std::vector<std::string>> Store::ListAdapters() const {
+  absl::StatusOr<std::vector<std::string>> entries = model::ListDir(options_.root);
+  if (!entries.ok()) return entries.status();
+  std::vector<std::string> names;
+  for (const std::string& e : *entries) {
+    if (!ValidateAdapterName(e).ok() || !model::IsDirectory(options_.root + "/" + e)) continue;
+    if (ListVersions(e).ok()) names.push_back(e);
+  }
+  return names;
+}
+
+absl::StatusOr<std::vector<int64_t>> Store::ListVersions(const std::string& name) const {
+  if (absl::Status s = ValidateAdapterName(name); !s.ok()) return s;
+  absl::StatusOr<std::vector<std::string>> entries = model::ListDir(options_.root + "/" + name);
+  std::vector<int64_t> versions;
+  if (entries.ok()) {
+    for (const std::string& e : *entries) {
+      int64_t v;
+      if (ParseVersion(e, &v) && model::IsDirectory(VersionDir(name, v))) versions.push_back(v);
+    }
+  }
+  if (versions.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("adapter \"", name, "\" has no versions in the store ", options_.root));
+  }
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
+absl::StatusOr<int64_t> Store::LatestVersion(const std::string& name) const {
+  absl::StatusOr<std::vector<int64_t>> v = ListVersions(name);
+  if (!v.ok()) return v.status();
+  return v->back();
+}
+
+std::string Store::VersionDir(const std::string& name, int64_t version) const {
+  return absl::StrCat(options_.root, "/", name, "/", version);
+}
+
+absl::StatusOr<int64_t> Store::Publish(
+    const std::string& name, const std::function<absl::Status(const std::string& dir)>& write) {
+  if (absl::Status s = ValidateAdapterName(name); !s.ok()) return s;
+  absl::MutexLock lock(&publish_mu_);
+  absl::StatusOr<int64_t> latest = LatestVersion(name);
+  const int64_t version = latest.ok() ? *latest + 1 : 1;
+  const std::string tmp =
+      absl::StrCat(options_.root, "/.tmp-", name, "-", ::getpid(), "-", version);
+  if (absl::Status s = model::RemoveTree(tmp); !s.ok()) return s;
+  if (absl::Status s = model::MakeDirs(tmp); !s.ok()) return s;
+  absl::Status s = write(tmp);
+  if (s.ok()) {
+    absl::StatusOr<std::vector<std::string>> files = model::ListDir(tmp);
+    if (files.ok()) {
+      for (const std::string& f : *files) {
+        if (model::IsDirectory(tmp + "/" + f)) model::FsyncDir(tmp + "/" + f).IgnoreError();
+      }
+    }
+    s = model::FsyncDir(tmp);
+  }
+  if (s.ok()) s = model::MakeDirs(options_.root + "/" + name);
+  if (s.ok() && std::rename(tmp.c_str(), VersionDir(name, version).c_str()) != 0) {
+    s = absl::InternalError(absl::StrCat("publishing ", name, " version ", version,
+                                         ": rename: ", std::strerror(errno)));
+  }
+  if (!s.ok()) {
+    model::RemoveTree(tmp).IgnoreError();
+    return s;
+  }
+  model::FsyncDir(options_.root + "/" + name).IgnoreError();
+  return version;
+}
+
+}  // namespace loracle::adapters

@@ -1,0 +1,111 @@
+// loracle-server: flags -> Options -> LoracleServer. Flags live here only.
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/rpc/server.h"
+
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 picks a free one)");
+ABSL_FLAG(std::string, grpc_host, "0.0.0.0", "Address to listen on for gRPC");
+ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables the endpoint");
+ABSL_FLAG(std::string, model_dir, "",
+          "Hugging Face BERT checkpoint directory (config.json, model.safetensors, vocab.txt); "
+          "empty = the built-in default model");
+ABSL_FLAG(std::string, adapters_dir, "",
+          "Adapter store (<dir>/<name>/<version>/); empty = <cache_dir>/adapters");
+ABSL_FLAG(std::string, cache_dir, "",
+          "Where the built-in model is generated; empty = $LORACLE_CACHE_DIR, "
+          "$XDG_CACHE_HOME/loracle or ~/.cache/loracle");
+ABSL_FLAG(bool, demo_adapter, true,
+          "With the built-in model, publish an untrained demo ensemble named 'demo'");
+ABSL_FLAG(int, threads, 0, "Torch intra-op threads; 0 = all cores");
+ABSL_FLAG(int64_t, max_batch_size, 64, "Rows (inputs x members x samples) per forward pass");
+ABSL_FLAG(int64_t, max_queue_delay_us, 2000, "How long a batch may wait to fill");
+ABSL_FLAG(int64_t, max_queued_rows, 4096, "Queue bound; beyond it Predict gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, num_batch_threads, 1, "Threads running forward passes");
+ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
+ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on SIGTERM/SIGINT");
+
+namespace {
+
+std::string DefaultCacheDir() {
+  if (const char* d = std::getenv("LORACLE_CACHE_DIR"); d != nullptr && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d != nullptr && *d) {
+    return absl::StrCat(d, "/loracle");
+  }
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h)
+    return absl::StrCat(h, "/.cache/loracle");
+  return "/var/cache/loracle";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "loracle-server: gRPC model server for LoRA adapters with ensemble uncertainty.\n"
+      "  loracle-server                      # built-in model, gRPC :50051, metrics :9464\n"
+      "  loracle-server --model_dir=/models/bert-base-uncased --adapters_dir=/adapters");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the shutdown signals in every thread; main waits for them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  loracle::rpc::LoracleServer::Options options;
+  options.grpc_address =
+      absl::StrCat(absl::GetFlag(FLAGS_grpc_host), ":", absl::GetFlag(FLAGS_grpc_port));
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  // civetweb syntax: a bare port listens on every IPv4 interface.
+  options.metrics_address = metrics_port < 0 ? "" : absl::StrCat(metrics_port);
+  options.model_dir = absl::GetFlag(FLAGS_model_dir);
+  options.cache_dir =
+      absl::GetFlag(FLAGS_cache_dir).empty() ? DefaultCacheDir() : absl::GetFlag(FLAGS_cache_dir);
+  options.adapters_dir = absl::GetFlag(FLAGS_adapters_dir).empty()
+                             ? options.cache_dir + "/adapters"
+                             : absl::GetFlag(FLAGS_adapters_dir);
+  options.create_demo_adapter = absl::GetFlag(FLAGS_demo_adapter);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.batcher.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
+  options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
+  options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);
+
+  absl::StatusOr<std::unique_ptr<loracle::rpc::LoracleServer>> server =
+      loracle::rpc::LoracleServer::Create(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "loracle-server: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "loracle-server: gRPC on port %d, metrics on port %d; loading model %s\n",
+               (*server)->grpc_port(), (*server)->metrics_port(),
+               options.model_dir.empty() ? "(built-in)" : options.model_dir.c_str());
+  const absl::Time start = absl::Now();
+  if (absl::Status s = (*server)->WaitUntilReady(absl::InfiniteDuration()); !s.ok()) {
+    std::fprintf(stderr, "loracle-server: cannot load the model: %s\n", s.ToString().c_str());
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 1;
+  }
+  std::fprintf(stderr, "loracle-server: SERVING model %s (ready in %.2f s); adapters in %s\n",
+               (*server)->model_dir().c_str(), absl::ToDoubleSeconds(absl::Now() - start),
+               options.adapters_dir.c_str());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "loracle-server: %s received, draining in-flight calls\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  std::fprintf(stderr, "loracle-server: stopped\n");
+  return 0;
+}

@@ -1,0 +1,81 @@
+#ifndef LORACLE_SERVER_METRICS_METRICS_H_
+#define LORACLE_SERVER_METRICS_METRICS_H_
+
+// One prometheus-cpp registry for the whole server. Families are built once in Create; labelled
+// series are cached, so recording is a map lookup and an atomic add. Thread-safe.
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "server/metrics/http_exposer.h"
+
+namespace loracle::metrics {
+
+class Metrics {
+ public:
+  struct Options {
+    // "PORT" or "HOST:PORT" for the /metrics HTTP endpoint (port 0 = any free port); empty = no
+    // endpoint (Scrape() still works).
+    std::string bind_address;
+  };
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const Options& options);
+  ~Metrics();
+
+  int port() const;  // the bound port, 0 without an endpoint
+
+  void RecordRpc(const std::string& method, const std::string& code, double seconds);
+  void RecordBatch(int64_t rows, int64_t requests, double forward_seconds);
+  void SetQueuedRows(int64_t rows);
+  void RecordPrediction(const std::string& adapter, bool abstained, double confidence,
+                        double mutual_information);
+  void SetModelReady(bool ready);
+  void SetAdaptersReady(int count);
+
+  // The current text exposition (what /metrics serves).
+  std::string Scrape() const;
+
+ private:
+  Metrics();
+  using Key = std::pair<std::string, std::string>;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<HttpExposer> exposer_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* latency_;
+  prometheus::Family<prometheus::Counter>* predictions_;
+  prometheus::Family<prometheus::Counter>* abstained_;
+  prometheus::Family<prometheus::Histogram>* confidence_;
+  prometheus::Family<prometheus::Histogram>* mutual_information_;
+  prometheus::Histogram* batch_rows_;
+  prometheus::Histogram* batch_requests_;
+  prometheus::Histogram* forward_seconds_;
+  prometheus::Gauge* queued_rows_;
+  prometheus::Gauge* model_ready_;
+  prometheus::Gauge* adapters_ready_;
+
+  absl::Mutex mu_;
+  std::map<Key, prometheus::Counter*> request_series_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Histogram*> latency_series_ ABSL_GUARDED_BY(mu_);
+  struct AdapterSeries {
+    prometheus::Counter* predictions;
+    prometheus::Counter* abstained;
+    prometheus::Histogram* confidence;
+    prometheus::Histogram* mutual_information;
+  };
+  std::map<std::string, AdapterSeries> adapter_series_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace loracle::metrics
+
+#endif  // LORACLE_SERVER_METRICS_METRICS_H_

@@ -1,0 +1,53 @@
+#ifndef LORACLE_SERVER_MODEL_DEFAULT_MODEL_H_
+#define LORACLE_SERVER_MODEL_DEFAULT_MODEL_H_
+
+// The built-in base model: a small BERT-architecture encoder whose Hugging Face-layout checkpoint
+// (config.json, model.safetensors, vocab.txt, tokenizer_config.json) is generated
+// deterministically, without torch, and then loaded through the same loader as any user
+// checkpoint. Weights are random (the init transformers uses: N(0, 0.02) matrices, zero biases,
+// unit LayerNorm), so it is a base for adapters, not a pretrained language model.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/model/model_config.h"
+
+namespace loracle::model {
+
+// Name of the directory (under the cache dir) holding the default model; bump the suffix when
+// the generator's output changes.
+inline constexpr char kDefaultModelName[] = "default-bert-4x256-v1";
+
+// The embedded WordPiece vocabulary built from SpamAssassin mail (server/model/default_vocab.txt).
+absl::string_view DefaultVocab();
+
+// 4 layers, hidden 256, 4 heads, FFN 1024, 512 positions, vocab = DefaultVocab().
+ModelConfig DefaultModelConfig();
+
+// Every tensor of a BertModel checkpoint with `config`, in transformers' names and shapes.
+std::vector<std::pair<std::string, std::vector<int64_t>>> BertTensorShapes(
+    const ModelConfig& config);
+
+// `n` deterministic N(0, stddev^2) samples (SplitMix64 + Box-Muller): identical on every machine.
+std::vector<float> DeterministicNormal(uint64_t seed, size_t n, float stddev);
+
+// FNV-1a of `name` mixed with `seed`: a per-tensor seed independent of tensor order.
+uint64_t SeedFor(uint64_t seed, absl::string_view name);
+
+// Writes a randomly initialised BERT checkpoint with `config` and `vocab_text` into `dir` (created
+// if needed). config.vocab_size must equal the vocabulary's line count.
+absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
+                                       absl::string_view vocab_text, uint64_t seed);
+
+// Returns `<cache_dir>/<kDefaultModelName>`, generating it there first if absent. Generation
+// goes to a temporary sibling that is renamed into place, so concurrent starts are safe.
+absl::StatusOr<std::string> EnsureDefaultModel(const std::string& cache_dir);
+
+}  // namespace loracle::model
+
+#endif  // LORACLE_SERVER_MODEL_DEFAULT_MODEL_H_

@@ -1,0 +1,141 @@
+#include "server/model/encoder.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+
+namespace loracle::model {
+
+LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
+    : index_(index) {
+  weight = register_parameter("weight", torch::zeros({out_features, in_features}));
+  bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {
+  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  if (routing == nullptr) return y;
+  for (const LoraGroup& g : *routing) {
+    if (g.member == nullptr || g.end <= g.begin) continue;
+    const LoraPair& p = g.member->layers[static_cast<size_t>(index_)];
+    if (!p.a.defined()) continue;
+    torch::Tensor xs = x.slice(0, g.begin, g.end);
+    torch::Tensor delta = torch::matmul(torch::matmul(xs, p.a.t()), p.b.t());
+    y.slice(0, g.begin, g.end).add_(delta, p.scaling);
+  }
+  return y;
+}
+
+LoraLinear EncoderImpl::AddLinear(torch::nn::Module& parent, const std::string& path,
+                                  const std::string& name, int64_t in, int64_t out) {
+  LoraLinear l(in, out, static_cast<int>(linears_.size()));
+  parent.register_module(name, l);
+  linears_.push_back(l);
+  linear_names_.push_back(path + name);
+  return l;
+}
+
+EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
+  using torch::nn::Embedding;
+  using torch::nn::EmbeddingOptions;
+  using torch::nn::LayerNorm;
+  using torch::nn::LayerNormOptions;
+  const int64_t h = c.hidden_size;
+  auto embeddings = register_module("embeddings", std::make_shared<torch::nn::Module>());
+  word_embeddings_ =
+      embeddings->register_module("word_embeddings", Embedding(EmbeddingOptions(c.vocab_size, h)));
+  position_embeddings_ = embeddings->register_module(
+      "position_embeddings", Embedding(EmbeddingOptions(c.max_position_embeddings, h)));
+  token_type_embeddings_ = embeddings->register_module(
+      "token_type_embeddings", Embedding(EmbeddingOptions(c.type_vocab_size, h)));
+  embeddings_norm_ = embeddings->register_module(
+      "LayerNorm", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+
+  auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
+  auto layer_list = encoder->register_module("layer", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "encoder.layer." + std::to_string(i) + ".";
+    auto layer = std::make_shared<torch::nn::Module>();
+    auto attention = layer->register_module("attention", std::make_shared<torch::nn::Module>());
+    auto self = attention->register_module("self", std::make_shared<torch::nn::Module>());
+    auto attn_output = attention->register_module("output", std::make_shared<torch::nn::Module>());
+    auto intermediate =
+        layer->register_module("intermediate", std::make_shared<torch::nn::Module>());
+    auto output = layer->register_module("output", std::make_shared<torch::nn::Module>());
+    Layer l;
+    l.query = AddLinear(*self, p + "attention.self.", "query", h, h);
+    l.key = AddLinear(*self, p + "attention.self.", "key", h, h);
+    l.value = AddLinear(*self, p + "attention.self.", "value", h, h);
+    l.attn_out = AddLinear(*attn_output, p + "attention.output.", "dense", h, h);
+    l.attn_norm = attn_output->register_module(
+        "LayerNorm", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+    l.intermediate = AddLinear(*intermediate, p + "intermediate.", "dense", h, c.intermediate_size);
+    l.output = AddLinear(*output, p + "output.", "dense", c.intermediate_size, h);
+    l.out_norm = output->register_module("LayerNorm",
+                                         LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+    layer_list->push_back(layer);
+    layers_.push_back(l);
+  }
+  auto pooler = register_module("pooler", std::make_shared<torch::nn::Module>());
+  pooler_ = AddLinear(*pooler, "pooler.", "dense", h, h);
+}
+
+int EncoderImpl::LinearIndex(const std::string& module_path) const {
+  for (size_t i = 0; i < linear_names_.size(); ++i) {
+    if (linear_names_[i] == module_path) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+torch::Tensor EncoderImpl::Activation(const torch::Tensor& x) const {
+  if (config_.hidden_act == "relu") return torch::relu(x);
+  if (config_.hidden_act == "gelu_new") return torch::gelu(x, "tanh");
+  return torch::gelu(x);  // exact (erf) GELU, transformers' "gelu"
+}
+
+torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
+                                   const torch::Tensor& attention_mask,
+                                   const torch::Tensor& token_type_ids,
+                                   const LoraRouting* routing) {
+  const int64_t rows = input_ids.size(0), seq = input_ids.size(1);
+  const int64_t heads = config_.num_attention_heads;
+  const int64_t head_dim = config_.hidden_size / heads;
+  torch::Tensor positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
+  torch::Tensor h = word_embeddings_(input_ids) + position_embeddings_(positions) +
+                    token_type_embeddings_(token_type_ids);
+  h = embeddings_norm_(h);
+  // Additive mask: 0 where attended, the dtype's lowest value where padded (as transformers).
+  torch::Tensor mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
+                           std::numeric_limits<float>::lowest();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  auto split_heads = [&](const torch::Tensor& t) {
+    return t.view({rows, seq, heads, head_dim}).transpose(1, 2);
+  };
+  for (Layer& l : layers_) {
+    torch::Tensor q = split_heads(l.query(h, routing));
+    torch::Tensor k = split_heads(l.key(h, routing));
+    torch::Tensor v = split_heads(l.value(h, routing));
+    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale + mask_add;
+    torch::Tensor context = torch::matmul(torch::softmax(scores, -1), v);
+    context = context.transpose(1, 2).reshape({rows, seq, config_.hidden_size});
+    torch::Tensor a = l.attn_norm(l.attn_out(context, routing) + h);
+    torch::Tensor inter = Activation(l.intermediate(a, routing));
+    h = l.out_norm(l.output(inter, routing) + a);
+  }
+  torch::Tensor cls = h.select(1, 0);
+  return torch::tanh(pooler_(cls, routing));
+}
+
+std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& pooled,
+                                                 const LoraRouting& routing) {
+  std::vector<torch::Tensor> out;
+  out.reserve(routing.size());
+  for (const LoraGroup& g : routing) {
+    torch::Tensor rows = pooled.slice(0, g.begin, g.end);
+    out.push_back(torch::nn::functional::linear(rows, g.member->classifier_weight,
+                                                g.member->classifier_bias));
+  }
+  return out;
+}
+
+}  // namespace loracle::model

@@ -1,0 +1,104 @@
+#ifndef LORACLE_SERVER_MODEL_ENCODER_H_
+#define LORACLE_SERVER_MODEL_ENCODER_H_
+
+// A BERT encoder in LibTorch whose module tree mirrors transformers' BertModel, so
+// named_parameters() are the checkpoint's tensor names. Every linear layer is a LoraLinear: the
+// frozen base weight is shared by all rows of a batch, and each row may add the low-rank delta
+// of its own adapter member (LoraRouting), so many adapters and ensemble members run in one
+// forward.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/model/model_config.h"
+
+namespace loracle::model {
+
+// One LoRA delta: y += scaling * (x A^T) B^T, with A [r, in], B [out, r].
+struct LoraPair {
+  torch::Tensor a;
+  torch::Tensor b;
+  double scaling = 1.0;
+};
+
+// The LoRA weights and classification head of one adapter (one ensemble member).
+struct LoraMember {
+  // Indexed by LoraLinear::index(); undefined tensors where the layer is not adapted.
+  std::vector<LoraPair> layers;
+  torch::Tensor classifier_weight;  // [num_labels, hidden]
+  torch::Tensor classifier_bias;    // [num_labels]
+};
+
+// Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only).
+struct LoraGroup {
+  int64_t begin = 0;
+  int64_t end = 0;
+  const LoraMember* member = nullptr;
+};
+using LoraRouting = std::vector<LoraGroup>;
+
+class LoraLinearImpl : public torch::nn::Module {
+ public:
+  LoraLinearImpl(int64_t in_features, int64_t out_features, int index);
+  // x: [rows, ..., in]. `routing` may be null (base only).
+  torch::Tensor forward(const torch::Tensor& x, const LoraRouting* routing);
+  int index() const { return index_; }
+  int64_t in_features() const { return weight.size(1); }
+  int64_t out_features() const { return weight.size(0); }
+
+  torch::Tensor weight;  // [out, in]
+  torch::Tensor bias;    // [out]
+
+ private:
+  int index_;
+};
+TORCH_MODULE(LoraLinear);
+
+class EncoderImpl : public torch::nn::Module {
+ public:
+  explicit EncoderImpl(const ModelConfig& config);
+
+  // input_ids, attention_mask, token_type_ids: int64 [rows, seq]. Returns the pooled [CLS]
+  // representation [rows, hidden] (tanh(W h_cls + b), as BertPooler).
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                        const torch::Tensor& token_type_ids, const LoraRouting* routing);
+
+  // Classification logits of pooled rows [begin, end) with each group's head: one tensor per
+  // routing group, [end - begin, num_labels(member)].
+  static std::vector<torch::Tensor> Classify(const torch::Tensor& pooled,
+                                             const LoraRouting& routing);
+
+  const ModelConfig& config() const { return config_; }
+  // LoRA-adaptable linear layers by module path ("encoder.layer.0.attention.self.query").
+  const std::vector<std::string>& linear_names() const { return linear_names_; }
+  int LinearIndex(const std::string& module_path) const;  // -1 when absent
+  const LoraLinear& linear(int index) const { return linears_[static_cast<size_t>(index)]; }
+
+ private:
+  struct Layer {
+    LoraLinear query{nullptr}, key{nullptr}, value{nullptr}, attn_out{nullptr};
+    torch::nn::LayerNorm attn_norm{nullptr};
+    LoraLinear intermediate{nullptr}, output{nullptr};
+    torch::nn::LayerNorm out_norm{nullptr};
+  };
+  LoraLinear AddLinear(torch::nn::Module& parent, const std::string& path, const std::string& name,
+                       int64_t in, int64_t out);
+  torch::Tensor Activation(const torch::Tensor& x) const;
+
+  ModelConfig config_;
+  torch::nn::Embedding word_embeddings_{nullptr}, position_embeddings_{nullptr},
+      token_type_embeddings_{nullptr};
+  torch::nn::LayerNorm embeddings_norm_{nullptr};
+  std::vector<Layer> layers_;
+  LoraLinear pooler_{nullptr};
+  std::vector<LoraLinear> linears_;
+  std::vector<std::string> linear_names_;
+};
+TORCH_MODULE(Encoder);
+
+}  // namespace loracle::model
+
+#endif  // LORACLE_SERVER_MODEL_ENCODER_H_

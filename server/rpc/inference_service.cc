@@ -1,0 +1,182 @@
+#include "server/rpc/inference_service.h"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/adapters/adapter.h"
+#include "server/adapters/registry.h"
+#include "server/metrics/metrics.h"
+#include "server/model/wordpiece_tokenizer.h"
+#include "server/rpc/status_util.h"
+#include "server/serving/batcher.h"
+#include "server/serving/ensemble_runner.h"
+
+namespace loracle::rpc {
+namespace {
+
+using loracle::v1::PredictRequest;
+using loracle::v1::PredictResponse;
+
+std::string NewPredictionId() {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
+
+// Finishes the call and records its metrics. Safe from any thread.
+void FinishCall(grpc::ServerUnaryReactor* reactor, metrics::Metrics* metrics, const char* method,
+                absl::Time start, const grpc::Status& status) {
+  if (metrics != nullptr) {
+    metrics->RecordRpc(method, CodeName(status.error_code()),
+                       absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  reactor->Finish(status);
+}
+
+void FillResponse(const serving::InferenceRequest& req, const serving::InferenceResult& result,
+                  const std::vector<bool>& truncated, bool return_members,
+                  metrics::Metrics* metrics, PredictResponse* response) {
+  const adapters::Adapter& adapter = *req.adapter;
+  response->set_adapter(adapter.name);
+  response->set_version(adapter.version);
+  for (const std::string& l : adapter.serving.labels) response->add_labels(l);
+  response->set_members(static_cast<uint32_t>(req.members));
+  response->set_mc_samples(static_cast<uint32_t>(req.mc_samples));
+  for (size_t i = 0; i < result.inputs.size(); ++i) {
+    const serving::InputResult& in = result.inputs[i];
+    loracle::v1::Prediction* p = response->add_predictions();
+    p->set_prediction_id(NewPredictionId());
+    p->set_label_index(in.summary.argmax);
+    p->set_label(adapter.serving.labels[static_cast<size_t>(in.summary.argmax)]);
+    for (double v : in.summary.mean_probs) p->add_probs(static_cast<float>(v));
+    loracle::v1::Uncertainty* u = p->mutable_uncertainty();
+    u->set_predictive_entropy(static_cast<float>(in.summary.predictive_entropy));
+    u->set_expected_entropy(static_cast<float>(in.summary.expected_entropy));
+    u->set_mutual_information(static_cast<float>(in.summary.mutual_information));
+    u->set_confidence(static_cast<float>(in.summary.confidence));
+    for (double v : in.summary.prob_std) u->add_prob_std(static_cast<float>(v));
+    p->set_abstained(in.abstained);
+    p->set_truncated(truncated[i]);
+    p->set_num_tokens(static_cast<uint32_t>(req.inputs[i].input_ids.size()));
+    if (return_members) {
+      for (size_t k = 0; k < in.passes.size(); ++k) {
+        loracle::v1::MemberOutput* m = p->add_members();
+        m->set_member(static_cast<uint32_t>(k / static_cast<size_t>(req.mc_samples)));
+        m->set_sample(static_cast<uint32_t>(k % static_cast<size_t>(req.mc_samples)));
+        for (float v : in.passes[k]) m->add_probs(v);
+      }
+    }
+    if (metrics != nullptr) {
+      metrics->RecordPrediction(adapter.name, in.abstained, in.summary.confidence,
+                                in.summary.mutual_information);
+    }
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
+                                                    const PredictRequest* request,
+                                                    PredictResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  metrics::Metrics* metrics = context_->metrics;
+  auto fail = [&](absl::Status s) {
+    FinishCall(reactor, metrics, "Predict", start, ToGrpcStatus(s));
+    return reactor;
+  };
+  const Engine* engine = context_->engine.load(std::memory_order_acquire);
+  if (engine == nullptr) return fail(absl::UnavailableError("the base model is still loading"));
+
+  if (request->adapter().empty()) {
+    return fail(
+        absl::InvalidArgumentError("adapter is required: name the adapter to predict with"));
+  }
+  if (request->inputs().empty()) {
+    return fail(absl::InvalidArgumentError("inputs is empty: send at least one text"));
+  }
+  if (request->inputs_size() > options_.max_inputs_per_request) {
+    return fail(absl::InvalidArgumentError(absl::StrCat("inputs has ", request->inputs_size(),
+                                                        " texts; the limit per request is ",
+                                                        options_.max_inputs_per_request)));
+  }
+  if (request->text_pairs_size() != 0 && request->text_pairs_size() != request->inputs_size()) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "text_pairs has ", request->text_pairs_size(), " entries; it must be empty or match the ",
+        request->inputs_size(), " inputs")));
+  }
+  if (request->has_mc_samples() &&
+      (request->mc_samples() < 1 ||
+       request->mc_samples() > static_cast<uint32_t>(options_.max_mc_samples))) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "mc_samples must be in [1, ", options_.max_mc_samples, "], got ", request->mc_samples())));
+  }
+  if (request->has_abstain_threshold() && !(request->abstain_threshold() >= 0)) {
+    return fail(absl::InvalidArgumentError("abstain_threshold must be >= 0"));
+  }
+
+  absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter =
+      engine->registry->Acquire(request->adapter());
+  if (!adapter.ok()) return fail(adapter.status());
+
+  auto req = std::make_unique<serving::InferenceRequest>();
+  req->adapter = *adapter;
+  req->members = static_cast<int>((*adapter)->members.size());
+  req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
+                                              : (*adapter)->serving.mc_samples;
+  req->seed = request->seed();
+  req->abstain_threshold = request->has_abstain_threshold() ? request->abstain_threshold()
+                                                            : (*adapter)->serving.abstain_threshold;
+  const model::WordPieceTokenizer& tokenizer = engine->runner->tokenizer();
+  std::vector<bool> truncated;
+  for (int i = 0; i < request->inputs_size(); ++i) {
+    const std::string& text = request->inputs(i);
+    if (static_cast<int64_t>(text.size()) > options_.max_input_bytes) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          "inputs[", i, "] is ", text.size(), " bytes; the limit is ", options_.max_input_bytes)));
+    }
+    std::optional<absl::string_view> pair;
+    if (request->text_pairs_size() > 0) pair = request->text_pairs(i);
+    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, engine->runner->max_length());
+    if (!e.ok()) {
+      return fail(
+          absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
+    }
+    truncated.push_back(e->truncated);
+    req->inputs.push_back(*std::move(e));
+  }
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    req->deadline = absl::FromChrono(ctx->deadline());
+  }
+  const bool return_members = request->return_members();
+  serving::InferenceRequest* raw = req.get();
+  req->done = [reactor, metrics, start, response, raw, truncated = std::move(truncated),
+               return_members](absl::StatusOr<serving::InferenceResult> result) {
+    if (!result.ok()) {
+      FinishCall(reactor, metrics, "Predict", start, ToGrpcStatus(result.status()));
+      return;
+    }
+    FillResponse(*raw, *result, truncated, return_members, metrics, response);
+    FinishCall(reactor, metrics, "Predict", start, grpc::Status::OK);
+  };
+  if (absl::Status s = engine->batcher->Submit(std::move(req)); !s.ok()) return fail(s);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
+                                                     const loracle::v1::FeedbackRequest*,
+                                                     loracle::v1::FeedbackResponse*) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  FinishCall(reactor, context_->metrics, "Feedback", absl::Now(),
+             grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          "Inference.Feedback (online calibration) is not implemented yet"));
+  return reactor;
+}
+
+}  // namespace loracle::rpc

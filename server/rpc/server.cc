@@ -1,0 +1,175 @@
+#include "server/rpc/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/adapters/adapter_files.h"
+#include "server/adapters/registry.h"
+#include "server/adapters/store.h"
+#include "server/metrics/metrics.h"
+#include "server/model/default_model.h"
+#include "server/serving/ensemble_runner.h"
+
+namespace loracle::rpc {
+namespace {
+
+// The demo ensemble published next to the built-in model: random weights, so its answers are
+// noise; it exists to show the request path and the uncertainty fields before any fine-tune.
+absl::Status PublishDemoAdapter(adapters::Store& store) {
+  if (store.LatestVersion("demo").ok()) return absl::OkStatus();
+  adapters::RandomAdapterSpec spec;
+  spec.serving.labels = {"ham", "spam"};
+  spec.serving.members = 4;
+  spec.serving.mc_samples = 1;
+  spec.serving.description =
+      "UNTRAINED demo: random LoRA weights and heads on the built-in random base model. "
+      "Its predictions are meaningless; it exists to exercise the API.";
+  spec.lora.rank = 8;
+  spec.lora.lora_alpha = 16;
+  spec.lora.target_modules = {"query", "value"};
+  spec.lora.base_model_name_or_path = model::kDefaultModelName;
+  spec.seed = 7;
+  return store
+      .Publish("demo",
+               [&](const std::string& dir) {
+                 return adapters::WriteRandomAdapter(dir, model::DefaultModelConfig(), spec);
+               })
+      .status();
+}
+
+}  // namespace
+
+LoracleServer::LoracleServer(const Options& options) : options_(options) {}
+
+absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Options& options) {
+  if (options.adapters_dir.empty()) return absl::InvalidArgumentError("adapters_dir is required");
+  if (options.model_dir.empty() && options.cache_dir.empty()) {
+    return absl::InvalidArgumentError("cache_dir is required for the built-in model");
+  }
+  std::unique_ptr<LoracleServer> s(new LoracleServer(options));
+  absl::StatusOr<std::unique_ptr<metrics::Metrics>> metrics =
+      metrics::Metrics::Create({options.metrics_address});
+  if (!metrics.ok()) return metrics.status();
+  s->metrics_ = *std::move(metrics);
+  s->context_.metrics = s->metrics_.get();
+  s->inference_ = std::make_unique<InferenceService>(options.inference, &s->context_);
+  s->adapters_service_ = std::make_unique<AdaptersService>(&s->context_);
+  s->training_ = std::make_unique<TrainingService>();
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s->grpc_port_);
+  builder.RegisterService(s->inference_.get());
+  builder.RegisterService(s->adapters_service_.get());
+  builder.RegisterService(s->training_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address,
+                                               " (address in use or not allowed?)"));
+  }
+  s->server_->GetHealthCheckService()->SetServingStatus(false);
+  s->loader_ = std::thread([p = s.get()] {
+    absl::Status status = p->LoadEngine();
+    if (status.ok()) {
+      p->context_.engine.store(&p->engine_, std::memory_order_release);
+      p->metrics_->SetModelReady(true);
+    }
+    absl::MutexLock lock(&p->mu_);
+    p->load_status_ = status;
+    p->load_done_ = true;
+    if (status.ok() && !p->shut_down_) p->server_->GetHealthCheckService()->SetServingStatus(true);
+  });
+  return s;
+}
+
+absl::Status LoracleServer::LoadEngine() {
+  std::string model_dir = options_.model_dir;
+  if (model_dir.empty()) {
+    absl::StatusOr<std::string> dir = model::EnsureDefaultModel(options_.cache_dir);
+    if (!dir.ok()) return dir.status();
+    model_dir = *dir;
+  }
+  absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner =
+      serving::EnsembleRunner::Create({model_dir, options_.threads, metrics_.get()});
+  if (!runner.ok()) return runner.status();
+  runner_ = *std::move(runner);
+  absl::StatusOr<std::unique_ptr<adapters::Store>> store =
+      adapters::Store::Create({options_.adapters_dir});
+  if (!store.ok()) return store.status();
+  store_ = *std::move(store);
+  if (options_.model_dir.empty() && options_.create_demo_adapter) {
+    if (absl::Status s = PublishDemoAdapter(*store_); !s.ok()) {
+      std::fprintf(stderr, "loracle: could not publish the demo adapter: %s\n",
+                   s.ToString().c_str());
+    }
+  }
+  absl::StatusOr<std::unique_ptr<adapters::Registry>> registry =
+      adapters::Registry::Create({store_.get(), &runner_->base()});
+  if (!registry.ok()) return registry.status();
+  registry_ = *std::move(registry);
+  if (absl::Status s = registry_->LoadAll(); !s.ok()) return s;
+  for (const adapters::AdapterInfo& info : registry_->List()) {
+    if (info.state == adapters::AdapterState::kFailed) {
+      std::fprintf(stderr, "loracle: adapter %s failed to load: %s\n", info.name.c_str(),
+                   info.error.c_str());
+    }
+  }
+  metrics_->SetAdaptersReady(registry_->ready_count());
+  serving::EnsembleRunner* r = runner_.get();
+  absl::StatusOr<std::unique_ptr<serving::Batcher>> batcher = serving::Batcher::Create(
+      options_.batcher,
+      [r](std::vector<std::unique_ptr<serving::InferenceRequest>> batch) {
+        r->Run(std::move(batch));
+      },
+      metrics_.get());
+  if (!batcher.ok()) return batcher.status();
+  batcher_ = *std::move(batcher);
+  engine_ = Engine{runner_.get(), registry_.get(), batcher_.get()};
+  absl::MutexLock lock(&mu_);
+  loaded_model_dir_ = model_dir;
+  return absl::OkStatus();
+}
+
+absl::Status LoracleServer::WaitUntilReady(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  if (!mu_.AwaitWithTimeout(absl::Condition(this, &LoracleServer::LoadDone), timeout)) {
+    return absl::DeadlineExceededError("the model did not finish loading in time");
+  }
+  return load_status_;
+}
+
+std::string LoracleServer::model_dir() const {
+  absl::MutexLock lock(&mu_);
+  return loaded_model_dir_;
+}
+
+int LoracleServer::metrics_port() const { return metrics_->port(); }
+
+void LoracleServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (server_ == nullptr) return;  // Create failed before gRPC started
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  // In-flight calls finish on the batch threads, which keep running until the server is down.
+  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  if (loader_.joinable()) loader_.join();
+  if (batcher_ != nullptr) batcher_->Shutdown();
+  server_->Wait();
+}
+
+LoracleServer::~LoracleServer() {
+  Shutdown(absl::ZeroDuration());
+  adapters_service_.reset();  // joins its worker before the engine goes away
+}
+
+}  // namespace loracle::rpc

@@ -1,0 +1,99 @@
+#ifndef LORACLE_SERVER_RPC_SERVER_H_
+#define LORACLE_SERVER_RPC_SERVER_H_
+
+// The whole server, wired: metrics endpoint, gRPC (Inference, Adapters, Training, health,
+// reflection), and, loaded in the background, the base model, adapter store and registry,
+// ensemble runner and batcher. Health is NOT_SERVING until the model is loaded, then SERVING.
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/rpc/adapters_service.h"
+#include "server/rpc/engine.h"
+#include "server/rpc/inference_service.h"
+#include "server/rpc/training_service.h"
+#include "server/serving/batcher.h"
+
+namespace loracle::adapters {
+class Store;
+class Registry;
+}  // namespace loracle::adapters
+namespace loracle::serving {
+class EnsembleRunner;
+}
+
+namespace loracle::rpc {
+
+class LoracleServer {
+ public:
+  struct Options {
+    std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
+    std::string metrics_address = "9464";  // civetweb syntax ("9464", "127.0.0.1:0"); empty = none
+    std::string model_dir;     // empty = the built-in default model, generated in cache_dir
+    std::string cache_dir;     // required when model_dir is empty
+    std::string adapters_dir;  // the adapter store; required
+    // With the built-in model, publish an untrained demo ensemble "demo" if the store lacks it.
+    bool create_demo_adapter = true;
+    int threads = 0;  // torch intra-op threads; 0 = all cores
+    serving::Batcher::Options batcher;
+    InferenceService::Options inference;
+  };
+
+  // Starts gRPC and /metrics, then loads the model on a background thread. Errors: the ports
+  // cannot be bound (UNAVAILABLE), bad options (INVALID_ARGUMENT).
+  static absl::StatusOr<std::unique_ptr<LoracleServer>> Create(const Options& options);
+  ~LoracleServer();  // Shutdown(zero grace) if still running
+
+  // Blocks until the model is loaded (OK) or failed to load (its error), or `timeout` passes
+  // (DEADLINE_EXCEEDED).
+  absl::Status WaitUntilReady(absl::Duration timeout);
+
+  // Health NOT_SERVING, stop accepting calls, let in-flight calls finish within `grace` (then
+  // cancel them), then stop the batcher. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const;
+  // Where the base model was loaded from (after WaitUntilReady).
+  std::string model_dir() const;
+
+ private:
+  explicit LoracleServer(const Options& options);
+  absl::Status LoadEngine();
+  bool LoadDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return load_done_; }
+
+  Options options_;
+  std::unique_ptr<metrics::Metrics> metrics_;
+  ServiceContext context_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<AdaptersService> adapters_service_;
+  std::unique_ptr<TrainingService> training_;
+  std::unique_ptr<grpc::Server> server_;
+  int grpc_port_ = 0;
+
+  // Built by the loader thread; read-only once load_done_.
+  std::unique_ptr<serving::EnsembleRunner> runner_;
+  std::unique_ptr<adapters::Store> store_;
+  std::unique_ptr<adapters::Registry> registry_;
+  std::unique_ptr<serving::Batcher> batcher_;
+  Engine engine_;
+  std::thread loader_;
+
+  mutable absl::Mutex mu_;
+  bool load_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status load_status_ ABSL_GUARDED_BY(mu_);
+  std::string loaded_model_dir_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace loracle::rpc
+
+#endif  // LORACLE_SERVER_RPC_SERVER_H_

@@ -1,0 +1,103 @@
+#include "server/serving/batcher.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/metrics/metrics.h"
+
+namespace loracle::serving {
+
+absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const Options& options, RunFn run,
+                                                         metrics::Metrics* metrics) {
+  if (options.max_batch_size < 1) return absl::InvalidArgumentError("max_batch_size must be >= 1");
+  if (options.max_queue_delay_us < 0)
+    return absl::InvalidArgumentError("max_queue_delay_us must be >= 0");
+  if (options.max_queued_rows < 1)
+    return absl::InvalidArgumentError("max_queued_rows must be >= 1");
+  if (options.num_batch_threads < 1)
+    return absl::InvalidArgumentError("num_batch_threads must be >= 1");
+  if (!run) return absl::InvalidArgumentError("Batcher needs a run function");
+  std::unique_ptr<Batcher> b(new Batcher(options, std::move(run), metrics));
+  for (int i = 0; i < options.num_batch_threads; ++i) {
+    b->threads_.emplace_back([p = b.get()] { p->Loop(); });
+  }
+  return b;
+}
+
+Batcher::~Batcher() { Shutdown(); }
+
+absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
+  const int64_t rows = request->rows();
+  if (rows <= 0) return absl::InvalidArgumentError("request has no rows to run");
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("server is shutting down");
+  // Always admit into an empty queue so a request larger than the bound can still run.
+  if (queued_rows_ > 0 && queued_rows_ + rows > options_.max_queued_rows) {
+    return absl::ResourceExhaustedError(absl::StrCat("inference queue is full (", queued_rows_,
+                                                     " of ", options_.max_queued_rows,
+                                                     " rows queued); retry with backoff"));
+  }
+  queued_rows_ += rows;
+  queue_.push_back(std::move(request));
+  if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
+  return absl::OkStatus();
+}
+
+void Batcher::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+int64_t Batcher::queued_rows() const {
+  absl::MutexLock lock(&mu_);
+  return queued_rows_;
+}
+
+void Batcher::Loop() {
+  for (;;) {
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    std::vector<std::unique_ptr<InferenceRequest>> expired;
+    {
+      absl::MutexLock lock(&mu_, absl::Condition(this, &Batcher::HasWork));
+      if (queue_.empty()) return;  // stopping and drained
+      // Let the batch fill: wait until enough rows are queued or the delay passes.
+      const absl::Time fill_deadline =
+          absl::Now() + absl::Microseconds(options_.max_queue_delay_us);
+      auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || queued_rows_ >= options_.max_batch_size;
+      };
+      while (!full() && absl::Now() < fill_deadline) {
+        mu_.AwaitWithDeadline(absl::Condition(&full), fill_deadline);
+      }
+      int64_t rows = 0;
+      const absl::Time now = absl::Now();
+      while (!queue_.empty()) {
+        InferenceRequest* next = queue_.front().get();
+        if (next->deadline < now) {
+          queued_rows_ -= next->rows();
+          expired.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+          continue;
+        }
+        if (!batch.empty() && rows + next->rows() > options_.max_batch_size) break;
+        rows += next->rows();
+        queued_rows_ -= next->rows();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
+    }
+    for (auto& r : expired) {
+      r->done(absl::DeadlineExceededError("deadline passed while the request was queued"));
+    }
+    if (!batch.empty()) run_(std::move(batch));
+  }
+}
+
+}  // namespace loracle::serving

@@ -1,0 +1,152 @@
+#include "server/serving/ensemble_runner.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/adapters/adapter.h"
+#include "server/metrics/metrics.h"
+#include "server/model/checkpoint.h"
+
+namespace loracle::serving {
+
+absl::StatusOr<std::unique_ptr<EnsembleRunner>> EnsembleRunner::Create(const Options& options) {
+  const int threads = options.intra_op_threads > 0
+                          ? options.intra_op_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);  // torch defaults to 1 here
+  std::unique_ptr<EnsembleRunner> r(new EnsembleRunner());
+  r->options_ = options;
+  absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(options.model_dir);
+  if (!base.ok()) return base.status();
+  r->base_ = *std::move(base);
+  return r;
+}
+
+EnsembleRunner::~EnsembleRunner() = default;
+
+const model::WordPieceTokenizer& EnsembleRunner::tokenizer() const { return *base_->tokenizer; }
+
+int EnsembleRunner::max_length() const { return base_->max_length; }
+
+absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
+    const std::vector<std::unique_ptr<InferenceRequest>>& batch) {
+  // Row layout: requests grouped by adapter; within an adapter, member-major, then request,
+  // sample, input. Each (adapter, member) is one contiguous LoraGroup.
+  std::map<const adapters::Adapter*, std::vector<size_t>> by_adapter;
+  for (size_t i = 0; i < batch.size(); ++i) by_adapter[batch[i]->adapter.get()].push_back(i);
+
+  struct RowRef {
+    size_t request, input;
+    int member, sample;
+  };
+  std::vector<RowRef> rows;
+  model::LoraRouting routing;
+  std::vector<const adapters::Adapter*> group_adapter;
+  for (const auto& [adapter, requests] : by_adapter) {
+    for (int m = 0; m < static_cast<int>(adapter->members.size()); ++m) {
+      model::LoraGroup g;
+      g.begin = static_cast<int64_t>(rows.size());
+      g.member = &adapter->members[static_cast<size_t>(m)];
+      for (size_t r : requests) {
+        for (int s = 0; s < batch[r]->mc_samples; ++s) {
+          for (size_t i = 0; i < batch[r]->inputs.size(); ++i) rows.push_back({r, i, m, s});
+        }
+      }
+      g.end = static_cast<int64_t>(rows.size());
+      routing.push_back(g);
+      group_adapter.push_back(adapter);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(rows.size());
+  int64_t seq = 1;
+  for (const RowRef& row : rows) {
+    seq = std::max<int64_t>(seq, batch[row.request]->inputs[row.input].input_ids.size());
+  }
+  torch::Tensor ids = torch::full({n, seq}, base_->tokenizer->pad_id(), torch::kInt64);
+  torch::Tensor mask = torch::zeros({n, seq}, torch::kInt64);
+  torch::Tensor types = torch::zeros({n, seq}, torch::kInt64);
+  auto ids_a = ids.accessor<int64_t, 2>();
+  auto mask_a = mask.accessor<int64_t, 2>();
+  auto types_a = types.accessor<int64_t, 2>();
+  for (int64_t k = 0; k < n; ++k) {
+    const model::Encoding& e = batch[rows[k].request]->inputs[rows[k].input];
+    for (size_t t = 0; t < e.input_ids.size(); ++t) {
+      ids_a[k][t] = e.input_ids[t];
+      mask_a[k][t] = 1;
+      types_a[k][t] = e.token_type_ids[t];
+    }
+  }
+
+  const absl::Time start = absl::Now();
+  std::vector<torch::Tensor> probs;
+  {
+    c10::InferenceMode guard;
+    torch::Tensor pooled = base_->encoder->forward(ids, mask, types, &routing);
+    std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(pooled, routing);
+    for (size_t g = 0; g < logits.size(); ++g) {
+      const double temperature = group_adapter[g]->serving.temperature;
+      probs.push_back(torch::softmax(logits[g].to(torch::kFloat64) / temperature, -1).contiguous());
+    }
+  }
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordBatch(n, static_cast<int64_t>(batch.size()),
+                                  absl::ToDoubleSeconds(absl::Now() - start));
+  }
+
+  // Gather the K passes of every input, member-major then sample.
+  std::vector<InferenceResult> results(batch.size());
+  std::vector<std::vector<std::vector<std::vector<double>>>> passes(batch.size());
+  for (size_t r = 0; r < batch.size(); ++r) {
+    passes[r].resize(batch[r]->inputs.size());
+    results[r].inputs.resize(batch[r]->inputs.size());
+  }
+  for (size_t g = 0; g < routing.size(); ++g) {
+    const torch::Tensor& p = probs[g];
+    const int64_t c = p.size(1);
+    const double* data = p.data_ptr<double>();
+    for (int64_t k = routing[g].begin; k < routing[g].end; ++k) {
+      const double* row = data + (k - routing[g].begin) * c;
+      passes[rows[k].request][rows[k].input].emplace_back(row, row + c);
+    }
+  }
+  for (size_t r = 0; r < batch.size(); ++r) {
+    for (size_t i = 0; i < batch[r]->inputs.size(); ++i) {
+      absl::StatusOr<UncertaintySummary> s = Summarize(passes[r][i]);
+      if (!s.ok()) return s.status();
+      InputResult& out = results[r].inputs[i];
+      out.summary = *std::move(s);
+      out.abstained = batch[r]->abstain_threshold > 0 &&
+                      out.summary.mutual_information > batch[r]->abstain_threshold;
+      for (const auto& pass : passes[r][i]) out.passes.emplace_back(pass.begin(), pass.end());
+    }
+  }
+  return results;
+}
+
+void EnsembleRunner::Run(std::vector<std::unique_ptr<InferenceRequest>> batch) {
+  absl::StatusOr<std::vector<InferenceResult>> results;
+  try {
+    results = Forward(batch);
+  } catch (const c10::Error& e) {
+    results =
+        absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    results = absl::InternalError(absl::StrCat("forward pass failed: ", e.what()));
+  }
+  for (size_t r = 0; r < batch.size(); ++r) {
+    if (results.ok()) {
+      batch[r]->done(std::move((*results)[r]));
+    } else {
+      batch[r]->done(results.status());
+    }
+  }
+}
+
+}  // namespace loracle::serving

@@ -1,0 +1,56 @@
+#ifndef LORACLE_SERVER_SERVING_ENSEMBLE_RUNNER_H_
+#define LORACLE_SERVER_SERVING_ENSEMBLE_RUNNER_H_
+
+// Owns the base model and runs batches: every request expands to inputs x members x samples
+// rows, all rows of a batch go through ONE forward (rows of the same adapter member are
+// contiguous and share its LoRA deltas), then each input's K probability vectors are summarised.
+// The header is torch-free; the forward runs under c10::InferenceMode on the calling thread.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/serving/inference_request.h"
+
+namespace loracle::model {
+struct BaseModel;
+class WordPieceTokenizer;
+}  // namespace loracle::model
+
+namespace loracle::metrics {
+class Metrics;
+}
+
+namespace loracle::serving {
+
+class EnsembleRunner {
+ public:
+  struct Options {
+    std::string model_dir;                // a Hugging Face BERT checkpoint directory
+    int intra_op_threads = 0;             // torch intra-op threads; 0 = all cores
+    metrics::Metrics* metrics = nullptr;  // optional, not owned
+  };
+  // Loads the model (errors as model::LoadBaseModel) and sets torch's thread count.
+  static absl::StatusOr<std::unique_ptr<EnsembleRunner>> Create(const Options& options);
+  ~EnsembleRunner();
+
+  // Runs `batch` on the calling thread and calls each request's `done`.
+  void Run(std::vector<std::unique_ptr<InferenceRequest>> batch);
+
+  const model::BaseModel& base() const { return *base_; }
+  const model::WordPieceTokenizer& tokenizer() const;
+  int max_length() const;
+
+ private:
+  EnsembleRunner() = default;
+  absl::StatusOr<std::vector<InferenceResult>> Forward(
+      const std::vector<std::unique_ptr<InferenceRequest>>& batch);
+
+  Options options_;
+  std::unique_ptr<model::BaseModel> base_;
+};
+
+}  // namespace loracle::serving
+
+#endif  // LORACLE_SERVER_SERVING_ENSEMBLE_RUNNER_H_

@@ -1,0 +1,49 @@
+#ifndef LORACLE_SERVER_SERVING_INFERENCE_REQUEST_H_
+#define LORACLE_SERVER_SERVING_INFERENCE_REQUEST_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/model/wordpiece_tokenizer.h"
+#include "server/serving/uncertainty.h"
+
+namespace loracle::adapters {
+struct Adapter;
+}
+
+namespace loracle::serving {
+
+// The answer for one input of a request.
+struct InputResult {
+  UncertaintySummary summary;              // over the K = members x mc_samples passes
+  std::vector<std::vector<float>> passes;  // the K probability vectors, member-major
+  bool abstained = false;
+};
+
+struct InferenceResult {
+  std::vector<InputResult> inputs;
+};
+
+// One Predict call on its way through the Batcher and EnsembleRunner.
+struct InferenceRequest {
+  std::shared_ptr<const adapters::Adapter> adapter;  // held until `done` runs
+  std::vector<model::Encoding> inputs;
+  int members = 1;     // M: the adapter's ensemble members
+  int mc_samples = 1;  // N: test-time dropout samples per member
+  uint64_t seed = 0;
+  double abstain_threshold = 0;  // mutual information above which to abstain; 0 = never
+  absl::Time deadline = absl::InfiniteFuture();
+  // Called exactly once, on a batch thread, once the request is accepted by Batcher::Submit
+  // (a rejected Submit returns its error and never calls it).
+  std::function<void(absl::StatusOr<InferenceResult>)> done;
+
+  int64_t rows() const { return static_cast<int64_t>(inputs.size()) * members * mc_samples; }
+};
+
+}  // namespace loracle::serving
+
+#endif  // LORACLE_SERVER_SERVING_INFERENCE_REQUEST_H_

@@ -1,0 +1,83 @@
+#include "tests/test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_join.h"
+#include "server/model/default_model.h"
+#include "server/model/file_util.h"
+
+namespace loracle::testing {
+
+TempDir::TempDir() {
+  absl::StatusOr<std::string> dir = model::MakeTempDir("loracle-test-");
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  path_ = dir.ok() ? *dir : "/tmp/loracle-test-fallback";
+}
+
+TempDir::~TempDir() { model::RemoveTree(path_).IgnoreError(); }
+
+std::string TinyVocab() {
+  std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+  for (const char* w :
+       {"the",   "a",   "free",   "money", "meeting", "please", "review", "invoice", "hello",
+        "world", "un",  "##want", "##ed",  "runn",    "##ing",  "want",   "cafe",    "naive",
+        "good",  "bad", "movie",  "mail",  "you",     "win",    "now"}) {
+    v.push_back(w);
+  }
+  for (const char* p : {"!", ",", ".", "?", "'", "-", "(", ")", "\xe4\xb8\xad", "\xe6\x96\x87"}) {
+    v.push_back(p);
+  }
+  for (char c = 'a'; c <= 'z'; ++c) {
+    v.push_back(std::string(1, c));
+    v.push_back("##" + std::string(1, c));
+  }
+  return absl::StrJoin(v, "\n") + "\n";
+}
+
+model::ModelConfig TinyConfig() {
+  model::ModelConfig c;
+  const std::string vocab = TinyVocab();
+  c.vocab_size = static_cast<int64_t>(std::count(vocab.begin(), vocab.end(), '\n'));
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+void WriteTinyModel(const std::string& dir, uint64_t seed) {
+  absl::Status s = model::WriteRandomBertCheckpoint(dir, TinyConfig(), TinyVocab(), seed);
+  ASSERT_TRUE(s.ok()) << s;
+}
+
+adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int members,
+                                            uint64_t seed) {
+  adapters::RandomAdapterSpec spec;
+  spec.serving.labels = std::move(labels);
+  spec.serving.members = members;
+  spec.lora.rank = 4;
+  spec.lora.lora_alpha = 8;
+  spec.lora.target_modules = {"query", "value"};
+  spec.lora_std = 0.2f;
+  spec.seed = seed;
+  return spec;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+}
+
+}  // namespace loracle::testing

@@ -1,0 +1,41 @@
+#ifndef LORACLE_TESTS_TEST_UTIL_H_
+#define LORACLE_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "server/adapters/adapter_files.h"
+#include "server/model/model_config.h"
+
+namespace loracle::testing {
+
+// A fresh directory, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A small WordPiece vocabulary: special tokens, some English words, '##' pieces, punctuation.
+std::string TinyVocab();
+// 2 layers, hidden 32, 2 heads, FFN 64, 64 positions, vocab = TinyVocab().
+model::ModelConfig TinyConfig();
+// Writes a random TinyConfig checkpoint (HF layout) into `dir`.
+void WriteTinyModel(const std::string& dir, uint64_t seed = 3);
+
+// A random adapter spec for TinyConfig: `labels`, `members`, rank 4 on query+value.
+adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int members,
+                                            uint64_t seed);
+
+std::string ReadFile(const std::string& path);
+void WriteFile(const std::string& path, const std::string& contents);
+
+}  // namespace loracle::testing
+
+#endif  // LORACLE_TESTS_TEST_UTIL_H_

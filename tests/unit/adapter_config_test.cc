@@ -1,0 +1,77 @@
+#include "server/adapters/adapter_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace loracle::adapters {
+namespace {
+
+// An adapter_config.json as PEFT 0.13 writes it for a BERT sequence classifier.
+constexpr char kPeftConfig[] = R"({
+  "alpha_pattern": {}, "auto_mapping": {"base_model_class": "BertForSequenceClassification",
+  "parent_library": "transformers.models.bert.modeling_bert"},
+  "base_model_name_or_path": "bert-base-uncased", "bias": "none", "fan_in_fan_out": false,
+  "inference_mode": true, "init_lora_weights": true, "layers_pattern": null,
+  "layers_to_transform": null, "lora_alpha": 16, "lora_dropout": 0.1,
+  "modules_to_save": ["classifier", "score"], "peft_type": "LORA", "r": 8,
+  "rank_pattern": {}, "revision": null, "target_modules": ["query", "value"],
+  "task_type": "SEQ_CLS", "use_dora": false, "use_rslora": false})";
+
+TEST(AdapterConfigTest, ParsesPeftLoraConfig) {
+  auto c = ParsePeftConfig(kPeftConfig, "adapter_config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rank, 8);
+  EXPECT_DOUBLE_EQ(c->lora_alpha, 16);
+  EXPECT_DOUBLE_EQ(c->lora_dropout, 0.1);
+  EXPECT_EQ(c->target_modules, (std::vector<std::string>{"query", "value"}));
+  EXPECT_EQ(c->modules_to_save, (std::vector<std::string>{"classifier", "score"}));
+  EXPECT_DOUBLE_EQ(c->scaling(), 2.0);
+  c->use_rslora = true;
+  EXPECT_DOUBLE_EQ(c->scaling(), 16 / std::sqrt(8.0));
+  auto again = ParsePeftConfig(PeftConfigToJson(*c), "x");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->use_rslora);
+}
+
+TEST(AdapterConfigTest, RejectsBadPeftConfigs) {
+  EXPECT_NE(ParsePeftConfig(R"({"lora_alpha": 16})", "a").status().message().find("\"r\""),
+            std::string::npos);
+  EXPECT_FALSE(ParsePeftConfig(R"({"r": 0})", "a").ok());
+  EXPECT_NE(ParsePeftConfig(R"({"r": 8, "peft_type": "IA3"})", "a").status().message().find("IA3"),
+            std::string::npos);
+}
+
+TEST(AdapterConfigTest, TargetsMatchLikePeft) {
+  const std::vector<std::string> t = {"query", "value"};
+  EXPECT_TRUE(MatchesTarget("encoder.layer.0.attention.self.query", t));
+  EXPECT_FALSE(MatchesTarget("encoder.layer.0.attention.self.key", t));
+  EXPECT_FALSE(MatchesTarget("encoder.layer.0.attention.self.myquery", t));
+  EXPECT_TRUE(MatchesTarget("pooler.dense", {"dense"}));
+}
+
+TEST(AdapterConfigTest, ServingConfigValidatesLabelsAndRanges) {
+  auto ok =
+      ParseServingConfig(R"({"labels": ["ham", "spam"], "members": 4, "temperature": 1.5})", "l");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->members, 4);
+  EXPECT_EQ(ok->mc_samples, 1);
+  EXPECT_NE(ParseServingConfig(R"({"labels": ["x"]})", "l").status().message().find("at least 2"),
+            std::string::npos);
+  EXPECT_NE(ParseServingConfig(R"({"labels": ["x", "x"]})", "l").status().message().find("repeats"),
+            std::string::npos);
+  EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "members": 0})", "l").ok());
+  EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "temperature": 0})", "l").ok());
+}
+
+TEST(AdapterConfigTest, AdapterNamesAreSafePathComponents) {
+  EXPECT_TRUE(ValidateAdapterName("spam-filter_v2.1").ok());
+  EXPECT_FALSE(ValidateAdapterName("").ok());
+  EXPECT_FALSE(ValidateAdapterName("../etc").ok());
+  EXPECT_FALSE(ValidateAdapterName("a/b").ok());
+  EXPECT_FALSE(ValidateAdapterName(".hidden").ok());
+  EXPECT_FALSE(ValidateAdapterName(std::string(65, 'a')).ok());
+}
+
+}  // namespace
+}  // namespace loracle::adapters

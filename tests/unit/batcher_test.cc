@@ -1,0 +1,136 @@
+#include "server/serving/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+
+namespace loracle::serving {
+namespace {
+
+std::unique_ptr<InferenceRequest> Request(
+    int inputs, std::function<void(absl::StatusOr<InferenceResult>)> done) {
+  auto r = std::make_unique<InferenceRequest>();
+  r->inputs.resize(static_cast<size_t>(inputs));
+  r->done = std::move(done);
+  return r;
+}
+
+struct Recorder {
+  absl::Mutex mu;
+  std::vector<int64_t> batch_rows;
+  void Run(std::vector<std::unique_ptr<InferenceRequest>> batch) {
+    int64_t rows = 0;
+    for (auto& r : batch) rows += r->rows();
+    {
+      absl::MutexLock lock(&mu);
+      batch_rows.push_back(rows);
+    }
+    for (auto& r : batch) r->done(InferenceResult{});
+  }
+};
+
+TEST(BatcherTest, CollectsConcurrentRequestsIntoOneBatch) {
+  Recorder rec;
+  Batcher::Options o;
+  o.max_batch_size = 8;
+  o.max_queue_delay_us = 200000;  // long enough that all 8 arrive before the batch closes
+  auto b = Batcher::Create(o, [&](auto batch) { rec.Run(std::move(batch)); });
+  ASSERT_TRUE(b.ok());
+  std::atomic<int> done{0};
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE((*b)->Submit(Request(1, [&](auto r) { done += r.ok(); })).ok());
+  }
+  (*b)->Shutdown();
+  EXPECT_EQ(done.load(), 8);
+  EXPECT_EQ(rec.batch_rows, std::vector<int64_t>{8}) << "one full batch, not eight";
+}
+
+TEST(BatcherTest, NeverExceedsMaxBatchSizeExceptForOneLargeRequest) {
+  Recorder rec;
+  Batcher::Options o;
+  o.max_batch_size = 4;
+  o.max_queue_delay_us = 50000;
+  auto b = Batcher::Create(o, [&](auto batch) { rec.Run(std::move(batch)); });
+  ASSERT_TRUE(b.ok());
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+  ASSERT_TRUE((*b)->Submit(Request(9, [](auto) {})).ok());
+  (*b)->Shutdown();
+  int64_t total = 0;
+  for (int64_t rows : rec.batch_rows) {
+    total += rows;
+    EXPECT_TRUE(rows <= 4 || rows == 9) << rows;
+  }
+  EXPECT_EQ(total, 15);
+}
+
+TEST(BatcherTest, FullQueueIsResourceExhaustedAndNeverGrows) {
+  absl::Notification release;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.max_queue_delay_us = 0;
+  o.max_queued_rows = 3;
+  std::atomic<int> ran{0};
+  auto b = Batcher::Create(o, [&](auto batch) {
+    release.WaitForNotification();
+    for (auto& r : batch) {
+      ++ran;
+      r->done(InferenceResult{});
+    }
+  });
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());  // taken by the (blocked) batch thread
+  absl::SleepFor(absl::Milliseconds(50));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+  absl::Status full =
+      (*b)->Submit(Request(1, [](auto) { ADD_FAILURE() << "rejected request ran"; }));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("queue is full"), std::string::npos);
+  EXPECT_EQ((*b)->queued_rows(), 3);
+  release.Notify();
+  (*b)->Shutdown();
+  EXPECT_EQ(ran.load(), 4);
+}
+
+TEST(BatcherTest, ExpiredRequestsGetDeadlineExceededWithoutRunning) {
+  absl::Notification release;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.max_queue_delay_us = 0;
+  std::atomic<int> ran{0};
+  auto b = Batcher::Create(o, [&](auto batch) {
+    release.WaitForNotification();
+    for (auto& r : batch) {
+      ++ran;
+      r->done(InferenceResult{});
+    }
+  });
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  absl::StatusCode code = absl::StatusCode::kOk;
+  auto late = Request(1, [&](auto r) { code = r.status().code(); });
+  late->deadline = absl::Now() + absl::Milliseconds(10);
+  ASSERT_TRUE((*b)->Submit(std::move(late)).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  release.Notify();
+  (*b)->Shutdown();
+  EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(BatcherTest, RejectsAfterShutdownAndValidatesOptions) {
+  auto b = Batcher::Create({}, [](auto) {});
+  ASSERT_TRUE(b.ok());
+  (*b)->Shutdown();
+  EXPECT_EQ((*b)->Submit(Request(1, [](auto) {})).code(), absl::StatusCode::kUnavailable);
+  Batcher::Options bad;
+  bad.max_batch_size = 0;
+  EXPECT_EQ(Batcher::Create(bad, [](auto) {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loracle::serving

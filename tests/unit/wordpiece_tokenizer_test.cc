@@ -1,0 +1,132 @@
+#include "server/model/wordpiece_tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include "server/model/default_model.h"
+#include "tests/test_util.h"
+
+namespace loracle::model {
+namespace {
+
+using Tokens = std::vector<std::string>;
+
+std::unique_ptr<WordPieceTokenizer> Tiny(WordPieceTokenizer::Options options = {}) {
+  auto t = WordPieceTokenizer::Create(options, testing::TinyVocab());
+  EXPECT_TRUE(t.ok()) << t.status();
+  return *std::move(t);
+}
+
+TEST(WordPieceTokenizerTest, LowercasesAndSplitsPunctuationAndWhitespace) {
+  auto t = Tiny();
+  EXPECT_EQ(*t->Tokenize(" \tHeLLo,  WORLD!\n"), (Tokens{"hello", ",", "world", "!"}));
+  EXPECT_EQ(*t->Tokenize("free-money?"), (Tokens{"free", "-", "money", "?"}));
+}
+
+TEST(WordPieceTokenizerTest, StripsAccentsLikeBertUncased) {
+  auto t = Tiny();
+  EXPECT_EQ(*t->Tokenize("Café NAÏVE"), (Tokens{"cafe", "naive"}));
+  // Decomposed input (e + combining acute) normalises the same way.
+  EXPECT_EQ(*t->Tokenize("cafe\xcc\x81"), (Tokens{"cafe"}));
+}
+
+TEST(WordPieceTokenizerTest, KeepsAccentsWhenCased) {
+  WordPieceTokenizer::Options o;
+  o.lowercase = false;
+  o.strip_accents = false;
+  auto t = Tiny(o);
+  // "Café" is not in the vocabulary and "é" has no piece: the word becomes [UNK].
+  EXPECT_EQ(*t->Tokenize("Café"), (Tokens{"[UNK]"}));
+}
+
+TEST(WordPieceTokenizerTest, GreedyLongestMatchWithContinuations) {
+  auto t = Tiny();
+  // The example from transformers' own WordpieceTokenizer tests.
+  EXPECT_EQ(*t->Tokenize("unwanted running"), (Tokens{"un", "##want", "##ed", "runn", "##ing"}));
+  // A word with a character no piece covers becomes a single [UNK] (emoji: category So).
+  EXPECT_EQ(*t->Tokenize("unwanted\xf0\x9f\x98\x80 running"), (Tokens{"[UNK]", "runn", "##ing"}));
+}
+
+TEST(WordPieceTokenizerTest, SplitsCjkIdeographsIntoSingleTokens) {
+  auto t = Tiny();
+  EXPECT_EQ(*t->Tokenize("hello\xe4\xb8\xad\xe6\x96\x87world"),
+            (Tokens{"hello", "中", "文", "world"}));
+}
+
+TEST(WordPieceTokenizerTest, DropsControlCharacters) {
+  auto t = Tiny();
+  EXPECT_EQ(*t->Tokenize(std::string("hel\x01lo\x7f world", 15)), (Tokens{"hello", "world"}));
+}
+
+TEST(WordPieceTokenizerTest, OverlongWordIsUnknown) {
+  WordPieceTokenizer::Options o;
+  o.max_input_chars_per_word = 5;
+  auto t = Tiny(o);
+  EXPECT_EQ(*t->Tokenize("hello helloo"), (Tokens{"hello", "[UNK]"}));
+}
+
+TEST(WordPieceTokenizerTest, InvalidUtf8NamesTheByteOffset) {
+  auto t = Tiny();
+  auto r = t->Tokenize("hello \xff world");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("byte offset 6"), std::string::npos) << r.status();
+  EXPECT_FALSE(t->Tokenize("\xc3").ok()) << "truncated sequence";
+  EXPECT_FALSE(t->Tokenize("\xed\xa0\x80").ok()) << "UTF-16 surrogate";
+}
+
+TEST(WordPieceTokenizerTest, EncodesWithSpecialTokensAndTruncates) {
+  auto t = Tiny();
+  auto e = t->Encode("hello world", std::nullopt, 16);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->input_ids, (std::vector<int64_t>{t->cls_id(), t->TokenToId("hello"),
+                                                t->TokenToId("world"), t->sep_id()}));
+  EXPECT_FALSE(e->truncated);
+  auto cut = t->Encode("hello world free money", std::nullopt, 4);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_TRUE(cut->truncated);
+  EXPECT_EQ(cut->input_ids, (std::vector<int64_t>{t->cls_id(), t->TokenToId("hello"),
+                                                  t->TokenToId("world"), t->sep_id()}));
+}
+
+TEST(WordPieceTokenizerTest, PairsGetSegmentIdsAndLongestFirstTruncation) {
+  auto t = Tiny();
+  auto e = t->Encode("hello world", std::string_view("free"), 16);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->token_type_ids, (std::vector<int64_t>{0, 0, 0, 0, 1, 1}));
+  // Budget 7 - 3 specials = 4 tokens: the longer first segment loses tokens first.
+  auto cut = t->Encode("hello world free money now", std::string_view("you win"), 7);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_TRUE(cut->truncated);
+  EXPECT_EQ(
+      cut->input_ids,
+      (std::vector<int64_t>{t->cls_id(), t->TokenToId("hello"), t->TokenToId("world"), t->sep_id(),
+                            t->TokenToId("you"), t->TokenToId("win"), t->sep_id()}));
+}
+
+TEST(WordPieceTokenizerTest, VocabularyWithoutSpecialTokensIsRejected) {
+  auto t = WordPieceTokenizer::Create({}, "hello\nworld\n");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("[UNK]"), std::string::npos);
+}
+
+TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
+  auto t = WordPieceTokenizer::Create({}, DefaultVocab());
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto tokens = t->Tokenize(
+      "Please review the attached invoice before Friday's meeting. This movie was great, "
+      "but the ending was terrible!");
+  ASSERT_TRUE(tokens.ok());
+  int whole = 0, unknown = 0;
+  for (const std::string& tok : *tokens) {
+    whole += tok.rfind("##", 0) != 0;
+    unknown += tok == "[UNK]";
+  }
+  EXPECT_EQ(unknown, 0);
+  EXPECT_GE(whole, static_cast<int>(tokens->size()) * 9 / 10) << "mostly whole words";
+  for (const char* w : {"please", "review", "invoice", "meeting", "movie", "great", "terrible"}) {
+    EXPECT_NE(std::find(tokens->begin(), tokens->end(), w), tokens->end()) << w;
+  }
+}
+
+}  // namespace
+}  // namespace loracle::model
