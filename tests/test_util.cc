@@ -32,7 +32,7 @@ std::string TinyVocab() {
     v.push_back(p);
   }
   for (char c = 'a'; c <= 'z'; ++c) {
-    v.push_back(std::string(1, c));
+    if (std::find(v.begin(), v.end(), std::string(1, c)) == v.end()) v.push_back(std::string(1, c));
     v.push_back("##" + std::string(1, c));
   }
   return absl::StrJoin(v, "\n") + "\n";

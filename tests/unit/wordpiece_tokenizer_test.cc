@@ -54,7 +54,8 @@ TEST(WordPieceTokenizerTest, SplitsCjkIdeographsIntoSingleTokens) {
 
 TEST(WordPieceTokenizerTest, DropsControlCharacters) {
   auto t = Tiny();
-  EXPECT_EQ(*t->Tokenize(std::string("hel\x01lo\x7f world", 15)), (Tokens{"hello", "world"}));
+  const char kText[] = "hel\x01lo\x7f world";
+  EXPECT_EQ(*t->Tokenize(std::string(kText, sizeof(kText) - 1)), (Tokens{"hello", "world"}));
 }
 
 TEST(WordPieceTokenizerTest, OverlongWordIsUnknown) {
@@ -90,11 +91,11 @@ TEST(WordPieceTokenizerTest, EncodesWithSpecialTokensAndTruncates) {
 
 TEST(WordPieceTokenizerTest, PairsGetSegmentIdsAndLongestFirstTruncation) {
   auto t = Tiny();
-  auto e = t->Encode("hello world", std::string_view("free"), 16);
+  auto e = t->Encode("hello world", absl::string_view("free"), 16);
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->token_type_ids, (std::vector<int64_t>{0, 0, 0, 0, 1, 1}));
   // Budget 7 - 3 specials = 4 tokens: the longer first segment loses tokens first.
-  auto cut = t->Encode("hello world free money now", std::string_view("you win"), 7);
+  auto cut = t->Encode("hello world free money now", absl::string_view("you win"), 7);
   ASSERT_TRUE(cut.ok());
   EXPECT_TRUE(cut->truncated);
   EXPECT_EQ(
@@ -112,7 +113,7 @@ TEST(WordPieceTokenizerTest, VocabularyWithoutSpecialTokensIsRejected) {
 TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
   auto t = WordPieceTokenizer::Create({}, DefaultVocab());
   ASSERT_TRUE(t.ok()) << t.status();
-  auto tokens = t->Tokenize(
+  auto tokens = (*t)->Tokenize(
       "Please review the attached invoice before Friday's meeting. This movie was great, "
       "but the ending was terrible!");
   ASSERT_TRUE(tokens.ok());

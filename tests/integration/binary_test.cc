@@ -1,0 +1,130 @@
+// The shipped binaries, as a user runs them: loracle-server with no model flags (the built-in
+// model, generated into a fresh cache), then the loracle CLI, then SIGTERM.
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <regex>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace loracle {
+namespace {
+
+std::string BinDir() {
+  const char* d = std::getenv("LORACLE_BIN_DIR");
+  return d != nullptr ? d : ".";
+}
+
+// Starts loracle-server with `args`, stderr to `log`. Returns the pid.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stderr);
+    std::vector<char*> argv;
+    std::string bin = BinDir() + "/loracle-server";
+    argv.push_back(bin.data());
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    std::_Exit(127);
+  }
+  return pid;
+}
+
+// Waits for `pattern` in the log; returns the first capture group (or "" on timeout / exit).
+std::string WaitForLog(const std::string& log, const std::string& pattern, absl::Duration timeout) {
+  const std::regex re(pattern);
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    std::smatch m;
+    const std::string text = testing::ReadFile(log);
+    if (std::regex_search(text, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return "";
+}
+
+int WaitExit(pid_t pid, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -2;
+}
+
+std::string RunCommand(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
+  testing::TempDir cache;
+  const std::string log = cache / "server.log";
+  const absl::Time start = absl::Now();
+  const pid_t pid = Spawn({"--grpc_port=0", "--metrics_port=0", "--grpc_host=127.0.0.1",
+                           "--cache_dir=" + cache.path(), "--threads=2"},
+                          log);
+  const std::string port = WaitForLog(log, "gRPC on port ([0-9]+)", absl::Seconds(30));
+  ASSERT_FALSE(port.empty()) << testing::ReadFile(log);
+  ASSERT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
+  const double ready_s = absl::ToDoubleSeconds(absl::Now() - start);
+  EXPECT_LT(ready_s, 30.0) << "SERVING within seconds";
+  std::printf("built-in model generated, loaded and SERVING after %.2f s\n", ready_s);
+
+  auto channel = grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(health->Check(&ctx, {}, &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  // The demo ensemble (4 untrained members) through the real CLI binary.
+  const std::string json = RunCommand(
+      absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port, " predict --adapter=demo --json",
+                   " 'Free money!!! Click now to win' 'See you at the meeting'"));
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << json;
+  EXPECT_EQ(j["members"], 4);
+  ASSERT_EQ(j["predictions"].size(), 2u);
+  EXPECT_GT(j["predictions"][0]["uncertainty"]["mutual_information"].get<double>(), 0.0);
+
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(20)), 0);
+  EXPECT_NE(testing::ReadFile(log).find("stopped"), std::string::npos);
+}
+
+TEST(BinaryTest, BadModelDirectoryExitsWithTheReason) {
+  testing::TempDir dir;
+  testing::WriteFile(dir / "config.json", R"({"model_type": "bert", "vocab_size": 10})");
+  const std::string log = dir / "server.log";
+  const pid_t pid = Spawn({"--grpc_port=0", "--metrics_port=-1", "--grpc_host=127.0.0.1",
+                           "--model_dir=" + dir.path(), "--adapters_dir=" + (dir / "adapters")},
+                          log);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 1);
+  const std::string text = testing::ReadFile(log);
+  EXPECT_NE(text.find("hidden_size"), std::string::npos) << text;
+  EXPECT_NE(text.find(dir.path() + "/config.json"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace loracle

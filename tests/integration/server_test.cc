@@ -1,0 +1,376 @@
+// The real server, in process, on a loopback port: real gRPC, real files, real /metrics.
+
+#include "server/rpc/server.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/cli.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "loracle/v1/adapters.grpc.pb.h"
+#include "loracle/v1/inference.grpc.pb.h"
+#include "loracle/v1/training.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "server/adapters/adapter_files.h"
+#include "server/adapters/store.h"
+#include "tests/test_util.h"
+
+namespace loracle {
+namespace {
+
+using loracle::v1::PredictRequest;
+using loracle::v1::PredictResponse;
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
+  const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+  ::send(fd, req.data(), req.size(), 0);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new testing::TempDir();
+    store_dir_ = new testing::TempDir();
+    testing::WriteTinyModel(model_dir_->path());
+    auto store = adapters::Store::Create({store_dir_->path()});
+    ASSERT_TRUE(store.ok());
+    auto publish = [&](const std::string& name, const adapters::RandomAdapterSpec& spec) {
+      auto v = (*store)->Publish(name, [&](const std::string& dir) {
+        return adapters::WriteRandomAdapter(dir, testing::TinyConfig(), spec);
+      });
+      ASSERT_TRUE(v.ok()) << v.status();
+    };
+    publish("sentiment", testing::TinyAdapterSpec({"negative", "positive"}, 1, 1));
+    publish("topics", testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20));
+    publish("broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3));
+    const std::string w = (*store)->VersionDir("broken", 1) + "/adapter_model.safetensors";
+    testing::WriteFile(w, testing::ReadFile(w).substr(0, 64));
+
+    rpc::LoracleServer::Options o;
+    o.grpc_address = "127.0.0.1:0";
+    o.metrics_address = "127.0.0.1:0";
+    o.model_dir = model_dir_->path();
+    o.adapters_dir = store_dir_->path();
+    o.threads = 2;
+    o.batcher.max_queue_delay_us = 1000;
+    auto server = rpc::LoracleServer::Create(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+    ASSERT_TRUE(server_->WaitUntilReady(absl::Seconds(60)).ok());
+    channel_ = new std::shared_ptr<grpc::Channel>(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials()));
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete channel_;
+    delete model_dir_;
+    delete store_dir_;
+  }
+
+  static grpc::Status Predict(const PredictRequest& req, PredictResponse* resp,
+                              int timeout_ms = 30000) {
+    auto stub = loracle::v1::Inference::NewStub(*channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    return stub->Predict(&ctx, req, resp);
+  }
+  static PredictRequest Request(const std::string& adapter, std::vector<std::string> texts) {
+    PredictRequest r;
+    r.set_adapter(adapter);
+    for (auto& t : texts) r.add_inputs(t);
+    return r;
+  }
+
+  static testing::TempDir* model_dir_;
+  static testing::TempDir* store_dir_;
+  static rpc::LoracleServer* server_;
+  static std::shared_ptr<grpc::Channel>* channel_;
+};
+testing::TempDir* ServerTest::model_dir_;
+testing::TempDir* ServerTest::store_dir_;
+rpc::LoracleServer* ServerTest::server_;
+std::shared_ptr<grpc::Channel>* ServerTest::channel_;
+
+TEST_F(ServerTest, HealthReportsServing) {
+  auto stub = grpc::health::v1::Health::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  ASSERT_TRUE(stub->Check(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(ServerTest, PredictReturnsANormalisedDistribution) {
+  PredictResponse resp;
+  grpc::Status s = Predict(Request("sentiment", {"hello world", "free money now!"}), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.adapter(), "sentiment");
+  EXPECT_EQ(resp.version(), 1);
+  EXPECT_EQ(resp.labels_size(), 2);
+  ASSERT_EQ(resp.predictions_size(), 2);
+  for (const auto& p : resp.predictions()) {
+    ASSERT_EQ(p.probs_size(), 2);
+    EXPECT_NEAR(p.probs(0) + p.probs(1), 1.0, 1e-6);
+    EXPECT_EQ(p.label_index(), p.probs(1) > p.probs(0) ? 1 : 0);
+    EXPECT_EQ(p.label(), resp.labels(p.label_index()));
+    EXPECT_EQ(p.prediction_id().size(), 32u);
+    EXPECT_FLOAT_EQ(p.uncertainty().confidence(), std::max(p.probs(0), p.probs(1)));
+    EXPECT_FALSE(p.truncated());
+  }
+  EXPECT_EQ(resp.predictions(0).num_tokens(), 4u);  // [CLS] hello world [SEP]
+  EXPECT_NE(resp.predictions(0).prediction_id(), resp.predictions(1).prediction_id());
+}
+
+TEST_F(ServerTest, SingleMemberHasZeroMutualInformation) {
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(Request("sentiment", {"a good movie"}), &resp).ok());
+  const auto& u = resp.predictions(0).uncertainty();
+  EXPECT_EQ(u.mutual_information(), 0.0f);
+  EXPECT_EQ(u.predictive_entropy(), u.expected_entropy());
+  for (float s : u.prob_std()) EXPECT_EQ(s, 0.0f);
+}
+
+TEST_F(ServerTest, EnsembleAveragesMembersAndReportsDisagreement) {
+  PredictRequest req = Request("topics", {"the meeting about the invoice"});
+  req.set_return_members(true);
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(req, &resp).ok());
+  EXPECT_EQ(resp.members(), 3u);
+  EXPECT_EQ(resp.mc_samples(), 1u);
+  const auto& p = resp.predictions(0);
+  ASSERT_EQ(p.members_size(), 3);
+  double h_mean = 0;
+  for (int c = 0; c < 3; ++c) {
+    double mean = 0;
+    for (const auto& m : p.members()) mean += m.probs(c) / 3.0;
+    EXPECT_NEAR(p.probs(c), mean, 1e-6) << "probs are the member average";
+  }
+  for (const auto& m : p.members()) {
+    double h = 0;
+    for (float v : m.probs()) h -= v * std::log(v);
+    h_mean += h / 3.0;
+  }
+  EXPECT_NEAR(p.uncertainty().expected_entropy(), h_mean, 1e-5);
+  EXPECT_GT(p.uncertainty().mutual_information(), 0.0f) << "independent members disagree";
+  EXPECT_NEAR(p.uncertainty().mutual_information(),
+              p.uncertainty().predictive_entropy() - p.uncertainty().expected_entropy(), 1e-6);
+}
+
+TEST_F(ServerTest, McSamplesOverrideExpandsRowsAndIsBounded) {
+  PredictRequest req = Request("topics", {"hello"});
+  req.set_mc_samples(2);
+  req.set_return_members(true);
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(req, &resp).ok());
+  EXPECT_EQ(resp.mc_samples(), 2u);
+  ASSERT_EQ(resp.predictions(0).members_size(), 6);
+  EXPECT_EQ(resp.predictions(0).members(5).member(), 2u);
+  EXPECT_EQ(resp.predictions(0).members(5).sample(), 1u);
+  req.set_mc_samples(0);
+  EXPECT_EQ(Predict(req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_mc_samples(1000);
+  grpc::Status s = Predict(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("mc_samples must be in [1, 32]"), std::string::npos);
+}
+
+TEST_F(ServerTest, BadRequestsGetPreciseStatuses) {
+  PredictResponse resp;
+  grpc::Status empty = Predict(Request("sentiment", {}), &resp);
+  EXPECT_EQ(empty.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(empty.error_message().find("inputs is empty"), std::string::npos);
+
+  grpc::Status unknown = Predict(Request("nonexistent", {"hi"}), &resp);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(unknown.error_message().find("\"nonexistent\""), std::string::npos);
+
+  grpc::Status no_adapter = Predict(Request("", {"hi"}), &resp);
+  EXPECT_EQ(no_adapter.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  grpc::Status utf8 = Predict(Request("sentiment", {"fine", "bad\xc3(x"}), &resp);
+  EXPECT_EQ(utf8.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(utf8.error_message().find("inputs[1]: invalid UTF-8 at byte offset 3"),
+            std::string::npos)
+      << utf8.error_message();
+
+  PredictRequest pairs = Request("sentiment", {"a", "b"});
+  pairs.add_text_pairs("only one");
+  EXPECT_EQ(Predict(pairs, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, LongInputIsTruncatedAndSaysSo) {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "free money ";
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(Request("sentiment", {text, "short"}), &resp).ok());
+  EXPECT_TRUE(resp.predictions(0).truncated());
+  EXPECT_EQ(resp.predictions(0).num_tokens(), 64u);  // the tiny model's max positions
+  EXPECT_FALSE(resp.predictions(1).truncated());
+}
+
+TEST_F(ServerTest, CorruptAdapterFailsPreciselyAndTheServerKeepsServing) {
+  PredictResponse resp;
+  grpc::Status s = Predict(Request("broken", {"hi"}), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("adapter_model.safetensors"), std::string::npos)
+      << s.error_message();
+  auto stub = loracle::v1::Adapters::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  loracle::v1::GetAdapterRequest get;
+  get.set_name("broken");
+  loracle::v1::AdapterInfo info;
+  ASSERT_TRUE(stub->Get(&ctx, get, &info).ok());
+  EXPECT_EQ(info.state(), loracle::v1::ADAPTER_STATE_FAILED);
+  EXPECT_FALSE(info.error().empty());
+  EXPECT_TRUE(Predict(Request("sentiment", {"still here"}), &resp).ok());
+}
+
+TEST_F(ServerTest, AdaptersListLoadsNewVersionsAndUnloads) {
+  auto stub = loracle::v1::Adapters::NewStub(*channel_);
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::ListAdaptersResponse list;
+    ASSERT_TRUE(stub->List(&ctx, {}, &list).ok());
+    std::vector<std::string> names;
+    for (const auto& a : list.adapters()) names.push_back(a.name());
+    EXPECT_EQ(names, (std::vector<std::string>{"broken", "sentiment", "topics"}));
+  }
+  auto store = adapters::Store::Create({store_dir_->path()});
+  for (uint64_t seed : {5u, 6u}) {
+    ASSERT_TRUE((*store)
+                    ->Publish("swap",
+                              [&](const std::string& dir) {
+                                return adapters::WriteRandomAdapter(
+                                    dir, testing::TinyConfig(),
+                                    testing::TinyAdapterSpec({"x", "y"}, 1, seed));
+                              })
+                    .ok());
+  }
+  grpc::ClientContext ctx;
+  loracle::v1::LoadAdapterRequest load;
+  load.set_name("swap");
+  loracle::v1::AdapterInfo info;
+  ASSERT_TRUE(stub->Load(&ctx, load, &info).ok());
+  EXPECT_EQ(info.version(), 2);
+  EXPECT_EQ(info.state(), loracle::v1::ADAPTER_STATE_READY);
+  EXPECT_EQ(info.rank(), 4u);
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(Request("swap", {"hi"}), &resp).ok());
+  EXPECT_EQ(resp.version(), 2);
+  grpc::ClientContext ctx2;
+  loracle::v1::UnloadAdapterRequest unload;
+  unload.set_name("swap");
+  loracle::v1::UnloadAdapterResponse unloaded;
+  ASSERT_TRUE(stub->Unload(&ctx2, unload, &unloaded).ok());
+  EXPECT_EQ(Predict(Request("swap", {"hi"}), &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx3;
+  load.set_name("never-published");
+  EXPECT_EQ(stub->Load(&ctx3, load, &info).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, ConcurrentPredictsEqualTheSameRequestsAloneAndRepeat) {
+  const std::vector<std::string> texts = {"hello", "free money now", "please review the invoice",
+                                          "a good movie", "the meeting"};
+  std::vector<PredictRequest> reqs;
+  for (int i = 0; i < 40; ++i) {
+    reqs.push_back(Request(i % 2 ? "topics" : "sentiment", {texts[i % texts.size()]}));
+  }
+  std::vector<PredictResponse> alone(reqs.size()), together(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) ASSERT_TRUE(Predict(reqs[i], &alone[i]).ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    threads.emplace_back([&, i] { failures += !Predict(reqs[i], &together[i]).ok(); });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    for (int c = 0; c < alone[i].predictions(0).probs_size(); ++c) {
+      EXPECT_NEAR(together[i].predictions(0).probs(c), alone[i].predictions(0).probs(c), 1e-5) << i;
+    }
+  }
+}
+
+TEST_F(ServerTest, TrainingAndFeedbackSayTheyAreNotImplemented) {
+  auto training = loracle::v1::Training::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  loracle::v1::Job job;
+  grpc::Status s = training->Submit(&ctx, {}, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_NE(s.error_message().find("Training.Submit"), std::string::npos);
+  grpc::ClientContext watch_ctx;
+  auto reader = training->Watch(&watch_ctx, {});
+  loracle::v1::Job update;
+  EXPECT_FALSE(reader->Read(&update));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  auto inference = loracle::v1::Inference::NewStub(*channel_);
+  grpc::ClientContext fctx;
+  loracle::v1::FeedbackResponse fresp;
+  EXPECT_EQ(inference->Feedback(&fctx, {}, &fresp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(ServerTest, MetricsEndpointCountsCalls) {
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(Request("sentiment", {"count me"}), &resp).ok());
+  const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(body.find("HTTP/1.1 200 OK"), std::string::npos);
+  EXPECT_NE(body.find("loracle_requests_total{code=\"OK\",method=\"Predict\"}"), std::string::npos);
+  EXPECT_NE(body.find("loracle_predictions_total{adapter=\"sentiment\"}"), std::string::npos);
+  EXPECT_NE(body.find("loracle_model_ready 1"), std::string::npos);
+  EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
+}
+
+TEST_F(ServerTest, CliPrintsTablesAndJson) {
+  const std::string server = absl::StrCat("--server=127.0.0.1:", server_->grpc_port());
+  std::ostringstream out, err;
+  ASSERT_EQ(
+      client::RunCli({server, "predict", "--adapter=topics", "--json", "--members", "hello world"},
+                     out, err),
+      0)
+      << err.str();
+  auto j = nlohmann::json::parse(out.str());
+  EXPECT_EQ(j["adapter"], "topics");
+  EXPECT_EQ(j["predictions"][0]["text"], "hello world");
+  EXPECT_EQ(j["predictions"][0]["probs"].size(), 3u);
+  EXPECT_EQ(j["predictions"][0]["members"].size(), 3u);
+  EXPECT_GT(j["predictions"][0]["uncertainty"]["mutual_information"].get<double>(), 0.0);
+
+  std::ostringstream table, err2;
+  ASSERT_EQ(client::RunCli({server, "predict", "--adapter", "sentiment", "hello"}, table, err2), 0);
+  EXPECT_NE(table.str().find("adapter sentiment (version 1)"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("negative="), std::string::npos);
+
+  std::ostringstream out3, err3;
+  EXPECT_EQ(client::RunCli({server, "predict", "--adapter=nope", "x"}, out3, err3), 1);
+  EXPECT_NE(err3.str().find("NOT_FOUND"), std::string::npos);
+  std::ostringstream out4, err4;
+  EXPECT_EQ(client::RunCli({server, "predict", "x"}, out4, err4), 2) << "usage error";
+  std::ostringstream out5, err5;
+  ASSERT_EQ(client::RunCli({server, "adapters", "list"}, out5, err5), 0);
+  EXPECT_NE(out5.str().find("FAILED"), std::string::npos) << out5.str();
+}
+
+}  // namespace
+}  // namespace loracle
