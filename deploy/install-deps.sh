@@ -14,6 +14,7 @@ build_pkgs=(
   libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libutf8proc-dev
+  prometheus curl  # tests: a real Prometheus server scrapes loracle; promtool checks the format
 )
 
 pkgs=("${build_pkgs[@]}")

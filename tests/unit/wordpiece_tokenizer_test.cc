@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
 #include "server/model/default_model.h"
 #include "tests/test_util.h"
 
@@ -127,6 +129,45 @@ TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
   for (const char* w : {"please", "review", "invoice", "meeting", "movie", "great", "terrible"}) {
     EXPECT_NE(std::find(tokens->begin(), tokens->end(), w), tokens->end()) << w;
   }
+}
+
+}  // namespace
+}  // namespace loracle::model
+
+namespace loracle::model {
+namespace {
+
+// Real mail (tests/data/spam-assassin): the built-in vocabulary splits it into words, rarely
+// into pieces, almost never into [UNK].
+TEST(WordPieceTokenizerTest, DefaultVocabularyCoversRealMail) {
+  auto t = WordPieceTokenizer::Create({}, DefaultVocab());
+  ASSERT_TRUE(t.ok());
+  const std::string jsonl =
+      testing::ReadFile(std::string(LORACLE_SOURCE_DIR) + "/tests/data/spam-assassin/mail.jsonl");
+  ASSERT_FALSE(jsonl.empty());
+  size_t tokens = 0, pieces = 0, unknown = 0, messages = 0, words = 0, split_words = 0;
+  for (absl::string_view line : absl::StrSplit(jsonl, '\n', absl::SkipEmpty())) {
+    auto j = nlohmann::json::parse(line);
+    auto toks = (*t)->Tokenize(j["text"].get<std::string>());
+    ASSERT_TRUE(toks.ok()) << toks.status();
+    ++messages;
+    for (size_t i = 0; i < toks->size(); ++i) {
+      const bool piece = (*toks)[i].rfind("##", 0) == 0;
+      ++tokens;
+      pieces += piece;
+      unknown += (*toks)[i] == "[UNK]";
+      if (!piece) {
+        ++words;
+        split_words += i + 1 < toks->size() && (*toks)[i + 1].rfind("##", 0) == 0;
+      }
+    }
+  }
+  EXPECT_EQ(messages, 200u);
+  const double whole = 1.0 - static_cast<double>(split_words) / words;
+  std::printf("%zu words, %zu tokens: %.1f%% of words kept whole, %.3f%% [UNK]\n", words, tokens,
+              100.0 * whole, 100.0 * unknown / tokens);
+  EXPECT_LT(static_cast<double>(unknown) / tokens, 0.005);
+  EXPECT_GT(whole, 0.85) << "mail splits into words, not characters";
 }
 
 }  // namespace

@@ -1,0 +1,155 @@
+// A real Prometheus server (Debian's `prometheus`) scrapes a real loracle server; promtool checks
+// the exposition format.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/cli.h"
+#include "server/adapters/adapter_files.h"
+#include "server/adapters/store.h"
+#include "server/rpc/server.h"
+#include "tests/test_util.h"
+
+namespace loracle {
+namespace {
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  ::send(fd, req.data(), req.size(), 0);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool Installed(const char* tool) {
+  return std::system(absl::StrCat("command -v ", tool, " >/dev/null 2>&1").c_str()) == 0;
+}
+
+class PrometheusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!Installed("prometheus") || !Installed("promtool")) {
+      GTEST_SKIP()
+          << "Debian's prometheus package is not installed (deploy/install-deps.sh installs it)";
+    }
+    testing::WriteTinyModel(model_dir_.path());
+    auto store = adapters::Store::Create({store_dir_.path()});
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)
+                    ->Publish("spam",
+                              [](const std::string& dir) {
+                                return adapters::WriteRandomAdapter(
+                                    dir, testing::TinyConfig(),
+                                    testing::TinyAdapterSpec({"ham", "spam"}, 2, 1));
+                              })
+                    .ok());
+    rpc::LoracleServer::Options o;
+    o.grpc_address = "127.0.0.1:0";
+    o.metrics_address = "127.0.0.1:0";
+    o.model_dir = model_dir_.path();
+    o.adapters_dir = store_dir_.path();
+    o.threads = 1;
+    auto server = rpc::LoracleServer::Create(o);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_TRUE(server_->WaitUntilReady(absl::Seconds(60)).ok());
+    std::ostringstream out, err;
+    ASSERT_EQ(client::RunCli({absl::StrCat("--server=127.0.0.1:", server_->grpc_port()), "predict",
+                              "--adapter=spam", "free money", "see you at the meeting"},
+                             out, err),
+              0)
+        << err.str();
+  }
+
+  testing::TempDir model_dir_, store_dir_, prom_dir_;
+  std::unique_ptr<rpc::LoracleServer> server_;
+};
+
+TEST_F(PrometheusTest, PromtoolAcceptsTheExposition) {
+  const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+  const size_t start = body.find("\r\n\r\n");
+  ASSERT_NE(start, std::string::npos) << body;
+  testing::WriteFile(prom_dir_ / "metrics.txt", body.substr(start + 4));
+  const std::string cmd = absl::StrCat("promtool check metrics < ", prom_dir_ / "metrics.txt",
+                                       " > ", prom_dir_ / "out.txt", " 2>&1");
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << testing::ReadFile(prom_dir_ / "out.txt");
+}
+
+TEST_F(PrometheusTest, ARealPrometheusServerScrapesIt) {
+  const int prom_port = FreePort();
+  testing::WriteFile(prom_dir_ / "prometheus.yml",
+                     absl::StrCat("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                                  "scrape_configs:\n  - job_name: loracle\n    static_configs:\n"
+                                  "      - targets: ['127.0.0.1:",
+                                  server_->metrics_port(), "']\n"));
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::freopen((prom_dir_ / "prometheus.log").c_str(), "w", stderr);
+    const std::string config = "--config.file=" + (prom_dir_ / "prometheus.yml");
+    const std::string storage = "--storage.tsdb.path=" + (prom_dir_ / "data");
+    const std::string listen = absl::StrCat("--web.listen-address=127.0.0.1:", prom_port);
+    ::execlp("prometheus", "prometheus", config.c_str(), storage.c_str(), listen.c_str(),
+             static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  // Poll Prometheus' own query API until it has scraped loracle (bounded: 60 s).
+  std::string up, ready, predictions;
+  const absl::Time end = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < end) {
+    up = HttpGet(prom_port, "/api/v1/query?query=up");
+    ready = HttpGet(prom_port, "/api/v1/query?query=loracle_model_ready");
+    predictions = HttpGet(prom_port, "/api/v1/query?query=loracle_predictions_total");
+    if (ready.find("\"1\"]") != std::string::npos &&
+        predictions.find("\"2\"]") != std::string::npos)
+      break;
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_NE(up.find("\"job\":\"loracle\""), std::string::npos)
+      << up << testing::ReadFile(prom_dir_ / "prometheus.log");
+  EXPECT_NE(up.find("\"1\"]"), std::string::npos) << "target is up: " << up;
+  EXPECT_NE(ready.find("\"1\"]"), std::string::npos) << ready;
+  EXPECT_NE(predictions.find("\"adapter\":\"spam\""), std::string::npos) << predictions;
+  EXPECT_NE(predictions.find("\"2\"]"), std::string::npos)
+      << "two inputs classified: " << predictions;
+}
+
+}  // namespace
+}  // namespace loracle
