@@ -34,6 +34,13 @@ adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int
                                             uint64_t seed);
 
 std::string ReadFile(const std::string& path);
+
+// GET `path` from 127.0.0.1:`port` over a real socket (HTTP/1.0); the raw response, or "" when
+// the connection fails.
+std::string HttpGet(int port, const std::string& path);
+
+// A loopback TCP port that was free a moment ago.
+int FreePort();
 void WriteFile(const std::string& path, const std::string& contents);
 
 }  // namespace loracle::testing

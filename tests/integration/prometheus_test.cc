@@ -25,38 +25,6 @@
 namespace loracle {
 namespace {
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  ::send(fd, req.data(), req.size(), 0);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;)
-    out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 bool Installed(const char* tool) {
   return std::system(absl::StrCat("command -v ", tool, " >/dev/null 2>&1").c_str()) == 0;
 }
@@ -102,7 +70,7 @@ class PrometheusTest : public ::testing::Test {
 };
 
 TEST_F(PrometheusTest, PromtoolAcceptsTheExposition) {
-  const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+  const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
   const size_t start = body.find("\r\n\r\n");
   ASSERT_NE(start, std::string::npos) << body;
   testing::WriteFile(prom_dir_ / "metrics.txt", body.substr(start + 4));
@@ -112,7 +80,7 @@ TEST_F(PrometheusTest, PromtoolAcceptsTheExposition) {
 }
 
 TEST_F(PrometheusTest, ARealPrometheusServerScrapesIt) {
-  const int prom_port = FreePort();
+  const int prom_port = testing::FreePort();
   testing::WriteFile(prom_dir_ / "prometheus.yml",
                      absl::StrCat("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                                   "scrape_configs:\n  - job_name: loracle\n    static_configs:\n"
@@ -132,9 +100,9 @@ TEST_F(PrometheusTest, ARealPrometheusServerScrapesIt) {
   std::string up, ready, predictions;
   const absl::Time end = absl::Now() + absl::Seconds(60);
   while (absl::Now() < end) {
-    up = HttpGet(prom_port, "/api/v1/query?query=up");
-    ready = HttpGet(prom_port, "/api/v1/query?query=loracle_model_ready");
-    predictions = HttpGet(prom_port, "/api/v1/query?query=loracle_predictions_total");
+    up = testing::HttpGet(prom_port, "/api/v1/query?query=up");
+    ready = testing::HttpGet(prom_port, "/api/v1/query?query=loracle_model_ready");
+    predictions = testing::HttpGet(prom_port, "/api/v1/query?query=loracle_predictions_total");
     if (ready.find("\"1\"]") != std::string::npos &&
         predictions.find("\"2\"]") != std::string::npos)
       break;

@@ -31,23 +31,6 @@ namespace {
 using loracle::v1::PredictRequest;
 using loracle::v1::PredictResponse;
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
-  const std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
-  ::send(fd, req.data(), req.size(), 0);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;)
-    out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
-
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -334,12 +317,12 @@ TEST_F(ServerTest, TrainingAndFeedbackSayTheyAreNotImplemented) {
 TEST_F(ServerTest, MetricsEndpointCountsCalls) {
   PredictResponse resp;
   ASSERT_TRUE(Predict(Request("sentiment", {"count me"}), &resp).ok());
-  const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+  const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(body.find("HTTP/1.1 200 OK"), std::string::npos);
   EXPECT_NE(body.find("loracle_requests_total{code=\"OK\",method=\"Predict\"}"), std::string::npos);
   EXPECT_NE(body.find("loracle_predictions_total{adapter=\"sentiment\"}"), std::string::npos);
   EXPECT_NE(body.find("loracle_model_ready 1"), std::string::npos);
-  EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
+  EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
 }
 
 TEST_F(ServerTest, CliPrintsTablesAndJson) {
@@ -370,6 +353,75 @@ TEST_F(ServerTest, CliPrintsTablesAndJson) {
   std::ostringstream out5, err5;
   ASSERT_EQ(client::RunCli({server, "adapters", "list"}, out5, err5), 0);
   EXPECT_NE(out5.str().find("FAILED"), std::string::npos) << out5.str();
+}
+
+}  // namespace
+}  // namespace loracle
+
+namespace loracle {
+namespace {
+
+// SIGTERM semantics, in process: calls already accepted finish with OK while the server drains;
+// calls after it are refused.
+TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
+  testing::TempDir model_dir, store_dir;
+  testing::WriteTinyModel(model_dir.path());
+  auto store = adapters::Store::Create({store_dir.path()});
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)
+                  ->Publish("spam",
+                            [](const std::string& dir) {
+                              return adapters::WriteRandomAdapter(
+                                  dir, testing::TinyConfig(),
+                                  testing::TinyAdapterSpec({"ham", "spam"}, 1, 1));
+                            })
+                  .ok());
+  rpc::LoracleServer::Options o;
+  o.grpc_address = "127.0.0.1:0";
+  o.metrics_address = "127.0.0.1:0";
+  o.model_dir = model_dir.path();
+  o.adapters_dir = store_dir.path();
+  o.threads = 1;
+  o.batcher.max_batch_size = 1000;
+  o.batcher.max_queue_delay_us = 1'500'000;  // requests sit in the queue when Shutdown starts
+  auto server = rpc::LoracleServer::Create(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitUntilReady(absl::Seconds(60)).ok());
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  constexpr int kCalls = 6;
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = loracle::v1::Inference::NewStub(channel);
+      grpc::ClientContext ctx;
+      PredictRequest req;
+      req.set_adapter("spam");
+      req.add_inputs("message " + std::to_string(i));
+      PredictResponse resp;
+      statuses[i] = stub->Predict(&ctx, req, &resp);
+    });
+  }
+  // Wait (bounded) until all calls are queued behind the batch delay.
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < end &&
+         testing::HttpGet((*server)->metrics_port(), "/metrics")
+                 .find(absl::StrCat("loracle_queued_rows ", kCalls)) == std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  (*server)->Shutdown(absl::Seconds(20));
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kCalls; ++i)
+    EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_message();
+  auto stub = loracle::v1::Inference::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  PredictResponse resp;
+  PredictRequest late;
+  late.set_adapter("spam");
+  late.add_inputs("too late");
+  EXPECT_FALSE(stub->Predict(&ctx, late, &resp).ok());
 }
 
 }  // namespace

@@ -304,7 +304,9 @@ TEST(CheckpointTest, ConvertsHalfPrecisionAndAcceptsBertPrefix) {
   auto model = LoadBaseModel(tmp.path());
   ASSERT_TRUE(model.ok()) << model.status();
   for (auto& kv : (*model)->encoder->named_parameters()) {
-    if (kv.key() == "pooler.dense.weight") EXPECT_TRUE(torch::all(kv.value() == 1.0).item<bool>());
+    if (kv.key() == "pooler.dense.weight") {
+      EXPECT_TRUE(torch::all(kv.value() == 1.0).item<bool>());
+    }
   }
 }
 

@@ -8,29 +8,10 @@
 
 #include <string>
 
+#include "tests/test_util.h"
+
 namespace loracle::metrics {
 namespace {
-
-// A plain HTTP/1.0 GET over a real socket: what Prometheus does.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  ::send(fd, req.data(), req.size(), 0);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;)
-    out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
 
 TEST(MetricsTest, ServesRecordedSeriesOverHttp) {
   auto m = Metrics::Create({"127.0.0.1:0"});
@@ -42,7 +23,7 @@ TEST(MetricsTest, ServesRecordedSeriesOverHttp) {
   (*m)->RecordBatch(12, 3, 0.01);
   (*m)->RecordPrediction("spam", true, 0.55, 0.2);
   (*m)->SetModelReady(true);
-  const std::string body = HttpGet((*m)->port(), "/metrics");
+  const std::string body = testing::HttpGet((*m)->port(), "/metrics");
   EXPECT_NE(body.find("200 OK"), std::string::npos) << body.substr(0, 200);
   EXPECT_NE(body.find("loracle_requests_total{code=\"OK\",method=\"Predict\"} 2"),
             std::string::npos)

@@ -1,0 +1,38 @@
+#ifndef LORACLE_SERVER_TRAINING_CALIBRATION_H_
+#define LORACLE_SERVER_TRAINING_CALIBRATION_H_
+
+// Calibration metrics as DESIGN.md defines them (torch-free):
+//   ECE   sum_b |B_b|/n * |acc(B_b) - conf(B_b)| over equal-width confidence bins (0, 1]
+//   MCE   max_b |acc(B_b) - conf(B_b)| over non-empty bins
+//   Brier mean_i sum_k (p_ik - y_ik)^2   (multiclass)
+//   NLL   -mean_i log p_i,y_i            (probabilities already averaged; clamped at 1e-12)
+// and temperature scaling: the T > 0 minimising the NLL of softmax(logits / T).
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace loracle::training {
+
+struct CalibrationReport {
+  size_t examples = 0;
+  double accuracy = 0;
+  double ece = 0;
+  double mce = 0;
+  double nll = 0;
+  double brier = 0;
+};
+
+// `probs`: one probability vector per example (equal lengths); `labels`: the true class of each.
+// INVALID_ARGUMENT for empty input, ragged rows, labels out of range, or num_bins < 1.
+absl::StatusOr<CalibrationReport> Evaluate(const std::vector<std::vector<double>>& probs,
+                                           const std::vector<int>& labels, int num_bins = 15);
+
+// Fits the temperature on validation logits by minimising NLL (golden-section search over log T
+// in [0.05, 20]; NLL(T) is unimodal in log T). INVALID_ARGUMENT as Evaluate.
+absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
+                                      const std::vector<int>& labels);
+
+}  // namespace loracle::training
+
+#endif  // LORACLE_SERVER_TRAINING_CALIBRATION_H_
