@@ -20,6 +20,7 @@
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
 #include "server/rpc/server.h"
+#include "tests/test_server.h"
 #include "tests/test_util.h"
 
 namespace loracle {
@@ -36,27 +37,10 @@ class PrometheusTest : public ::testing::Test {
       GTEST_SKIP()
           << "Debian's prometheus package is not installed (deploy/install-deps.sh installs it)";
     }
-    testing::WriteTinyModel(model_dir_.path());
-    auto store = adapters::Store::Create({store_dir_.path()});
-    ASSERT_TRUE(store.ok());
-    ASSERT_TRUE((*store)
-                    ->Publish("spam",
-                              [](const std::string& dir) {
-                                return adapters::WriteRandomAdapter(
-                                    dir, testing::TinyConfig(),
-                                    testing::TinyAdapterSpec({"ham", "spam"}, 2, 1));
-                              })
-                    .ok());
-    rpc::LoracleServer::Options o;
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
-    o.model_dir = model_dir_.path();
-    o.adapters_dir = store_dir_.path();
-    o.threads = 1;
-    auto server = rpc::LoracleServer::Create(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    ASSERT_TRUE(server_->WaitUntilReady(absl::Seconds(60)).ok());
+    test_server_ =
+        testing::TestServer::Start({{"spam", testing::TinyAdapterSpec({"ham", "spam"}, 2, 1)}});
+    ASSERT_NE(test_server_, nullptr);
+    server_ = &test_server_->server();
     std::ostringstream out, err;
     ASSERT_EQ(client::RunCli({absl::StrCat("--server=127.0.0.1:", server_->grpc_port()), "predict",
                               "--adapter=spam", "free money", "see you at the meeting"},
@@ -65,8 +49,9 @@ class PrometheusTest : public ::testing::Test {
         << err.str();
   }
 
-  testing::TempDir model_dir_, store_dir_, prom_dir_;
-  std::unique_ptr<rpc::LoracleServer> server_;
+  testing::TempDir prom_dir_;
+  std::unique_ptr<testing::TestServer> test_server_;
+  rpc::LoracleServer* server_ = nullptr;
 };
 
 TEST_F(PrometheusTest, PromtoolAcceptsTheExposition) {

@@ -3,6 +3,7 @@
 #include "server/rpc/server.h"
 
 #include <arpa/inet.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
+#include "tests/test_server.h"
 #include "tests/test_util.h"
 
 namespace loracle {
@@ -34,42 +36,22 @@ using loracle::v1::PredictResponse;
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    model_dir_ = new testing::TempDir();
-    store_dir_ = new testing::TempDir();
-    testing::WriteTinyModel(model_dir_->path());
-    auto store = adapters::Store::Create({store_dir_->path()});
-    ASSERT_TRUE(store.ok());
-    auto publish = [&](const std::string& name, const adapters::RandomAdapterSpec& spec) {
-      auto v = (*store)->Publish(name, [&](const std::string& dir) {
-        return adapters::WriteRandomAdapter(dir, testing::TinyConfig(), spec);
-      });
-      ASSERT_TRUE(v.ok()) << v.status();
-    };
-    publish("sentiment", testing::TinyAdapterSpec({"negative", "positive"}, 1, 1));
-    publish("topics", testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20));
-    publish("broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3));
-    const std::string w = (*store)->VersionDir("broken", 1) + "/adapter_model.safetensors";
-    testing::WriteFile(w, testing::ReadFile(w).substr(0, 64));
-
-    rpc::LoracleServer::Options o;
-    o.grpc_address = "127.0.0.1:0";
-    o.metrics_address = "127.0.0.1:0";
-    o.model_dir = model_dir_->path();
-    o.adapters_dir = store_dir_->path();
-    o.threads = 2;
-    o.batcher.max_queue_delay_us = 1000;
-    auto server = rpc::LoracleServer::Create(o);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-    ASSERT_TRUE(server_->WaitUntilReady(absl::Seconds(60)).ok());
-    channel_ = new std::shared_ptr<grpc::Channel>(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials()));
+    auto t = testing::TestServer::Start(
+        {{"sentiment", testing::TinyAdapterSpec({"negative", "positive"}, 1, 1)},
+         {"topics", testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20)},
+         {"broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3)}},
+        [](adapters::Store& store, rpc::LoracleServer::Options&) {
+          const std::string w = store.VersionDir("broken", 1) + "/adapter_model.safetensors";
+          testing::WriteFile(w, testing::ReadFile(w).substr(0, 64));
+        });
+    ASSERT_NE(t, nullptr);
+    test_server_ = t.release();
+    server_ = &test_server_->server();
+    channel_ = new std::shared_ptr<grpc::Channel>(test_server_->NewChannel());
   }
   static void TearDownTestSuite() {
-    delete server_;
     delete channel_;
-    delete model_dir_;
-    delete store_dir_;
+    delete test_server_;
   }
 
   static grpc::Status Predict(const PredictRequest& req, PredictResponse* resp,
@@ -86,13 +68,11 @@ class ServerTest : public ::testing::Test {
     return r;
   }
 
-  static testing::TempDir* model_dir_;
-  static testing::TempDir* store_dir_;
+  static testing::TestServer* test_server_;
   static rpc::LoracleServer* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
 };
-testing::TempDir* ServerTest::model_dir_;
-testing::TempDir* ServerTest::store_dir_;
+testing::TestServer* ServerTest::test_server_;
 rpc::LoracleServer* ServerTest::server_;
 std::shared_ptr<grpc::Channel>* ServerTest::channel_;
 
@@ -103,6 +83,51 @@ TEST_F(ServerTest, HealthReportsServing) {
   grpc::health::v1::HealthCheckResponse resp;
   ASSERT_TRUE(stub->Check(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+// Server reflection, spoken as raw bytes over a GenericStub (no reflection client library in
+// Debian): ServerReflectionRequest{list_services: ""} is field 7, empty string = 0x3a 0x00.
+TEST_F(ServerTest, ReflectionListsTheServices) {
+  grpc::GenericStub stub(*channel_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto step = [&](intptr_t tag) {
+    void* got = nullptr;
+    bool ok = false;
+    return cq.Next(&got, &ok) && got == reinterpret_cast<void*>(tag) && ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(1));
+  grpc::Slice slice(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(step(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_TRUE(step(5));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const char* service : {"loracle.v1.Inference", "loracle.v1.Adapters", "loracle.v1.Training",
+                              "grpc.health.v1.Health"}) {
+    EXPECT_NE(bytes.find(service), std::string::npos) << service;
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 TEST_F(ServerTest, PredictReturnsANormalisedDistribution) {
@@ -240,7 +265,8 @@ TEST_F(ServerTest, AdaptersListLoadsNewVersionsAndUnloads) {
     for (const auto& a : list.adapters()) names.push_back(a.name());
     EXPECT_EQ(names, (std::vector<std::string>{"broken", "sentiment", "topics"}));
   }
-  auto store = adapters::Store::Create({store_dir_->path()});
+  // A second Store on the same directory: what another replica publishing looks like.
+  auto store = adapters::Store::Create({test_server_->store().root()});
   for (uint64_t seed : {5u, 6u}) {
     ASSERT_TRUE((*store)
                     ->Publish("swap",
@@ -364,31 +390,16 @@ namespace {
 // SIGTERM semantics, in process: calls already accepted finish with OK while the server drains;
 // calls after it are refused.
 TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
-  testing::TempDir model_dir, store_dir;
-  testing::WriteTinyModel(model_dir.path());
-  auto store = adapters::Store::Create({store_dir.path()});
-  ASSERT_TRUE(store.ok());
-  ASSERT_TRUE((*store)
-                  ->Publish("spam",
-                            [](const std::string& dir) {
-                              return adapters::WriteRandomAdapter(
-                                  dir, testing::TinyConfig(),
-                                  testing::TinyAdapterSpec({"ham", "spam"}, 1, 1));
-                            })
-                  .ok());
-  rpc::LoracleServer::Options o;
-  o.grpc_address = "127.0.0.1:0";
-  o.metrics_address = "127.0.0.1:0";
-  o.model_dir = model_dir.path();
-  o.adapters_dir = store_dir.path();
-  o.threads = 1;
-  o.batcher.max_batch_size = 1000;
-  o.batcher.max_queue_delay_us = 1'500'000;  // requests sit in the queue when Shutdown starts
-  auto server = rpc::LoracleServer::Create(o);
-  ASSERT_TRUE(server.ok()) << server.status();
-  ASSERT_TRUE((*server)->WaitUntilReady(absl::Seconds(60)).ok());
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
+  auto t = testing::TestServer::Start(
+      {{"spam", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)}},
+      [](adapters::Store&, rpc::LoracleServer::Options& o) {
+        o.threads = 1;
+        o.batcher.max_batch_size = 1000;
+        o.batcher.max_queue_delay_us = 1'500'000;  // requests sit in the queue when Shutdown starts
+      });
+  ASSERT_NE(t, nullptr);
+  rpc::LoracleServer* server = &t->server();
+  auto channel = t->NewChannel();
   constexpr int kCalls = 6;
   std::vector<grpc::Status> statuses(kCalls);
   std::vector<std::thread> threads;
@@ -406,11 +417,11 @@ TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
   // Wait (bounded) until all calls are queued behind the batch delay.
   const absl::Time end = absl::Now() + absl::Seconds(10);
   while (absl::Now() < end &&
-         testing::HttpGet((*server)->metrics_port(), "/metrics")
+         testing::HttpGet(server->metrics_port(), "/metrics")
                  .find(absl::StrCat("loracle_queued_rows ", kCalls)) == std::string::npos) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  (*server)->Shutdown(absl::Seconds(20));
+  server->Shutdown(absl::Seconds(20));
   for (auto& t : threads) t.join();
   for (int i = 0; i < kCalls; ++i)
     EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_message();
