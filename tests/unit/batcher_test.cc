@@ -19,6 +19,13 @@ std::unique_ptr<InferenceRequest> Request(
   return r;
 }
 
+// Waits (bounded) until the batch thread has dequeued everything.
+void WaitUntilTaken(const Batcher& b) {
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (b.queued_rows() > 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(b.queued_rows(), 0);
+}
+
 struct Recorder {
   absl::Mutex mu;
   std::vector<int64_t> batch_rows;
@@ -83,7 +90,7 @@ TEST(BatcherTest, FullQueueIsResourceExhaustedAndNeverGrows) {
   });
   ASSERT_TRUE(b.ok());
   ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());  // taken by the (blocked) batch thread
-  absl::SleepFor(absl::Milliseconds(50));
+  WaitUntilTaken(**b);
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
   absl::Status full =
       (*b)->Submit(Request(1, [](auto) { ADD_FAILURE() << "rejected request ran"; }));
@@ -110,7 +117,7 @@ TEST(BatcherTest, ExpiredRequestsGetDeadlineExceededWithoutRunning) {
   });
   ASSERT_TRUE(b.ok());
   ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
-  absl::SleepFor(absl::Milliseconds(50));
+  WaitUntilTaken(**b);
   absl::StatusCode code = absl::StatusCode::kOk;
   auto late = Request(1, [&](auto r) { code = r.status().code(); });
   late->deadline = absl::Now() + absl::Milliseconds(10);
