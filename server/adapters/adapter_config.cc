@@ -136,6 +136,27 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       return Bad(source, "\"abstain_threshold\" must be >= 0");
     c.abstain_threshold = it->get<double>();
   }
+  if (auto it = j.find("dropout"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad(source, "\"dropout\" must be an object");
+    if (auto m = it->find("method"); m != it->end()) {
+      if (!m->is_string()) return Bad(source, "\"dropout.method\" must be a string");
+      absl::StatusOr<model::DropoutMethod> method =
+          model::ParseDropoutMethod(m->get<std::string>());
+      if (!method.ok()) return Bad(source, method.status().message());
+      c.dropout.method = *method;
+    }
+    for (auto [key, field] :
+         {std::pair{"rate", &c.dropout.rate}, std::pair{"dropkey_rate", &c.dropout.dropkey_rate},
+          std::pair{"hiddencut_rate", &c.dropout.hiddencut_rate}}) {
+      if (auto v = it->find(key); v != it->end()) {
+        if (!v->is_number())
+          return Bad(source, absl::StrCat("\"dropout.", key, "\" must be a number"));
+        *field = v->get<double>();
+      }
+    }
+    if (absl::Status s = model::ValidateDropoutSpec(c.dropout); !s.ok())
+      return Bad(source, s.message());
+  }
   if (auto it = j.find("description"); it != j.end() && it->is_string()) {
     c.description = it->get<std::string>();
   }
@@ -148,6 +169,12 @@ std::string ServingConfigToJson(const ServingConfig& c) {
             {"mc_samples", c.mc_samples},
             {"temperature", c.temperature},
             {"abstain_threshold", c.abstain_threshold}};
+  if (c.dropout.method != model::DropoutMethod::kNone) {
+    j["dropout"] = {{"method", std::string(model::DropoutMethodName(c.dropout.method))},
+                    {"rate", c.dropout.rate},
+                    {"dropkey_rate", c.dropout.dropkey_rate},
+                    {"hiddencut_rate", c.dropout.hiddencut_rate}};
+  }
   if (!c.description.empty()) j["description"] = c.description;
   return j.dump(2) + "\n";
 }

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/model/dropout.h"
 
 namespace loracle::adapters {
 
@@ -45,6 +46,9 @@ struct ServingConfig {
   int mc_samples = 1;              // default N
   double temperature = 1.0;        // logits are divided by this
   double abstain_threshold = 0.0;  // mutual information above which to abstain; 0 = never
+  // Test-time dropout for the N > 1 Monte Carlo samples ({"method": "LORA_DROPOUT", "rate": 0.1});
+  // with NONE the N samples of a member are identical.
+  model::DropoutSpec dropout;
   std::string description;
 };
 

@@ -1,10 +1,37 @@
 #include "server/model/encoder.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <limits>
 #include <memory>
 
 namespace loracle::model {
+namespace {
+
+// Purposes, mixed into mask seeds so every mask of a row is an independent stream.
+enum : uint64_t { kMaskA = 1, kMaskB = 2, kMaskInput = 3, kMaskDropKey = 4, kMaskHiddenCut = 5 };
+
+// `mask` [n, k] viewed to broadcast against x [n, ..., k].
+torch::Tensor Broadcastable(const torch::Tensor& mask, int64_t dims) {
+  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
+  shape.front() = mask.size(0);
+  shape.back() = mask.size(1);
+  return mask.view(shape);
+}
+
+}  // namespace
+
+torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return torch::empty(shape).bernoulli_(1.0 - p, gen).div_(1.0 - p);
+}
+
+std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int linear_index,
+                                                         int64_t in, int64_t out, double p) {
+  return {KeepMask({in}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskA)),
+          KeepMask({out}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskB))};
+}
 
 LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
     : index_(index) {
@@ -20,7 +47,28 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting*
     const LoraPair& p = g.member->layers[static_cast<size_t>(index_)];
     if (!p.a.defined()) continue;
     torch::Tensor xs = x.slice(0, g.begin, g.end);
+    torch::Tensor mask_b;
+    if (g.dropout_on() && g.dropout->method == DropoutMethod::kInput && g.dropout->rate > 0) {
+      std::vector<torch::Tensor> masks;  // element-wise, per token
+      for (uint64_t seed : g.row_seeds) {
+        masks.push_back(KeepMask(xs.sizes().slice(1), g.dropout->rate,
+                                 MixSeed(seed, static_cast<uint64_t>(index_), kMaskInput)));
+      }
+      xs = xs * torch::stack(masks);
+    } else if (g.dropout_on() && g.dropout->method == DropoutMethod::kLoraDropout &&
+               g.dropout->rate > 0) {
+      std::vector<torch::Tensor> a_masks, b_masks;  // one mask set per row (sample), not per token
+      for (uint64_t seed : g.row_seeds) {
+        auto [ma, mb] =
+            LoraDropoutMasks(seed, index_, in_features(), out_features(), g.dropout->rate);
+        a_masks.push_back(ma);
+        b_masks.push_back(mb);
+      }
+      xs = xs * Broadcastable(torch::stack(a_masks), xs.dim());
+      mask_b = Broadcastable(torch::stack(b_masks), xs.dim());
+    }
     torch::Tensor delta = torch::matmul(torch::matmul(xs, p.a.t()), p.b.t());
+    if (mask_b.defined()) delta = delta * mask_b;
     y.slice(0, g.begin, g.end).add_(delta, p.scaling);
   }
   return y;
@@ -111,15 +159,51 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   auto split_heads = [&](const torch::Tensor& t) {
     return t.view({rows, seq, heads, head_dim}).transpose(1, 2);
   };
-  for (Layer& l : layers_) {
+  bool hiddenkey = false;
+  if (routing != nullptr) {
+    for (const LoraGroup& g : *routing) {
+      hiddenkey |= g.dropout_on() && g.dropout->method == DropoutMethod::kHiddenKey;
+    }
+  }
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& l = layers_[li];
     torch::Tensor q = split_heads(l.query(h, routing));
     torch::Tensor k = split_heads(l.key(h, routing));
     torch::Tensor v = split_heads(l.value(h, routing));
     torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale + mask_add;
+    torch::Tensor hiddencut;
+    if (hiddenkey) {
+      // Per-row DropKey columns [heads, 1, seq] and HiddenCut masks [seq, intermediate].
+      torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq}, h.options());
+      hiddencut = torch::ones({rows, seq, config_.intermediate_size}, h.options());
+      for (const LoraGroup& g : *routing) {
+        if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
+        for (int64_t r = g.begin; r < g.end; ++r) {
+          const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
+          if (g.dropout->dropkey_rate > 0) {
+            auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
+            torch::Tensor keep =
+                torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
+            // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
+            torch::Tensor valid = attention_mask[r].to(keep.scalar_type()).view({1, 1, seq});
+            torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
+            keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
+            dropkey[r].copy_((1.0 - keep) * std::numeric_limits<float>::lowest());
+          }
+          if (g.dropout->hiddencut_rate > 0) {
+            hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
+                                        MixSeed(seed, li, kMaskHiddenCut)));
+          }
+        }
+      }
+      // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
+      scores = torch::clamp_min(scores + dropkey, std::numeric_limits<float>::lowest());
+    }
     torch::Tensor context = torch::matmul(torch::softmax(scores, -1), v);
     context = context.transpose(1, 2).reshape({rows, seq, config_.hidden_size});
     torch::Tensor a = l.attn_norm(l.attn_out(context, routing) + h);
     torch::Tensor inter = Activation(l.intermediate(a, routing));
+    if (hiddencut.defined()) inter = inter * hiddencut;
     h = l.out_norm(l.output(inter, routing) + a);
   }
   torch::Tensor cls = h.select(1, 0);

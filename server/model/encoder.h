@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "server/model/dropout.h"
 #include "server/model/model_config.h"
 
 namespace loracle::model {
@@ -32,13 +33,29 @@ struct LoraMember {
   torch::Tensor classifier_bias;    // [num_labels]
 };
 
-// Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only).
+// Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only). With a
+// `dropout` spec and one seed per row, row begin+i draws its dropout masks from row_seeds[i]
+// (dropout.h); otherwise the rows run without dropout.
 struct LoraGroup {
   int64_t begin = 0;
   int64_t end = 0;
   const LoraMember* member = nullptr;
+  const DropoutSpec* dropout = nullptr;  // not owned
+  std::vector<uint64_t> row_seeds;
+  bool dropout_on() const {
+    return dropout != nullptr && dropout->active() &&
+           static_cast<int64_t>(row_seeds.size()) == end - begin;
+  }
 };
 using LoraRouting = std::vector<LoraGroup>;
+
+// A keep-mask of `shape` with entries in {0, 1/(1-p)}, drawn from `seed` (inverted dropout).
+torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed);
+
+// The LORA_DROPOUT masks of one row for linear layer `linear_index`: m_A [in] on A's input
+// columns and m_B [out] on B's output rows, entries in {0, 1/(1-p)}. Never a mask on the rank.
+std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int linear_index,
+                                                         int64_t in, int64_t out, double p);
 
 class LoraLinearImpl : public torch::nn::Module {
  public:

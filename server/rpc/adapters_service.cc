@@ -34,6 +34,10 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
   out->set_mc_samples(static_cast<uint32_t>(info.serving.mc_samples));
   out->set_temperature(static_cast<float>(info.serving.temperature));
   out->set_abstain_threshold(static_cast<float>(info.serving.abstain_threshold));
+  out->set_dropout_method(std::string(model::DropoutMethodName(info.serving.dropout.method)));
+  out->set_dropout_rate(static_cast<float>(info.serving.dropout.rate));
+  out->set_dropkey_rate(static_cast<float>(info.serving.dropout.dropkey_rate));
+  out->set_hiddencut_rate(static_cast<float>(info.serving.dropout.hiddencut_rate));
   out->set_rank(static_cast<uint32_t>(info.lora.rank));
   out->set_lora_alpha(static_cast<float>(info.lora.lora_alpha));
   for (const std::string& t : info.lora.target_modules) out->add_target_modules(t);

@@ -26,6 +26,7 @@ absl::Status PublishDemoAdapter(adapters::Store& store) {
   spec.serving.labels = {"ham", "spam"};
   spec.serving.members = 4;
   spec.serving.mc_samples = 1;
+  spec.serving.dropout = {model::DropoutMethod::kLoraDropout, 0.1};  // for --mc_samples > 1
   spec.serving.description =
       "UNTRAINED demo: random LoRA weights and heads on the built-in random base model. "
       "Its predictions are meaningless; it exists to exercise the API.";

@@ -50,18 +50,34 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   model::LoraRouting routing;
   std::vector<const adapters::Adapter*> group_adapter;
   for (const auto& [adapter, requests] : by_adapter) {
+    const model::DropoutSpec& dropout = adapter->serving.dropout;
     for (int m = 0; m < static_cast<int>(adapter->members.size()); ++m) {
-      model::LoraGroup g;
-      g.begin = static_cast<int64_t>(rows.size());
-      g.member = &adapter->members[static_cast<size_t>(m)];
-      for (size_t r : requests) {
-        for (int s = 0; s < batch[r]->mc_samples; ++s) {
-          for (size_t i = 0; i < batch[r]->inputs.size(); ++i) rows.push_back({r, i, m, s});
+      // Two groups per member: requests without Monte Carlo sampling, then those with it, whose
+      // rows draw masks seeded by (request seed, member, sample): the same for every input of a
+      // request and independent of what else is in the batch.
+      for (const bool sampled : {false, true}) {
+        model::LoraGroup g;
+        g.begin = static_cast<int64_t>(rows.size());
+        g.member = &adapter->members[static_cast<size_t>(m)];
+        for (size_t r : requests) {
+          const InferenceRequest& req = *batch[r];
+          if ((req.mc_samples > 1 && dropout.active()) != sampled) continue;
+          for (int s = 0; s < req.mc_samples; ++s) {
+            for (size_t i = 0; i < req.inputs.size(); ++i) {
+              rows.push_back({r, i, m, s});
+              if (sampled) {
+                g.row_seeds.push_back(
+                    model::MixSeed(req.seed, static_cast<uint64_t>(m), static_cast<uint64_t>(s)));
+              }
+            }
+          }
         }
+        g.end = static_cast<int64_t>(rows.size());
+        if (g.end == g.begin) continue;
+        if (sampled) g.dropout = &dropout;
+        routing.push_back(std::move(g));
+        group_adapter.push_back(adapter);
       }
-      g.end = static_cast<int64_t>(rows.size());
-      routing.push_back(g);
-      group_adapter.push_back(adapter);
     }
   }
   const int64_t n = static_cast<int64_t>(rows.size());

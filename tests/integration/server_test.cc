@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -33,13 +34,24 @@ namespace {
 using loracle::v1::PredictRequest;
 using loracle::v1::PredictResponse;
 
+// One member, 8 test-time dropout samples by default.
+adapters::RandomAdapterSpec McSpec(model::DropoutSpec dropout) {
+  adapters::RandomAdapterSpec spec = testing::TinyAdapterSpec({"ham", "spam"}, 1, 9);
+  spec.serving.mc_samples = 8;
+  spec.serving.dropout = dropout;
+  spec.lora_std = 0.5f;  // large enough deltas that masks visibly move the output
+  return spec;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     auto t = testing::TestServer::Start(
         {{"sentiment", testing::TinyAdapterSpec({"negative", "positive"}, 1, 1)},
          {"topics", testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20)},
-         {"broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3)}},
+         {"broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3)},
+         {"mc", McSpec(model::DropoutSpec{model::DropoutMethod::kLoraDropout, 0.3})},
+         {"hk", McSpec(model::DropoutSpec{model::DropoutMethod::kHiddenKey, 0, 0.3, 0.2})}},
         [](adapters::Store& store, rpc::LoracleServer::Options&) {
           const std::string w = store.VersionDir("broken", 1) + "/adapter_model.safetensors";
           testing::WriteFile(w, testing::ReadFile(w).substr(0, 64));
@@ -186,6 +198,36 @@ TEST_F(ServerTest, EnsembleAveragesMembersAndReportsDisagreement) {
               p.uncertainty().predictive_entropy() - p.uncertainty().expected_entropy(), 1e-6);
 }
 
+TEST_F(ServerTest, TestTimeDropoutSamplesDifferAndAreReproducible) {
+  for (const char* adapter : {"mc", "hk"}) {
+    PredictRequest req = Request(adapter, {"free money now", "see you at the meeting"});
+    req.set_return_members(true);
+    req.set_seed(42);
+    PredictResponse first, second, other_seed, one_sample;
+    ASSERT_TRUE(Predict(req, &first).ok());
+    ASSERT_TRUE(Predict(req, &second).ok());
+    EXPECT_EQ(first.mc_samples(), 8u);
+    const auto& p = first.predictions(0);
+    ASSERT_EQ(p.members_size(), 8);
+    std::set<float> distinct;
+    for (const auto& m : p.members()) distinct.insert(m.probs(0));
+    EXPECT_GT(distinct.size(), 4u) << adapter << ": the 8 masked samples differ";
+    EXPECT_GT(p.uncertainty().mutual_information(), 0.0f) << adapter;
+    for (int i = 0; i < 2; ++i) {
+      for (int c = 0; c < 2; ++c) {
+        EXPECT_EQ(first.predictions(i).probs(c), second.predictions(i).probs(c))
+            << "same request + seed";
+      }
+    }
+    req.set_seed(43);
+    ASSERT_TRUE(Predict(req, &other_seed).ok());
+    EXPECT_NE(first.predictions(0).probs(0), other_seed.predictions(0).probs(0)) << adapter;
+    req.set_mc_samples(1);  // a single sample runs without masks: deterministic, MI exactly 0
+    ASSERT_TRUE(Predict(req, &one_sample).ok());
+    EXPECT_EQ(one_sample.predictions(0).uncertainty().mutual_information(), 0.0f);
+  }
+}
+
 TEST_F(ServerTest, McSamplesOverrideExpandsRowsAndIsBounded) {
   PredictRequest req = Request("topics", {"hello"});
   req.set_mc_samples(2);
@@ -263,7 +305,7 @@ TEST_F(ServerTest, AdaptersListLoadsNewVersionsAndUnloads) {
     ASSERT_TRUE(stub->List(&ctx, {}, &list).ok());
     std::vector<std::string> names;
     for (const auto& a : list.adapters()) names.push_back(a.name());
-    EXPECT_EQ(names, (std::vector<std::string>{"broken", "sentiment", "topics"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"broken", "hk", "mc", "sentiment", "topics"}));
   }
   // A second Store on the same directory: what another replica publishing looks like.
   auto store = adapters::Store::Create({test_server_->store().root()});
@@ -304,7 +346,10 @@ TEST_F(ServerTest, ConcurrentPredictsEqualTheSameRequestsAloneAndRepeat) {
                                           "a good movie", "the meeting"};
   std::vector<PredictRequest> reqs;
   for (int i = 0; i < 40; ++i) {
-    reqs.push_back(Request(i % 2 ? "topics" : "sentiment", {texts[i % texts.size()]}));
+    const char* adapter = i % 3 == 0   ? "sentiment"
+                          : i % 3 == 1 ? "topics"
+                                       : "mc";  // mc: 8 masked samples
+    reqs.push_back(Request(adapter, {texts[i % texts.size()]}));
   }
   std::vector<PredictResponse> alone(reqs.size()), together(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) ASSERT_TRUE(Predict(reqs[i], &alone[i]).ok());

@@ -1,0 +1,150 @@
+#include "server/model/dropout.h"
+
+#include <gtest/gtest.h>
+
+#include "server/model/encoder.h"
+
+namespace loracle::model {
+namespace {
+
+ModelConfig Small() {
+  ModelConfig c;
+  c.vocab_size = 20;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 32;
+  c.max_position_embeddings = 16;
+  return c;
+}
+
+struct Fixture {
+  Encoder encoder{nullptr};
+  LoraMember member;
+};
+
+Fixture Make(uint64_t seed) {
+  torch::manual_seed(seed);
+  Fixture f;
+  f.encoder = Encoder(Small());
+  torch::NoGradGuard g;
+  for (auto& p : f.encoder->named_parameters())
+    p.value().copy_(torch::randn(p.value().sizes()) * 0.3);
+  f.member.layers.resize(f.encoder->linear_names().size());
+  for (size_t i = 0; i < f.member.layers.size(); ++i) {
+    const auto& lin = f.encoder->linear(static_cast<int>(i));
+    f.member.layers[i] = {torch::randn({4, lin->in_features()}) * 0.3,
+                          torch::randn({lin->out_features(), 4}) * 0.3, 1.0};
+  }
+  f.member.classifier_weight = torch::randn({2, 16});
+  f.member.classifier_bias = torch::randn({2});
+  return f;
+}
+
+torch::Tensor Ids(int64_t rows) {
+  return torch::tensor({2, 5, 7, 3, 9, 11}, torch::kInt64).repeat({rows, 1});
+}
+
+torch::Tensor Forward(Fixture& f, int64_t rows, const DropoutSpec* spec,
+                      std::vector<uint64_t> seeds) {
+  c10::InferenceMode guard;
+  LoraRouting routing = {{0, rows, &f.member, spec, std::move(seeds)}};
+  return f.encoder->forward(Ids(rows), torch::ones({rows, 6}, torch::kInt64),
+                            torch::zeros({rows, 6}, torch::kInt64), &routing);
+}
+
+TEST(DropoutTest, LoraDropoutMaskStatisticsMatchTheRate) {
+  c10::InferenceMode guard;
+  for (double p : {0.1, 0.5}) {
+    double dropped = 0, total = 0;
+    for (uint64_t seed = 0; seed < 200; ++seed) {
+      auto [ma, mb] = LoraDropoutMasks(seed, 3, 256, 128, p);
+      ASSERT_EQ(ma.size(0), 256);
+      ASSERT_EQ(mb.size(0), 128);
+      // Entries are exactly 0 or 1/(1-p) (inverted dropout).
+      auto kept = ma.ne(0);
+      EXPECT_TRUE(torch::allclose(ma.masked_select(kept),
+                                  torch::full({kept.sum().item<int64_t>()}, 1.0 / (1.0 - p))));
+      dropped += ma.eq(0).sum().item<double>() + mb.eq(0).sum().item<double>();
+      total += 256 + 128;
+    }
+    EXPECT_NEAR(dropped / total, p, 0.01) << "p = " << p;
+  }
+}
+
+TEST(DropoutTest, LoraDropoutIsDiagMbTimesBATimesDiagMaNeverTheRank) {
+  // Row output with LORA_DROPOUT == base model whose every adapted W is replaced by
+  // W + s * diag(m_B) B A diag(m_A), with the masks of that row: the rank is untouched.
+  Fixture f = Make(1);
+  DropoutSpec spec{DropoutMethod::kLoraDropout, 0.4};
+  torch::Tensor dropped = Forward(f, 1, &spec, {77});
+  torch::Tensor plain = Forward(f, 1, nullptr, {});
+  EXPECT_FALSE(torch::allclose(dropped, plain, 1e-4, 1e-4));
+  {
+    torch::NoGradGuard g;
+    for (size_t i = 0; i < f.member.layers.size(); ++i) {
+      const LoraPair& p = f.member.layers[i];
+      auto& lin = f.encoder->linear(static_cast<int>(i));
+      auto [ma, mb] =
+          LoraDropoutMasks(77, static_cast<int>(i), lin->in_features(), lin->out_features(), 0.4);
+      lin->weight.add_(torch::diag(mb).mm(p.b).mm(p.a).mm(torch::diag(ma)), p.scaling);
+    }
+  }
+  c10::InferenceMode guard;
+  torch::Tensor merged = f.encoder->forward(Ids(1), torch::ones({1, 6}, torch::kInt64),
+                                            torch::zeros({1, 6}, torch::kInt64), nullptr);
+  EXPECT_TRUE(torch::allclose(dropped, merged, 1e-5, 1e-5));
+}
+
+TEST(DropoutTest, SeedsAreReproducibleAndIndependentOfTheBatch) {
+  Fixture f = Make(2);
+  for (DropoutMethod m :
+       {DropoutMethod::kInput, DropoutMethod::kLoraDropout, DropoutMethod::kHiddenKey}) {
+    DropoutSpec spec{m, 0.3, 0.3, 0.3};
+    torch::Tensor batch = Forward(f, 3, &spec, {10, 11, 12});
+    torch::Tensor again = Forward(f, 3, &spec, {10, 11, 12});
+    EXPECT_TRUE(torch::equal(batch, again)) << DropoutMethodName(m);
+    EXPECT_FALSE(torch::allclose(batch[0], batch[1], 1e-4, 1e-4))
+        << "different seeds, different masks";
+    torch::Tensor alone = Forward(f, 1, &spec, {11});
+    EXPECT_TRUE(torch::allclose(batch[1], alone[0], 1e-5, 1e-5)) << DropoutMethodName(m);
+  }
+}
+
+TEST(DropoutTest, ZeroRateOrNoSeedsIsExactlyTheDeterministicModel) {
+  Fixture f = Make(3);
+  DropoutSpec zero{DropoutMethod::kLoraDropout, 0.0};
+  DropoutSpec some{DropoutMethod::kLoraDropout, 0.5};
+  torch::Tensor plain = Forward(f, 2, nullptr, {});
+  EXPECT_TRUE(torch::equal(Forward(f, 2, &zero, {1, 2}), plain));
+  EXPECT_TRUE(torch::equal(Forward(f, 2, &some, {}), plain));
+}
+
+TEST(DropoutTest, DropKeyNeverYieldsNaNEvenWhenAlmostEveryKeyIsDropped) {
+  Fixture f = Make(4);
+  DropoutSpec spec{DropoutMethod::kHiddenKey, 0, /*dropkey_rate=*/0.99, /*hiddencut_rate=*/0.5};
+  c10::InferenceMode guard;
+  // Padded rows too: only 2 of 6 keys are real in row 1.
+  torch::Tensor mask =
+      torch::tensor({1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0}, torch::kInt64).view({2, 6});
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    LoraRouting routing = {{0, 2, &f.member, &spec, {seed, seed + 1000}}};
+    torch::Tensor out =
+        f.encoder->forward(Ids(2), mask, torch::zeros({2, 6}, torch::kInt64), &routing);
+    ASSERT_TRUE(torch::isfinite(out).all().item<bool>()) << "seed " << seed;
+  }
+}
+
+TEST(DropoutTest, SpecValidationAndNames) {
+  EXPECT_TRUE(ValidateDropoutSpec({DropoutMethod::kLoraDropout, 0.1}).ok());
+  EXPECT_FALSE(ValidateDropoutSpec({DropoutMethod::kLoraDropout, 1.0}).ok());
+  EXPECT_FALSE(ValidateDropoutSpec({DropoutMethod::kHiddenKey, 0, -0.1}).ok());
+  EXPECT_EQ(*ParseDropoutMethod("HIDDENKEY"), DropoutMethod::kHiddenKey);
+  EXPECT_EQ(ParseDropoutMethod("MAGIC").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE((DropoutSpec{DropoutMethod::kHiddenKey, 0.5, 0, 0}.active()))
+      << "HIDDENKEY ignores `rate`";
+  EXPECT_NE(MixSeed(1, 2, 3), MixSeed(1, 3, 2));
+}
+
+}  // namespace
+}  // namespace loracle::model
