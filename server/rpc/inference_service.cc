@@ -154,6 +154,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     req->deadline = absl::FromChrono(ctx->deadline());
   }
+  req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
   const bool return_members = request->return_members();
   serving::InferenceRequest* raw = req.get();
   req->done = [reactor, metrics, start, response, raw, truncated = std::move(truncated),

@@ -62,7 +62,9 @@ int64_t Batcher::queued_rows() const {
 void Batcher::Loop() {
   for (;;) {
     std::vector<std::unique_ptr<InferenceRequest>> batch;
-    std::vector<std::unique_ptr<InferenceRequest>> expired;
+    // Dropped unrun: past their deadline (checked first: gRPC also cancels such calls) or
+    // cancelled.
+    std::vector<std::pair<std::unique_ptr<InferenceRequest>, absl::Status>> dropped;
     {
       absl::MutexLock lock(&mu_, absl::Condition(this, &Batcher::HasWork));
       if (queue_.empty()) return;  // stopping and drained
@@ -79,9 +81,15 @@ void Batcher::Loop() {
       const absl::Time now = absl::Now();
       while (!queue_.empty()) {
         InferenceRequest* next = queue_.front().get();
+        absl::Status drop;
         if (next->deadline < now) {
+          drop = absl::DeadlineExceededError("deadline passed while the request was queued");
+        } else if (next->cancelled && next->cancelled()) {
+          drop = absl::CancelledError("the caller cancelled the request while it was queued");
+        }
+        if (!drop.ok()) {
           queued_rows_ -= next->rows();
-          expired.push_back(std::move(queue_.front()));
+          dropped.emplace_back(std::move(queue_.front()), std::move(drop));
           queue_.pop_front();
           continue;
         }
@@ -93,9 +101,7 @@ void Batcher::Loop() {
       }
       if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
     }
-    for (auto& r : expired) {
-      r->done(absl::DeadlineExceededError("deadline passed while the request was queued"));
-    }
+    for (auto& [request, status] : dropped) request->done(status);
     if (!batch.empty()) run_(std::move(batch));
   }
 }

@@ -3,7 +3,9 @@
 
 // Dynamic batching: requests from many callers and adapters are queued (bounded, in rows) and
 // batch threads take up to max_batch_size rows at a time, waiting at most max_queue_delay_us for
-// a batch to fill once its first request is queued. Submit never blocks. Torch-free.
+// a batch to fill once its first request is queued. Submit never blocks. A request whose deadline
+// passed or whose caller cancelled while it was queued is finished with DEADLINE_EXCEEDED or
+// CANCELLED without running. Torch-free.
 
 #include <cstdint>
 #include <deque>

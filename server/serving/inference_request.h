@@ -37,6 +37,9 @@ struct InferenceRequest {
   uint64_t seed = 0;
   double abstain_threshold = 0;  // mutual information above which to abstain; 0 = never
   absl::Time deadline = absl::InfiniteFuture();
+  // True once the caller has gone away; checked before the request runs. May be empty. Must be
+  // callable from any thread.
+  std::function<bool()> cancelled;
   // Called exactly once, on a batch thread, once the request is accepted by Batcher::Submit
   // (a rejected Submit returns its error and never calls it).
   std::function<void(absl::StatusOr<InferenceResult>)> done;

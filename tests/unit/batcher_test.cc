@@ -141,3 +141,37 @@ TEST(BatcherTest, RejectsAfterShutdownAndValidatesOptions) {
 
 }  // namespace
 }  // namespace loracle::serving
+
+namespace loracle::serving {
+namespace {
+
+TEST(BatcherTest, CancelledRequestsAreFinishedWithoutRunning) {
+  absl::Notification release;
+  Batcher::Options o;
+  o.max_batch_size = 1;
+  o.max_queue_delay_us = 0;
+  std::atomic<int> ran{0};
+  auto b = Batcher::Create(o, [&](auto batch) {
+    release.WaitForNotification();
+    for (auto& r : batch) {
+      ++ran;
+      r->done(InferenceResult{});
+    }
+  });
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+  WaitUntilTaken(**b);
+  std::atomic<bool> gone{false};
+  absl::StatusCode code = absl::StatusCode::kOk;
+  auto r = Request(1, [&](auto result) { code = result.status().code(); });
+  r->cancelled = [&] { return gone.load(); };
+  ASSERT_TRUE((*b)->Submit(std::move(r)).ok());
+  gone = true;
+  release.Notify();
+  (*b)->Shutdown();
+  EXPECT_EQ(code, absl::StatusCode::kCancelled);
+  EXPECT_EQ(ran.load(), 1);
+}
+
+}  // namespace
+}  // namespace loracle::serving
