@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -14,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "client/bench.h"
 #include "loracle/v1/adapters.grpc.pb.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -28,6 +31,9 @@ commands:
           classify TEXTs (or lines of stdin when TEXT is -) with an adapter or ensemble
   adapters [list | get NAME]
           list the adapters the server holds, or show one
+  bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
+        [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--json_out=FILE]
+          load-test Predict: throughput, p50/p90/p99 latency, errors by status code
   help    show this message
 
 options:
@@ -300,6 +306,64 @@ int Adapters(const Args& args, const std::shared_ptr<grpc::Channel>& channel, st
   return 2;
 }
 
+int Bench(const Args& args, const std::shared_ptr<grpc::Channel>& channel, std::ostream& out,
+          std::ostream& err) {
+  BenchOptions o;
+  std::string adapters = Flag(args, "adapters", Flag(args, "adapter"));
+  for (absl::string_view a : absl::StrSplit(adapters, ',', absl::SkipEmpty()))
+    o.adapters.emplace_back(a);
+  if (o.adapters.empty()) {
+    err << "loracle bench: --adapters=NAME[,NAME...] is required\n";
+    return 2;
+  }
+  struct IntFlag {
+    const char* name;
+    int* value;
+    int min;
+  };
+  for (IntFlag f :
+       {IntFlag{"concurrency", &o.concurrency, 1}, IntFlag{"input_tokens", &o.input_tokens, 3},
+        IntFlag{"inputs", &o.inputs_per_request, 1}, IntFlag{"mc_samples", &o.mc_samples, 0},
+        IntFlag{"timeout_ms", &o.timeout_ms, 1}}) {
+    if (std::string v = Flag(args, f.name);
+        !v.empty() && (!absl::SimpleAtoi(v, f.value) || *f.value < f.min)) {
+      err << "loracle bench: --" << f.name << " must be an integer >= " << f.min << "\n";
+      return 2;
+    }
+  }
+  struct DoubleFlag {
+    const char* name;
+    double* value;
+  };
+  for (DoubleFlag f : {DoubleFlag{"rate", &o.rate}, DoubleFlag{"duration_s", &o.duration_s},
+                       DoubleFlag{"warmup_s", &o.warmup_s}}) {
+    if (std::string v = Flag(args, f.name);
+        !v.empty() && (!absl::SimpleAtod(v, f.value) || *f.value < 0)) {
+      err << "loracle bench: --" << f.name << " must be a number >= 0\n";
+      return 2;
+    }
+  }
+  if (o.duration_s <= 0) {
+    err << "loracle bench: --duration_s must be > 0\n";
+    return 2;
+  }
+  const BenchResult r = RunBench(channel, o);
+  if (Flag(args, "json") == "true") {
+    out << BenchJson(o, r);
+  } else {
+    PrintBench(o, r, out);
+  }
+  if (std::string path = Flag(args, "json_out"); !path.empty()) {
+    std::ofstream f(path);
+    f << BenchJson(o, r);
+    if (!f) {
+      err << "loracle bench: cannot write " << path << "\n";
+      return 1;
+    }
+  }
+  return r.ok > 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
@@ -321,6 +385,7 @@ int RunCli(const std::vector<std::string>& argv, std::ostream& out, std::ostream
   const std::string& cmd = args.positional[0];
   if (cmd == "predict") return Predict(args, channel, out, err);
   if (cmd == "adapters") return Adapters(args, channel, out, err);
+  if (cmd == "bench") return Bench(args, channel, out, err);
   err << "loracle: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

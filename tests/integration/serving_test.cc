@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
+#include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_server.h"
@@ -179,6 +181,30 @@ TEST(ServingTest, PastDeadlineIsDeadlineExceededAndNeverRuns) {
       << metrics;
   EXPECT_EQ(metrics.find("loracle_predictions_total{adapter=\"single\"}"), std::string::npos)
       << "the expired request never ran";
+}
+
+TEST(ServingTest, BenchCommandMeasuresThroughputAndWritesJson) {
+  auto t = testing::TestServer::Start({{"a", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)},
+                                       {"b", testing::TinyAdapterSpec({"x", "y"}, 2, 2)}});
+  ASSERT_NE(t, nullptr);
+  testing::TempDir tmp;
+  std::ostringstream out, err;
+  ASSERT_EQ(client::RunCli({"--server=" + t->address(), "bench", "--adapters=a,b",
+                            "--concurrency=4", "--duration_s=1", "--warmup_s=0.2",
+                            "--input_tokens=16", "--json_out=" + (tmp / "bench.json")},
+                           out, err),
+            0)
+      << err.str();
+  EXPECT_NE(out.str().find("throughput:"), std::string::npos) << out.str();
+  auto j = nlohmann::json::parse(testing::ReadFile(tmp / "bench.json"));
+  EXPECT_GT(j["ok"].get<int64_t>(), 0);
+  EXPECT_TRUE(j["errors"].empty()) << j.dump();
+  // 14 words + [CLS] + [SEP]: exactly 16 tokens with the built-in vocabulary (the bench suite shows
+  // 128.0 for 128); the tiny test vocabulary splits some words into pieces, so at least 16 here.
+  EXPECT_GE(j["mean_tokens"].get<double>(), 16.0);
+  EXPECT_GE(j["latency_ms"]["p99"].get<double>(), j["latency_ms"]["p50"].get<double>());
+  std::ostringstream out2, err2;
+  EXPECT_EQ(client::RunCli({"--server=" + t->address(), "bench"}, out2, err2), 2) << "no adapters";
 }
 
 }  // namespace

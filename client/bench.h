@@ -1,0 +1,46 @@
+#ifndef LORACLE_CLIENT_BENCH_H_
+#define LORACLE_CLIENT_BENCH_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace loracle::client {
+
+// A load generator for Inference.Predict, in the manner of Triton's perf_analyzer.
+struct BenchOptions {
+  std::vector<std::string> adapters;  // requests cycle through these
+  int concurrency = 8;                // closed loop: this many calls always in flight
+  double rate = 0;                    // > 0: open loop at this many requests per second instead
+  double duration_s = 10;             // measured window
+  double warmup_s = 1;                // before it, not measured
+  int input_tokens = 128;             // approximate tokens per input, including [CLS]/[SEP]
+  int inputs_per_request = 1;
+  int mc_samples = 0;  // 0 = the adapter's default
+  int timeout_ms = 30000;
+};
+
+struct BenchResult {
+  int64_t ok = 0;
+  std::map<std::string, int64_t> errors;  // by status code name
+  double seconds = 0;                     // measured window
+  double requests_per_s = 0;
+  double inputs_per_s = 0;
+  double mean_tokens = 0;  // tokens per input as the server counted them
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
+};
+
+BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options);
+
+// Human-readable report, and the JSON the `--json_out` flag writes.
+void PrintBench(const BenchOptions& options, const BenchResult& result, std::ostream& out);
+std::string BenchJson(const BenchOptions& options, const BenchResult& result);
+
+}  // namespace loracle::client
+
+#endif  // LORACLE_CLIENT_BENCH_H_
