@@ -146,21 +146,37 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   return results;
 }
 
+int EnsembleRunner::LengthBucket(const InferenceRequest& request) {
+  size_t longest = 1;
+  for (const model::Encoding& e : request.inputs) longest = std::max(longest, e.input_ids.size());
+  int bucket = 16;  // padding to the next power of two (at least 16) costs at most 2x
+  while (static_cast<size_t>(bucket) < longest) bucket *= 2;
+  return bucket;
+}
+
 void EnsembleRunner::Run(std::vector<std::unique_ptr<InferenceRequest>> batch) {
-  absl::StatusOr<std::vector<InferenceResult>> results;
-  try {
-    results = Forward(batch);
-  } catch (const c10::Error& e) {
-    results =
-        absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    results = absl::InternalError(absl::StrCat("forward pass failed: ", e.what()));
+  // One forward per length bucket, so a short request never pays a long one's padding.
+  std::map<int, std::vector<std::unique_ptr<InferenceRequest>>> buckets;
+  for (auto& request : batch) {
+    const int bucket = LengthBucket(*request);
+    buckets[bucket].push_back(std::move(request));
   }
-  for (size_t r = 0; r < batch.size(); ++r) {
-    if (results.ok()) {
-      batch[r]->done(std::move((*results)[r]));
-    } else {
-      batch[r]->done(results.status());
+  for (auto& [length, requests] : buckets) {
+    absl::StatusOr<std::vector<InferenceResult>> results;
+    try {
+      results = Forward(requests);
+    } catch (const c10::Error& e) {
+      results =
+          absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      results = absl::InternalError(absl::StrCat("forward pass failed: ", e.what()));
+    }
+    for (size_t r = 0; r < requests.size(); ++r) {
+      if (results.ok()) {
+        requests[r]->done(std::move((*results)[r]));
+      } else {
+        requests[r]->done(results.status());
+      }
     }
   }
 }

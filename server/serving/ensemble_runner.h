@@ -35,10 +35,14 @@ class EnsembleRunner {
   static absl::StatusOr<std::unique_ptr<EnsembleRunner>> Create(const Options& options);
   ~EnsembleRunner();
 
-  // Runs `batch` on the calling thread and calls each request's `done`.
+  // Runs `batch` on the calling thread and calls each request's `done`. Requests are split by
+  // length bucket (the longest input, rounded up to a power of two, at least 16 tokens): one
+  // forward per bucket, so padding costs at most 2x.
   void Run(std::vector<std::unique_ptr<InferenceRequest>> batch);
 
   const model::BaseModel& base() const { return *base_; }
+  // The bucket `request` runs in (exposed for tests).
+  static int LengthBucket(const InferenceRequest& request);
   const model::WordPieceTokenizer& tokenizer() const;
   int max_length() const;
 

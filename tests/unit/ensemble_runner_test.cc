@@ -1,0 +1,81 @@
+#include "server/serving/ensemble_runner.h"
+
+#include <gtest/gtest.h>
+
+#include "server/adapters/adapter.h"
+#include "server/adapters/adapter_files.h"
+#include "server/metrics/metrics.h"
+#include "server/model/checkpoint.h"
+#include "tests/test_util.h"
+
+namespace loracle::serving {
+namespace {
+
+class EnsembleRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::WriteTinyModel(model_dir_.path());
+    auto metrics = metrics::Metrics::Create({});
+    ASSERT_TRUE(metrics.ok());
+    metrics_ = *std::move(metrics);
+    auto runner = EnsembleRunner::Create({model_dir_.path(), 1, metrics_.get()});
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    runner_ = *std::move(runner);
+    ASSERT_TRUE(adapters::WriteRandomAdapter(adapter_dir_.path(), testing::TinyConfig(),
+                                             testing::TinyAdapterSpec({"ham", "spam"}, 2, 1))
+                    .ok());
+    auto adapter = adapters::LoadAdapter(adapter_dir_.path(), "a", 1, *runner_->base().encoder);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    adapter_ = *std::move(adapter);
+  }
+
+  std::unique_ptr<InferenceRequest> Request(const std::string& text, InputResult* out) {
+    auto r = std::make_unique<InferenceRequest>();
+    r->adapter = adapter_;
+    r->members = 2;
+    r->inputs.push_back(*runner_->tokenizer().Encode(text, std::nullopt, runner_->max_length()));
+    r->done = [out](absl::StatusOr<InferenceResult> result) {
+      ASSERT_TRUE(result.ok()) << result.status();
+      *out = result->inputs[0];
+    };
+    return r;
+  }
+
+  testing::TempDir model_dir_, adapter_dir_;
+  std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<EnsembleRunner> runner_;
+  std::shared_ptr<const adapters::Adapter> adapter_;
+};
+
+TEST_F(EnsembleRunnerTest, ShortAndLongRequestsRunInSeparateLengthBuckets) {
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += "free money ";
+  InputResult short_alone, long_alone, short_mixed, long_mixed;
+  {
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    batch.push_back(Request("hello world", &short_alone));
+    EXPECT_EQ(EnsembleRunner::LengthBucket(*batch.back()), 16);
+    runner_->Run(std::move(batch));
+  }
+  {
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    batch.push_back(Request(long_text, &long_alone));
+    EXPECT_EQ(EnsembleRunner::LengthBucket(*batch.back()), 64);
+    runner_->Run(std::move(batch));
+  }
+  std::vector<std::unique_ptr<InferenceRequest>> batch;
+  batch.push_back(Request("hello world", &short_mixed));
+  batch.push_back(Request(long_text, &long_mixed));
+  runner_->Run(std::move(batch));
+  // Two forwards for the mixed batch: 4 in total.
+  EXPECT_NE(metrics_->Scrape().find("loracle_forward_seconds_count 4"), std::string::npos)
+      << metrics_->Scrape();
+  for (size_t c = 0; c < 2; ++c) {
+    EXPECT_NEAR(short_mixed.summary.mean_probs[c], short_alone.summary.mean_probs[c], 1e-6);
+    EXPECT_NEAR(long_mixed.summary.mean_probs[c], long_alone.summary.mean_probs[c], 1e-6);
+  }
+  EXPECT_EQ(short_mixed.passes.size(), 2u) << "two members";
+}
+
+}  // namespace
+}  // namespace loracle::serving
