@@ -35,6 +35,9 @@ struct BenchResult {
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
 };
 
+// "OK", "INVALID_ARGUMENT", ... for a gRPC status code.
+const char* CodeName(grpc::StatusCode code);
+
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options);
 
 // Human-readable report, and the JSON the `--json_out` flag writes.

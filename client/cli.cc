@@ -86,26 +86,7 @@ std::string Flag(const Args& args, const std::string& name, const std::string& d
 }
 
 int Fail(std::ostream& err, const grpc::Status& s) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int code = static_cast<int>(s.error_code());
-  err << "loracle: " << (code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN") << ": "
-      << s.error_message() << "\n";
+  err << "loracle: " << CodeName(s.error_code()) << ": " << s.error_message() << "\n";
   return 1;
 }
 
