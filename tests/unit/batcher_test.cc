@@ -26,6 +26,37 @@ void WaitUntilTaken(const Batcher& b) {
   ASSERT_EQ(b.queued_rows(), 0);
 }
 
+// A batcher (batch size 1, no delay) whose batch thread is blocked, until Release(), on a first
+// request it has already taken: whatever is submitted next waits in the queue.
+struct BlockedBatcher {
+  explicit BlockedBatcher(int64_t max_queued_rows = 4096) {
+    Batcher::Options o;
+    o.max_batch_size = 1;
+    o.max_queue_delay_us = 0;
+    o.max_queued_rows = max_queued_rows;
+    auto b = Batcher::Create(o, [this](auto batch) {
+      release.WaitForNotification();
+      for (auto& r : batch) {
+        ++ran;
+        r->done(InferenceResult{});
+      }
+    });
+    EXPECT_TRUE(b.ok());
+    batcher = *std::move(b);
+    EXPECT_TRUE(batcher->Submit(Request(1, [](auto) {})).ok());
+    WaitUntilTaken(*batcher);
+  }
+  // Lets the batch thread go and drains the queue.
+  void Release() {
+    release.Notify();
+    batcher->Shutdown();
+  }
+
+  absl::Notification release;
+  std::atomic<int> ran{0};
+  std::unique_ptr<Batcher> batcher;
+};
+
 struct Recorder {
   absl::Mutex mu;
   std::vector<int64_t> batch_rows;
@@ -75,58 +106,27 @@ TEST(BatcherTest, NeverExceedsMaxBatchSizeExceptForOneLargeRequest) {
 }
 
 TEST(BatcherTest, FullQueueIsResourceExhaustedAndNeverGrows) {
-  absl::Notification release;
-  Batcher::Options o;
-  o.max_batch_size = 1;
-  o.max_queue_delay_us = 0;
-  o.max_queued_rows = 3;
-  std::atomic<int> ran{0};
-  auto b = Batcher::Create(o, [&](auto batch) {
-    release.WaitForNotification();
-    for (auto& r : batch) {
-      ++ran;
-      r->done(InferenceResult{});
-    }
-  });
-  ASSERT_TRUE(b.ok());
-  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());  // taken by the (blocked) batch thread
-  WaitUntilTaken(**b);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+  BlockedBatcher b(/*max_queued_rows=*/3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(b.batcher->Submit(Request(1, [](auto) {})).ok());
   absl::Status full =
-      (*b)->Submit(Request(1, [](auto) { ADD_FAILURE() << "rejected request ran"; }));
+      b.batcher->Submit(Request(1, [](auto) { ADD_FAILURE() << "rejected request ran"; }));
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(full.message().find("queue is full"), std::string::npos);
-  EXPECT_EQ((*b)->queued_rows(), 3);
-  release.Notify();
-  (*b)->Shutdown();
-  EXPECT_EQ(ran.load(), 4);
+  EXPECT_EQ(b.batcher->queued_rows(), 3);
+  b.Release();
+  EXPECT_EQ(b.ran.load(), 4);
 }
 
 TEST(BatcherTest, ExpiredRequestsGetDeadlineExceededWithoutRunning) {
-  absl::Notification release;
-  Batcher::Options o;
-  o.max_batch_size = 1;
-  o.max_queue_delay_us = 0;
-  std::atomic<int> ran{0};
-  auto b = Batcher::Create(o, [&](auto batch) {
-    release.WaitForNotification();
-    for (auto& r : batch) {
-      ++ran;
-      r->done(InferenceResult{});
-    }
-  });
-  ASSERT_TRUE(b.ok());
-  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
-  WaitUntilTaken(**b);
+  BlockedBatcher b;
   absl::StatusCode code = absl::StatusCode::kOk;
   auto late = Request(1, [&](auto r) { code = r.status().code(); });
   late->deadline = absl::Now() + absl::Milliseconds(10);
-  ASSERT_TRUE((*b)->Submit(std::move(late)).ok());
+  ASSERT_TRUE(b.batcher->Submit(std::move(late)).ok());
   absl::SleepFor(absl::Milliseconds(50));
-  release.Notify();
-  (*b)->Shutdown();
+  b.Release();
   EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
-  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(b.ran.load(), 1);
 }
 
 TEST(BatcherTest, RejectsAfterShutdownAndValidatesOptions) {
@@ -139,38 +139,17 @@ TEST(BatcherTest, RejectsAfterShutdownAndValidatesOptions) {
   EXPECT_EQ(Batcher::Create(bad, [](auto) {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
-}  // namespace loracle::serving
-
-namespace loracle::serving {
-namespace {
-
 TEST(BatcherTest, CancelledRequestsAreFinishedWithoutRunning) {
-  absl::Notification release;
-  Batcher::Options o;
-  o.max_batch_size = 1;
-  o.max_queue_delay_us = 0;
-  std::atomic<int> ran{0};
-  auto b = Batcher::Create(o, [&](auto batch) {
-    release.WaitForNotification();
-    for (auto& r : batch) {
-      ++ran;
-      r->done(InferenceResult{});
-    }
-  });
-  ASSERT_TRUE(b.ok());
-  ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
-  WaitUntilTaken(**b);
+  BlockedBatcher b;
   std::atomic<bool> gone{false};
   absl::StatusCode code = absl::StatusCode::kOk;
   auto r = Request(1, [&](auto result) { code = result.status().code(); });
   r->cancelled = [&] { return gone.load(); };
-  ASSERT_TRUE((*b)->Submit(std::move(r)).ok());
+  ASSERT_TRUE(b.batcher->Submit(std::move(r)).ok());
   gone = true;
-  release.Notify();
-  (*b)->Shutdown();
+  b.Release();
   EXPECT_EQ(code, absl::StatusCode::kCancelled);
-  EXPECT_EQ(ran.load(), 1);
+  EXPECT_EQ(b.ran.load(), 1);
 }
 
 }  // namespace
