@@ -6,14 +6,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
 #include "server/model/file_util.h"
 #include "server/model/safetensors.h"
 
 namespace loracle::adapters {
 namespace {
-
-constexpr absl::string_view kPrefixes[] = {"base_model.model.bert.", "base_model.model."};
 
 std::string Shape(c10::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
@@ -36,8 +35,9 @@ absl::StatusOr<torch::Tensor> Tensor(const model::SafetensorsFile& file, const s
 }
 
 absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const ServingConfig& serving,
-                                             const model::EncoderImpl& encoder,
+                                             const model::BaseModel& base,
                                              PeftLoraConfig* lora_out) {
+  const model::EncoderImpl& encoder = *base.encoder;
   absl::StatusOr<std::string> text = model::ReadFileToString(dir + "/" + kPeftConfigFile);
   if (!text.ok()) return text.status();
   absl::StatusOr<PeftLoraConfig> lora = ParsePeftConfig(*text, dir + "/" + kPeftConfigFile);
@@ -48,23 +48,27 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
   if (!file.ok()) return file.status();
   const model::SafetensorsFile& f = **file;
 
+  const model::Architecture arch = encoder.config().architecture();
+  const std::string base_prefix = model::LayoutFor(arch).base_prefix;
+  // PEFT prefixes every key with "base_model.model." and the *For* model's attribute path.
+  const std::string prefixes[] = {"base_model.model." + base_prefix + ".", "base_model.model."};
   model::LoraMember member;
   member.layers.resize(encoder.linear_names().size());
   std::set<std::string> used;
-  const double scaling = lora->scaling();
   for (size_t i = 0; i < encoder.linear_names().size(); ++i) {
     const std::string& path = encoder.linear_names()[i];
-    if (!MatchesTarget(path, lora->target_modules)) continue;
-    std::string prefix(kPrefixes[0]);
-    if (!f.Contains(prefix + path + ".lora_A.weight")) prefix = std::string(kPrefixes[1]);
+    if (!lora->Targets(path, base_prefix)) continue;
+    std::string prefix = prefixes[0];
+    if (!f.Contains(prefix + path + ".lora_A.weight")) prefix = prefixes[1];
     const auto& linear = encoder.linear(static_cast<int>(i));
+    const int rank = lora->RankFor(path);
     const std::string a_key = prefix + path + ".lora_A.weight";
     const std::string b_key = prefix + path + ".lora_B.weight";
-    absl::StatusOr<torch::Tensor> a = Tensor(f, a_key, {lora->rank, linear->in_features()});
+    absl::StatusOr<torch::Tensor> a = Tensor(f, a_key, {rank, linear->in_features()});
     if (!a.ok()) return a.status();
-    absl::StatusOr<torch::Tensor> b = Tensor(f, b_key, {linear->out_features(), lora->rank});
+    absl::StatusOr<torch::Tensor> b = Tensor(f, b_key, {linear->out_features(), rank});
     if (!b.ok()) return b.status();
-    member.layers[i] = {*std::move(a), *std::move(b), scaling};
+    member.layers[i] = {*std::move(a), *std::move(b), lora->ScalingFor(path)};
     used.insert(a_key);
     used.insert(b_key);
   }
@@ -79,21 +83,41 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
                        "target_modules?)"));
     }
   }
+  // The head: from the adapter (modules_to_save), else the base checkpoint's own, as PEFT does
+  // for modules it did not save.
   const int64_t labels = static_cast<int64_t>(serving.labels.size());
-  const int64_t hidden = encoder.config().hidden_size;
-  std::string head_key = "base_model.model.classifier.weight";
-  absl::StatusOr<model::TensorView> head_view = f.Get(head_key);
-  if (head_view.ok() && !head_view->shape.empty() && head_view->shape[0] != labels) {
+  const model::HeadLayout& head = model::HeadFor(arch);
+  absl::StatusOr<model::TensorView> out_view = f.Get("base_model.model." + head.out + ".weight");
+  if (out_view.ok() && !out_view->shape.empty() && out_view->shape[0] != labels) {
     return absl::InvalidArgumentError(
-        absl::StrCat(f.source(), ": classifier has ", head_view->shape[0], " outputs but ",
+        absl::StrCat(f.source(), ": ", head.out, " has ", out_view->shape[0], " outputs but ",
                      kServingConfigFile, " names ", labels, " labels"));
   }
-  absl::StatusOr<torch::Tensor> w = Tensor(f, head_key, {labels, hidden});
-  if (!w.ok()) return w.status();
-  absl::StatusOr<torch::Tensor> b = Tensor(f, "base_model.model.classifier.bias", {labels});
-  if (!b.ok()) return b.status();
-  member.classifier_weight = *std::move(w);
-  member.classifier_bias = *std::move(b);
+  for (const auto& [name, shape] : model::HeadTensorShapes(encoder.config(), labels)) {
+    const std::string key = "base_model.model." + name;
+    torch::Tensor t;
+    if (f.Contains(key) || base.head == nullptr) {
+      absl::StatusOr<torch::Tensor> loaded = Tensor(f, key, shape);
+      if (!loaded.ok()) return loaded.status();
+      t = *std::move(loaded);
+    } else {
+      const model::LoraMember& h = *base.head;
+      t = name == head.dense + ".weight" ? h.head_dense_weight
+          : name == head.dense + ".bias" ? h.head_dense_bias
+          : name == head.out + ".weight" ? h.classifier_weight
+                                         : h.classifier_bias;
+      if (!t.defined() || t.sizes() != c10::IntArrayRef(shape)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(f.source(), ": missing tensor \"", key, "\" (expected shape ",
+                         Shape(shape), "), and the base checkpoint's ", name, " does not fit"));
+      }
+    }
+    if (name == head.dense + ".weight") member.head_dense_weight = t;
+    if (name == head.dense + ".bias") member.head_dense_bias = t;
+    if (name == head.out + ".weight") member.classifier_weight = t;
+    if (name == head.out + ".bias") member.classifier_bias = t;
+  }
+  member.head_activation = head.activation;
   return member;
 }
 
@@ -101,7 +125,7 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
 
 absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
                                                            const std::string& name, int64_t version,
-                                                           const model::EncoderImpl& encoder) {
+                                                           const model::BaseModel& base) {
   if (!model::IsDirectory(dir)) {
     return absl::NotFoundError(absl::StrCat("adapter directory ", dir, " does not exist"));
   }
@@ -119,7 +143,7 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
     for (int m = 0; m < serving->members; ++m) {
       const std::string member_dir = serving->members == 1 ? dir : absl::StrCat(dir, "/member-", m);
       PeftLoraConfig lora;
-      absl::StatusOr<model::LoraMember> member = LoadMember(member_dir, *serving, encoder, &lora);
+      absl::StatusOr<model::LoraMember> member = LoadMember(member_dir, *serving, base, &lora);
       if (!member.ok()) return member.status();
       if (m == 0) adapter->lora = lora;
       adapter->members.push_back(*std::move(member));

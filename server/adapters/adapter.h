@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/adapters/adapter_config.h"
+#include "server/model/checkpoint.h"
 #include "server/model/encoder.h"
 
 namespace loracle::adapters {
@@ -24,12 +25,13 @@ struct Adapter {
   int num_labels() const { return static_cast<int>(serving.labels.size()); }
 };
 
-// Loads the adapter directory `dir` (layout in adapter_config.h) against `encoder`. Errors name
-// the file and tensor: NOT_FOUND (missing file), INVALID_ARGUMENT (bad config, missing or
+// Loads the adapter directory `dir` (layout in adapter_config.h) against `base`. Head tensors the
+// adapter lacks come from the base checkpoint's own head when it has one. Errors name the file
+// and tensor: NOT_FOUND (missing file), INVALID_ARGUMENT (bad config, missing or
 // mis-shaped tensor, labels that disagree with the head), DATA_LOSS (corrupt safetensors).
 absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
                                                            const std::string& name, int64_t version,
-                                                           const model::EncoderImpl& encoder);
+                                                           const model::BaseModel& base);
 
 }  // namespace loracle::adapters
 

@@ -1,6 +1,7 @@
 #include "server/adapters/adapter_config.h"
 
 #include <cmath>
+#include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -45,6 +46,48 @@ double PeftLoraConfig::scaling() const {
   return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(rank)) : lora_alpha / rank;
 }
 
+namespace {
+// PEFT's get_pattern_key: the first pattern p with re.match(rf".*\.{p}$", path), else exact.
+bool PatternMatches(const std::string& pattern, absl::string_view path) {
+  if (path == pattern) return true;
+  try {
+    return std::regex_match(std::string(path), std::regex(".*\\." + pattern));
+  } catch (const std::regex_error&) {
+    return false;
+  }
+}
+}  // namespace
+
+bool PeftLoraConfig::Targets(absl::string_view module_path, absl::string_view base_prefix) const {
+  if (target_regex.empty()) return MatchesTarget(module_path, target_modules);
+  try {
+    const std::regex re(target_regex);
+    return std::regex_match(std::string(module_path), re) ||
+           std::regex_match(absl::StrCat(base_prefix, ".", module_path), re);
+  } catch (const std::regex_error&) {
+    return false;
+  }
+}
+
+int PeftLoraConfig::RankFor(absl::string_view module_path) const {
+  for (const auto& [pattern, r] : rank_pattern) {
+    if (PatternMatches(pattern, module_path)) return r;
+  }
+  return rank;
+}
+
+double PeftLoraConfig::ScalingFor(absl::string_view module_path) const {
+  const int r = RankFor(module_path);
+  double alpha = lora_alpha;
+  for (const auto& [pattern, a] : alpha_pattern) {
+    if (PatternMatches(pattern, module_path)) {
+      alpha = a;
+      break;
+    }
+  }
+  return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
+}
+
 absl::StatusOr<PeftLoraConfig> ParsePeftConfig(absl::string_view text, absl::string_view source) {
   absl::StatusOr<json> parsed = ParseObject(text, source);
   if (!parsed.ok()) return parsed.status();
@@ -73,12 +116,57 @@ absl::StatusOr<PeftLoraConfig> ParsePeftConfig(absl::string_view text, absl::str
     if (!it->is_boolean()) return Bad(source, "\"use_rslora\" must be a boolean");
     c.use_rslora = it->get<bool>();
   }
-  if (auto s = GetStrings(j, "target_modules", source, &c.target_modules); !s.ok()) return s;
+  if (auto it = j.find("target_modules"); it != j.end() && it->is_string()) {
+    c.target_regex = it->get<std::string>();
+    c.target_modules.clear();
+    try {
+      std::regex check(c.target_regex);
+    } catch (const std::regex_error& e) {
+      return Bad(source, absl::StrCat("target_modules regex \"", c.target_regex, "\": ", e.what()));
+    }
+  } else if (auto s = GetStrings(j, "target_modules", source, &c.target_modules); !s.ok()) {
+    return s;
+  }
   c.modules_to_save.clear();
   if (auto s = GetStrings(j, "modules_to_save", source, &c.modules_to_save); !s.ok()) return s;
-  if (c.target_modules.empty()) return Bad(source, "\"target_modules\" is empty");
+  if (c.target_modules.empty() && c.target_regex.empty()) {
+    return Bad(source, "\"target_modules\" is empty");
+  }
   if (auto it = j.find("base_model_name_or_path"); it != j.end() && it->is_string()) {
     c.base_model_name_or_path = it->get<std::string>();
+  }
+  // Variants that change the forward pass loracle runs: refuse them rather than serve wrong
+  // numbers.
+  if (auto it = j.find("bias"); it != j.end() && it->is_string() && *it != "none") {
+    return Bad(source, absl::StrCat("bias ", it->dump(),
+                                    " is not supported (only \"none\": trained base biases)"));
+  }
+  for (const char* flag : {"use_dora", "fan_in_fan_out"}) {
+    if (auto it = j.find(flag); it != j.end() && it->is_boolean() && it->get<bool>()) {
+      return Bad(source, absl::StrCat("\"", flag, "\": true is not supported"));
+    }
+  }
+  for (const char* key : {"layers_to_transform", "layers_pattern"}) {
+    if (auto it = j.find(key);
+        it != j.end() && !it->is_null() && !(it->is_array() && it->empty())) {
+      return Bad(source, absl::StrCat("\"", key, "\" is not supported"));
+    }
+  }
+  if (auto it = j.find("rank_pattern"); it != j.end() && it->is_object()) {
+    for (auto& [k, v] : it->items()) {
+      if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > 4096) {
+        return Bad(source,
+                   absl::StrCat("rank_pattern[\"", k, "\"] must be an integer in [1, 4096]"));
+      }
+      c.rank_pattern.emplace_back(k, v.get<int>());
+    }
+  }
+  if (auto it = j.find("alpha_pattern"); it != j.end() && it->is_object()) {
+    for (auto& [k, v] : it->items()) {
+      if (!v.is_number())
+        return Bad(source, absl::StrCat("alpha_pattern[\"", k, "\"] must be a number"));
+      c.alpha_pattern.emplace_back(k, v.get<double>());
+    }
   }
   return c;
 }
@@ -91,14 +179,21 @@ std::string PeftConfigToJson(const PeftLoraConfig& c) {
       {"lora_alpha", c.lora_alpha},
       {"lora_dropout", c.lora_dropout},
       {"use_rslora", c.use_rslora},
-      {"target_modules", c.target_modules},
+      {"target_modules", c.target_regex.empty() ? json(c.target_modules) : json(c.target_regex)},
       {"modules_to_save", c.modules_to_save},
       {"bias", "none"},
       {"fan_in_fan_out", false},
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"base_model_name_or_path", c.base_model_name_or_path},
+      {"use_dora", false},
+      {"layers_to_transform", nullptr},
+      {"layers_pattern", nullptr},
+      {"rank_pattern", json::object()},
+      {"alpha_pattern", json::object()},
   };
+  for (const auto& [k, v] : c.rank_pattern) j["rank_pattern"][k] = v;
+  for (const auto& [k, v] : c.alpha_pattern) j["alpha_pattern"][k] = v;
   return j.dump(2) + "\n";
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -33,10 +34,23 @@ struct PeftLoraConfig {
   double lora_dropout = 0;
   bool use_rslora = false;
   std::vector<std::string> target_modules = {"query", "value"};
+  // PEFT's string form of target_modules: a regular expression the module name must match
+  // entirely. Set instead of target_modules.
+  std::string target_regex;
   std::vector<std::string> modules_to_save = {"classifier"};
   std::string base_model_name_or_path;
+  // Per-module overrides of r and lora_alpha: PEFT's rank_pattern / alpha_pattern, keyed by a
+  // module-name pattern matched against the end of the module path.
+  std::vector<std::pair<std::string, int>> rank_pattern;
+  std::vector<std::pair<std::string, double>> alpha_pattern;
   // alpha / r, or alpha / sqrt(r) with rsLoRA.
   double scaling() const;
+  // The rank and scaling of the LoRA pair on `module_path`, patterns applied.
+  int RankFor(absl::string_view module_path) const;
+  // Whether the linear layer at `module_path` carries LoRA weights; `base_prefix` ("bert") is
+  // the base model's attribute, part of the module names a regex sees.
+  bool Targets(absl::string_view module_path, absl::string_view base_prefix) const;
+  double ScalingFor(absl::string_view module_path) const;
 };
 
 // loracle's own per-adapter serving settings.
@@ -61,7 +75,8 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view json_text,
 std::string ServingConfigToJson(const ServingConfig& config);
 
 // True when `module_path` ("encoder.layer.0.attention.self.query") is targeted, by PEFT's rule:
-// equal to a target, or ending in "." + target.
+// equal to a target, or ending in "." + target; a single target that is not a plain name is a
+// regular expression the whole path must match (PEFT's `target_modules="..."` string form).
 bool MatchesTarget(absl::string_view module_path, const std::vector<std::string>& targets);
 
 // Adapter names: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.

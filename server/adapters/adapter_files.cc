@@ -1,39 +1,16 @@
 #include "server/adapters/adapter_files.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/model/architecture.h"
 #include "server/model/default_model.h"
 #include "server/model/file_util.h"
 #include "server/model/safetensors.h"
 
 namespace loracle::adapters {
-namespace {
 
-struct Linear {
-  std::string path;
-  int64_t in, out;
-};
-
-std::vector<Linear> BertLinears(const model::ModelConfig& c) {
-  std::vector<Linear> out;
-  const int64_t h = c.hidden_size, i = c.intermediate_size;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = absl::StrCat("encoder.layer.", l, ".");
-    out.push_back({p + "attention.self.query", h, h});
-    out.push_back({p + "attention.self.key", h, h});
-    out.push_back({p + "attention.self.value", h, h});
-    out.push_back({p + "attention.output.dense", h, h});
-    out.push_back({p + "intermediate.dense", h, i});
-    out.push_back({p + "output.dense", i, h});
-  }
-  out.push_back({"pooler.dense", h, h});
-  return out;
-}
-
-}  // namespace
-
-std::vector<std::string> BertLinearModules(const model::ModelConfig& base) {
+std::vector<std::string> LinearModules(const model::ModelConfig& base) {
   std::vector<std::string> out;
-  for (const Linear& l : BertLinears(base)) out.push_back(l.path);
+  for (const model::LinearSpec& l : model::AdaptableLinears(base)) out.push_back(l.path);
   return out;
 }
 
@@ -41,6 +18,8 @@ absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig
                                 const RandomAdapterSpec& spec) {
   if (absl::Status s = model::MakeDirs(dir); !s.ok()) return s;
   ServingConfig serving = spec.serving;
+  PeftLoraConfig lora = spec.lora;
+  lora.modules_to_save = model::HeadModules(base.architecture());
   if (absl::Status s =
           model::WriteFileAtomically(dir + "/" + kServingConfigFile, ServingConfigToJson(serving));
       !s.ok()) {
@@ -61,14 +40,17 @@ absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig
       names.push_back(std::move(name));
       shapes.push_back(std::move(shape));
     };
-    for (const Linear& l : BertLinears(base)) {
-      if (!MatchesTarget(l.path, spec.lora.target_modules)) continue;
-      const std::string prefix = "base_model.model.bert." + l.path;
-      add(prefix + ".lora_A.weight", {spec.lora.rank, l.in}, spec.lora_std);
-      add(prefix + ".lora_B.weight", {l.out, spec.lora.rank}, spec.lora_std);
+    const std::string base_prefix = model::LayoutFor(base.architecture()).base_prefix;
+    for (const model::LinearSpec& l : model::AdaptableLinears(base)) {
+      if (!spec.lora.Targets(l.path, base_prefix)) continue;
+      const std::string prefix = "base_model.model." + base_prefix + "." + l.path;
+      const int rank = spec.lora.RankFor(l.path);
+      add(prefix + ".lora_A.weight", {rank, l.in}, spec.lora_std);
+      add(prefix + ".lora_B.weight", {l.out, rank}, spec.lora_std);
     }
-    add("base_model.model.classifier.weight", {labels, base.hidden_size}, spec.head_std);
-    add("base_model.model.classifier.bias", {labels}, spec.head_std);
+    for (const auto& [name, shape] : model::HeadTensorShapes(base, labels)) {
+      add("base_model.model." + name, shape, spec.head_std);
+    }
     std::vector<model::TensorToWrite> tensors;
     for (size_t k = 0; k < names.size(); ++k) {
       tensors.push_back({names[k], model::DType::kF32, shapes[k],
@@ -80,8 +62,8 @@ absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = model::WriteFileAtomically(member_dir + "/" + kPeftConfigFile,
-                                                    PeftConfigToJson(spec.lora));
+    if (absl::Status s =
+            model::WriteFileAtomically(member_dir + "/" + kPeftConfigFile, PeftConfigToJson(lora));
         !s.ok()) {
       return s;
     }

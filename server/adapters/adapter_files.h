@@ -14,8 +14,9 @@
 
 namespace loracle::adapters {
 
-// PEFT module paths of a BERT encoder's linear layers ("encoder.layer.0.attention.self.query").
-std::vector<std::string> BertLinearModules(const model::ModelConfig& base);
+// PEFT module paths of the encoder's LoRA-adaptable linear layers
+// ("encoder.layer.0.attention.self.query").
+std::vector<std::string> LinearModules(const model::ModelConfig& base);
 
 struct RandomAdapterSpec {
   ServingConfig serving;   // labels, members, ...
@@ -25,7 +26,9 @@ struct RandomAdapterSpec {
   float head_std = 0.5f;   // std of the classifier weights and bias
 };
 
-// Writes loracle.json and the PEFT files of every member into `dir` (created if needed).
+// Writes loracle.json and the PEFT files of every member into `dir` (created if needed), with the
+// key names PEFT gives a *ForSequenceClassification model of `base`'s architecture; the head
+// tensors are those of spec.lora.modules_to_save's modules.
 absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig& base,
                                 const RandomAdapterSpec& spec);
 

@@ -61,7 +61,7 @@ absl::StatusOr<AdapterInfo> Registry::Load(const std::string& name, int64_t vers
     }
   }
   absl::StatusOr<std::shared_ptr<const Adapter>> loaded =
-      LoadAdapter(dir, name, version, *options_.base->encoder);
+      LoadAdapter(dir, name, version, *options_.base);
   absl::MutexLock lock(&mu_);
   Entry& e = entries_[name];
   if (!loaded.ok()) {

@@ -1,19 +1,24 @@
 #ifndef LORACLE_SERVER_MODEL_CHECKPOINT_H_
 #define LORACLE_SERVER_MODEL_CHECKPOINT_H_
 
-// Loads a Hugging Face BERT checkpoint directory (config.json, model.safetensors, vocab.txt,
-// optional tokenizer_config.json) into a frozen Encoder plus its tokenizer.
+// Loads a Hugging Face checkpoint directory of a BERT, RoBERTa or DistilBERT model: config.json,
+// model.safetensors (or model.safetensors.index.json and its shards), and the tokenizer files
+// (tokenizer.h). Bare models (BertModel) and *For* models (BertForSequenceClassification, whose
+// tensors carry a "bert." / "roberta." / "distilbert." prefix) both load; a sequence-
+// classification head, when present, is kept as `head`.
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/model/encoder.h"
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/model/tokenizer.h"
 
 namespace loracle::model {
 
@@ -21,18 +26,45 @@ struct BaseModel {
   std::string dir;
   ModelConfig config;
   Encoder encoder{nullptr};  // eval mode, parameters frozen (requires_grad = false)
-  std::unique_ptr<WordPieceTokenizer> tokenizer;
-  int max_length = 512;  // tokens per input including [CLS]/[SEP]
+  std::unique_ptr<Tokenizer> tokenizer;
+  int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;
+  // The checkpoint's own classification head (*ForSequenceClassification), with no LoRA layers;
+  // null when the checkpoint has none. Labels from config.id2label.
+  std::shared_ptr<const LoraMember> head;
+  std::vector<std::string> head_labels;
 };
 
 // Errors name the file and, for weights, the tensor: NOT_FOUND (missing file), INVALID_ARGUMENT
-// (bad config, missing or mis-shaped tensor), DATA_LOSS (corrupt safetensors).
+// (bad config, unsupported architecture, missing or mis-shaped tensor), DATA_LOSS (corrupt
+// safetensors).
 absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir);
 
 // Copies a safetensors view into a new float32 tensor (F16/BF16/F64 are converted).
 // INVALID_ARGUMENT for non-float dtypes.
 absl::StatusOr<torch::Tensor> ToFloatTensor(const TensorView& view, const std::string& name);
+
+// Copies a safetensors view into `dst` (float32, contiguous, same number of elements),
+// converting F16/BF16/F64 on the way: one pass over the mapped bytes, no intermediate copy for
+// F32. INVALID_ARGUMENT for non-float dtypes.
+absl::Status CopyInto(const TensorView& view, const std::string& name, torch::Tensor& dst);
+
+// A checkpoint's weights: one model.safetensors or the shards an index names, all mapped.
+class CheckpointWeights {
+ public:
+  static absl::StatusOr<std::unique_ptr<CheckpointWeights>> Open(const std::string& dir);
+  bool Contains(const std::string& name) const;
+  absl::StatusOr<TensorView> Get(const std::string& name) const;
+  std::string SourceOf(const std::string& name) const;  // the file holding `name`
+  const std::string& description() const { return description_; }
+  std::vector<std::string> names() const;
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> index_;  // tensor name -> files_ slot
+  std::string description_;
+  const SafetensorsFile* FileOf(const std::string& name) const;
+};
 
 }  // namespace loracle::model
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/model/model_config.h"
+#include "server/model/safetensors.h"
 
 namespace loracle::model {
 
@@ -29,18 +30,30 @@ absl::string_view DefaultVocab();
 // 4 layers, hidden 256, 4 heads, FFN 1024, 512 positions, vocab = DefaultVocab().
 ModelConfig DefaultModelConfig();
 
-// Every tensor of a BertModel checkpoint with `config`, in transformers' names and shapes.
-std::vector<std::pair<std::string, std::vector<int64_t>>> BertTensorShapes(
-    const ModelConfig& config);
-
 // `n` deterministic N(0, stddev^2) samples (SplitMix64 + Box-Muller): identical on every machine.
 std::vector<float> DeterministicNormal(uint64_t seed, size_t n, float stddev);
 
 // FNV-1a of `name` mixed with `seed`: a per-tensor seed independent of tensor order.
 uint64_t SeedFor(uint64_t seed, absl::string_view name);
 
-// Writes a randomly initialised BERT checkpoint with `config` and `vocab_text` into `dir` (created
-// if needed). config.vocab_size must equal the vocabulary's line count.
+// How WriteRandomCheckpoint lays the weights out.
+struct CheckpointLayout {
+  DType dtype = DType::kF32;  // F32, F16 or BF16
+  // > 0: a *ForSequenceClassification checkpoint: base tensors under "<base_prefix>." plus a
+  // random head with this many labels (config.id2label, when set, must have as many entries).
+  int64_t num_labels = 0;
+  // > 1: model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json, as
+  // transformers' save_pretrained(max_shard_size=...) writes them.
+  int shards = 1;
+};
+
+// Writes config.json and the safetensors weights of a randomly initialised model (the init
+// transformers uses) into `dir` (created if needed). No tokenizer files.
+absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& config, uint64_t seed,
+                                   const CheckpointLayout& layout = {});
+
+// WriteRandomCheckpoint plus a WordPiece vocab.txt and tokenizer_config.json (lower-casing).
+// config.vocab_size must equal the vocabulary's line count.
 absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
                                        absl::string_view vocab_text, uint64_t seed);
 

@@ -81,58 +81,67 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting*
   return y;
 }
 
-LoraLinear EncoderImpl::AddLinear(torch::nn::Module& parent, const std::string& path,
-                                  const std::string& name, int64_t in, int64_t out) {
-  LoraLinear l(in, out, static_cast<int>(linears_.size()));
-  parent.register_module(name, l);
+std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& path) {
+  if (auto it = submodules_.find(path); it != submodules_.end()) return it->second;
+  const size_t dot = path.rfind('.');
+  torch::nn::Module& parent = dot == std::string::npos ? static_cast<torch::nn::Module&>(*this)
+                                                       : *Submodule(path.substr(0, dot));
+  auto m = parent.register_module(dot == std::string::npos ? path : path.substr(dot + 1),
+                                  std::make_shared<torch::nn::Module>());
+  submodules_[path] = m;
+  return m;
+}
+
+LoraLinear EncoderImpl::AddLinear(const LinearSpec& spec) {
+  const size_t dot = spec.path.rfind('.');
+  LoraLinear l(spec.in, spec.out, static_cast<int>(linears_.size()));
+  Submodule(spec.path.substr(0, dot))->register_module(spec.path.substr(dot + 1), l);
   linears_.push_back(l);
-  linear_names_.push_back(path + name);
+  linear_names_.push_back(spec.path);
   return l;
+}
+
+torch::nn::LayerNorm EncoderImpl::AddLayerNorm(const std::string& path) {
+  const size_t dot = path.rfind('.');
+  return Submodule(path.substr(0, dot))
+      ->register_module(
+          path.substr(dot + 1),
+          torch::nn::LayerNorm(
+              torch::nn::LayerNormOptions({config_.hidden_size}).eps(config_.layer_norm_eps)));
 }
 
 EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
   using torch::nn::Embedding;
   using torch::nn::EmbeddingOptions;
-  using torch::nn::LayerNorm;
-  using torch::nn::LayerNormOptions;
+  const EncoderLayout& layout = LayoutFor(c.architecture());
   const int64_t h = c.hidden_size;
-  auto embeddings = register_module("embeddings", std::make_shared<torch::nn::Module>());
+  auto embeddings = Submodule("embeddings");
   word_embeddings_ =
       embeddings->register_module("word_embeddings", Embedding(EmbeddingOptions(c.vocab_size, h)));
   position_embeddings_ = embeddings->register_module(
       "position_embeddings", Embedding(EmbeddingOptions(c.max_position_embeddings, h)));
-  token_type_embeddings_ = embeddings->register_module(
-      "token_type_embeddings", Embedding(EmbeddingOptions(c.type_vocab_size, h)));
-  embeddings_norm_ = embeddings->register_module(
-      "LayerNorm", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
+  if (c.type_vocab_size > 0) {
+    token_type_embeddings_ = embeddings->register_module(
+        "token_type_embeddings", Embedding(EmbeddingOptions(c.type_vocab_size, h)));
+  }
+  embeddings_norm_ = AddLayerNorm("embeddings.LayerNorm");
 
-  auto encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
-  auto layer_list = encoder->register_module("layer", torch::nn::ModuleList());
+  const std::vector<LinearSpec> linears = AdaptableLinears(c);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = "encoder.layer." + std::to_string(i) + ".";
-    auto layer = std::make_shared<torch::nn::Module>();
-    auto attention = layer->register_module("attention", std::make_shared<torch::nn::Module>());
-    auto self = attention->register_module("self", std::make_shared<torch::nn::Module>());
-    auto attn_output = attention->register_module("output", std::make_shared<torch::nn::Module>());
-    auto intermediate =
-        layer->register_module("intermediate", std::make_shared<torch::nn::Module>());
-    auto output = layer->register_module("output", std::make_shared<torch::nn::Module>());
+    const std::string p = layout.layer_prefix + std::to_string(i) + ".";
+    const LinearSpec* s = &linears[static_cast<size_t>(i) * 6];
     Layer l;
-    l.query = AddLinear(*self, p + "attention.self.", "query", h, h);
-    l.key = AddLinear(*self, p + "attention.self.", "key", h, h);
-    l.value = AddLinear(*self, p + "attention.self.", "value", h, h);
-    l.attn_out = AddLinear(*attn_output, p + "attention.output.", "dense", h, h);
-    l.attn_norm = attn_output->register_module(
-        "LayerNorm", LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
-    l.intermediate = AddLinear(*intermediate, p + "intermediate.", "dense", h, c.intermediate_size);
-    l.output = AddLinear(*output, p + "output.", "dense", c.intermediate_size, h);
-    l.out_norm = output->register_module("LayerNorm",
-                                         LayerNorm(LayerNormOptions({h}).eps(c.layer_norm_eps)));
-    layer_list->push_back(layer);
+    l.query = AddLinear(s[0]);
+    l.key = AddLinear(s[1]);
+    l.value = AddLinear(s[2]);
+    l.attn_out = AddLinear(s[3]);
+    l.attn_norm = AddLayerNorm(p + layout.attn_norm);
+    l.intermediate = AddLinear(s[4]);
+    l.output = AddLinear(s[5]);
+    l.out_norm = AddLayerNorm(p + layout.out_norm);
     layers_.push_back(l);
   }
-  auto pooler = register_module("pooler", std::make_shared<torch::nn::Module>());
-  pooler_ = AddLinear(*pooler, "pooler.", "dense", h, h);
+  if (layout.has_pooler) pooler_ = AddLinear(linears.back());
 }
 
 int EncoderImpl::LinearIndex(const std::string& module_path) const {
@@ -155,9 +164,16 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   const int64_t rows = input_ids.size(0), seq = input_ids.size(1);
   const int64_t heads = config_.num_attention_heads;
   const int64_t head_dim = config_.hidden_size / heads;
-  torch::Tensor positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
-  torch::Tensor h = word_embeddings_(input_ids) + position_embeddings_(positions) +
-                    token_type_embeddings_(token_type_ids);
+  torch::Tensor positions;
+  if (config_.position_offset() > 0) {
+    // RoBERTa: real tokens count up from pad_token_id + 1, padding keeps pad_token_id.
+    torch::Tensor real = input_ids.ne(config_.pad_token_id).to(torch::kInt64);
+    positions = torch::cumsum(real, 1) * real + config_.pad_token_id;
+  } else {
+    positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
+  }
+  torch::Tensor h = word_embeddings_(input_ids) + position_embeddings_(positions);
+  if (!token_type_embeddings_.is_empty()) h = h + token_type_embeddings_(token_type_ids);
   h = embeddings_norm_(h);
   // Additive mask: 0 where attended, the dtype's lowest value where padded (as transformers).
   torch::Tensor mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
@@ -214,17 +230,26 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
     h = l.out_norm(l.output(inter, routing) + a);
   }
   torch::Tensor cls = h.select(1, 0);
+  if (pooler_.is_empty()) return cls;
   return torch::tanh(pooler_(cls, routing));
 }
 
-std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& pooled,
+torch::Tensor LoraMember::Head(const torch::Tensor& features) const {
+  torch::Tensor x = features;
+  if (head_dense_weight.defined()) {
+    x = torch::nn::functional::linear(x, head_dense_weight, head_dense_bias);
+    if (head_activation == HeadActivation::kTanh) x = torch::tanh(x);
+    if (head_activation == HeadActivation::kRelu) x = torch::relu(x);
+  }
+  return torch::nn::functional::linear(x, classifier_weight, classifier_bias);
+}
+
+std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,
                                                  const LoraRouting& routing) {
   std::vector<torch::Tensor> out;
   out.reserve(routing.size());
   for (const LoraGroup& g : routing) {
-    torch::Tensor rows = pooled.slice(0, g.begin, g.end);
-    out.push_back(torch::nn::functional::linear(rows, g.member->classifier_weight,
-                                                g.member->classifier_bias));
+    out.push_back(g.member->Head(features.slice(0, g.begin, g.end)));
   }
   return out;
 }

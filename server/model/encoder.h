@@ -1,8 +1,9 @@
 #ifndef LORACLE_SERVER_MODEL_ENCODER_H_
 #define LORACLE_SERVER_MODEL_ENCODER_H_
 
-// A BERT encoder in LibTorch whose module tree mirrors transformers' BertModel, so
-// named_parameters() are the checkpoint's tensor names. Every linear layer is a LoraLinear: the
+// A BERT-family encoder (BERT, RoBERTa, DistilBERT) in LibTorch whose module tree mirrors
+// transformers' BertModel / RobertaModel / DistilBertModel, so named_parameters() are the
+// checkpoint's tensor names (architecture.h). Every linear layer is a LoraLinear: the
 // frozen base weight is shared by all rows of a batch, and each row may add the low-rank delta
 // of its own adapter member (LoraRouting), so many adapters and ensemble members run in one
 // forward.
@@ -10,9 +11,12 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "server/model/architecture.h"
 #include "server/model/dropout.h"
 #include "server/model/model_config.h"
 
@@ -29,8 +33,16 @@ struct LoraPair {
 struct LoraMember {
   // Indexed by LoraLinear::index(); undefined tensors where the layer is not adapted.
   std::vector<LoraPair> layers;
+  // The head (architecture.h HeadLayout): logits = classifier(act(head_dense(features))), where
+  // head_dense is skipped when undefined (BERT).
+  torch::Tensor head_dense_weight;  // [hidden, hidden]
+  torch::Tensor head_dense_bias;    // [hidden]
+  HeadActivation head_activation = HeadActivation::kNone;
   torch::Tensor classifier_weight;  // [num_labels, hidden]
   torch::Tensor classifier_bias;    // [num_labels]
+
+  // Classification logits of `features` [rows, hidden].
+  torch::Tensor Head(const torch::Tensor& features) const;
 };
 
 // Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only). With a
@@ -78,14 +90,15 @@ class EncoderImpl : public torch::nn::Module {
  public:
   explicit EncoderImpl(const ModelConfig& config);
 
-  // input_ids, attention_mask, token_type_ids: int64 [rows, seq]. Returns the pooled [CLS]
-  // representation [rows, hidden] (tanh(W h_cls + b), as BertPooler).
+  // input_ids, attention_mask, token_type_ids: int64 [rows, seq] (token types are ignored when
+  // the model has none). Returns the [CLS] features the head reads, [rows, hidden]: BERT's pooled
+  // output (tanh(W h_cls + b), BertPooler), or h_cls itself for RoBERTa and DistilBERT.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                         const torch::Tensor& token_type_ids, const LoraRouting* routing);
 
-  // Classification logits of pooled rows [begin, end) with each group's head: one tensor per
+  // Classification logits of feature rows [begin, end) with each group's head: one tensor per
   // routing group, [end - begin, num_labels(member)].
-  static std::vector<torch::Tensor> Classify(const torch::Tensor& pooled,
+  static std::vector<torch::Tensor> Classify(const torch::Tensor& features,
                                              const LoraRouting& routing);
 
   const ModelConfig& config() const { return config_; }
@@ -101,8 +114,10 @@ class EncoderImpl : public torch::nn::Module {
     LoraLinear intermediate{nullptr}, output{nullptr};
     torch::nn::LayerNorm out_norm{nullptr};
   };
-  LoraLinear AddLinear(torch::nn::Module& parent, const std::string& path, const std::string& name,
-                       int64_t in, int64_t out);
+  // The module at dotted `path`, created (as an empty Module) along with its parents if absent.
+  std::shared_ptr<torch::nn::Module> Submodule(const std::string& path);
+  LoraLinear AddLinear(const LinearSpec& spec);
+  torch::nn::LayerNorm AddLayerNorm(const std::string& path);
   torch::Tensor Activation(const torch::Tensor& x) const;
 
   ModelConfig config_;
@@ -113,6 +128,7 @@ class EncoderImpl : public torch::nn::Module {
   LoraLinear pooler_{nullptr};
   std::vector<LoraLinear> linears_;
   std::vector<std::string> linear_names_;
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> submodules_;
 };
 TORCH_MODULE(Encoder);
 

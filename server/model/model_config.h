@@ -10,32 +10,51 @@
 
 namespace loracle::model {
 
-// The architecture fields of a Hugging Face BERT-family `config.json`.
+// The encoder families loracle runs. They share one post-LayerNorm transformer; they differ in
+// tensor names, position ids, token types and classification head (architecture.h).
+enum class Architecture { kBert, kRoberta, kDistilBert };
+
+// The architecture fields of a Hugging Face `config.json` (BertConfig, RobertaConfig or
+// DistilBertConfig), in BERT's vocabulary: DistilBERT's dim / n_layers / n_heads / hidden_dim /
+// activation land in hidden_size / num_hidden_layers / num_attention_heads / intermediate_size /
+// hidden_act.
 struct ModelConfig {
-  std::string model_type = "bert";
+  std::string model_type = "bert";  // bert | roberta | distilbert
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
   int64_t intermediate_size = 0;
   int64_t max_position_embeddings = 0;
-  int64_t type_vocab_size = 2;
+  int64_t type_vocab_size = 2;  // 0 for DistilBERT (no token type embeddings)
   int64_t pad_token_id = 0;
   double layer_norm_eps = 1e-12;
   std::string hidden_act = "gelu";  // gelu | gelu_new | relu
+  // "architectures" (e.g. RobertaForSequenceClassification) and the head's label names by id
+  // ("id2label"); empty when the config has none.
+  std::vector<std::string> architectures;
+  std::vector<std::string> id2label;
+
+  Architecture architecture() const;
+  // RoBERTa numbers positions from pad_token_id + 1 (transformers'
+  // create_position_ids_from_input_ids); BERT and DistilBERT from 0.
+  int64_t position_offset() const;
+  // Tokens per input the position table allows, special tokens included.
+  int64_t max_tokens() const { return max_position_embeddings - position_offset(); }
 };
 
 // Parses config.json text. Required: vocab_size, hidden_size, num_hidden_layers,
-// num_attention_heads, intermediate_size, max_position_embeddings; the rest default as in
-// transformers' BertConfig. INVALID_ARGUMENT names the missing or bad field; `source` (a path)
-// prefixes every message.
+// num_attention_heads, intermediate_size, max_position_embeddings (or DistilBERT's names); the rest
+// default as in transformers. INVALID_ARGUMENT names the missing or bad field, or the unsupported
+// model_type / hidden_act / position_embedding_type; `source` (a path) prefixes every message.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
                                              absl::string_view source = "config.json");
 
 // Reads and parses `path`. NOT_FOUND when the file is missing.
 absl::StatusOr<ModelConfig> ReadModelConfig(const std::string& path);
 
-// The config.json text for `config` (round-trips through ParseModelConfig).
+// The config.json text for `config`, in its model_type's own field names (round-trips through
+// ParseModelConfig).
 std::string ModelConfigToJson(const ModelConfig& config);
 
 }  // namespace loracle::model

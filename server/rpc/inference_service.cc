@@ -13,7 +13,7 @@
 #include "server/adapters/adapter.h"
 #include "server/adapters/registry.h"
 #include "server/metrics/metrics.h"
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/model/tokenizer.h"
 #include "server/rpc/status_util.h"
 #include "server/serving/batcher.h"
 #include "server/serving/ensemble_runner.h"
@@ -133,7 +133,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   req->seed = request->seed();
   req->abstain_threshold = request->has_abstain_threshold() ? request->abstain_threshold()
                                                             : (*adapter)->serving.abstain_threshold;
-  const model::WordPieceTokenizer& tokenizer = engine->runner->tokenizer();
+  const model::Tokenizer& tokenizer = engine->runner->tokenizer();
   std::vector<bool> truncated;
   for (int i = 0; i < request->inputs_size(); ++i) {
     const std::string& text = request->inputs(i);

@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<EnsembleRunner>> EnsembleRunner::Create(const Opt
 
 EnsembleRunner::~EnsembleRunner() = default;
 
-const model::WordPieceTokenizer& EnsembleRunner::tokenizer() const { return *base_->tokenizer; }
+const model::Tokenizer& EnsembleRunner::tokenizer() const { return *base_->tokenizer; }
 
 int EnsembleRunner::max_length() const { return base_->max_length; }
 

@@ -15,7 +15,7 @@
 
 namespace loracle::model {
 struct BaseModel;
-class WordPieceTokenizer;
+class Tokenizer;
 }  // namespace loracle::model
 
 namespace loracle::metrics {
@@ -43,7 +43,7 @@ class EnsembleRunner {
   const model::BaseModel& base() const { return *base_; }
   // The bucket `request` runs in (exposed for tests).
   static int LengthBucket(const InferenceRequest& request);
-  const model::WordPieceTokenizer& tokenizer() const;
+  const model::Tokenizer& tokenizer() const;
   int max_length() const;
 
  private:

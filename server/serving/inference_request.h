@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/model/tokenizer.h"
 #include "server/serving/uncertainty.h"
 
 namespace loracle::adapters {

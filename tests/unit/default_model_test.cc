@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "server/model/architecture.h"
 #include "server/model/file_util.h"
 #include "server/model/safetensors.h"
 #include "tests/test_util.h"
@@ -30,7 +31,7 @@ TEST(DefaultModelTest, GenerationIsDeterministicAndComplete) {
   }
   auto file = SafetensorsFile::Open(*da + "/model.safetensors");
   ASSERT_TRUE(file.ok()) << file.status();
-  for (const auto& [name, shape] : BertTensorShapes(DefaultModelConfig())) {
+  for (const auto& [name, shape] : BaseTensorShapes(DefaultModelConfig())) {
     auto t = (*file)->Get(name);
     ASSERT_TRUE(t.ok()) << name;
     EXPECT_EQ(t->shape, shape) << name;

@@ -24,7 +24,7 @@ class EnsembleRunnerTest : public ::testing::Test {
     ASSERT_TRUE(adapters::WriteRandomAdapter(adapter_dir_.path(), testing::TinyConfig(),
                                              testing::TinyAdapterSpec({"ham", "spam"}, 2, 1))
                     .ok());
-    auto adapter = adapters::LoadAdapter(adapter_dir_.path(), "a", 1, *runner_->base().encoder);
+    auto adapter = adapters::LoadAdapter(adapter_dir_.path(), "a", 1, runner_->base());
     ASSERT_TRUE(adapter.ok()) << adapter.status();
     adapter_ = *std::move(adapter);
   }

@@ -13,7 +13,7 @@ namespace {
 using Tokens = std::vector<std::string>;
 
 std::unique_ptr<WordPieceTokenizer> Tiny(WordPieceTokenizer::Options options = {}) {
-  auto t = WordPieceTokenizer::Create(options, testing::TinyVocab());
+  auto t = WordPieceTokenizer::FromVocabText(options, testing::TinyVocab());
   EXPECT_TRUE(t.ok()) << t.status();
   return *std::move(t);
 }
@@ -107,13 +107,13 @@ TEST(WordPieceTokenizerTest, PairsGetSegmentIdsAndLongestFirstTruncation) {
 }
 
 TEST(WordPieceTokenizerTest, VocabularyWithoutSpecialTokensIsRejected) {
-  auto t = WordPieceTokenizer::Create({}, "hello\nworld\n");
+  auto t = WordPieceTokenizer::FromVocabText({}, "hello\nworld\n");
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("[UNK]"), std::string::npos);
 }
 
 TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
-  auto t = WordPieceTokenizer::Create({}, DefaultVocab());
+  auto t = WordPieceTokenizer::FromVocabText({}, DefaultVocab());
   ASSERT_TRUE(t.ok()) << t.status();
   auto tokens = (*t)->Tokenize(
       "Please review the attached invoice before Friday's meeting. This movie was great, "
@@ -140,7 +140,7 @@ namespace {
 // Real mail (tests/data/spam-assassin): the built-in vocabulary splits it into words, rarely
 // into pieces, almost never into [UNK].
 TEST(WordPieceTokenizerTest, DefaultVocabularyCoversRealMail) {
-  auto t = WordPieceTokenizer::Create({}, DefaultVocab());
+  auto t = WordPieceTokenizer::FromVocabText({}, DefaultVocab());
   ASSERT_TRUE(t.ok());
   const std::string jsonl =
       testing::ReadFile(std::string(LORACLE_SOURCE_DIR) + "/tests/data/spam-assassin/mail.jsonl");

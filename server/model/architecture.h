@@ -1,0 +1,61 @@
+#ifndef LORACLE_SERVER_MODEL_ARCHITECTURE_H_
+#define LORACLE_SERVER_MODEL_ARCHITECTURE_H_
+
+// Where each supported architecture keeps its tensors, in transformers' own names (torch-free).
+// The encoder, the checkpoint loader, the PEFT adapter reader/writer and the test fixtures all
+// take names from here, so they cannot disagree.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "server/model/model_config.h"
+
+namespace loracle::model {
+
+using TensorShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
+// Module paths inside one transformer layer, relative to "<layer_prefix><i>.".
+struct EncoderLayout {
+  std::string base_prefix;   // the base model's attribute in *For* classes: "bert", "roberta", ...
+  std::string layer_prefix;  // "encoder.layer." | "transformer.layer."
+  std::string query, key, value, attn_out, attn_norm, intermediate, output, out_norm;
+  bool has_pooler = false;  // BERT: the [CLS] features pass BertPooler (dense + tanh)
+};
+const EncoderLayout& LayoutFor(Architecture arch);
+
+// A linear layer LoRA may adapt: full module path and its [out, in] shape.
+struct LinearSpec {
+  std::string path;  // "encoder.layer.0.attention.self.query"
+  int64_t in = 0;
+  int64_t out = 0;
+};
+// In the encoder's order (LoraLinear::index()): per layer query, key, value, attention output,
+// FFN in, FFN out; then BERT's pooler.
+std::vector<LinearSpec> AdaptableLinears(const ModelConfig& config);
+
+// Every tensor of the bare base model (BertModel, RobertaModel without pooler, DistilBertModel).
+TensorShapes BaseTensorShapes(const ModelConfig& config);
+
+// The sequence-classification head on the [CLS] features, as in *ForSequenceClassification:
+//   BERT        classifier(pooled)
+//   RoBERTa     classifier.out_proj(tanh(classifier.dense(h_cls)))
+//   DistilBERT  classifier(relu(pre_classifier(h_cls)))
+enum class HeadActivation { kNone, kTanh, kRelu };
+struct HeadLayout {
+  std::string dense;  // "" when the head is one linear layer
+  HeadActivation activation = HeadActivation::kNone;
+  std::string out;
+};
+const HeadLayout& HeadFor(Architecture arch);
+TensorShapes HeadTensorShapes(const ModelConfig& config, int64_t num_labels);
+
+// PEFT's defaults for the architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) and
+// the head modules a sequence-classification adapter must save.
+std::vector<std::string> DefaultTargetModules(Architecture arch);
+std::vector<std::string> HeadModules(Architecture arch);
+
+}  // namespace loracle::model
+
+#endif  // LORACLE_SERVER_MODEL_ARCHITECTURE_H_

@@ -1,0 +1,189 @@
+#include "server/model/bpe_tokenizer.h"
+
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/model/utf8_util.h"
+
+namespace loracle::model {
+namespace {
+
+// GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
+// U+0100 onwards, in byte order.
+void ByteAlphabet(std::string (&out)[256]) {
+  int next = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    out[b].clear();
+    AppendUtf8(printable ? b : next++, &out[b]);
+  }
+}
+
+bool IsSpace(int32_t c) { return IsUnicodeWhitespace(c); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ByteLevelBpeTokenizer>> ByteLevelBpeTokenizer::Create(
+    const Options& options, const std::vector<std::pair<std::string, int64_t>>& vocab,
+    const std::vector<std::pair<std::string, std::string>>& merges,
+    const SpecialTokensTemplate& special, std::vector<AddedToken> added) {
+  std::unique_ptr<ByteLevelBpeTokenizer> t(new ByteLevelBpeTokenizer(options));
+  ByteAlphabet(t->byte_chars_);
+  int64_t max_id = -1;
+  for (const auto& [token, id] : vocab) {
+    if (id < 0)
+      return absl::InvalidArgumentError(absl::StrCat("token \"", token, "\" has id ", id));
+    if (!t->ids_.emplace(token, id).second) {
+      return absl::InvalidArgumentError(absl::StrCat("vocabulary repeats token \"", token, "\""));
+    }
+    max_id = std::max(max_id, id);
+  }
+  t->vocab_.assign(static_cast<size_t>(max_id + 1), "");
+  for (const auto& [token, id] : vocab) t->vocab_[static_cast<size_t>(id)] = token;
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const auto& [a, b] = merges[r];
+    if (!t->ids_.contains(a) || !t->ids_.contains(b) || !t->ids_.contains(a + b)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "merge ", r + 1, " (\"", a, " ", b, "\") uses a token missing from the vocabulary"));
+    }
+    t->ranks_.emplace(absl::StrCat(a, " ", b), static_cast<int>(r));  // first rank wins
+  }
+  if (!options.unk_token.empty()) {
+    auto it = t->ids_.find(options.unk_token);
+    if (it == t->ids_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vocabulary lacks the unk token \"", options.unk_token, "\""));
+    }
+    t->unk_id_ = it->second;
+  }
+  auto pad = t->ids_.find(options.pad_token);
+  if (pad == t->ids_.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocabulary lacks the pad token \"", options.pad_token, "\""));
+  }
+  t->pad_id_ = pad->second;
+  t->template_ = special;
+  t->SetAddedTokens(std::move(added));
+  return t;
+}
+
+const std::string& ByteLevelBpeTokenizer::IdToToken(int64_t id) const {
+  static const std::string kEmpty;
+  return id >= 0 && id < vocab_size() ? vocab_[static_cast<size_t>(id)] : kEmpty;
+}
+
+int64_t ByteLevelBpeTokenizer::TokenToId(absl::string_view token) const {
+  auto it = ids_.find(token);
+  return it == ids_.end() ? -1 : it->second;
+}
+
+std::vector<std::string> ByteLevelBpeTokenizer::SplitGpt2(absl::string_view text) {
+  const std::vector<int32_t> c = DecodeUtf8(text);
+  const size_t n = c.size();
+  std::vector<std::string> out;
+  auto emit = [&](size_t begin, size_t end) {
+    std::string s;
+    for (size_t k = begin; k < end; ++k) AppendUtf8(c[k], &s);
+    out.push_back(std::move(s));
+  };
+  auto run = [&](size_t k, auto pred) {
+    while (k < n && pred(c[k])) ++k;
+    return k;
+  };
+  auto other = [](int32_t ch) { return !IsSpace(ch) && !IsLetter(ch) && !IsNumber(ch); };
+  size_t i = 0;
+  while (i < n) {
+    // 's|'t|'re|'ve|'m|'ll|'d (case-sensitive, as GPT-2's pattern)
+    if (c[i] == '\'' && i + 1 < n) {
+      const int32_t a = c[i + 1];
+      const int32_t b = i + 2 < n ? c[i + 2] : 0;
+      size_t len = 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') len = 2;
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) len = 3;
+      if (len > 0) {
+        emit(i, i + len);
+        i += len;
+        continue;
+      }
+    }
+    // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+'
+    const size_t start = i;
+    const size_t body = c[i] == ' ' && i + 1 < n ? i + 1 : i;
+    size_t end = body;
+    if (IsLetter(c[body])) {
+      end = run(body, IsLetter);
+    } else if (IsNumber(c[body])) {
+      end = run(body, IsNumber);
+    } else if (other(c[body])) {
+      end = run(body, other);
+    }
+    if (end > body) {
+      emit(start, end);
+      i = end;
+      continue;
+    }
+    // '\s+(?!\S)' then '\s+': a whitespace run, less its last character when a non-space
+    // follows (that character then leads the next piece).
+    end = run(i, IsSpace);
+    if (end < n && end - i > 1) --end;
+    emit(i, end);
+    i = end;
+  }
+  return out;
+}
+
+void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>* ids) const {
+  std::vector<std::string> symbols;
+  for (int32_t ch : DecodeUtf8(mapped)) {
+    symbols.emplace_back();
+    AppendUtf8(ch, &symbols.back());
+  }
+  std::string key;
+  while (symbols.size() > 1) {
+    int best = std::numeric_limits<int>::max();
+    for (size_t k = 0; k + 1 < symbols.size(); ++k) {
+      key.assign(symbols[k]).append(" ").append(symbols[k + 1]);
+      auto it = ranks_.find(key);
+      if (it != ranks_.end() && it->second < best) best = it->second;
+    }
+    if (best == std::numeric_limits<int>::max()) break;
+    // Merge every occurrence of the best pair, left to right.
+    std::vector<std::string> merged;
+    merged.reserve(symbols.size());
+    for (size_t k = 0; k < symbols.size(); ++k) {
+      if (k + 1 < symbols.size()) {
+        key.assign(symbols[k]).append(" ").append(symbols[k + 1]);
+        auto it = ranks_.find(key);
+        if (it != ranks_.end() && it->second == best) {
+          merged.push_back(symbols[k] + symbols[k + 1]);
+          ++k;
+          continue;
+        }
+      }
+      merged.push_back(std::move(symbols[k]));
+    }
+    symbols = std::move(merged);
+  }
+  for (const std::string& s : symbols) {
+    auto it = ids_.find(s);
+    if (it != ids_.end()) {
+      ids->push_back(it->second);
+    } else if (unk_id_ >= 0) {
+      ids->push_back(unk_id_);
+    }
+  }
+}
+
+void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text,
+                                            std::vector<int64_t>* ids) const {
+  std::string input(text);
+  if (options_.add_prefix_space && !input.empty() && input.front() != ' ') input.insert(0, " ");
+  for (const std::string& piece : SplitGpt2(input)) {
+    std::string mapped;
+    for (unsigned char b : piece) mapped += byte_chars_[b];
+    Bpe(mapped, ids);
+  }
+}
+
+}  // namespace loracle::model

@@ -1,0 +1,62 @@
+#ifndef LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
+#define LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/model/tokenizer.h"
+
+namespace loracle::model {
+
+// Byte-level BPE as GPT-2 and RoBERTa use it (Hugging Face tokenizers' ByteLevel pre-tokenizer +
+// BPE model): split text with GPT-2's pattern
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// map each piece's UTF-8 bytes to GPT-2's printable byte alphabet, then apply the merges in rank
+// order. Immutable after Create; thread-safe.
+class ByteLevelBpeTokenizer : public Tokenizer {
+ public:
+  struct Options {
+    bool add_prefix_space = false;  // prepend ' ' to text that does not start with one
+    std::string unk_token;          // optional; "" = none (unknown symbols are dropped)
+    std::string pad_token = "<pad>";
+  };
+
+  // `vocab`: token -> id; `merges`: pairs in rank order. INVALID_ARGUMENT when a merge names a
+  // symbol not in the vocabulary, or pad_token is missing. `special`: the post-processor
+  // template; `added`: tokens matched verbatim in raw text.
+  static absl::StatusOr<std::unique_ptr<ByteLevelBpeTokenizer>> Create(
+      const Options& options, const std::vector<std::pair<std::string, int64_t>>& vocab,
+      const std::vector<std::pair<std::string, std::string>>& merges,
+      const SpecialTokensTemplate& special, std::vector<AddedToken> added);
+
+  const std::string& IdToToken(int64_t id) const override;
+  int64_t vocab_size() const override { return static_cast<int64_t>(vocab_.size()); }
+  int64_t TokenToId(absl::string_view token) const;  // -1 when absent
+
+  // GPT-2's pre-tokenization of `text` (valid UTF-8) into pieces, before byte mapping.
+  static std::vector<std::string> SplitGpt2(absl::string_view text);
+
+ protected:
+  void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const override;
+
+ private:
+  explicit ByteLevelBpeTokenizer(const Options& options) : options_(options) {}
+  void Bpe(const std::string& mapped, std::vector<int64_t>* ids) const;
+
+  Options options_;
+  std::vector<std::string> vocab_;  // by id; "" for ids the vocabulary skips
+  absl::flat_hash_map<std::string, int64_t> ids_;
+  absl::flat_hash_map<std::string, int> ranks_;  // "left right" -> rank
+  std::string byte_chars_[256];                  // UTF-8 of each byte's printable stand-in
+  int64_t unk_id_ = -1;
+};
+
+}  // namespace loracle::model
+
+#endif  // LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
