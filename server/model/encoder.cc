@@ -173,7 +173,12 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
     positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
   }
   torch::Tensor h = word_embeddings_(input_ids) + position_embeddings_(positions);
-  if (!token_type_embeddings_.is_empty()) h = h + token_type_embeddings_(token_type_ids);
+  if (!token_type_embeddings_.is_empty()) {
+    // RoBERTa's inputs carry no token types (not in its model_input_names): type 0 throughout.
+    h = h + (config_.architecture() == Architecture::kRoberta
+                 ? token_type_embeddings_->weight[0]
+                 : token_type_embeddings_(token_type_ids));
+  }
   h = embeddings_norm_(h);
   // Additive mask: 0 where attended, the dtype's lowest value where padded (as transformers).
   torch::Tensor mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *

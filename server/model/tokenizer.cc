@@ -44,7 +44,7 @@ SpecialTokensTemplate SpecialTokensTemplate::Bert(int64_t cls, int64_t sep) {
 SpecialTokensTemplate SpecialTokensTemplate::Roberta(int64_t cls, int64_t sep) {
   SpecialTokensTemplate t;
   t.single = {{-1, cls, 0}, {0, -1, 0}, {-1, sep, 0}};
-  t.pair = {{-1, cls, 0}, {0, -1, 0}, {-1, sep, 0}, {-1, sep, 0}, {1, -1, 0}, {-1, sep, 0}};
+  t.pair = {{-1, cls, 0}, {0, -1, 0}, {-1, sep, 0}, {-1, sep, 1}, {1, -1, 1}, {-1, sep, 1}};
   return t;
 }
 
@@ -260,10 +260,10 @@ absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp, const s
                                     : SpecialTokensTemplate::Roberta(cls, sep);
   }
   if (type == "TemplateProcessing") {
-    const json& specials = pp.value("special_tokens", json::object());
+    const json specials = pp.value("special_tokens", json::object());
     for (const char* which : {"single", "pair"}) {
       auto& out = std::string(which) == "single" ? t.single : t.pair;
-      const json& pieces = pp.value(which, json::array());
+      const json pieces = pp.value(which, json::array());
       for (const json& piece : pieces) {
         SpecialTokensTemplate::Piece p;
         if (piece.contains("Sequence")) {
@@ -299,10 +299,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
   absl::StatusOr<json> jj = ReadJson(path);
   if (!jj.ok()) return jj.status();
   const json& j = *jj;
-  const json& model = j.value("model", json::object());
+  const json model = j.value("model", json::object());
   const std::string model_kind = model.value("type", "");
   std::vector<AddedToken> added;
-  for (const json& a : j.value("added_tokens", json::array())) {
+  const json added_json = j.value("added_tokens", json::array());
+  for (const json& a : added_json) {
     if (!a.contains("content") || !a.contains("id")) continue;
     added.push_back({a["content"].get<std::string>(), a["id"].get<int64_t>(),
                      a.value("lstrip", false), a.value("rstrip", false)});
@@ -342,7 +343,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     o.cls_token = TokenOr(fc, "cls_token", "[CLS]");
     o.sep_token = TokenOr(fc, "sep_token", "[SEP]");
     o.pad_token = TokenOr(fc, "pad_token", "[PAD]");
-    const json& vocab = model.value("vocab", json::object());
+    const json vocab = model.value("vocab", json::object());
     std::vector<std::string> by_id(vocab.size());
     for (auto& [token, id] : vocab.items()) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
@@ -389,7 +390,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     }
     o.pad_token = TokenOr(fc, "pad_token", "<pad>");
     std::vector<std::pair<std::string, int64_t>> vocab;
-    for (auto& [token, id] : model.value("vocab", json::object()).items()) {
+    const json bpe_vocab = model.value("vocab", json::object());
+    for (auto& [token, id] : bpe_vocab.items()) {
       if (!id.is_number_integer()) return Bad(path, absl::StrCat("bad id for \"", token, "\""));
       vocab.emplace_back(token, id.get<int64_t>());
     }
@@ -398,7 +400,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
               [](const auto& x, const auto& y) { return x.second < y.second; });
     vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
     std::vector<std::pair<std::string, std::string>> merges;
-    for (const json& m : model.value("merges", json::array())) {
+    const json bpe_merges = model.value("merges", json::array());
+    for (const json& m : bpe_merges) {
       if (m.is_string()) {  // "a b"
         const std::string s = m.get<std::string>();
         const size_t space = s.find(' ', 1);

@@ -1,0 +1,158 @@
+// Tokenizers against reference ids computed by Hugging Face's own tokenizers.js from the same
+// files (tests/data/tokenizers/make_fixtures.mjs): WordPiece cased and uncased, byte-level BPE;
+// each loaded from tokenizer.json and from the classic files (vocab.txt, vocab.json + merges.txt).
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "nlohmann/json.hpp"
+#include "server/model/bpe_tokenizer.h"
+#include "server/model/tokenizer.h"
+#include "tests/test_util.h"
+
+namespace loracle::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kDir = std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers";
+
+nlohmann::json Reference() {
+  std::ifstream in(kDir + "/reference.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str());
+}
+
+std::unique_ptr<Tokenizer> Load(const std::string& dir, const std::string& model_type) {
+  int max_length = 1 << 20;
+  auto t = LoadTokenizer(dir, model_type, &max_length);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : nullptr;
+}
+
+// A copy of fixture `name` without tokenizer.json: the classic files only.
+std::string ClassicCopy(const testing::TempDir& tmp, const std::string& name) {
+  const std::string dst = tmp / name;
+  fs::create_directories(dst);
+  for (const auto& entry : fs::directory_iterator(kDir + "/" + name)) {
+    if (entry.path().filename() != "tokenizer.json") {
+      fs::copy_file(entry.path(), dst + "/" + entry.path().filename().string());
+    }
+  }
+  return dst;
+}
+
+void ExpectMatchesReference(const Tokenizer& t, const nlohmann::json& cases,
+                            const std::string& what) {
+  ASSERT_GT(cases.size(), 20u);
+  for (const auto& c : cases) {
+    const std::string text = c["text"].get<std::string>();
+    std::optional<std::string> pair;
+    if (c.contains("pair")) pair = c["pair"].get<std::string>();
+    auto e = t.Encode(text, pair ? std::optional<absl::string_view>(*pair) : std::nullopt, 100000);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(e->input_ids, c["ids"].get<std::vector<int64_t>>()) << what << ": " << text;
+    if (c["type_ids"].is_array()) {
+      EXPECT_EQ(e->token_type_ids, c["type_ids"].get<std::vector<int64_t>>())
+          << what << ": " << text;
+    }
+  }
+}
+
+TEST(TokenizerParityTest, WordPieceUncasedFromTokenizerJsonAndVocabTxt) {
+  const auto ref = Reference();
+  testing::TempDir tmp;
+  ExpectMatchesReference(*Load(kDir + "/bert-uncased", "bert"), ref["bert-uncased"],
+                         "tokenizer.json");
+  ExpectMatchesReference(*Load(ClassicCopy(tmp, "bert-uncased"), "bert"), ref["bert-uncased"],
+                         "vocab.txt");
+}
+
+TEST(TokenizerParityTest, WordPieceCasedFromTokenizerJsonAndVocabTxt) {
+  const auto ref = Reference();
+  testing::TempDir tmp;
+  ExpectMatchesReference(*Load(kDir + "/bert-cased", "bert"), ref["bert-cased"], "tokenizer.json");
+  ExpectMatchesReference(*Load(ClassicCopy(tmp, "bert-cased"), "bert"), ref["bert-cased"],
+                         "vocab.txt");
+}
+
+TEST(TokenizerParityTest, ByteLevelBpeFromTokenizerJsonAndVocabJsonMerges) {
+  const auto ref = Reference();
+  testing::TempDir tmp;
+  ExpectMatchesReference(*Load(kDir + "/roberta", "roberta"), ref["roberta"], "tokenizer.json");
+  ExpectMatchesReference(*Load(ClassicCopy(tmp, "roberta"), "roberta"), ref["roberta"],
+                         "vocab.json + merges.txt");
+}
+
+TEST(TokenizerTest, Gpt2PreTokenizerPattern) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ByteLevelBpeTokenizer::SplitGpt2("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(ByteLevelBpeTokenizer::SplitGpt2("it's  2024!!"), (V{"it", "'s", " ", " 2024", "!!"}));
+  EXPECT_EQ(ByteLevelBpeTokenizer::SplitGpt2("a \n b  "), (V{"a", " \n", " b", "  "}));
+  EXPECT_EQ(ByteLevelBpeTokenizer::SplitGpt2("I'M x'''s"), (V{"I", "'", "M", " x", "'''", "s"}));
+  EXPECT_EQ(ByteLevelBpeTokenizer::SplitGpt2("héllo 世界"), (V{"héllo", " 世界"}));
+}
+
+// LongestFirst as the tokenizers crate (truncation.rs) does it, derived by hand: budget = 10 - 3.
+TEST(TokenizerTest, PairTruncationFollowsTokenizersLongestFirst) {
+  auto t = Load(kDir + "/bert-uncased", "bert");
+  auto ids = [&](const std::string& s) { return *t->TokenizeToIds(s); };
+  const std::string five = "the and of to in", four = "is it for on", two = "we be";
+  ASSERT_EQ(ids(five).size(), 5u);
+  ASSERT_EQ(ids(four).size(), 4u);
+  ASSERT_EQ(ids(two).size(), 2u);
+  auto lengths = [&](const std::string& a, const std::string& b) {
+    auto e = t->Encode(a, b, 10);
+    EXPECT_TRUE(e.ok());
+    EXPECT_TRUE(e->truncated);
+    int first = 0, second = 0;
+    for (int64_t type : e->token_type_ids) (type == 0 ? first : second)++;
+    return std::pair<int, int>{first - 2, second - 1};  // less [CLS] [SEP] / [SEP]
+  };
+  // 5 + 4 > 7: both cut to 7/2 = 3, the longer (first) keeps the odd token: 4 + 3.
+  EXPECT_EQ(lengths(five, four), (std::pair<int, int>{4, 3}));
+  EXPECT_EQ(lengths(four, five), (std::pair<int, int>{3, 4}));
+  // 6 + 2 > 7: the shorter fits in half the budget and keeps its length; the longer gets the rest.
+  EXPECT_EQ(lengths(five + " the", two), (std::pair<int, int>{5, 2}));  // shorter keeps all
+  auto single = t->Encode(five, std::nullopt, 5);
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(single->input_ids.size(), 5u);
+  EXPECT_EQ(single->input_ids.back(), t->special_tokens().single.back().id);
+  EXPECT_FALSE(t->Encode("x", std::nullopt, 2).ok());  // no room for a token
+}
+
+TEST(TokenizerTest, RobertaPairTemplateAndMaskSwallowsLeftSpace) {
+  auto t = Load(kDir + "/roberta", "roberta");
+  auto e = t->Encode("a", std::string("b"), 100);
+  ASSERT_TRUE(e.ok());
+  ASSERT_EQ(e->input_ids.size(), 6u);  // <s> a </s></s> b </s>
+  EXPECT_EQ(e->input_ids[0], 0);
+  EXPECT_EQ(e->input_ids[2], 2);
+  EXPECT_EQ(e->input_ids[3], 2);
+  EXPECT_EQ(e->input_ids[5], 2);
+  EXPECT_EQ(e->token_type_ids, (std::vector<int64_t>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(*t->TokenizeToIds("x <mask>"), *t->TokenizeToIds("x<mask>"));
+  EXPECT_EQ(t->pad_id(), 1);
+}
+
+TEST(TokenizerTest, UnsupportedTokenizerJsonIsNamed) {
+  testing::TempDir tmp;
+  testing::WriteFile(tmp / "tokenizer.json",
+                     R"({"model": {"type": "Unigram", "vocab": []}, "added_tokens": []})");
+  int max_length = 512;
+  auto t = LoadTokenizer(tmp.path(), "bert", &max_length);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find("Unigram"), std::string::npos) << t.status();
+  EXPECT_NE(t.status().message().find("tokenizer.json"), std::string::npos);
+  testing::TempDir empty;
+  EXPECT_EQ(LoadTokenizer(empty.path(), "bert", &max_length).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace loracle::model
