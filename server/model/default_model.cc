@@ -154,10 +154,16 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
     std::vector<float> values;
     if (EndsWith(name, "LayerNorm.weight") || EndsWith(name, "layer_norm.weight")) {
       values.assign(n, 1.0f);
+      if (layout.bias_std > 0) {
+        values = DeterministicNormal(SeedFor(seed, name), n, layout.bias_std);
+        for (float& v : values) v += 1.0f;
+      }
     } else if (EndsWith(name, ".bias")) {
       values.assign(n, 0.0f);
+      if (layout.bias_std > 0)
+        values = DeterministicNormal(SeedFor(seed, name), n, layout.bias_std);
     } else {
-      values = DeterministicNormal(SeedFor(seed, name), n, 0.02f);
+      values = DeterministicNormal(SeedFor(seed, name), n, layout.weight_std);
       if (EndsWith(name, "embeddings.word_embeddings.weight")) {  // padding_idx row is zero
         std::fill_n(values.begin() + config.pad_token_id * config.hidden_size, config.hidden_size,
                     0.0f);

@@ -45,6 +45,10 @@ struct CheckpointLayout {
   // > 1: model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json, as
   // transformers' save_pretrained(max_shard_size=...) writes them.
   int shards = 1;
+  // Test fixtures: > 0 makes biases N(0, s^2) and LayerNorm weights 1 + N(0, s^2) instead of the
+  // 0 / 1 transformers initialises them to, so a loader that skipped them would be caught.
+  float bias_std = 0.0f;
+  float weight_std = 0.02f;  // std of every matrix and embedding
 };
 
 // Writes config.json and the safetensors weights of a randomly initialised model (the init
