@@ -155,4 +155,66 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
   return std::shared_ptr<const Adapter>(std::move(adapter));
 }
 
+absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
+                         const model::BaseModel& base) {
+  const model::EncoderImpl& encoder = *base.encoder;
+  const model::Architecture arch = encoder.config().architecture();
+  const std::string base_prefix = model::LayoutFor(arch).base_prefix;
+  const model::HeadLayout& head = model::HeadFor(arch);
+  if (absl::Status s = model::MakeDirs(dir); !s.ok()) return s;
+  if (absl::Status s = model::WriteFileAtomically(dir + "/" + kServingConfigFile,
+                                                  ServingConfigToJson(adapter.serving));
+      !s.ok()) {
+    return s;
+  }
+  PeftLoraConfig lora = adapter.lora;
+  lora.modules_to_save = model::HeadModules(arch);
+  try {
+    for (size_t m = 0; m < adapter.members.size(); ++m) {
+      const model::LoraMember& member = adapter.members[m];
+      const std::string member_dir =
+          adapter.members.size() == 1 ? dir : absl::StrCat(dir, "/member-", m);
+      if (absl::Status s = model::MakeDirs(member_dir); !s.ok()) return s;
+      std::vector<std::pair<std::string, torch::Tensor>> named;
+      for (size_t i = 0; i < member.layers.size(); ++i) {
+        const model::LoraPair& p = member.layers[i];
+        if (!p.a.defined()) continue;
+        const std::string key =
+            absl::StrCat("base_model.model.", base_prefix, ".", encoder.linear_names()[i]);
+        named.emplace_back(key + ".lora_A.weight", p.a);
+        named.emplace_back(key + ".lora_B.weight", p.b);
+      }
+      if (!head.dense.empty()) {
+        named.emplace_back("base_model.model." + head.dense + ".weight", member.head_dense_weight);
+        named.emplace_back("base_model.model." + head.dense + ".bias", member.head_dense_bias);
+      }
+      named.emplace_back("base_model.model." + head.out + ".weight", member.classifier_weight);
+      named.emplace_back("base_model.model." + head.out + ".bias", member.classifier_bias);
+      std::vector<torch::Tensor> keep;
+      std::vector<model::TensorToWrite> tensors;
+      for (auto& [name, t] : named) {
+        keep.push_back(t.detach().to(torch::kFloat32).contiguous());
+        const torch::Tensor& c = keep.back();
+        tensors.push_back({name, model::DType::kF32, c.sizes().vec(),
+                           absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),
+                                                     static_cast<size_t>(c.nbytes()))});
+      }
+      if (absl::Status s = model::WriteSafetensors(member_dir + "/" + kPeftWeightsFile, tensors,
+                                                   {{"format", "pt"}});
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = model::WriteFileAtomically(member_dir + "/" + kPeftConfigFile,
+                                                      PeftConfigToJson(lora));
+          !s.ok()) {
+        return s;
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("saving adapter to ", dir, ": ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace loracle::adapters

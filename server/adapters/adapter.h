@@ -33,6 +33,14 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
                                                            const std::string& name, int64_t version,
                                                            const model::BaseModel& base);
 
+// Writes `adapter` into `dir` (created if needed) as PEFT saves a LoRA sequence-classification
+// adapter of `base`'s architecture: adapter_config.json (adapter.lora, with the head modules as
+// modules_to_save) and adapter_model.safetensors per member (member-<i>/ when M > 1), plus
+// loracle.json. F32 tensors; `base_model.model.<prefix>.<module>.lora_{A,B}.weight` and
+// `base_model.model.<head module>.{weight,bias}` keys.
+absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
+                         const model::BaseModel& base);
+
 }  // namespace loracle::adapters
 
 #endif  // LORACLE_SERVER_ADAPTERS_ADAPTER_H_
