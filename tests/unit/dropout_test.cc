@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "server/model/encoder.h"
+#include "server/training/losses.h"
 
 namespace loracle::model {
 namespace {
@@ -144,6 +147,67 @@ TEST(DropoutTest, SpecValidationAndNames) {
   EXPECT_FALSE((DropoutSpec{DropoutMethod::kHiddenKey, 0.5, 0, 0}.active()))
       << "HIDDENKEY ignores `rate`";
   EXPECT_NE(MixSeed(1, 2, 3), MixSeed(1, 3, 2));
+}
+
+}  // namespace
+}  // namespace loracle::model
+
+namespace loracle::model {
+namespace {
+
+// Training time: the same seeded masks, with autograd. Two forwards of a batch under independent
+// masks give different logits; HiddenKey's loss (CE + symmetric KL) sends gradients into the LoRA
+// factors only, never into the frozen base.
+TEST(DropoutTrainingTest, MaskedForwardsTrainLoraWithTheKlConsistencyLoss) {
+  for (DropoutMethod method :
+       {DropoutMethod::kLoraDropout, DropoutMethod::kHiddenKey, DropoutMethod::kInput}) {
+    Fixture f = Make(21);
+    for (LoraPair& p : f.member.layers) {
+      p.a = p.a.clone().set_requires_grad(true);
+      p.b = p.b.clone().set_requires_grad(true);
+    }
+    for (auto& p : f.encoder->parameters()) p.set_requires_grad(false);
+    DropoutSpec spec;
+    spec.method = method;
+    spec.rate = 0.3;
+    spec.dropkey_rate = 0.2;
+    spec.hiddencut_rate = 0.2;
+    const int64_t rows = 4;
+    auto forward = [&](uint64_t base_seed) {
+      std::vector<uint64_t> seeds;
+      for (int64_t r = 0; r < rows; ++r) seeds.push_back(MixSeed(base_seed, r, 0));
+      LoraRouting routing = {{0, rows, &f.member, &spec, seeds}};
+      torch::Tensor feats = f.encoder->forward(Ids(rows), torch::ones({rows, 6}, torch::kInt64),
+                                               torch::zeros({rows, 6}, torch::kInt64), &routing);
+      return EncoderImpl::Classify(feats, routing)[0];
+    };
+    torch::Tensor a = forward(1), b = forward(2);
+    EXPECT_FALSE(torch::allclose(a, b)) << DropoutMethodName(method);
+    torch::Tensor labels = torch::tensor({0, 1, 0, 1}, torch::kInt64);
+    torch::Tensor kl = training::SymmetricKl(a, b);
+    EXPECT_GT(kl.item<double>(), 0.0);
+    EXPECT_NEAR(training::SymmetricKl(a, a).item<double>(), 0.0, 1e-12);
+    training::HiddenKeyLoss(a, b, labels, 1.0).backward();
+    for (const LoraPair& p : f.member.layers) {
+      ASSERT_TRUE(p.a.grad().defined());
+      EXPECT_GT(p.a.grad().abs().sum().item<double>(), 0.0) << DropoutMethodName(method);
+      EXPECT_GT(p.b.grad().abs().sum().item<double>(), 0.0);
+    }
+    for (auto& p : f.encoder->parameters()) EXPECT_FALSE(p.grad().defined());
+  }
+}
+
+// KL(p||q) + KL(q||p) computed the long way, for one pair of rows.
+TEST(DropoutTrainingTest, SymmetricKlMatchesTheDefinition) {
+  torch::Tensor a = torch::tensor({{1.0, 0.0, -1.0}}), b = torch::tensor({{0.2, 0.5, 0.1}});
+  torch::Tensor p = torch::softmax(a, -1)[0], q = torch::softmax(b, -1)[0];
+  double want = 0;
+  for (int i = 0; i < 3; ++i) {
+    const double pi = p[i].item<double>(), qi = q[i].item<double>();
+    want += 0.5 * (pi * std::log(pi / qi) + qi * std::log(qi / pi));
+  }
+  EXPECT_NEAR(training::SymmetricKl(a, b).item<double>(), want, 1e-6);
+  EXPECT_NEAR(training::SymmetricKl(b, a).item<double>(), want, 1e-6);
 }
 
 }  // namespace
