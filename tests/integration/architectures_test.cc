@@ -1,0 +1,137 @@
+// The real server over RoBERTa and DistilBERT checkpoints (Hugging Face layout, sharded F16 /
+// BF16 weights, the checkpoint's own tokenizer files) with PEFT adapters: Predict over loopback
+// gRPC answers exactly what the model computes in process for the same text pairs.
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "loracle/v1/inference.grpc.pb.h"
+#include "server/adapters/adapter.h"
+#include "server/adapters/adapter_files.h"
+#include "server/adapters/store.h"
+#include "server/model/checkpoint.h"
+#include "server/model/default_model.h"
+#include "server/rpc/server.h"
+#include "tests/test_util.h"
+
+namespace loracle {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Arch {
+  std::string model_type, tokenizer;
+  std::vector<std::string> targets;
+  model::DType dtype;
+};
+
+class ArchitecturesServeTest : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
+  const Arch& a = GetParam();
+  testing::TempDir model_dir, store_dir;
+  const std::string tok = std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers/" + a.tokenizer;
+  for (const auto& e : fs::directory_iterator(tok)) {
+    fs::copy_file(e.path(), model_dir / e.path().filename().string());
+  }
+  int max_length = 1 << 20;
+  auto tokenizer = model::LoadTokenizer(model_dir.path(), a.model_type, &max_length);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  model::ModelConfig c;
+  c.model_type = a.model_type;
+  c.vocab_size = (*tokenizer)->vocab_size();
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 64;
+  c.pad_token_id = (*tokenizer)->pad_id();
+  c.max_position_embeddings = 128 + c.position_offset();
+  c.type_vocab_size = a.model_type == "roberta" ? 1 : 0;
+  model::CheckpointLayout layout;
+  layout.dtype = a.dtype;
+  layout.shards = 2;
+  layout.weight_std = 0.2f;
+  ASSERT_TRUE(model::WriteRandomCheckpoint(model_dir.path(), c, 9, layout).ok());
+
+  auto store = adapters::Store::Create({store_dir.path()});
+  ASSERT_TRUE(store.ok());
+  adapters::RandomAdapterSpec spec;
+  spec.serving.labels = {"ham", "spam", "eggs"};
+  spec.serving.members = 2;
+  spec.lora.rank = 4;
+  spec.lora.target_modules = a.targets;
+  spec.lora_std = 0.3f;
+  ASSERT_TRUE((*store)
+                  ->Publish("clf",
+                            [&](const std::string& dir) {
+                              return adapters::WriteRandomAdapter(dir, c, spec);
+                            })
+                  .ok());
+
+  rpc::LoracleServer::Options o;
+  o.grpc_address = "127.0.0.1:0";
+  o.metrics_address = "";
+  o.model_dir = model_dir.path();
+  o.adapters_dir = store_dir.path();
+  o.threads = 2;
+  o.batcher.max_queue_delay_us = 1000;
+  auto server = rpc::LoracleServer::Create(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->WaitUntilReady(absl::Seconds(60)).ok());
+
+  const std::vector<std::pair<std::string, std::string>> inputs = {
+      {"Hello, World! Café naïve", "is it spam?"},
+      {"我爱北京 <mask> and emoji 😀", "a second, much longer segment of the pair"},
+      {"short", "x"}};
+  v1::PredictRequest req;
+  req.set_adapter("clf");
+  for (const auto& [x, y] : inputs) {
+    req.add_inputs(x);
+    req.add_text_pairs(y);
+  }
+  v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials()));
+  grpc::Status st = stub->Predict(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.predictions_size(), 3);
+
+  // The same model and adapter, in process, one row at a time.
+  auto base = model::LoadBaseModel(model_dir.path());
+  ASSERT_TRUE(base.ok()) << base.status();
+  auto adapter = adapters::LoadAdapter(store_dir / "clf/1", "clf", 1, **base);
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  c10::InferenceMode guard;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto e = (*base)->tokenizer->Encode(inputs[i].first, inputs[i].second, (*base)->max_length);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(resp.predictions(static_cast<int>(i)).num_tokens(), e->input_ids.size());
+    const int64_t n = static_cast<int64_t>(e->input_ids.size());
+    torch::Tensor probs = torch::zeros({3});
+    for (const model::LoraMember& m : (*adapter)->members) {
+      model::LoraRouting routing = {{0, 1, &m}};
+      torch::Tensor f = (*base)->encoder->forward(
+          torch::tensor(e->input_ids).view({1, n}), torch::ones({1, n}, torch::kInt64),
+          torch::tensor(e->token_type_ids).view({1, n}), &routing);
+      probs += torch::softmax(model::EncoderImpl::Classify(f, routing)[0][0], -1) / 2.0;
+    }
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(resp.predictions(static_cast<int>(i)).probs(k), probs[k].item<double>(), 1e-5)
+          << a.model_type << " input " << i;
+    }
+  }
+  (*server)->Shutdown(absl::Seconds(5));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    HuggingFaceModels, ArchitecturesServeTest,
+    ::testing::Values(
+        Arch{"roberta", "roberta", {"query", "value"}, model::DType::kF16},
+        Arch{"distilbert", "bert-cased", {"q_lin", "v_lin", "lin1"}, model::DType::kBF16}),
+    [](const auto& info) { return info.param.model_type; });
+
+}  // namespace
+}  // namespace loracle
