@@ -24,6 +24,9 @@ ABSL_FLAG(std::string, adapters_dir, "",
 ABSL_FLAG(std::string, cache_dir, "",
           "Where the built-in model is generated; empty = $LORACLE_CACHE_DIR, "
           "$XDG_CACHE_HOME/loracle or ~/.cache/loracle");
+ABSL_FLAG(std::string, base_head_adapter, "base",
+          "when --model_dir is a *ForSequenceClassification checkpoint, serve its own head as "
+          "this adapter (empty: do not)");
 ABSL_FLAG(bool, demo_adapter, true,
           "With the built-in model, publish an untrained demo ensemble named 'demo'");
 ABSL_FLAG(int, threads, 0, "Torch intra-op threads; 0 = all cores");
@@ -75,6 +78,7 @@ int main(int argc, char** argv) {
                              ? options.cache_dir + "/adapters"
                              : absl::GetFlag(FLAGS_adapters_dir);
   options.create_demo_adapter = absl::GetFlag(FLAGS_demo_adapter);
+  options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.batcher.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);

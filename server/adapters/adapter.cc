@@ -155,6 +155,24 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
   return std::shared_ptr<const Adapter>(std::move(adapter));
 }
 
+absl::StatusOr<std::shared_ptr<const Adapter>> BaseHeadAdapter(const model::BaseModel& base,
+                                                               const std::string& name) {
+  if (base.head == nullptr) {
+    return absl::NotFoundError(absl::StrCat(base.dir, " has no sequence-classification head"));
+  }
+  auto adapter = std::make_shared<Adapter>();
+  adapter->name = name;
+  adapter->version = 0;
+  adapter->path = base.dir;
+  adapter->serving.labels = base.head_labels;
+  adapter->serving.description = "the base checkpoint's own classification head";
+  adapter->lora.rank = 0;
+  adapter->lora.target_modules.clear();
+  adapter->lora.modules_to_save = model::HeadModules(base.config.architecture());
+  adapter->members.push_back(*base.head);
+  return std::shared_ptr<const Adapter>(std::move(adapter));
+}
+
 absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
                          const model::BaseModel& base) {
   const model::EncoderImpl& encoder = *base.encoder;

@@ -33,6 +33,12 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
                                                            const std::string& name, int64_t version,
                                                            const model::BaseModel& base);
 
+// The base checkpoint's own classification head (*ForSequenceClassification) as a head-only
+// adapter named `name`: no LoRA layers, labels from config.json's id2label, version 0, path = the
+// model directory. NOT_FOUND when the checkpoint has no head.
+absl::StatusOr<std::shared_ptr<const Adapter>> BaseHeadAdapter(const model::BaseModel& base,
+                                                               const std::string& name);
+
 // Writes `adapter` into `dir` (created if needed) as PEFT saves a LoRA sequence-classification
 // adapter of `base`'s architecture: adapter_config.json (adapter.lora, with the head modules as
 // modules_to_save) and adapter_model.safetensors per member (member-<i>/ when M > 1), plus

@@ -76,6 +76,21 @@ absl::StatusOr<AdapterInfo> Registry::Load(const std::string& name, int64_t vers
   return e.info;
 }
 
+absl::Status Registry::AddBaseHead(const std::string& name) {
+  if (absl::Status s = ValidateAdapterName(name); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<const Adapter>> head = BaseHeadAdapter(*options_.base, name);
+  if (!head.ok()) return head.status();
+  absl::MutexLock lock(&mu_);
+  if (entries_.count(name) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("adapter \"", name, "\" exists in the store; the base head is not served"));
+  }
+  Entry& e = entries_[name];
+  e.adapter = *std::move(head);
+  e.info = InfoOf(*e.adapter);
+  return absl::OkStatus();
+}
+
 absl::Status Registry::Unload(const std::string& name) {
   absl::MutexLock lock(&mu_);
   if (entries_.erase(name) == 0) {

@@ -43,6 +43,10 @@ class Registry {
   absl::StatusOr<AdapterInfo> Load(const std::string& name, int64_t version = 0,
                                    const std::string& path = "");
 
+  // Serves the base checkpoint's own classification head as adapter `name` (adapter.h
+  // BaseHeadAdapter). NOT_FOUND when the checkpoint has none; ALREADY_EXISTS when `name` is taken.
+  absl::Status AddBaseHead(const std::string& name);
+
   // Stops serving `name`. NOT_FOUND when unknown.
   absl::Status Unload(const std::string& name);
 

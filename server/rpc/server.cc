@@ -116,6 +116,12 @@ absl::Status LoracleServer::LoadEngine() {
   if (!registry.ok()) return registry.status();
   registry_ = *std::move(registry);
   if (absl::Status s = registry_->LoadAll(); !s.ok()) return s;
+  if (!options_.base_head_adapter.empty()) {
+    absl::Status s = registry_->AddBaseHead(options_.base_head_adapter);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      std::fprintf(stderr, "loracle: %s\n", s.ToString().c_str());
+    }
+  }
   for (const adapters::AdapterInfo& info : registry_->List()) {
     if (info.state == adapters::AdapterState::kFailed) {
       std::fprintf(stderr, "loracle: adapter %s failed to load: %s\n", info.name.c_str(),

@@ -42,6 +42,9 @@ class LoracleServer {
     std::string adapters_dir;  // the adapter store; required
     // With the built-in model, publish an untrained demo ensemble "demo" if the store lacks it.
     bool create_demo_adapter = true;
+    // When the checkpoint is a *ForSequenceClassification model, its own head is served as
+    // this adapter (no LoRA); empty = not served.
+    std::string base_head_adapter = "base";
     int threads = 0;  // torch intra-op threads; 0 = all cores
     serving::Batcher::Options batcher;
     InferenceService::Options inference;

@@ -53,6 +53,8 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   layout.dtype = a.dtype;
   layout.shards = 2;
   layout.weight_std = 0.2f;
+  layout.num_labels = 2;  // a *ForSequenceClassification checkpoint: its head is served as "base"
+  c.id2label = {"negative", "positive"};
   ASSERT_TRUE(model::WriteRandomCheckpoint(model_dir.path(), c, 9, layout).ok());
 
   auto store = adapters::Store::Create({store_dir.path()});
@@ -121,6 +123,27 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
     for (int k = 0; k < 3; ++k) {
       EXPECT_NEAR(resp.predictions(static_cast<int>(i)).probs(k), probs[k].item<double>(), 1e-5)
           << a.model_type << " input " << i;
+    }
+  }
+
+  // The checkpoint's own head, served as adapter "base".
+  req.set_adapter("base");
+  v1::PredictResponse base_resp;
+  grpc::ClientContext base_ctx;
+  st = stub->Predict(&base_ctx, req, &base_resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(std::vector<std::string>(base_resp.labels().begin(), base_resp.labels().end()),
+            (std::vector<std::string>{"negative", "positive"}));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto e = (*base)->tokenizer->Encode(inputs[i].first, inputs[i].second, (*base)->max_length);
+    const int64_t n = static_cast<int64_t>(e->input_ids.size());
+    torch::Tensor f = (*base)->encoder->forward(
+        torch::tensor(e->input_ids).view({1, n}), torch::ones({1, n}, torch::kInt64),
+        torch::tensor(e->token_type_ids).view({1, n}), nullptr);
+    torch::Tensor probs = torch::softmax((*base)->head->Head(f)[0], -1);
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_NEAR(base_resp.predictions(static_cast<int>(i)).probs(k), probs[k].item<double>(),
+                  1e-5);
     }
   }
   (*server)->Shutdown(absl::Seconds(5));
