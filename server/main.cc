@@ -32,6 +32,9 @@ ABSL_FLAG(bool, demo_adapter, true,
 ABSL_FLAG(int, threads, 0, "Torch intra-op threads; 0 = all cores");
 ABSL_FLAG(int64_t, max_batch_size, 64, "Rows (inputs x members x samples) per forward pass");
 ABSL_FLAG(int64_t, max_queue_delay_us, 2000, "How long a batch may wait to fill");
+ABSL_FLAG(double, adaptive_queue_delay, 0.02,
+          "Let a batch wait to fill up to this fraction of recent batches' run time when that is "
+          "longer than --max_queue_delay_us (0: never)");
 ABSL_FLAG(int64_t, max_queued_rows, 4096, "Queue bound; beyond it Predict gets RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, num_batch_threads, 1, "Threads running forward passes");
 ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
   options.threads = absl::GetFlag(FLAGS_threads);
   options.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.batcher.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  options.batcher.adaptive_delay_fraction = absl::GetFlag(FLAGS_adaptive_queue_delay);
   options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
   options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);

@@ -184,9 +184,15 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   torch::Tensor mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
                            std::numeric_limits<float>::lowest();
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // Heads fold into the batch dimension: [rows * heads, seq, head_dim], contiguous, for plain
+  // bmm / baddbmm calls (scale and padding mask fused into the score GEMM).
   auto split_heads = [&](const torch::Tensor& t) {
-    return t.view({rows, seq, heads, head_dim}).transpose(1, 2);
+    return t.view({rows, seq, heads, head_dim})
+        .transpose(1, 2)
+        .reshape({rows * heads, seq, head_dim});
   };
+  const torch::Tensor mask_heads =
+      mask_add.expand({rows, heads, 1, seq}).reshape({rows * heads, 1, seq});
   bool hiddenkey = false;
   if (routing != nullptr) {
     for (const LoraGroup& g : *routing) {
@@ -198,7 +204,9 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
     torch::Tensor q = split_heads(l.query(h, routing));
     torch::Tensor k = split_heads(l.key(h, routing));
     torch::Tensor v = split_heads(l.value(h, routing));
-    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * scale + mask_add;
+    torch::Tensor scores =
+        torch::baddbmm(mask_heads, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale)
+            .view({rows, heads, seq, seq});
     torch::Tensor hiddencut;
     if (hiddenkey) {
       // Per-row DropKey columns [heads, 1, seq] and HiddenCut masks [seq, intermediate].
@@ -227,8 +235,11 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
       // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
       scores = torch::clamp_min(scores + dropkey, std::numeric_limits<float>::lowest());
     }
-    torch::Tensor context = torch::matmul(torch::softmax(scores, -1), v);
-    context = context.transpose(1, 2).reshape({rows, seq, config_.hidden_size});
+    torch::Tensor context =
+        torch::bmm(torch::softmax(scores, -1).view({rows * heads, seq, seq}), v);
+    context = context.view({rows, heads, seq, head_dim})
+                  .transpose(1, 2)
+                  .reshape({rows, seq, config_.hidden_size});
     torch::Tensor a = l.attn_norm(l.attn_out(context, routing) + h);
     torch::Tensor inter = Activation(l.intermediate(a, routing));
     if (hiddencut.defined()) inter = inter * hiddencut;

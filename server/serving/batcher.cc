@@ -1,5 +1,6 @@
 #include "server/serving/batcher.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,9 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(const Options& options,
     return absl::InvalidArgumentError("max_queue_delay_us must be >= 0");
   if (options.max_queued_rows < 1)
     return absl::InvalidArgumentError("max_queued_rows must be >= 1");
+  if (!(options.adaptive_delay_fraction >= 0 && options.adaptive_delay_fraction <= 1)) {
+    return absl::InvalidArgumentError("adaptive_delay_fraction must be in [0, 1]");
+  }
   if (options.num_batch_threads < 1)
     return absl::InvalidArgumentError("num_batch_threads must be >= 1");
   if (!run) return absl::InvalidArgumentError("Batcher needs a run function");
@@ -59,6 +63,11 @@ int64_t Batcher::queued_rows() const {
   return queued_rows_;
 }
 
+absl::Duration Batcher::FillDelay() const {
+  return std::max(absl::Microseconds(options_.max_queue_delay_us),
+                  run_time_avg_ * options_.adaptive_delay_fraction);
+}
+
 void Batcher::Loop() {
   for (;;) {
     std::vector<std::unique_ptr<InferenceRequest>> batch;
@@ -69,8 +78,7 @@ void Batcher::Loop() {
       absl::MutexLock lock(&mu_, absl::Condition(this, &Batcher::HasWork));
       if (queue_.empty()) return;  // stopping and drained
       // Let the batch fill: wait until enough rows are queued or the delay passes.
-      const absl::Time fill_deadline =
-          absl::Now() + absl::Microseconds(options_.max_queue_delay_us);
+      const absl::Time fill_deadline = absl::Now() + FillDelay();
       auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || queued_rows_ >= options_.max_batch_size;
       };
@@ -102,7 +110,12 @@ void Batcher::Loop() {
       if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
     }
     for (auto& [request, status] : dropped) request->done(status);
-    if (!batch.empty()) run_(std::move(batch));
+    if (batch.empty()) continue;
+    const absl::Time start = absl::Now();
+    run_(std::move(batch));
+    const absl::Duration took = absl::Now() - start;
+    absl::MutexLock lock(&mu_);
+    run_time_avg_ = run_time_avg_ == absl::ZeroDuration() ? took : 0.8 * run_time_avg_ + 0.2 * took;
   }
 }
 

@@ -3,7 +3,8 @@
 
 // Dynamic batching: requests from many callers and adapters are queued (bounded, in rows) and
 // batch threads take up to max_batch_size rows at a time, waiting at most max_queue_delay_us for
-// a batch to fill once its first request is queued. Submit never blocks. A request whose deadline
+// a batch to fill once its first request is queued (longer when batches run long: see
+// adaptive_delay_fraction). Submit never blocks. A request whose deadline
 // passed or whose caller cancelled while it was queued is finished with DEADLINE_EXCEEDED or
 // CANCELLED without running. Torch-free.
 
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/serving/inference_request.h"
 
 namespace loracle::metrics {
@@ -31,7 +33,12 @@ class Batcher {
   struct Options {
     int64_t max_batch_size = 64;        // rows per forward (a larger request runs alone)
     int64_t max_queue_delay_us = 2000;  // how long a batch may wait to fill
-    int64_t max_queued_rows = 4096;     // Submit fails with RESOURCE_EXHAUSTED beyond this
+    // The fill wait grows to this fraction of recent batches' run time (a moving average) when
+    // that is longer than max_queue_delay_us: with forwards of a second, callers answered by one
+    // batch have time to send their next requests into the next one, at a latency cost of at
+    // most this fraction. 0 = always max_queue_delay_us.
+    double adaptive_delay_fraction = 0.02;
+    int64_t max_queued_rows = 4096;  // Submit fails with RESOURCE_EXHAUSTED beyond this
     int num_batch_threads = 1;
   };
   // Runs one batch on the calling batch thread and calls every request's `done`.
@@ -55,6 +62,7 @@ class Batcher {
   Batcher(const Options& options, RunFn run, metrics::Metrics* metrics)
       : options_(options), run_(std::move(run)), metrics_(metrics) {}
   void Loop();
+  absl::Duration FillDelay() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; }
 
   const Options options_;
@@ -63,6 +71,7 @@ class Batcher {
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<InferenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration run_time_avg_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();  // of run_ calls
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

@@ -154,3 +154,47 @@ TEST(BatcherTest, CancelledRequestsAreFinishedWithoutRunning) {
 
 }  // namespace
 }  // namespace loracle::serving
+
+namespace loracle::serving {
+namespace {
+
+// Batches that run long (200 ms here) stretch the fill wait to a fraction of their run time, so
+// requests trickling in 10 ms apart join one batch; with the fraction at 0 the 1 ms delay lets
+// the first of them go alone.
+TEST(BatcherAdaptiveDelayTest, LongBatchesStretchTheFillWait) {
+  for (double fraction : {0.5, 0.0}) {
+    Batcher::Options o;
+    o.max_queue_delay_us = 1000;
+    o.adaptive_delay_fraction = fraction;
+    absl::Mutex mu;
+    std::vector<size_t> sizes;
+    auto b = Batcher::Create(o, [&](auto batch) {
+      absl::SleepFor(absl::Milliseconds(200));
+      {
+        absl::MutexLock lock(&mu);
+        sizes.push_back(batch.size());
+      }
+      for (auto& r : batch) r->done(InferenceResult{});
+    });
+    ASSERT_TRUE(b.ok());
+    ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());  // teaches it that batches take 200 ms
+    WaitUntilTaken(**b);
+    absl::SleepFor(absl::Milliseconds(300));
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE((*b)->Submit(Request(1, [](auto) {})).ok());
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    (*b)->Shutdown();
+    absl::MutexLock lock(&mu);
+    ASSERT_GE(sizes.size(), 2u);
+    EXPECT_EQ(sizes[0], 1u);
+    if (fraction > 0) {
+      EXPECT_EQ(sizes[1], 3u) << "a 100 ms fill wait gathers all three";
+    } else {
+      EXPECT_EQ(sizes[1], 1u) << "a 1 ms fill wait takes the first alone";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loracle::serving
