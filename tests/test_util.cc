@@ -7,12 +7,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_join.h"
 #include "server/model/default_model.h"
 #include "server/model/file_util.h"
+#include "server/model/tokenizer.h"
 
 namespace loracle::testing {
 
@@ -70,6 +72,28 @@ adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int
   spec.lora_std = 0.2f;
   spec.seed = seed;
   return spec;
+}
+
+model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig c,
+                                     const std::string& tokenizer, int64_t positions,
+                                     const model::CheckpointLayout& layout, uint64_t seed) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(std::string(LORACLE_SOURCE_DIR) +
+                                              "/tests/data/tokenizers/" + tokenizer)) {
+    fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
+  }
+  int max_length = 1 << 20;
+  auto tok = model::LoadTokenizer(dir, c.model_type, &max_length);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  if (!tok.ok()) return c;
+  c.vocab_size = (*tok)->vocab_size();
+  c.pad_token_id = (*tok)->pad_id();
+  c.max_position_embeddings = positions + c.position_offset();
+  c.type_vocab_size = c.model_type == "bert" ? 2 : c.model_type == "roberta" ? 1 : 0;
+  absl::Status s = model::WriteRandomCheckpoint(dir, c, seed, layout);
+  EXPECT_TRUE(s.ok()) << s;
+  return c;
 }
 
 std::string ReadFile(const std::string& path) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "server/adapters/adapter_files.h"
+#include "server/model/default_model.h"
 #include "server/model/model_config.h"
 
 namespace loracle::testing {
@@ -32,6 +33,15 @@ void WriteTinyModel(const std::string& dir, uint64_t seed = 3);
 // A random adapter spec for TinyConfig: `labels`, `members`, rank 4 on query+value.
 adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int members,
                                             uint64_t seed);
+
+// A random checkpoint of `config.model_type` in `dir` that uses fixture tokenizer
+// tests/data/tokenizers/<tokenizer> (copied in): vocab_size and pad_token_id come from the
+// tokenizer, max_position_embeddings is `positions` plus the architecture's offset, and
+// type_vocab_size is 2 / 1 / 0 for BERT / RoBERTa / DistilBERT. The other fields of `config`
+// (sizes, eps, activation, id2label) are used as given. Returns the config written.
+model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig config,
+                                     const std::string& tokenizer, int64_t positions,
+                                     const model::CheckpointLayout& layout, uint64_t seed);
 
 std::string ReadFile(const std::string& path);
 

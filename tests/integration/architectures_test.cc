@@ -19,8 +19,6 @@
 namespace loracle {
 namespace {
 
-namespace fs = std::filesystem;
-
 struct Arch {
   std::string model_type, tokenizer;
   std::vector<std::string> targets;
@@ -32,30 +30,20 @@ class ArchitecturesServeTest : public ::testing::TestWithParam<Arch> {};
 TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   const Arch& a = GetParam();
   testing::TempDir model_dir, store_dir;
-  const std::string tok = std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers/" + a.tokenizer;
-  for (const auto& e : fs::directory_iterator(tok)) {
-    fs::copy_file(e.path(), model_dir / e.path().filename().string());
-  }
-  int max_length = 1 << 20;
-  auto tokenizer = model::LoadTokenizer(model_dir.path(), a.model_type, &max_length);
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  model::ModelConfig c;
-  c.model_type = a.model_type;
-  c.vocab_size = (*tokenizer)->vocab_size();
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 64;
-  c.pad_token_id = (*tokenizer)->pad_id();
-  c.max_position_embeddings = 128 + c.position_offset();
-  c.type_vocab_size = a.model_type == "roberta" ? 1 : 0;
+  model::ModelConfig config;
+  config.model_type = a.model_type;
+  config.hidden_size = 32;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.intermediate_size = 64;
+  config.id2label = {"negative", "positive"};
   model::CheckpointLayout layout;
   layout.dtype = a.dtype;
   layout.shards = 2;
   layout.weight_std = 0.2f;
   layout.num_labels = 2;  // a *ForSequenceClassification checkpoint: its head is served as "base"
-  c.id2label = {"negative", "positive"};
-  ASSERT_TRUE(model::WriteRandomCheckpoint(model_dir.path(), c, 9, layout).ok());
+  const model::ModelConfig c =
+      testing::WriteFixtureModel(model_dir.path(), config, a.tokenizer, 128, layout, 9);
 
   auto store = adapters::Store::Create({store_dir.path()});
   ASSERT_TRUE(store.ok());

@@ -23,8 +23,6 @@ namespace fs = std::filesystem;
 using Vec = std::vector<double>;
 using Mat = std::vector<Vec>;
 
-const std::string kTokenizers = std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers";
-
 // The reference reads every tensor straight from the checkpoint files.
 class Reference {
  public:
@@ -164,25 +162,15 @@ struct Case {
   double eps;
 };
 
-// Writes a checkpoint of `k` with the fixture tokenizer; returns its config.
+// Writes a *ForSequenceClassification checkpoint of `k` with `labels` labels and random biases
+// and LayerNorms, using `k`'s fixture tokenizer; returns its config.
 ModelConfig WriteCase(const Case& k, const std::string& dir, int64_t labels) {
-  fs::create_directories(dir);
-  for (const auto& e : fs::directory_iterator(kTokenizers + "/" + k.tokenizer)) {
-    fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
-  }
-  int max_length = 1 << 20;
-  auto tok = LoadTokenizer(dir, k.model_type, &max_length);
-  EXPECT_TRUE(tok.ok()) << tok.status();
   ModelConfig c;
   c.model_type = k.model_type;
-  c.vocab_size = (*tok)->vocab_size();
   c.hidden_size = 32;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.intermediate_size = 48;
-  c.pad_token_id = (*tok)->pad_id();
-  c.max_position_embeddings = 64 + c.position_offset();
-  c.type_vocab_size = k.model_type == "bert" ? 2 : k.model_type == "roberta" ? 1 : 0;
   c.layer_norm_eps = k.eps;
   c.hidden_act = k.hidden_act;
   for (int64_t i = 0; i < labels; ++i) c.id2label.push_back("class-" + std::to_string(i));
@@ -192,9 +180,7 @@ ModelConfig WriteCase(const Case& k, const std::string& dir, int64_t labels) {
   layout.shards = k.shards;
   layout.weight_std = 0.3f;
   layout.bias_std = 0.2f;
-  auto s = WriteRandomCheckpoint(dir, c, 77, layout);
-  EXPECT_TRUE(s.ok()) << s;
-  return c;
+  return testing::WriteFixtureModel(dir, c, k.tokenizer, 64, layout, 77);
 }
 
 class ArchitectureTest : public ::testing::TestWithParam<Case> {};

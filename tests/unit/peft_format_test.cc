@@ -21,8 +21,6 @@
 namespace loracle::adapters {
 namespace {
 
-namespace fs = std::filesystem;
-
 struct Arch {
   std::string model_type, tokenizer;
   std::vector<std::string> targets;
@@ -30,27 +28,15 @@ struct Arch {
 };
 
 std::unique_ptr<model::BaseModel> TinyBase(const Arch& a, const std::string& dir) {
-  fs::create_directories(dir);
-  const std::string tok = std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers/" + a.tokenizer;
-  for (const auto& e : fs::directory_iterator(tok)) {
-    fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
-  }
-  int max_length = 1 << 20;
-  auto t = model::LoadTokenizer(dir, a.model_type, &max_length);
-  EXPECT_TRUE(t.ok());
   model::ModelConfig c;
   c.model_type = a.model_type;
-  c.vocab_size = (*t)->vocab_size();
   c.hidden_size = 16;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 2;
   c.intermediate_size = 24;
-  c.pad_token_id = (*t)->pad_id();
-  c.max_position_embeddings = 40 + c.position_offset();
-  c.type_vocab_size = a.model_type == "bert" ? 2 : a.model_type == "roberta" ? 1 : 0;
   model::CheckpointLayout layout;
   layout.weight_std = 0.2f;
-  EXPECT_TRUE(model::WriteRandomCheckpoint(dir, c, 5, layout).ok());
+  testing::WriteFixtureModel(dir, c, a.tokenizer, 40, layout, 5);
   auto base = model::LoadBaseModel(dir);
   EXPECT_TRUE(base.ok()) << base.status();
   return *std::move(base);
