@@ -84,7 +84,7 @@ model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig 
     fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
   }
   int max_length = 1 << 20;
-  auto tok = model::LoadTokenizer(dir, c.model_type, &max_length);
+  auto tok = model::LoadTokenizer(dir, &max_length);
   EXPECT_TRUE(tok.ok()) << tok.status();
   if (!tok.ok()) return c;
   c.vocab_size = (*tok)->vocab_size();

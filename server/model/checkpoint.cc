@@ -223,8 +223,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir)
         absl::StrCat("building the encoder from ", dir, ": ", e.what_without_backtrace()));
   }
 
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
-      LoadTokenizer(dir, config->model_type, &model->max_length);
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(dir, &model->max_length);
   if (!tokenizer.ok()) return tokenizer.status();
   if ((*tokenizer)->vocab_size() > config->vocab_size) {
     return absl::InvalidArgumentError(

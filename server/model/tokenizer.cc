@@ -239,8 +239,8 @@ std::string TokenOr(const FileConfig& c, const char* key, const char* fallback) 
 }
 
 // The post-processor of tokenizer.json as a template.
-absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp, const std::string& source,
-                                                         const std::string& model_type) {
+absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp,
+                                                         const std::string& source) {
   SpecialTokensTemplate t;
   if (pp.is_null()) return t;  // no special tokens
   const std::string type = pp.value("type", "");
@@ -294,8 +294,7 @@ absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp, const s
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& path,
-                                                             const FileConfig& fc,
-                                                             const std::string& model_type) {
+                                                             const FileConfig& fc) {
   absl::StatusOr<json> jj = ReadJson(path);
   if (!jj.ok()) return jj.status();
   const json& j = *jj;
@@ -308,8 +307,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     added.push_back({a["content"].get<std::string>(), a["id"].get<int64_t>(),
                      a.value("lstrip", false), a.value("rstrip", false)});
   }
-  absl::StatusOr<SpecialTokensTemplate> special = ParsePostProcessor(
-      j.contains("post_processor") ? j["post_processor"] : json(), path, model_type);
+  absl::StatusOr<SpecialTokensTemplate> special =
+      ParsePostProcessor(j.contains("post_processor") ? j["post_processor"] : json(), path);
   if (!special.ok()) return special.status();
   const json normalizer = j.contains("normalizer") ? j["normalizer"] : json();
   const json pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json();
@@ -483,12 +482,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromBpeFiles(const std::string& dir,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
-                                                         const std::string& model_type,
                                                          int* model_max_length) {
   FileConfig fc;
   if (absl::Status s = ReadFileConfig(dir, &fc, model_max_length); !s.ok()) return s;
   if (FileExists(dir + "/tokenizer.json")) {
-    return FromTokenizerJson(dir + "/tokenizer.json", fc, model_type);
+    return FromTokenizerJson(dir + "/tokenizer.json", fc);
   }
   if (FileExists(dir + "/vocab.txt")) {
     WordPieceTokenizer::Options o;

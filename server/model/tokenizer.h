@@ -88,11 +88,10 @@ absl::Status ValidateUtf8(absl::string_view text);
 // Loads the tokenizer of a Hugging Face checkpoint directory from its own files: tokenizer.json
 // when present (WordPiece with BERT normalisation, or byte-level BPE), else vocab.txt (WordPiece)
 // or vocab.json + merges.txt (byte-level BPE); tokenizer_config.json and
-// special_tokens_map.json supply casing and special tokens. `model_type` picks the default
-// template and special tokens. NOT_FOUND when no tokenizer files exist; INVALID_ARGUMENT naming
-// the file and field for anything malformed or unsupported.
+// special_tokens_map.json supply casing and special tokens; vocab.txt gets BERT's template and
+// vocab.json + merges.txt RoBERTa's. NOT_FOUND when no tokenizer files exist; INVALID_ARGUMENT
+// naming the file and field for anything malformed or unsupported.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
-                                                         const std::string& model_type,
                                                          int* model_max_length);
 
 }  // namespace loracle::model

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -27,9 +28,9 @@ nlohmann::json Reference() {
   return nlohmann::json::parse(ss.str());
 }
 
-std::unique_ptr<Tokenizer> Load(const std::string& dir, const std::string& model_type) {
+std::unique_ptr<Tokenizer> Load(const std::string& dir) {
   int max_length = 1 << 20;
-  auto t = LoadTokenizer(dir, model_type, &max_length);
+  auto t = LoadTokenizer(dir, &max_length);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *std::move(t) : nullptr;
 }
@@ -63,30 +64,30 @@ void ExpectMatchesReference(const Tokenizer& t, const nlohmann::json& cases,
   }
 }
 
-TEST(TokenizerParityTest, WordPieceUncasedFromTokenizerJsonAndVocabTxt) {
+struct Fixture {
+  std::string dir;      // under tests/data/tokenizers, and the key in reference.json
+  std::string classic;  // what the copy without tokenizer.json loads from
+};
+
+class TokenizerParityTest : public ::testing::TestWithParam<Fixture> {};
+
+TEST_P(TokenizerParityTest, FromTokenizerJsonAndFromTheClassicFiles) {
+  const Fixture& f = GetParam();
   const auto ref = Reference();
   testing::TempDir tmp;
-  ExpectMatchesReference(*Load(kDir + "/bert-uncased", "bert"), ref["bert-uncased"],
-                         "tokenizer.json");
-  ExpectMatchesReference(*Load(ClassicCopy(tmp, "bert-uncased"), "bert"), ref["bert-uncased"],
-                         "vocab.txt");
+  ExpectMatchesReference(*Load(kDir + "/" + f.dir), ref[f.dir], "tokenizer.json");
+  ExpectMatchesReference(*Load(ClassicCopy(tmp, f.dir)), ref[f.dir], f.classic);
 }
 
-TEST(TokenizerParityTest, WordPieceCasedFromTokenizerJsonAndVocabTxt) {
-  const auto ref = Reference();
-  testing::TempDir tmp;
-  ExpectMatchesReference(*Load(kDir + "/bert-cased", "bert"), ref["bert-cased"], "tokenizer.json");
-  ExpectMatchesReference(*Load(ClassicCopy(tmp, "bert-cased"), "bert"), ref["bert-cased"],
-                         "vocab.txt");
-}
-
-TEST(TokenizerParityTest, ByteLevelBpeFromTokenizerJsonAndVocabJsonMerges) {
-  const auto ref = Reference();
-  testing::TempDir tmp;
-  ExpectMatchesReference(*Load(kDir + "/roberta", "roberta"), ref["roberta"], "tokenizer.json");
-  ExpectMatchesReference(*Load(ClassicCopy(tmp, "roberta"), "roberta"), ref["roberta"],
-                         "vocab.json + merges.txt");
-}
+INSTANTIATE_TEST_SUITE_P(HuggingFaceFixtures, TokenizerParityTest,
+                         ::testing::Values(Fixture{"bert-uncased", "vocab.txt"},
+                                           Fixture{"bert-cased", "vocab.txt"},
+                                           Fixture{"roberta", "vocab.json + merges.txt"}),
+                         [](const auto& info) {
+                           std::string name = info.param.dir;
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
 
 TEST(TokenizerTest, Gpt2PreTokenizerPattern) {
   using V = std::vector<std::string>;
@@ -99,7 +100,7 @@ TEST(TokenizerTest, Gpt2PreTokenizerPattern) {
 
 // LongestFirst as the tokenizers crate (truncation.rs) does it, derived by hand: budget = 10 - 3.
 TEST(TokenizerTest, PairTruncationFollowsTokenizersLongestFirst) {
-  auto t = Load(kDir + "/bert-uncased", "bert");
+  auto t = Load(kDir + "/bert-uncased");
   auto ids = [&](const std::string& s) { return *t->TokenizeToIds(s); };
   const std::string five = "the and of to in", four = "is it for on", two = "we be";
   ASSERT_EQ(ids(five).size(), 5u);
@@ -126,7 +127,7 @@ TEST(TokenizerTest, PairTruncationFollowsTokenizersLongestFirst) {
 }
 
 TEST(TokenizerTest, RobertaPairTemplateAndMaskSwallowsLeftSpace) {
-  auto t = Load(kDir + "/roberta", "roberta");
+  auto t = Load(kDir + "/roberta");
   auto e = t->Encode("a", std::string("b"), 100);
   ASSERT_TRUE(e.ok());
   ASSERT_EQ(e->input_ids.size(), 6u);  // <s> a </s></s> b </s>
@@ -144,14 +145,13 @@ TEST(TokenizerTest, UnsupportedTokenizerJsonIsNamed) {
   testing::WriteFile(tmp / "tokenizer.json",
                      R"({"model": {"type": "Unigram", "vocab": []}, "added_tokens": []})");
   int max_length = 512;
-  auto t = LoadTokenizer(tmp.path(), "bert", &max_length);
+  auto t = LoadTokenizer(tmp.path(), &max_length);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(t.status().message().find("Unigram"), std::string::npos) << t.status();
   EXPECT_NE(t.status().message().find("tokenizer.json"), std::string::npos);
   testing::TempDir empty;
-  EXPECT_EQ(LoadTokenizer(empty.path(), "bert", &max_length).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadTokenizer(empty.path(), &max_length).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace
