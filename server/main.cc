@@ -11,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/model/cpu_runtime.h"
 #include "server/rpc/server.h"
 
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 picks a free one)");
@@ -29,7 +30,10 @@ ABSL_FLAG(std::string, base_head_adapter, "base",
           "this adapter (empty: do not)");
 ABSL_FLAG(bool, demo_adapter, true,
           "With the built-in model, publish an untrained demo ensemble named 'demo'");
-ABSL_FLAG(int, threads, 0, "Torch intra-op threads; 0 = all cores");
+ABSL_FLAG(int, threads, 0, "BLAS threads: every GEMM of a forward; 0 = all cores");
+ABSL_FLAG(int, intra_op_threads, 1,
+          "Torch intra-op threads (element-wise ops); 0 = all cores. More than 1 makes torch's "
+          "spinning OpenMP workers compete with the BLAS threads for the same cores");
 ABSL_FLAG(int64_t, max_batch_size, 64, "Rows (inputs x members x samples) per forward pass");
 ABSL_FLAG(int64_t, max_queue_delay_us, 2000, "How long a batch may wait to fill");
 ABSL_FLAG(double, adaptive_queue_delay, 0.02,
@@ -55,6 +59,7 @@ std::string DefaultCacheDir() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  loracle::model::KeepFreedMemory();  // before any other thread or tensor exists
   absl::SetProgramUsageMessage(
       "loracle-server: gRPC model server for LoRA adapters with ensemble uncertainty.\n"
       "  loracle-server                      # built-in model, gRPC :50051, metrics :9464\n"
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
   options.create_demo_adapter = absl::GetFlag(FLAGS_demo_adapter);
   options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   options.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.batcher.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   options.batcher.adaptive_delay_fraction = absl::GetFlag(FLAGS_adaptive_queue_delay);

@@ -20,6 +20,32 @@ torch::Tensor Broadcastable(const torch::Tensor& mask, int64_t dims) {
   return mask.view(shape);
 }
 
+// x [..., in] W^T + b as one 2-D addmm (bias fused into the GEMM's output, where a 3-D input
+// would take matmul plus a separate bias pass).
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias) {
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(shape);
+}
+
+// Per row: the number of keys it attends when its mask is 1s then 0s (right padding), else -1.
+std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
+  const torch::Tensor m = attention_mask.to(torch::kInt64).contiguous();
+  const int64_t rows = m.size(0), seq = m.size(1);
+  const int64_t* data = m.data_ptr<int64_t>();
+  std::vector<int64_t> out(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t* row = data + r * seq;
+    int64_t len = 0;
+    while (len < seq && row[len] != 0) ++len;
+    bool prefix = len > 0;
+    for (int64_t j = len; j < seq && prefix; ++j) prefix = row[j] == 0;
+    out[static_cast<size_t>(r)] = prefix ? len : -1;
+  }
+  return out;
+}
+
 }  // namespace
 
 torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed) {
@@ -34,14 +60,24 @@ std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int 
 }
 
 LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
+    : LoraLinearImpl(torch::zeros({out_features, in_features}), torch::zeros({out_features}),
+                     index) {}
+
+LoraLinearImpl::LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index)
     : index_(index) {
-  weight = register_parameter("weight", torch::zeros({out_features, in_features}));
-  bias = register_parameter("bias", torch::zeros({out_features}));
+  weight = register_parameter("weight", std::move(weight_storage));
+  bias = register_parameter("bias", std::move(bias_storage));
 }
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {
-  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
-  if (routing == nullptr) return y;
+  torch::Tensor y = Linear(x, weight, bias);
+  AddLora(x, y, routing);
+  return y;
+}
+
+void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
+                             const LoraRouting* routing) const {
+  if (routing == nullptr) return;
   for (const LoraGroup& g : *routing) {
     if (g.member == nullptr || g.end <= g.begin) continue;
     const LoraPair& p = g.member->layers[static_cast<size_t>(index_)];
@@ -78,7 +114,6 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting*
     if (mask_b.defined()) delta = delta * mask_b;
     y.slice(0, g.begin, g.end).add_(delta, p.scaling);
   }
-  return y;
 }
 
 std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& path) {
@@ -92,9 +127,12 @@ std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& pat
   return m;
 }
 
-LoraLinear EncoderImpl::AddLinear(const LinearSpec& spec) {
+LoraLinear EncoderImpl::AddLinear(const LinearSpec& spec, torch::Tensor weight,
+                                  torch::Tensor bias) {
   const size_t dot = spec.path.rfind('.');
-  LoraLinear l(spec.in, spec.out, static_cast<int>(linears_.size()));
+  const int index = static_cast<int>(linears_.size());
+  LoraLinear l = weight.defined() ? LoraLinear(std::move(weight), std::move(bias), index)
+                                  : LoraLinear(spec.in, spec.out, index);
   Submodule(spec.path.substr(0, dot))->register_module(spec.path.substr(dot + 1), l);
   linears_.push_back(l);
   linear_names_.push_back(spec.path);
@@ -131,9 +169,13 @@ EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
     const std::string p = layout.layer_prefix + std::to_string(i) + ".";
     const LinearSpec* s = &linears[static_cast<size_t>(i) * 6];
     Layer l;
-    l.query = AddLinear(s[0]);
-    l.key = AddLinear(s[1]);
-    l.value = AddLinear(s[2]);
+    // query, key and value are row blocks of one [3h, h] weight (one GEMM per layer); each is
+    // still its own module and parameter under its checkpoint name.
+    l.qkv_weight = torch::zeros({3 * h, h});
+    l.qkv_bias = torch::zeros({3 * h});
+    l.query = AddLinear(s[0], l.qkv_weight.narrow(0, 0, h), l.qkv_bias.narrow(0, 0, h));
+    l.key = AddLinear(s[1], l.qkv_weight.narrow(0, h, h), l.qkv_bias.narrow(0, h, h));
+    l.value = AddLinear(s[2], l.qkv_weight.narrow(0, 2 * h, h), l.qkv_bias.narrow(0, 2 * h, h));
     l.attn_out = AddLinear(s[3]);
     l.attn_norm = AddLayerNorm(p + layout.attn_norm);
     l.intermediate = AddLinear(s[4]);
@@ -180,19 +222,18 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
                  : token_type_embeddings_(token_type_ids));
   }
   h = embeddings_norm_(h);
-  // Additive mask: 0 where attended, the dtype's lowest value where padded (as transformers).
-  torch::Tensor mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
-                           std::numeric_limits<float>::lowest();
+  // Attention runs row by row on strided views of the fused QKV output, so heads are never
+  // split or merged by copies. A right-padded row attends only its first `len` keys, which equals
+  // transformers' additive mask (exp(lowest - max) is 0) without masking work; other masks are
+  // added as transformers does: 0 where attended, the dtype's lowest value where not.
+  const std::vector<int64_t> key_lengths = PrefixLengths(attention_mask);
+  const torch::Tensor mask_add =
+      (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
+      std::numeric_limits<float>::lowest();
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  // Heads fold into the batch dimension: [rows * heads, seq, head_dim], contiguous, for plain
-  // bmm / baddbmm calls (scale and padding mask fused into the score GEMM).
-  auto split_heads = [&](const torch::Tensor& t) {
-    return t.view({rows, seq, heads, head_dim})
-        .transpose(1, 2)
-        .reshape({rows * heads, seq, head_dim});
-  };
-  const torch::Tensor mask_heads =
-      mask_add.expand({rows, heads, 1, seq}).reshape({rows * heads, 1, seq});
+  const int64_t hidden = config_.hidden_size;
+  // Under autograd (training) contexts are stacked; inference writes them in place.
+  const bool grad = torch::GradMode::is_enabled();
   bool hiddenkey = false;
   if (routing != nullptr) {
     for (const LoraGroup& g : *routing) {
@@ -201,16 +242,14 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   }
   for (size_t li = 0; li < layers_.size(); ++li) {
     Layer& l = layers_[li];
-    torch::Tensor q = split_heads(l.query(h, routing));
-    torch::Tensor k = split_heads(l.key(h, routing));
-    torch::Tensor v = split_heads(l.value(h, routing));
-    torch::Tensor scores =
-        torch::baddbmm(mask_heads, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale)
-            .view({rows, heads, seq, seq});
-    torch::Tensor hiddencut;
+    torch::Tensor qkv = Linear(h, l.qkv_weight, l.qkv_bias);  // [rows, seq, 3 * hidden]
+    l.query->AddLora(h, qkv.narrow(2, 0, hidden), routing);
+    l.key->AddLora(h, qkv.narrow(2, hidden, hidden), routing);
+    l.value->AddLora(h, qkv.narrow(2, 2 * hidden, hidden), routing);
+    torch::Tensor dropkey, hiddencut;
     if (hiddenkey) {
       // Per-row DropKey columns [heads, 1, seq] and HiddenCut masks [seq, intermediate].
-      torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq}, h.options());
+      dropkey = torch::zeros({rows, heads, 1, seq}, h.options());
       hiddencut = torch::ones({rows, seq, config_.intermediate_size}, h.options());
       for (const LoraGroup& g : *routing) {
         if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
@@ -232,18 +271,39 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
           }
         }
       }
-      // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
-      scores = torch::clamp_min(scores + dropkey, std::numeric_limits<float>::lowest());
     }
-    torch::Tensor context =
-        torch::bmm(torch::softmax(scores, -1).view({rows * heads, seq, seq}), v);
-    context = context.view({rows, heads, seq, head_dim})
-                  .transpose(1, 2)
-                  .reshape({rows, seq, config_.hidden_size});
-    torch::Tensor a = l.attn_norm(l.attn_out(context, routing) + h);
+    torch::Tensor context = grad ? torch::Tensor() : torch::empty({rows, seq, hidden}, h.options());
+    std::vector<torch::Tensor> contexts;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t prefix = key_lengths[static_cast<size_t>(r)];
+      const int64_t keys = prefix > 0 ? prefix : seq;
+      // [heads, seq or keys, head_dim] views with row stride 3 * hidden.
+      torch::Tensor x = qkv[r].view({seq, 3, heads, head_dim});
+      torch::Tensor q = x.select(1, 0).transpose(0, 1);
+      torch::Tensor k = x.select(1, 1).narrow(0, 0, keys).transpose(0, 1);
+      torch::Tensor v = x.select(1, 2).narrow(0, 0, keys).transpose(0, 1);
+      torch::Tensor scores = torch::bmm(q, k.transpose(1, 2)).mul_(scale);  // [heads, seq, keys]
+      if (prefix <= 0) scores.add_(mask_add[r]);
+      if (dropkey.defined()) {
+        // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
+        scores = torch::clamp_min(scores + dropkey[r].narrow(-1, 0, keys),
+                                  std::numeric_limits<float>::lowest());
+      }
+      torch::Tensor probs = torch::softmax(scores, -1);
+      if (grad) {
+        contexts.push_back(torch::bmm(probs, v));
+      } else {
+        torch::Tensor out = context[r].view({seq, heads, head_dim}).transpose(0, 1);
+        torch::bmm_out(out, probs, v);
+      }
+    }
+    if (grad) context = torch::stack(contexts).transpose(1, 2).reshape({rows, seq, hidden});
+    torch::Tensor a = l.attn_out(context, routing);
+    a = l.attn_norm(a.add_(h));
     torch::Tensor inter = Activation(l.intermediate(a, routing));
     if (hiddencut.defined()) inter = inter * hiddencut;
-    h = l.out_norm(l.output(inter, routing) + a);
+    torch::Tensor out = l.output(inter, routing);
+    h = l.out_norm(out.add_(a));
   }
   torch::Tensor cls = h.select(1, 0);
   if (pooler_.is_empty()) return cls;

@@ -72,8 +72,13 @@ std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int 
 class LoraLinearImpl : public torch::nn::Module {
  public:
   LoraLinearImpl(int64_t in_features, int64_t out_features, int index);
+  // Parameters that are views of storage the caller owns (the encoder's fused QKV weight).
+  LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index);
   // x: [rows, ..., in]. `routing` may be null (base only).
   torch::Tensor forward(const torch::Tensor& x, const LoraRouting* routing);
+  // Adds each routed group's LoRA delta for `x` into its rows of `y` (any view: a column block
+  // of a fused output). `y` = this layer's base output for `x`.
+  void AddLora(const torch::Tensor& x, torch::Tensor y, const LoraRouting* routing) const;
   int index() const { return index_; }
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
@@ -109,6 +114,7 @@ class EncoderImpl : public torch::nn::Module {
 
  private:
   struct Layer {
+    torch::Tensor qkv_weight, qkv_bias;  // [3h, h], [3h]: query, key, value's storage
     LoraLinear query{nullptr}, key{nullptr}, value{nullptr}, attn_out{nullptr};
     torch::nn::LayerNorm attn_norm{nullptr};
     LoraLinear intermediate{nullptr}, output{nullptr};
@@ -116,7 +122,8 @@ class EncoderImpl : public torch::nn::Module {
   };
   // The module at dotted `path`, created (as an empty Module) along with its parents if absent.
   std::shared_ptr<torch::nn::Module> Submodule(const std::string& path);
-  LoraLinear AddLinear(const LinearSpec& spec);
+  // `weight`/`bias`: views to use as its parameters; undefined: it allocates its own.
+  LoraLinear AddLinear(const LinearSpec& spec, torch::Tensor weight = {}, torch::Tensor bias = {});
   torch::nn::LayerNorm AddLayerNorm(const std::string& path);
   torch::Tensor Activation(const torch::Tensor& x) const;
 

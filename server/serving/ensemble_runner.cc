@@ -1,11 +1,9 @@
 #include "server/serving/ensemble_runner.h"
 
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <map>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -17,10 +15,7 @@
 namespace loracle::serving {
 
 absl::StatusOr<std::unique_ptr<EnsembleRunner>> EnsembleRunner::Create(const Options& options) {
-  const int threads = options.intra_op_threads > 0
-                          ? options.intra_op_threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);  // torch defaults to 1 here
+  model::SetComputeThreads(options.threads);
   std::unique_ptr<EnsembleRunner> r(new EnsembleRunner());
   r->options_ = options;
   absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(options.model_dir);

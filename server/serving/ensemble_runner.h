@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/model/cpu_runtime.h"
 #include "server/serving/inference_request.h"
 
 namespace loracle::model {
@@ -28,10 +29,10 @@ class EnsembleRunner {
  public:
   struct Options {
     std::string model_dir;                // a Hugging Face BERT checkpoint directory
-    int intra_op_threads = 0;             // torch intra-op threads; 0 = all cores
+    model::ComputeThreads threads;        // process-wide (model/cpu_runtime.h)
     metrics::Metrics* metrics = nullptr;  // optional, not owned
   };
-  // Loads the model (errors as model::LoadBaseModel) and sets torch's thread count.
+  // Loads the model (errors as model::LoadBaseModel) and applies `threads`.
   static absl::StatusOr<std::unique_ptr<EnsembleRunner>> Create(const Options& options);
   ~EnsembleRunner();
 

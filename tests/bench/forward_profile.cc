@@ -5,8 +5,14 @@
 // model's linear-layer GEMMs alone and of the attention part alone, best of 5, so the
 // roofline gap splits into "GEMMs", "attention" and "everything else" (LayerNorm, GELU, ...).
 // With MODEL_DIR it also times the forward of that checkpoint (same shapes) as loaded.
+// THREADS are BLAS threads and the process is set up as the server's (cpu_runtime.h). Knobs:
+//   LORACLE_TRACE=FILE        also write a Chrome trace of one forward (torch's profiler)
+//   LORACLE_INTRA_OP=N        torch intra-op threads (default 1, as the server)
+//   LORACLE_MALLOC_DEFAULT=1  leave glibc malloc as it is (page faults per forward show the cost)
 
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -15,6 +21,7 @@
 #include <functional>
 
 #include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
 #include "server/model/encoder.h"
 
 namespace {
@@ -44,7 +51,10 @@ int main(int argc, char** argv) {
   c.num_attention_heads = c.hidden_size / 64;
   c.intermediate_size = 4 * c.hidden_size;
   c.max_position_embeddings = 512;
-  at::set_num_threads(argc > 5 ? std::atoi(argv[5]) : 2);
+  if (std::getenv("LORACLE_MALLOC_DEFAULT") == nullptr) KeepFreedMemory();
+  const char* intra_op = std::getenv("LORACLE_INTRA_OP");
+  SetComputeThreads({.blas = argc > 5 ? std::atoi(argv[5]) : 2,
+                     .intra_op = intra_op != nullptr ? std::atoi(intra_op) : 1});
   c10::InferenceMode guard;
   Encoder e(c);
   for (auto& p : e->parameters()) p.normal_(0, 0.02);
@@ -53,6 +63,15 @@ int main(int argc, char** argv) {
   torch::Tensor mask = torch::ones({rows, tokens}, torch::kInt64);
   torch::Tensor types = torch::zeros({rows, tokens}, torch::kInt64);
   const double forward = BestSeconds([&] { e->forward(ids, mask, types, nullptr); });
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  e->forward(ids, mask, types, nullptr);
+  getrusage(RUSAGE_SELF, &after);
+  const long faults = after.ru_minflt - before.ru_minflt;
+  if (const char* trace = std::getenv("LORACLE_TRACE")) {
+    torch::autograd::profiler::RecordProfile profile(trace);
+    e->forward(ids, mask, types, nullptr);
+  }
   double loaded = 0;
   if (argc > 6) {
     auto base = LoadBaseModel(argv[6]);
@@ -74,21 +93,21 @@ int main(int argc, char** argv) {
       torch::nn::functional::linear(xi, wih, bh);
     }
   });
-  // Attention alone, as the encoder runs it: baddbmm scores (scale and mask fused), softmax,
-  // bmm context, head merge.
+  // Attention alone, as the encoder runs it: per row, strided [heads, seq, head_dim] views of
+  // the fused QKV output, scores, softmax, context written into the merged layout.
   const int64_t heads = c.num_attention_heads, d = h / heads;
-  torch::Tensor q = torch::randn({rows, heads, tokens, d}),
-                k = torch::randn({rows, heads, tokens, d});
-  torch::Tensor v = torch::randn({rows, heads, tokens, d});
-  torch::Tensor qb = q.reshape({rows * heads, tokens, d}),
-                kb = k.reshape({rows * heads, tokens, d});
-  torch::Tensor vb = v.reshape({rows * heads, tokens, d});
-  torch::Tensor mb = torch::zeros({rows * heads, 1, tokens});
+  torch::Tensor qkv = torch::randn({rows, tokens, 3 * h});
   const double attention = BestSeconds([&] {
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      torch::Tensor s = torch::baddbmm(mb, qb, kb.transpose(1, 2), 1.0, 0.125);
-      torch::Tensor ctx = torch::bmm(torch::softmax(s, -1), vb);
-      ctx.view({rows, heads, tokens, d}).transpose(1, 2).reshape({rows, tokens, h});
+      torch::Tensor context = torch::empty({rows, tokens, h});
+      for (int64_t r = 0; r < rows; ++r) {
+        torch::Tensor x = qkv[r].view({tokens, 3, heads, d});
+        torch::Tensor q = x.select(1, 0).transpose(0, 1), k = x.select(1, 1).transpose(0, 1);
+        torch::Tensor v = x.select(1, 2).transpose(0, 1);
+        torch::Tensor p = torch::softmax(torch::bmm(q, k.transpose(1, 2)).mul_(0.125), -1);
+        torch::Tensor out = context[r].view({tokens, heads, d}).transpose(0, 1);
+        torch::bmm_out(out, p, v);
+      }
     }
   });
   const double linear_flops = 2.0 * n * c.num_hidden_layers * (4 * h * h + 2 * h * i);
@@ -96,9 +115,10 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"rows\": %lld, \"tokens\": %lld, \"forward_s\": %.4f, \"forward_gflops\": %.1f, "
       "\"linear_gemms_s\": %.4f, \"linear_gflops\": %.1f, \"attention_s\": %.4f, "
-      "\"attention_gflops\": %.1f, \"other_s\": %.4f, \"loaded_forward_s\": %.4f}\n",
+      "\"attention_gflops\": %.1f, \"other_s\": %.4f, \"loaded_forward_s\": %.4f, "
+      "\"page_faults_per_forward\": %ld}\n",
       static_cast<long long>(rows), static_cast<long long>(tokens), forward,
       (linear_flops + attn_flops) / forward / 1e9, gemms, linear_flops / gemms / 1e9, attention,
-      attn_flops / attention / 1e9, forward - gemms - attention, loaded);
+      attn_flops / attention / 1e9, forward - gemms - attention, loaded, faults);
   return 0;
 }

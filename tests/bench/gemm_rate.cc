@@ -1,8 +1,8 @@
 // loracle-gemm-rate: torch's sustained float32 matmul rate on this machine, for the roofline ratio.
 //   loracle-gemm-rate [THREADS=0 (all cores)] [M=4096] [K=512] [N=2048]
-// Prints GFLOP/s of C[M,N] = A[M,K] B[K,N] (2MKN flops), best of 5 timed runs of ~1 s each.
+// Prints GFLOP/s of C[M,N] = A[M,K] B[K,N] (2MKN flops), best of 5 timed runs of ~1 s each,
+// THREADS being the BLAS threads, as the server's --threads.
 
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -10,13 +10,17 @@
 #include <cstdlib>
 #include <thread>
 
+#include "server/model/cpu_runtime.h"
+
 int main(int argc, char** argv) {
   int threads = argc > 1 ? std::atoi(argv[1]) : 0;
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   const int64_t m = argc > 2 ? std::atoll(argv[2]) : 4096;
   const int64_t k = argc > 3 ? std::atoll(argv[3]) : 512;
   const int64_t n = argc > 4 ? std::atoll(argv[4]) : 2048;
-  at::set_num_threads(threads);
+  // As the server runs: BLAS threads, freed memory kept (no page faults on each fresh output).
+  loracle::model::KeepFreedMemory();
+  loracle::model::SetComputeThreads({.blas = threads, .intra_op = 1});
   c10::InferenceMode guard;
   torch::Tensor a = torch::randn({m, k}), b = torch::randn({k, n});
   for (int i = 0; i < 3; ++i) torch::matmul(a, b);  // warm up

@@ -41,8 +41,9 @@ class Reference {
     }
   }
 
-  // Logits of one unpadded row.
-  Vec Logits(const std::vector<int64_t>& ids, const std::vector<int64_t>& types) {
+  // Logits of one row; keys j with attend[j] == 0 are masked out (empty: all attended).
+  Vec Logits(const std::vector<int64_t>& ids, const std::vector<int64_t>& types,
+             const std::vector<int64_t>& attend = {}) {
     const EncoderLayout& l = LayoutFor(c_.architecture());
     const size_t L = ids.size(), H = static_cast<size_t>(c_.hidden_size);
     Mat h(L, Vec(H));
@@ -69,12 +70,16 @@ class Reference {
           Vec s(L);
           double max = -1e300, sum = 0;
           for (size_t j = 0; j < L; ++j) {
+            if (!attend.empty() && attend[j] == 0) {
+              s[j] = -1e300;
+              continue;
+            }
             double dot = 0;
             for (size_t x = 0; x < d; ++x) dot += q[i][hd * d + x] * k[j][hd * d + x];
             s[j] = dot / std::sqrt(static_cast<double>(d));
             max = std::max(max, s[j]);
           }
-          for (double& sj : s) sum += (sj = std::exp(sj - max));
+          for (double& sj : s) sum += (sj = sj == -1e300 ? 0.0 : std::exp(sj - max));
           for (size_t j = 0; j < L; ++j)
             for (size_t x = 0; x < d; ++x) ctx[i][hd * d + x] += s[j] / sum * v[j][hd * d + x];
         }
@@ -253,6 +258,43 @@ TEST_P(ArchitectureTest, PaddedBatchRowsEqualRowsAlone) {
                                            torch::ones({1, s}, torch::kInt64),
                                            torch::zeros({1, s}, torch::kInt64), nullptr);
   EXPECT_TRUE(torch::allclose(batch[1], alone[0], 1e-5, 1e-5)) << k.model_type;
+}
+
+// A mask that is not right padding (holes, or left padding) goes through the additive-mask path.
+TEST_P(ArchitectureTest, MaskWithHolesMatchesTheEquations) {
+  const Case& k = GetParam();
+  testing::TempDir tmp;
+  WriteCase(k, tmp.path(), 3);
+  auto model = LoadBaseModel(tmp.path());
+  ASSERT_TRUE(model.ok()) << model.status();
+  BaseModel& m = **model;
+  Reference ref(tmp.path(), m.config);
+  auto e = m.tokenizer->Encode("holes in the mask, then more words to attend", std::nullopt, 64);
+  ASSERT_TRUE(e.ok());
+  const int64_t n = static_cast<int64_t>(e->input_ids.size());
+  std::vector<int64_t> attend(static_cast<size_t>(n), 1);
+  for (int64_t j = 2; j < n; j += 3) attend[static_cast<size_t>(j)] = 0;
+  // Two rows: the holed mask, and the same row fully attended (the right-padding path).
+  std::vector<int64_t> ids = e->input_ids, mask = attend;
+  ids.insert(ids.end(), e->input_ids.begin(), e->input_ids.end());
+  mask.resize(2 * static_cast<size_t>(n), 1);
+  torch::Tensor logits;
+  {
+    c10::InferenceMode guard;
+    logits = m.head->Head(m.encoder->forward(torch::tensor(ids).view({2, n}),
+                                             torch::tensor(mask).view({2, n}),
+                                             torch::zeros({2, n}, torch::kInt64), nullptr));
+  }
+  const Vec holed = ref.Logits(e->input_ids, e->token_type_ids, attend);
+  const Vec full = ref.Logits(e->input_ids, e->token_type_ids);
+  double differ = 0;
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(logits[0][i].item<double>(), holed[static_cast<size_t>(i)], 1e-4) << i;
+    EXPECT_NEAR(logits[1][i].item<double>(), full[static_cast<size_t>(i)], 1e-4) << i;
+    differ =
+        std::max(differ, std::abs(holed[static_cast<size_t>(i)] - full[static_cast<size_t>(i)]));
+  }
+  EXPECT_GT(differ, 1e-3) << "the holes should change the logits";
 }
 
 INSTANTIATE_TEST_SUITE_P(

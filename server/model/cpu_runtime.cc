@@ -1,0 +1,47 @@
+#include "server/model/cpu_runtime.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <thread>
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+namespace loracle::model {
+namespace {
+
+int AllCores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+}  // namespace
+
+void SetComputeThreads(const ComputeThreads& threads) {
+  at::set_num_threads(threads.intra_op > 0 ? threads.intra_op : AllCores());
+  // Looked up at run time so any BLAS links; OpenBLAS ignores torch's setting.
+  using SetFn = void (*)(int);
+  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(threads.blas > 0 ? threads.blas : AllCores());
+  }
+}
+
+int BlasThreads() {
+  using GetFn = int (*)();
+  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get != nullptr ? get() : 0;
+}
+
+bool KeepFreedMemory() {
+#ifdef __GLIBC__
+  // One arena: the main one grows by brk without limit, where the per-thread arenas of other
+  // threads (the batch threads) are 64 MiB heaps that mmap anything larger afresh.
+  return mallopt(M_ARENA_MAX, 1) == 1 &&
+         mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 &&  // blocks below 1 GiB come from the heap
+         mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;    // give back only when 1 GiB is free on top
+#else
+  return false;
+#endif
+}
+
+}  // namespace loracle::model

@@ -1,0 +1,34 @@
+#ifndef LORACLE_SERVER_MODEL_CPU_RUNTIME_H_
+#define LORACLE_SERVER_MODEL_CPU_RUNTIME_H_
+
+// Process-wide CPU settings for inference. Torch-free header.
+
+namespace loracle::model {
+
+// Thread counts for the two pools a forward uses: the BLAS library's (OpenBLAS pthreads: every
+// GEMM) and torch's intra-op pool (element-wise ops: LayerNorm, GELU, softmax, adds). 0 = all
+// cores. Torch's pool defaults to 1 on purpose: its OpenMP workers spin after each op while
+// OpenBLAS's spin after each GEMM, and on the same cores the two starve each other (measured
+// 16% slower forwards with both at 2 threads on 2 cores; tests/bench/README.md).
+struct ComputeThreads {
+  int blas = 0;
+  int intra_op = 1;
+};
+
+// Applies `threads`. Safe to call again (the last call wins). When the BLAS in use is not
+// OpenBLAS, its thread count is left as that library configures it.
+void SetComputeThreads(const ComputeThreads& threads);
+
+// The BLAS threads last set (0 when the BLAS library exposes no setter).
+int BlasThreads();
+
+// Keeps memory freed by tensors inside the process (glibc malloc: no mmap per large tensor, no
+// trimming of the heap), so a forward's activations reuse pages already mapped instead of
+// faulting in fresh zeroed pages: ~100k page faults per forward of the benchmark model without
+// it. Resident memory then stays at its peak. Call first thing in main, before other threads
+// start. False (and no effect) off glibc or when glibc refuses a setting.
+bool KeepFreedMemory();
+
+}  // namespace loracle::model
+
+#endif  // LORACLE_SERVER_MODEL_CPU_RUNTIME_H_
