@@ -40,6 +40,9 @@ ABSL_FLAG(double, adaptive_queue_delay, 0.02,
           "Let a batch wait to fill up to this fraction of recent batches' run time when that is "
           "longer than --max_queue_delay_us (0: never)");
 ABSL_FLAG(int64_t, max_queued_rows, 4096, "Queue bound; beyond it Predict gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, parallel_rows, true,
+          "Split a batch's rows across the --threads cores, one BLAS thread per part; false: "
+          "one forward with --threads BLAS threads in every GEMM");
 ABSL_FLAG(int, num_batch_threads, 1, "Threads running forward passes");
 ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on SIGTERM/SIGINT");
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
   options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  options.parallel_rows = absl::GetFlag(FLAGS_parallel_rows);
   options.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.batcher.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   options.batcher.adaptive_delay_fraction = absl::GetFlag(FLAGS_adaptive_queue_delay);

@@ -13,22 +13,33 @@
 namespace loracle::model {
 namespace {
 
-int AllCores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+// Looked up at run time so that any BLAS links; OpenBLAS ignores torch's thread setting.
+using SetFn = void (*)(int);
+using GetFn = int (*)();
+SetFn OpenBlasSet() {
+  static const SetFn f = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return f;
+}
+GetFn OpenBlasGet() {
+  static const GetFn f = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return f;
+}
 
 }  // namespace
 
+int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
 void SetComputeThreads(const ComputeThreads& threads) {
-  at::set_num_threads(threads.intra_op > 0 ? threads.intra_op : AllCores());
-  // Looked up at run time so any BLAS links; OpenBLAS ignores torch's setting.
-  using SetFn = void (*)(int);
-  if (auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    set(threads.blas > 0 ? threads.blas : AllCores());
-  }
+  at::set_num_threads(threads.intra_op > 0 ? threads.intra_op : Cores());
+  SetBlasThreads(threads.blas > 0 ? threads.blas : Cores());
+}
+
+void SetBlasThreads(int threads) {
+  if (SetFn set = OpenBlasSet(); set != nullptr && BlasThreads() != threads) set(threads);
 }
 
 int BlasThreads() {
-  using GetFn = int (*)();
-  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  GetFn get = OpenBlasGet();
   return get != nullptr ? get() : 0;
 }
 

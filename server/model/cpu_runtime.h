@@ -19,8 +19,15 @@ struct ComputeThreads {
 // OpenBLAS, its thread count is left as that library configures it.
 void SetComputeThreads(const ComputeThreads& threads);
 
-// The BLAS threads last set (0 when the BLAS library exposes no setter).
+// Sets only the BLAS library's threads: cheap, for switching between forwards. Not synchronised
+// with GEMMs running on other threads (they keep the count they started with).
+void SetBlasThreads(int threads);
+
+// The BLAS threads in effect (0 when the BLAS library exposes no getter).
 int BlasThreads();
+
+// std::thread::hardware_concurrency(), at least 1.
+int Cores();
 
 // Keeps memory freed by tensors inside the process (glibc malloc: no mmap per large tensor, no
 // trimming of the heap), so a forward's activations reuse pages already mapped instead of

@@ -2,9 +2,14 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 
 namespace loracle::model {
 namespace {
@@ -328,6 +333,59 @@ std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,
     out.push_back(g.member->Head(features.slice(0, g.begin, g.end)));
   }
   return out;
+}
+
+LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end) {
+  LoraRouting out;
+  for (const LoraGroup& g : routing) {
+    const int64_t b = std::max(g.begin, begin), e = std::min(g.end, end);
+    if (b >= e) continue;
+    LoraGroup part = g;
+    part.begin = b - begin;
+    part.end = e - begin;
+    if (!g.row_seeds.empty()) {
+      part.row_seeds.assign(g.row_seeds.begin() + (b - g.begin),
+                            g.row_seeds.begin() + (e - g.begin));
+    }
+    out.push_back(std::move(part));
+  }
+  return out;
+}
+
+absl::StatusOr<torch::Tensor> ForwardInParts(Encoder& encoder, const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask,
+                                             const torch::Tensor& token_type_ids,
+                                             const LoraRouting& routing, int parts) {
+  const int64_t rows = input_ids.size(0);
+  parts = static_cast<int>(std::clamp<int64_t>(parts, 1, std::max<int64_t>(rows, 1)));
+  std::vector<torch::Tensor> features(static_cast<size_t>(parts));
+  std::vector<std::string> errors(static_cast<size_t>(parts));
+  const bool inference = c10::InferenceMode::is_enabled();
+  const bool grad = torch::GradMode::is_enabled();
+  auto run = [&](int p) {
+    c10::InferenceMode inference_guard(inference);
+    torch::AutoGradMode grad_guard(grad);
+    const int64_t begin = rows * p / parts, end = rows * (p + 1) / parts;
+    const LoraRouting part = SliceRouting(routing, begin, end);
+    try {
+      features[static_cast<size_t>(p)] =
+          encoder->forward(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end),
+                           token_type_ids.slice(0, begin, end), &part);
+    } catch (const std::exception& e) {
+      errors[static_cast<size_t>(p)] = e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int p = 1; p < parts; ++p) threads.emplace_back(run, p);
+  run(0);
+  for (std::thread& t : threads) t.join();
+  for (int p = 0; p < parts; ++p) {
+    if (!errors[static_cast<size_t>(p)].empty()) {
+      return absl::InternalError(
+          absl::StrCat("forward of rows part ", p, ": ", errors[static_cast<size_t>(p)]));
+    }
+  }
+  return parts == 1 ? features[0] : torch::cat(features, 0);
 }
 
 }  // namespace loracle::model

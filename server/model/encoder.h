@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "server/model/architecture.h"
 #include "server/model/dropout.h"
 #include "server/model/model_config.h"
@@ -60,6 +61,10 @@ struct LoraGroup {
   }
 };
 using LoraRouting = std::vector<LoraGroup>;
+
+// The groups of `routing` over rows [begin, end), re-based so `begin` is row 0; a group cut at an
+// edge keeps the seeds of its remaining rows, so those rows draw the same masks.
+LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end);
 
 // A keep-mask of `shape` with entries in {0, 1/(1-p)}, drawn from `seed` (inverted dropout).
 torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed);
@@ -138,6 +143,16 @@ class EncoderImpl : public torch::nn::Module {
   std::map<std::string, std::shared_ptr<torch::nn::Module>> submodules_;
 };
 TORCH_MODULE(Encoder);
+
+// encoder->forward over `parts` contiguous row ranges at once, the first on the calling thread and
+// each other on a thread of its own, concatenated: every row's features as in one forward (masks
+// are seeded per row). The caller sets BLAS threads (1 per part fills the cores without
+// oversubscribing them). Runs under the caller's InferenceMode / GradMode in every part. Errors
+// thrown by torch in any part come back as INTERNAL.
+absl::StatusOr<torch::Tensor> ForwardInParts(Encoder& encoder, const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask,
+                                             const torch::Tensor& token_type_ids,
+                                             const LoraRouting& routing, int parts);
 
 }  // namespace loracle::model
 

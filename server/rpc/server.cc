@@ -97,8 +97,11 @@ absl::Status LoracleServer::LoadEngine() {
     if (!dir.ok()) return dir.status();
     model_dir = *dir;
   }
-  absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner = serving::EnsembleRunner::Create(
-      {model_dir, {options_.threads, options_.intra_op_threads}, metrics_.get()});
+  absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner =
+      serving::EnsembleRunner::Create({model_dir,
+                                       {options_.threads, options_.intra_op_threads},
+                                       options_.parallel_rows,
+                                       metrics_.get()});
   if (!runner.ok()) return runner.status();
   runner_ = *std::move(runner);
   absl::StatusOr<std::unique_ptr<adapters::Store>> store =

@@ -45,8 +45,9 @@ class LoracleServer {
     // When the checkpoint is a *ForSequenceClassification model, its own head is served as
     // this adapter (no LoRA); empty = not served.
     std::string base_head_adapter = "base";
-    int threads = 0;           // BLAS (GEMM) threads; 0 = all cores
-    int intra_op_threads = 1;  // torch's element-wise pool; see model/cpu_runtime.h
+    int threads = 0;            // BLAS (GEMM) threads; 0 = all cores
+    int intra_op_threads = 1;   // torch's element-wise pool; see model/cpu_runtime.h
+    bool parallel_rows = true;  // see serving::EnsembleRunner::Options
     serving::Batcher::Options batcher;
     InferenceService::Options inference;
   };

@@ -99,8 +99,16 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   std::vector<torch::Tensor> probs;
   {
     c10::InferenceMode guard;
-    torch::Tensor pooled = base_->encoder->forward(ids, mask, types, &routing);
-    std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(pooled, routing);
+    const int cores = options_.threads.blas > 0 ? options_.threads.blas : model::Cores();
+    const int parts = options_.parallel_rows
+                          ? static_cast<int>(std::max<int64_t>(
+                                1, std::min<int64_t>({cores, n, n * seq / kMinTokensPerPart})))
+                          : 1;
+    model::SetBlasThreads(parts > 1 ? 1 : cores);
+    absl::StatusOr<torch::Tensor> pooled =
+        model::ForwardInParts(base_->encoder, ids, mask, types, routing, parts);
+    if (!pooled.ok()) return pooled.status();
+    std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(*pooled, routing);
     for (size_t g = 0; g < logits.size(); ++g) {
       const double temperature = group_adapter[g]->serving.temperature;
       probs.push_back(torch::softmax(logits[g].to(torch::kFloat64) / temperature, -1).contiguous());

@@ -114,6 +114,40 @@ TEST(DropoutTest, SeedsAreReproducibleAndIndependentOfTheBatch) {
   }
 }
 
+TEST(ForwardInPartsTest, PartsOnThreadsEqualOneForwardWithGroupsCutAtTheEdges) {
+  Fixture f = Make(4);
+  Fixture g = Make(5);  // a second member: its own LoRA weights and head
+  DropoutSpec lora{DropoutMethod::kLoraDropout, 0.3};
+  DropoutSpec hiddenkey{DropoutMethod::kHiddenKey, 0.3, 0.3, 0.3};
+  // Seven rows: 3 plain rows of f, 3 LoRA-dropout rows of g, 1 HiddenKey row of f; with 3 parts
+  // (rows 0-1, 2-3, 4-6) the first two groups are each cut in two.
+  const LoraRouting routing = {{0, 3, &f.member, nullptr, {}},
+                               {3, 6, &g.member, &lora, {21, 22, 23}},
+                               {6, 7, &f.member, &hiddenkey, {31}}};
+  torch::Tensor ids = Ids(7);
+  torch::Tensor mask = torch::ones({7, 6}, torch::kInt64);
+  mask[1].narrow(0, 4, 2).fill_(0);  // a right-padded row
+  mask[5][2] = 0;                    // a row with a hole
+  const torch::Tensor types = torch::zeros({7, 6}, torch::kInt64);
+  c10::InferenceMode guard;
+  const torch::Tensor one = f.encoder->forward(ids, mask, types, &routing);
+  for (int parts : {1, 2, 3, 7, 9}) {
+    absl::StatusOr<torch::Tensor> split =
+        ForwardInParts(f.encoder, ids, mask, types, routing, parts);
+    ASSERT_TRUE(split.ok()) << split.status();
+    ASSERT_EQ(split->sizes(), one.sizes());
+    EXPECT_TRUE(torch::allclose(*split, one, 1e-5, 1e-6)) << parts << " parts";
+  }
+  const LoraRouting middle = SliceRouting(routing, 2, 5);
+  ASSERT_EQ(middle.size(), 2u);
+  EXPECT_EQ(middle[0].begin, 0);
+  EXPECT_EQ(middle[0].end, 1);
+  EXPECT_EQ(middle[1].begin, 1);
+  EXPECT_EQ(middle[1].end, 3);
+  EXPECT_EQ(middle[1].row_seeds, (std::vector<uint64_t>{21, 22}));
+  EXPECT_TRUE(middle[1].dropout_on());
+}
+
 TEST(DropoutTest, ZeroRateOrNoSeedsIsExactlyTheDeterministicModel) {
   Fixture f = Make(3);
   DropoutSpec zero{DropoutMethod::kLoraDropout, 0.0};

@@ -18,7 +18,7 @@ class EnsembleRunnerTest : public ::testing::Test {
     auto metrics = metrics::Metrics::Create({});
     ASSERT_TRUE(metrics.ok());
     metrics_ = *std::move(metrics);
-    auto runner = EnsembleRunner::Create({model_dir_.path(), {1, 1}, metrics_.get()});
+    auto runner = EnsembleRunner::Create({model_dir_.path(), {1, 1}, true, metrics_.get()});
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
     ASSERT_TRUE(adapters::WriteRandomAdapter(adapter_dir_.path(), testing::TinyConfig(),
