@@ -1,7 +1,8 @@
 // loracle-forward-profile: where one batched forward of the benchmark model spends its time.
 //   loracle-forward-profile [ROWS=32] [TOKENS=128] [LAYERS=4] [HIDDEN=512] [THREADS=2] [MODEL_DIR]
 // Builds a random encoder (FFN 4 x HIDDEN, heads of 64), runs forward passes of ROWS x TOKENS
-// under InferenceMode, and prints the forward's rate in GFLOP/s next to the time of the same
+// under InferenceMode, and prints the forward's rate in GFLOP/s (one forward with THREADS BLAS
+// threads, and split in THREADS row parts as the server runs batches) next to the time of the same
 // model's linear-layer GEMMs alone and of the attention part alone, best of 5, so the
 // roofline gap splits into "GEMMs", "attention" and "everything else" (LayerNorm, GELU, ...).
 // With MODEL_DIR it also times the forward of that checkpoint (same shapes) as loaded.
@@ -63,6 +64,15 @@ int main(int argc, char** argv) {
   torch::Tensor mask = torch::ones({rows, tokens}, torch::kInt64);
   torch::Tensor types = torch::zeros({rows, tokens}, torch::kInt64);
   const double forward = BestSeconds([&] { e->forward(ids, mask, types, nullptr); });
+  // As the server runs a batch (EnsembleRunner, --parallel_rows): rows split across THREADS
+  // threads, one BLAS thread each.
+  const int blas = BlasThreads();
+  SetBlasThreads(1);
+  const int parts = std::max(1, blas);
+  const double row_parallel = BestSeconds([&] {
+    if (!ForwardInParts(e, ids, mask, types, {}, parts).ok()) std::abort();
+  });
+  SetBlasThreads(blas);
   rusage before{}, after{};
   getrusage(RUSAGE_SELF, &before);
   e->forward(ids, mask, types, nullptr);
@@ -116,9 +126,11 @@ int main(int argc, char** argv) {
       "{\"rows\": %lld, \"tokens\": %lld, \"forward_s\": %.4f, \"forward_gflops\": %.1f, "
       "\"linear_gemms_s\": %.4f, \"linear_gflops\": %.1f, \"attention_s\": %.4f, "
       "\"attention_gflops\": %.1f, \"other_s\": %.4f, \"loaded_forward_s\": %.4f, "
-      "\"page_faults_per_forward\": %ld}\n",
+      "\"page_faults_per_forward\": %ld, \"row_parallel_parts\": %d, \"row_parallel_forward_s\": %.4f, "
+      "\"row_parallel_gflops\": %.1f}\n",
       static_cast<long long>(rows), static_cast<long long>(tokens), forward,
       (linear_flops + attn_flops) / forward / 1e9, gemms, linear_flops / gemms / 1e9, attention,
-      attn_flops / attention / 1e9, forward - gemms - attention, loaded, faults);
+      attn_flops / attention / 1e9, forward - gemms - attention, loaded, faults, parts, row_parallel,
+      (linear_flops + attn_flops) / row_parallel / 1e9);
   return 0;
 }
