@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <ostream>
 
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/adapters/adapter.h"
@@ -24,6 +25,7 @@ struct Arch {
   std::vector<std::string> targets;
   model::DType dtype;
 };
+void PrintTo(const Arch& a, std::ostream* os) { *os << a.model_type; }
 
 class ArchitecturesServeTest : public ::testing::TestWithParam<Arch> {};
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <ostream>
 
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
@@ -166,6 +167,10 @@ struct Case {
   int shards;
   double eps;
 };
+// What gtest (and so ctest's test list) prints for a parameter.
+void PrintTo(const Case& k, std::ostream* os) {
+  *os << k.model_type << ", " << k.shards << " shard(s)";
+}
 
 // Writes a *ForSequenceClassification checkpoint of `k` with `labels` labels and random biases
 // and LayerNorms, using `k`'s fixture tokenizer; returns its config.

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <ostream>
 #include <set>
 
 #include "nlohmann/json.hpp"
@@ -26,6 +27,7 @@ struct Arch {
   std::vector<std::string> targets;
   std::vector<std::string> expected_keys;  // for layer 0 and the head
 };
+void PrintTo(const Arch& a, std::ostream* os) { *os << a.model_type; }
 
 std::unique_ptr<model::BaseModel> TinyBase(const Arch& a, const std::string& dir) {
   model::ModelConfig c;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <sstream>
 
 #include "nlohmann/json.hpp"
@@ -68,6 +69,7 @@ struct Fixture {
   std::string dir;      // under tests/data/tokenizers, and the key in reference.json
   std::string classic;  // what the copy without tokenizer.json loads from
 };
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.dir; }
 
 class TokenizerParityTest : public ::testing::TestWithParam<Fixture> {};
 
