@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <ostream>
 
 #include "server/model/checkpoint.h"
@@ -193,6 +194,14 @@ ModelConfig WriteCase(const Case& k, const std::string& dir, int64_t labels) {
   return testing::WriteFixtureModel(dir, c, k.tokenizer, 64, layout, 77);
 }
 
+// WriteCase into `dir`, then LoadBaseModel of it; null (and a failure) when it does not load.
+std::unique_ptr<BaseModel> LoadCase(const Case& k, const std::string& dir, int64_t labels) {
+  WriteCase(k, dir, labels);
+  absl::StatusOr<std::unique_ptr<BaseModel>> model = LoadBaseModel(dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? *std::move(model) : nullptr;
+}
+
 class ArchitectureTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ArchitectureTest, LogitsMatchTheEquationsOnTheFileWeights) {
@@ -241,10 +250,9 @@ TEST_P(ArchitectureTest, LogitsMatchTheEquationsOnTheFileWeights) {
 TEST_P(ArchitectureTest, PaddedBatchRowsEqualRowsAlone) {
   const Case& k = GetParam();
   testing::TempDir tmp;
-  WriteCase(k, tmp.path(), 2);
-  auto model = LoadBaseModel(tmp.path());
-  ASSERT_TRUE(model.ok()) << model.status();
-  BaseModel& m = **model;
+  std::unique_ptr<BaseModel> model = LoadCase(k, tmp.path(), 2);
+  ASSERT_NE(model, nullptr);
+  BaseModel& m = *model;
   auto longer = m.tokenizer->Encode("a somewhat longer input with many words", std::nullopt, 64);
   auto shorter = m.tokenizer->Encode("short one", std::nullopt, 64);
   const int64_t n = static_cast<int64_t>(longer->input_ids.size()),
@@ -269,10 +277,9 @@ TEST_P(ArchitectureTest, PaddedBatchRowsEqualRowsAlone) {
 TEST_P(ArchitectureTest, MaskWithHolesMatchesTheEquations) {
   const Case& k = GetParam();
   testing::TempDir tmp;
-  WriteCase(k, tmp.path(), 3);
-  auto model = LoadBaseModel(tmp.path());
-  ASSERT_TRUE(model.ok()) << model.status();
-  BaseModel& m = **model;
+  std::unique_ptr<BaseModel> model = LoadCase(k, tmp.path(), 3);
+  ASSERT_NE(model, nullptr);
+  BaseModel& m = *model;
   Reference ref(tmp.path(), m.config);
   auto e = m.tokenizer->Encode("holes in the mask, then more words to attend", std::nullopt, 64);
   ASSERT_TRUE(e.ok());
