@@ -100,10 +100,7 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   {
     c10::InferenceMode guard;
     const int cores = options_.threads.blas > 0 ? options_.threads.blas : model::Cores();
-    const int parts = options_.parallel_rows
-                          ? static_cast<int>(std::max<int64_t>(
-                                1, std::min<int64_t>({cores, n, n * seq / kMinTokensPerPart})))
-                          : 1;
+    const int parts = RowParts(n, seq, cores, options_.parallel_rows);
     model::SetBlasThreads(parts > 1 ? 1 : cores);
     absl::StatusOr<torch::Tensor> pooled =
         model::ForwardInParts(base_->encoder, ids, mask, types, routing, parts);
@@ -147,6 +144,12 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     }
   }
   return results;
+}
+
+int EnsembleRunner::RowParts(int64_t rows, int64_t seq, int cores, bool parallel_rows) {
+  if (!parallel_rows) return 1;
+  return static_cast<int>(
+      std::clamp<int64_t>(std::min(rows, rows * seq / kMinTokensPerPart), 1, std::max(cores, 1)));
 }
 
 int EnsembleRunner::LengthBucket(const InferenceRequest& request) {

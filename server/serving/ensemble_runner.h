@@ -28,7 +28,7 @@ namespace loracle::serving {
 class EnsembleRunner {
  public:
   struct Options {
-    std::string model_dir;          // a Hugging Face BERT checkpoint directory
+    std::string model_dir;          // a Hugging Face BERT, RoBERTa or DistilBERT checkpoint
     model::ComputeThreads threads;  // process-wide (model/cpu_runtime.h)
     // Splits a batch's rows across the cores (threads.blas of them), each part a forward on its
     // own thread with one BLAS thread; a batch too small to split (under kMinTokensPerPart
@@ -49,8 +49,12 @@ class EnsembleRunner {
   const model::BaseModel& base() const { return *base_; }
   // The bucket `request` runs in (exposed for tests).
   static int LengthBucket(const InferenceRequest& request);
-  const model::Tokenizer& tokenizer() const;
+  // How many row parts a forward of `rows` x `seq` tokens runs in on `cores` cores (exposed for
+  // tests): 1 without parallel_rows, else as many as give each part kMinTokensPerPart tokens and
+  // at least a row, at most `cores`.
   static constexpr int64_t kMinTokensPerPart = 256;
+  static int RowParts(int64_t rows, int64_t seq, int cores, bool parallel_rows);
+  const model::Tokenizer& tokenizer() const;
   int max_length() const;
 
  private:

@@ -47,6 +47,18 @@ class EnsembleRunnerTest : public ::testing::Test {
   std::shared_ptr<const adapters::Adapter> adapter_;
 };
 
+TEST(EnsembleRunnerRowPartsTest, SplitsOnlyBatchesWithWorkForEveryCore) {
+  // One 128-token request: 128 tokens, less than a part's worth; it keeps every core in its GEMMs.
+  EXPECT_EQ(EnsembleRunner::RowParts(1, 128, 2, true), 1);
+  EXPECT_EQ(EnsembleRunner::RowParts(2, 128, 2, true), 1);  // 256 tokens: one part's worth
+  EXPECT_EQ(EnsembleRunner::RowParts(4, 128, 2, true), 2);
+  EXPECT_EQ(EnsembleRunner::RowParts(32, 128, 2, true), 2);   // at most one part per core
+  EXPECT_EQ(EnsembleRunner::RowParts(64, 16, 4, true), 4);    // 1024 tokens over 4 cores
+  EXPECT_EQ(EnsembleRunner::RowParts(3, 512, 8, true), 3);    // at least a row per part
+  EXPECT_EQ(EnsembleRunner::RowParts(32, 128, 2, false), 1);  // --parallel_rows=false
+  EXPECT_EQ(EnsembleRunner::RowParts(32, 128, 0, true), 1);   // no cores given: one part
+}
+
 TEST_F(EnsembleRunnerTest, ShortAndLongRequestsRunInSeparateLengthBuckets) {
   std::string long_text;
   for (int i = 0; i < 40; ++i) long_text += "free money ";
