@@ -232,9 +232,11 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   // transformers' additive mask (exp(lowest - max) is 0) without masking work; other masks are
   // added as transformers does: 0 where attended, the dtype's lowest value where not.
   const std::vector<int64_t> key_lengths = PrefixLengths(attention_mask);
-  const torch::Tensor mask_add =
-      (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
-      std::numeric_limits<float>::lowest();
+  torch::Tensor mask_add;  // only when some row is not right-padded
+  if (std::any_of(key_lengths.begin(), key_lengths.end(), [](int64_t l) { return l <= 0; })) {
+    mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
+               std::numeric_limits<float>::lowest();
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   const int64_t hidden = config_.hidden_size;
   // Under autograd (training) contexts are stacked; inference writes them in place.
