@@ -11,8 +11,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/app/loracle_server.h"
 #include "server/model/cpu_runtime.h"
-#include "server/rpc/server.h"
 
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 picks a free one)");
 ABSL_FLAG(std::string, grpc_host, "0.0.0.0", "Address to listen on for gRPC");
@@ -43,7 +43,10 @@ ABSL_FLAG(int64_t, max_queued_rows, 4096, "Queue bound; beyond it Predict gets R
 ABSL_FLAG(bool, parallel_rows, true,
           "Split a batch's rows across the --threads cores, one BLAS thread per part; false: "
           "one forward with --threads BLAS threads in every GEMM");
-ABSL_FLAG(int, num_batch_threads, 1, "Threads running forward passes");
+ABSL_FLAG(int, num_batch_threads, 1,
+          "Batch threads: each prepares batches and delivers results; forwards themselves run "
+          "one at a time, each on all --threads cores");
+ABSL_FLAG(int, adapter_load_threads, 1, "Adapters (distinct names) loading at once");
 ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on SIGTERM/SIGINT");
 
@@ -76,7 +79,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  loracle::rpc::LoracleServer::Options options;
+  loracle::app::LoracleServer::Options options;
   options.grpc_address =
       absl::StrCat(absl::GetFlag(FLAGS_grpc_host), ":", absl::GetFlag(FLAGS_grpc_port));
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
@@ -98,10 +101,11 @@ int main(int argc, char** argv) {
   options.batcher.adaptive_delay_fraction = absl::GetFlag(FLAGS_adaptive_queue_delay);
   options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
   options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
+  options.adapter_load_threads = absl::GetFlag(FLAGS_adapter_load_threads);
   options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);
 
-  absl::StatusOr<std::unique_ptr<loracle::rpc::LoracleServer>> server =
-      loracle::rpc::LoracleServer::Create(options);
+  absl::StatusOr<std::unique_ptr<loracle::app::LoracleServer>> server =
+      loracle::app::LoracleServer::Create(options);
   if (!server.ok()) {
     std::fprintf(stderr, "loracle-server: %s\n", server.status().ToString().c_str());
     return 1;

@@ -3,8 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "server/model/architecture.h"
 #include "server/model/default_model.h"
-#include "server/model/file_util.h"
 #include "server/model/safetensors.h"
+#include "server/util/file_util.h"
 
 namespace loracle::adapters {
 
@@ -16,19 +16,19 @@ std::vector<std::string> LinearModules(const model::ModelConfig& base) {
 
 absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig& base,
                                 const RandomAdapterSpec& spec) {
-  if (absl::Status s = model::MakeDirs(dir); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
   ServingConfig serving = spec.serving;
   PeftLoraConfig lora = spec.lora;
   lora.modules_to_save = model::HeadModules(base.architecture());
   if (absl::Status s =
-          model::WriteFileAtomically(dir + "/" + kServingConfigFile, ServingConfigToJson(serving));
+          util::WriteFileAtomically(dir + "/" + kServingConfigFile, ServingConfigToJson(serving));
       !s.ok()) {
     return s;
   }
   const int64_t labels = static_cast<int64_t>(serving.labels.size());
   for (int m = 0; m < serving.members; ++m) {
     const std::string member_dir = serving.members == 1 ? dir : absl::StrCat(dir, "/member-", m);
-    if (absl::Status s = model::MakeDirs(member_dir); !s.ok()) return s;
+    if (absl::Status s = util::MakeDirs(member_dir); !s.ok()) return s;
     const uint64_t seed = spec.seed + static_cast<uint64_t>(m);
     std::vector<std::string> names;
     std::vector<std::vector<int64_t>> shapes;
@@ -63,7 +63,7 @@ absl::Status WriteRandomAdapter(const std::string& dir, const model::ModelConfig
       return s;
     }
     if (absl::Status s =
-            model::WriteFileAtomically(member_dir + "/" + kPeftConfigFile, PeftConfigToJson(lora));
+            util::WriteFileAtomically(member_dir + "/" + kPeftConfigFile, PeftConfigToJson(lora));
         !s.ok()) {
       return s;
     }

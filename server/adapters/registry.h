@@ -1,73 +1,148 @@
 #ifndef LORACLE_SERVER_ADAPTERS_REGISTRY_H_
 #define LORACLE_SERVER_ADAPTERS_REGISTRY_H_
 
-// The adapters being served, by name, with their state. Loading a new version never interrupts
-// the old one: the old version keeps serving until the new one is READY, then requests move to
-// the new one and the old retires when its last in-flight request drops its handle. Torch-free.
+// The adapters being served, by name, and their lifecycle (after TF Serving's manager and
+// Triton's model lifecycle). Torch-free: loading the files is the injected Loader's job.
+//
+//   LOADING ──▶ READY ──▶ UNLOADING ──▶ (gone)        and  LOADING ──▶ FAILED
+//
+// - Loads and unloads run on the registry's own load threads. Operations on one name run one at
+//   a time in the order they were asked for; different names load in parallel (load_threads).
+// - A new version is loaded next to the served one and swapped in only when READY; a request
+//   holds its version's shared_ptr, so a replaced or unloaded version is freed when its last
+//   in-flight request lets go. An unloaded name shows UNLOADING until then.
+// - Versions only move forward: a load that does not pin its version (LoadRequest::pin) and
+//   resolves to a version older than the one served changes nothing.
+// - A failed load leaves a served version serving (its error is shown); with nothing served the
+//   name shows FAILED with the error.
+//
+// Thread-safety: every public method is thread-safe. The blocking ones (Load, Unload, LoadAll)
+// must not be called from a Callback or a Loader (they would wait on their own load thread).
+// Callbacks run on a load thread, without the registry's lock held.
 
+#include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "server/adapters/adapter.h"
 #include "server/adapters/adapter_config.h"
 
-namespace loracle::model {
-struct BaseModel;
+namespace loracle::metrics {
+class Metrics;
 }
 
 namespace loracle::adapters {
 
-struct Adapter;
 class Store;
+
+// What to load. With an empty `path`, `version` of the store's `name` (0 = its newest);
+// otherwise the directory `path` on the server, named `name` and numbered `version`.
+struct LoadRequest {
+  std::string name;
+  int64_t version = 0;
+  std::string path;
+  // Pinned loads (an operator's explicit version or path) may move a name back to an older
+  // version; unpinned ones (the newest at start, a publish, a watcher) only forward.
+  bool pin = false;
+};
 
 class Registry {
  public:
+  // Reads one adapter version's files. Called on a load thread, never under the registry's lock;
+  // must be thread-safe when load_threads > 1.
+  using Loader = std::function<absl::StatusOr<std::shared_ptr<const Adapter>>(
+      const std::string& dir, const std::string& name, int64_t version)>;
+  using InfoCallback = std::function<void(absl::StatusOr<AdapterInfo>)>;
+  using StatusCallback = std::function<void(absl::Status)>;
+
   struct Options {
-    Store* store = nullptr;                  // not owned; outlives the registry
-    const model::BaseModel* base = nullptr;  // not owned; outlives the registry
+    Store* store = nullptr;               // not owned; outlives the registry
+    Loader loader;                        // required
+    int load_threads = 1;                 // names loading at once
+    metrics::Metrics* metrics = nullptr;  // optional, not owned: adapters by state
   };
+  // INVALID_ARGUMENT without a store or loader.
   static absl::StatusOr<std::unique_ptr<Registry>> Create(const Options& options);
+  // Shutdown(), then waits for the operations still running.
+  ~Registry() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Loads the newest version of every adapter in the store. Failures are recorded per adapter
-  // (state FAILED, with the error); the result is an error only if the store cannot be read.
-  absl::Status LoadAll();
+  // Stops taking operations: queued ones and later ones are answered UNAVAILABLE (on this thread);
+  // running ones finish. Does not wait for them. Idempotent.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Loads `name` from `path` (a directory on the server) or, when empty, from the store
-  // (`version`, 0 = newest), and makes it the served version. Blocking; thread-safe. On failure a
-  // previously READY version keeps serving.
-  absl::StatusOr<AdapterInfo> Load(const std::string& name, int64_t version = 0,
-                                   const std::string& path = "");
+  // Queues a load; `done` gets the name's info once it ran (READY with the version now served),
+  // or the error (the name's state and served version are then as described above). Errors:
+  // INVALID_ARGUMENT (bad name), NOT_FOUND (no such adapter or version in the store), the
+  // Loader's errors, UNAVAILABLE (the registry is shutting down).
+  void LoadAsync(LoadRequest request, InfoCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues an unload: the name stops taking requests at once when it runs, and is gone when the
+  // last request holding it lets go (UNLOADING until then). NOT_FOUND when unknown.
+  void UnloadAsync(const std::string& name, StatusCallback done) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Serves the base checkpoint's own classification head as adapter `name` (adapter.h
-  // BaseHeadAdapter). NOT_FOUND when the checkpoint has none; ALREADY_EXISTS when `name` is taken.
-  absl::Status AddBaseHead(const std::string& name);
+  // Blocking forms of the above.
+  absl::StatusOr<AdapterInfo> Load(LoadRequest request) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Unload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+  // Loads the newest version of every adapter in the store and waits. Failures are recorded per
+  // adapter (FAILED, with the error); the result is an error only if the store cannot be read.
+  absl::Status LoadAll() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Stops serving `name`. NOT_FOUND when unknown.
-  absl::Status Unload(const std::string& name);
+  // Serves an adapter built elsewhere (the base checkpoint's head), READY at once.
+  // ALREADY_EXISTS when the name is taken.
+  absl::Status Add(std::shared_ptr<const Adapter> adapter) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // A handle for one request. NOT_FOUND (unknown), FAILED_PRECONDITION (failed to load, with the
-  // reason), UNAVAILABLE (still loading).
-  absl::StatusOr<std::shared_ptr<const Adapter>> Acquire(const std::string& name) const;
+  // The served version, for one request. NOT_FOUND (unknown or unloading), FAILED_PRECONDITION
+  // (failed to load, with the reason), UNAVAILABLE (still loading its first version).
+  absl::StatusOr<std::shared_ptr<const Adapter>> Acquire(const std::string& name) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::StatusOr<AdapterInfo> Get(const std::string& name) const;
-  std::vector<AdapterInfo> List() const;
-  int ready_count() const;
+  absl::StatusOr<AdapterInfo> Get(const std::string& name) const ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<AdapterInfo> List() const ABSL_LOCKS_EXCLUDED(mu_);
+  int ready_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  explicit Registry(const Options& options) : options_(options) {}
+  // Runs the operation (run = true) or answers it UNAVAILABLE (false: shutting down).
+  using Op = std::function<void(bool run)>;
   struct Entry {
-    AdapterInfo info;
-    std::shared_ptr<const Adapter> adapter;  // null unless READY
+    AdapterInfo info;                        // what Get and List show
+    std::shared_ptr<const Adapter> current;  // the served version; null unless READY
+    // Unloaded versions still held by requests: the entry shows UNLOADING while any is alive.
+    std::vector<std::weak_ptr<const Adapter>> draining;
+    std::deque<Op> ops;  // queued operations on this name, run one at a time
+    bool running = false;
   };
 
-  Options options_;
+  explicit Registry(const Options& options) : options_(options) {}
+  // Queues `op` on `name`'s entry, after `prepare` ran on it, under one lock. UNAVAILABLE when
+  // shutting down; NOT_FOUND when !create and the name has no entry (`op` is then dropped).
+  absl::Status Enqueue(const std::string& name, bool create,
+                       const std::function<void(Entry&)>& prepare, Op op) ABSL_LOCKS_EXCLUDED(mu_);
+  void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !runnable_.empty() || stopping_;
+  }
+  void RunLoad(const LoadRequest& request, const InfoCallback& done) ABSL_LOCKS_EXCLUDED(mu_);
+  void RunUnload(const std::string& name, const StatusCallback& done) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops an entry that serves nothing, drains nothing and has nothing queued.
+  void MaybeErase(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Entries that finished draining are gone (const: lazily, on every read).
+  void Purge() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportMetrics() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Options options_;
   mutable absl::Mutex mu_;
-  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  mutable std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> runnable_ ABSL_GUARDED_BY(mu_);  // names with an op ready to run
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace loracle::adapters

@@ -10,7 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/adapters/adapter_config.h"
-#include "server/model/file_util.h"
+#include "server/util/file_util.h"
 
 namespace loracle::adapters {
 namespace {
@@ -26,16 +26,16 @@ bool ParseVersion(const std::string& s, int64_t* v) {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Create(const Options& options) {
   if (options.root.empty()) return absl::InvalidArgumentError("adapter store root is empty");
-  if (absl::Status s = model::MakeDirs(options.root); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(options.root); !s.ok()) return s;
   return std::unique_ptr<Store>(new Store(options));
 }
 
 absl::StatusOr<std::vector<std::string>> Store::ListAdapters() const {
-  absl::StatusOr<std::vector<std::string>> entries = model::ListDir(options_.root);
+  absl::StatusOr<std::vector<std::string>> entries = util::ListDir(options_.root);
   if (!entries.ok()) return entries.status();
   std::vector<std::string> names;
   for (const std::string& e : *entries) {
-    if (!ValidateAdapterName(e).ok() || !model::IsDirectory(options_.root + "/" + e)) continue;
+    if (!ValidateAdapterName(e).ok() || !util::IsDirectory(options_.root + "/" + e)) continue;
     if (ListVersions(e).ok()) names.push_back(e);
   }
   return names;
@@ -43,12 +43,12 @@ absl::StatusOr<std::vector<std::string>> Store::ListAdapters() const {
 
 absl::StatusOr<std::vector<int64_t>> Store::ListVersions(const std::string& name) const {
   if (absl::Status s = ValidateAdapterName(name); !s.ok()) return s;
-  absl::StatusOr<std::vector<std::string>> entries = model::ListDir(options_.root + "/" + name);
+  absl::StatusOr<std::vector<std::string>> entries = util::ListDir(options_.root + "/" + name);
   std::vector<int64_t> versions;
   if (entries.ok()) {
     for (const std::string& e : *entries) {
       int64_t v;
-      if (ParseVersion(e, &v) && model::IsDirectory(VersionDir(name, v))) versions.push_back(v);
+      if (ParseVersion(e, &v) && util::IsDirectory(VersionDir(name, v))) versions.push_back(v);
     }
   }
   if (versions.empty()) {
@@ -77,28 +77,28 @@ absl::StatusOr<int64_t> Store::Publish(
   const int64_t version = latest.ok() ? *latest + 1 : 1;
   const std::string tmp =
       absl::StrCat(options_.root, "/.tmp-", name, "-", ::getpid(), "-", version);
-  if (absl::Status s = model::RemoveTree(tmp); !s.ok()) return s;
-  if (absl::Status s = model::MakeDirs(tmp); !s.ok()) return s;
+  if (absl::Status s = util::RemoveTree(tmp); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(tmp); !s.ok()) return s;
   absl::Status s = write(tmp);
   if (s.ok()) {
-    absl::StatusOr<std::vector<std::string>> files = model::ListDir(tmp);
+    absl::StatusOr<std::vector<std::string>> files = util::ListDir(tmp);
     if (files.ok()) {
       for (const std::string& f : *files) {
-        if (model::IsDirectory(tmp + "/" + f)) model::FsyncDir(tmp + "/" + f).IgnoreError();
+        if (util::IsDirectory(tmp + "/" + f)) util::FsyncDir(tmp + "/" + f).IgnoreError();
       }
     }
-    s = model::FsyncDir(tmp);
+    s = util::FsyncDir(tmp);
   }
-  if (s.ok()) s = model::MakeDirs(options_.root + "/" + name);
+  if (s.ok()) s = util::MakeDirs(options_.root + "/" + name);
   if (s.ok() && std::rename(tmp.c_str(), VersionDir(name, version).c_str()) != 0) {
     s = absl::InternalError(absl::StrCat("publishing ", name, " version ", version,
                                          ": rename: ", std::strerror(errno)));
   }
   if (!s.ok()) {
-    model::RemoveTree(tmp).IgnoreError();
+    util::RemoveTree(tmp).IgnoreError();
     return s;
   }
-  model::FsyncDir(options_.root + "/" + name).IgnoreError();
+  util::FsyncDir(options_.root + "/" + name).IgnoreError();
   return version;
 }
 

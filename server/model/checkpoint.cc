@@ -7,7 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "server/model/architecture.h"
-#include "server/model/file_util.h"
+#include "server/model/tokenizer_files.h"
+#include "server/util/file_util.h"
 
 namespace loracle::model {
 namespace {
@@ -66,7 +67,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWeights>> CheckpointWeights::Open(const
   auto w = std::make_unique<CheckpointWeights>();
   const std::string single = dir + "/model.safetensors";
   const std::string index_path = dir + "/model.safetensors.index.json";
-  if (FileExists(single)) {
+  if (util::FileExists(single)) {
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(single);
     if (!f.ok()) return f.status();
     for (const std::string& name : (*f)->names()) w->index_[name] = 0;
@@ -74,8 +75,8 @@ absl::StatusOr<std::unique_ptr<CheckpointWeights>> CheckpointWeights::Open(const
     w->description_ = single;
     return w;
   }
-  if (!FileExists(index_path)) {
-    if (FileExists(dir + "/pytorch_model.bin")) {
+  if (!util::FileExists(index_path)) {
+    if (util::FileExists(dir + "/pytorch_model.bin")) {
       return absl::InvalidArgumentError(absl::StrCat(
           dir,
           " has only pytorch_model.bin (a pickle); convert it to model.safetensors, e.g. "
@@ -84,7 +85,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWeights>> CheckpointWeights::Open(const
     return absl::NotFoundError(
         absl::StrCat(dir, ": no model.safetensors or ", "model.safetensors.index.json"));
   }
-  absl::StatusOr<std::string> text = ReadFileToString(index_path);
+  absl::StatusOr<std::string> text = util::ReadFileToString(index_path);
   if (!text.ok()) return text.status();
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
@@ -146,7 +147,7 @@ std::vector<std::string> CheckpointWeights::names() const {
 }
 
 absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir) {
-  if (!IsDirectory(dir))
+  if (!util::IsDirectory(dir))
     return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
   auto model = std::make_unique<BaseModel>();
   model->dir = dir;

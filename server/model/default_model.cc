@@ -12,8 +12,8 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/model/architecture.h"
-#include "server/model/file_util.h"
 #include "server/model/safetensors.h"
+#include "server/util/file_util.h"
 
 namespace loracle::model {
 
@@ -138,7 +138,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
       static_cast<int64_t>(config.id2label.size()) != layout.num_labels) {
     return absl::InvalidArgumentError("id2label and num_labels disagree");
   }
-  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
   TensorShapes shapes;
   const std::string prefix =
       layout.num_labels > 0 ? LayoutFor(config.architecture()).base_prefix + "." : "";
@@ -188,7 +188,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
       written.id2label.push_back(absl::StrCat("LABEL_", i));
     }
   }
-  if (absl::Status s = WriteFileAtomically(dir + "/config.json", ModelConfigToJson(written));
+  if (absl::Status s = util::WriteFileAtomically(dir + "/config.json", ModelConfigToJson(written));
       !s.ok()) {
     return s;
   }
@@ -216,7 +216,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
       return s;
     }
   }
-  return WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+  return util::WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
 }
 
 absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
@@ -227,8 +227,8 @@ absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig
                                                    config.vocab_size));
   }
   if (absl::Status s = WriteRandomCheckpoint(dir, config, seed); !s.ok()) return s;
-  if (absl::Status s = WriteFileAtomically(dir + "/vocab.txt", vocab_text); !s.ok()) return s;
-  return WriteFileAtomically(
+  if (absl::Status s = util::WriteFileAtomically(dir + "/vocab.txt", vocab_text); !s.ok()) return s;
+  return util::WriteFileAtomically(
       dir + "/tokenizer_config.json",
       "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n"
       "  \"model_max_length\": " +
@@ -237,28 +237,28 @@ absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig
 
 absl::StatusOr<std::string> EnsureDefaultModel(const std::string& cache_dir) {
   const std::string dir = absl::StrCat(cache_dir, "/", kDefaultModelName);
-  if (FileExists(dir + "/model.safetensors") && FileExists(dir + "/config.json") &&
-      FileExists(dir + "/vocab.txt")) {
+  if (util::FileExists(dir + "/model.safetensors") && util::FileExists(dir + "/config.json") &&
+      util::FileExists(dir + "/vocab.txt")) {
     return dir;
   }
-  if (absl::Status s = MakeDirs(cache_dir); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(cache_dir); !s.ok()) return s;
   const std::string tmp = absl::StrCat(cache_dir, "/.tmp-", kDefaultModelName, "-", ::getpid());
-  if (absl::Status s = RemoveTree(tmp); !s.ok()) return s;
+  if (absl::Status s = util::RemoveTree(tmp); !s.ok()) return s;
   if (absl::Status s =
           WriteRandomBertCheckpoint(tmp, DefaultModelConfig(), DefaultVocab(), kDefaultSeed);
       !s.ok()) {
-    RemoveTree(tmp).IgnoreError();
+    util::RemoveTree(tmp).IgnoreError();
     return s;
   }
-  if (IsDirectory(dir)) RemoveTree(dir).IgnoreError();  // a partial leftover
+  if (util::IsDirectory(dir)) util::RemoveTree(dir).IgnoreError();  // a partial leftover
   if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
     const int err = errno;
-    RemoveTree(tmp).IgnoreError();
+    util::RemoveTree(tmp).IgnoreError();
     // Another process won the race: its complete copy is as good as ours.
-    if (FileExists(dir + "/model.safetensors")) return dir;
+    if (util::FileExists(dir + "/model.safetensors")) return dir;
     return absl::InternalError(absl::StrCat("rename ", tmp, " -> ", dir, ": ", std::strerror(err)));
   }
-  FsyncDir(cache_dir).IgnoreError();
+  util::FsyncDir(cache_dir).IgnoreError();
   return dir;
 }
 

@@ -14,26 +14,6 @@
 namespace loracle::model {
 namespace {
 
-// Purposes, mixed into mask seeds so every mask of a row is an independent stream.
-enum : uint64_t { kMaskA = 1, kMaskB = 2, kMaskInput = 3, kMaskDropKey = 4, kMaskHiddenCut = 5 };
-
-// `mask` [n, k] viewed to broadcast against x [n, ..., k].
-torch::Tensor Broadcastable(const torch::Tensor& mask, int64_t dims) {
-  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
-  shape.front() = mask.size(0);
-  shape.back() = mask.size(1);
-  return mask.view(shape);
-}
-
-// x [..., in] W^T + b as one 2-D addmm (bias fused into the GEMM's output, where a 3-D input
-// would take matmul plus a separate bias pass).
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
-                     const torch::Tensor& bias) {
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = weight.size(0);
-  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(shape);
-}
-
 // Per row: the number of keys it attends when its mask is 1s then 0s (right padding), else -1.
 std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
   const torch::Tensor m = attention_mask.to(torch::kInt64).contiguous();
@@ -52,74 +32,6 @@ std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
 }
 
 }  // namespace
-
-torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return torch::empty(shape).bernoulli_(1.0 - p, gen).div_(1.0 - p);
-}
-
-std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int linear_index,
-                                                         int64_t in, int64_t out, double p) {
-  return {KeepMask({in}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskA)),
-          KeepMask({out}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskB))};
-}
-
-LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
-    : LoraLinearImpl(torch::zeros({out_features, in_features}), torch::zeros({out_features}),
-                     index) {}
-
-LoraLinearImpl::LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index)
-    : index_(index) {
-  weight = register_parameter("weight", std::move(weight_storage));
-  bias = register_parameter("bias", std::move(bias_storage));
-}
-
-torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {
-  torch::Tensor y = Linear(x, weight, bias);
-  AddLora(x, y, routing);
-  return y;
-}
-
-void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
-                             const LoraRouting* routing) const {
-  if (routing == nullptr) return;
-  for (const LoraGroup& g : *routing) {
-    if (g.member == nullptr || g.end <= g.begin) continue;
-    const LoraPair& p = g.member->layers[static_cast<size_t>(index_)];
-    if (!p.a.defined()) continue;
-    torch::Tensor xs = x.slice(0, g.begin, g.end);
-    torch::Tensor mask_b;
-    if (g.dropout_on() && g.dropout->method == DropoutMethod::kInput && g.dropout->rate > 0) {
-      std::vector<torch::Tensor> masks;  // element-wise, per token
-      for (uint64_t seed : g.row_seeds) {
-        masks.push_back(KeepMask(xs.sizes().slice(1), g.dropout->rate,
-                                 MixSeed(seed, static_cast<uint64_t>(index_), kMaskInput)));
-      }
-      xs = xs * torch::stack(masks);
-    } else if (g.dropout_on() && g.dropout->method == DropoutMethod::kLoraDropout &&
-               g.dropout->rate > 0) {
-      std::vector<torch::Tensor> a_masks, b_masks;  // one mask set per row (sample), not per token
-      for (uint64_t seed : g.row_seeds) {
-        auto [ma, mb] =
-            LoraDropoutMasks(seed, index_, in_features(), out_features(), g.dropout->rate);
-        a_masks.push_back(ma);
-        b_masks.push_back(mb);
-      }
-      xs = xs * Broadcastable(torch::stack(a_masks), xs.dim());
-      mask_b = Broadcastable(torch::stack(b_masks), xs.dim());
-    }
-    // Plain 2-D GEMMs on contiguous operands: OpenBLAS is far slower on the skinny shapes that
-    // matmul's 3-D folding and transposed views produce (measured: 4-5x per call here).
-    const int64_t in = xs.size(-1);
-    torch::Tensor h = torch::mm(xs.reshape({-1, in}), p.a.t().contiguous());
-    torch::Tensor delta = torch::mm(h, p.b.t().contiguous());
-    std::vector<int64_t> shape = xs.sizes().vec();
-    shape.back() = delta.size(1);
-    delta = delta.view(shape);
-    if (mask_b.defined()) delta = delta * mask_b;
-    y.slice(0, g.begin, g.end).add_(delta, p.scaling);
-  }
-}
 
 std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& path) {
   if (auto it = submodules_.find(path); it != submodules_.end()) return it->second;
@@ -204,20 +116,15 @@ torch::Tensor EncoderImpl::Activation(const torch::Tensor& x) const {
   return torch::gelu(x);  // exact (erf) GELU, transformers' "gelu"
 }
 
-torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
-                                   const torch::Tensor& attention_mask,
-                                   const torch::Tensor& token_type_ids,
-                                   const LoraRouting* routing) {
-  const int64_t rows = input_ids.size(0), seq = input_ids.size(1);
-  const int64_t heads = config_.num_attention_heads;
-  const int64_t head_dim = config_.hidden_size / heads;
+torch::Tensor EncoderImpl::Embed(const torch::Tensor& input_ids,
+                                 const torch::Tensor& token_type_ids) {
   torch::Tensor positions;
   if (config_.position_offset() > 0) {
     // RoBERTa: real tokens count up from pad_token_id + 1, padding keeps pad_token_id.
     torch::Tensor real = input_ids.ne(config_.pad_token_id).to(torch::kInt64);
     positions = torch::cumsum(real, 1) * real + config_.pad_token_id;
   } else {
-    positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
+    positions = torch::arange(input_ids.size(1), input_ids.options()).unsqueeze(0);
   }
   torch::Tensor h = word_embeddings_(input_ids) + position_embeddings_(positions);
   if (!token_type_embeddings_.is_empty()) {
@@ -226,105 +133,131 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
                  ? token_type_embeddings_->weight[0]
                  : token_type_embeddings_(token_type_ids));
   }
-  h = embeddings_norm_(h);
+  return embeddings_norm_(h);
+}
+
+EncoderImpl::AttentionMask EncoderImpl::MakeAttentionMask(const torch::Tensor& attention_mask,
+                                                          torch::ScalarType dtype) const {
+  AttentionMask m;
+  m.mask = attention_mask;
+  m.key_lengths = PrefixLengths(attention_mask);
+  if (std::any_of(m.key_lengths.begin(), m.key_lengths.end(), [](int64_t l) { return l <= 0; })) {
+    const int64_t rows = attention_mask.size(0), seq = attention_mask.size(1);
+    m.additive = (1.0 - attention_mask.to(dtype)).view({rows, 1, 1, seq}) *
+                 std::numeric_limits<float>::lowest();
+  }
+  return m;
+}
+
+EncoderImpl::HiddenKeyMasks EncoderImpl::DrawHiddenKeyMasks(
+    const LoraRouting& routing, const AttentionMask& mask, int64_t layer,
+    const torch::TensorOptions& options) const {
+  const int64_t rows = mask.mask.size(0), seq = mask.mask.size(1);
+  const int64_t heads = config_.num_attention_heads;
+  HiddenKeyMasks out;
+  out.dropkey = torch::zeros({rows, heads, 1, seq}, options);
+  out.hiddencut = torch::ones({rows, seq, config_.intermediate_size}, options);
+  const uint64_t li = static_cast<uint64_t>(layer);
+  for (const LoraGroup& g : routing) {
+    if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
+    for (int64_t r = g.begin; r < g.end; ++r) {
+      const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
+      if (g.dropout->dropkey_rate > 0) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
+        torch::Tensor keep =
+            torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
+        // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
+        torch::Tensor valid = mask.mask[r].to(keep.scalar_type()).view({1, 1, seq});
+        torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
+        keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
+        out.dropkey[r].copy_((1.0 - keep) * std::numeric_limits<float>::lowest());
+      }
+      if (g.dropout->hiddencut_rate > 0) {
+        out.hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
+                                        MixSeed(seed, li, kMaskHiddenCut)));
+      }
+    }
+  }
+  return out;
+}
+
+torch::Tensor EncoderImpl::SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
+                                         const torch::Tensor& dropkey) const {
+  const int64_t rows = qkv.size(0), seq = qkv.size(1);
+  const int64_t hidden = config_.hidden_size, heads = config_.num_attention_heads;
+  const int64_t head_dim = hidden / heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // Under autograd (training) contexts are stacked; inference writes them in place.
+  const bool grad = torch::GradMode::is_enabled();
+  torch::Tensor context = grad ? torch::Tensor() : torch::empty({rows, seq, hidden}, qkv.options());
+  std::vector<torch::Tensor> contexts;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t prefix = mask.key_lengths[static_cast<size_t>(r)];
+    const int64_t keys = prefix > 0 ? prefix : seq;
+    // [heads, seq or keys, head_dim] views with row stride 3 * hidden.
+    torch::Tensor x = qkv[r].view({seq, 3, heads, head_dim});
+    torch::Tensor q = x.select(1, 0).transpose(0, 1);
+    torch::Tensor k = x.select(1, 1).narrow(0, 0, keys).transpose(0, 1);
+    torch::Tensor v = x.select(1, 2).narrow(0, 0, keys).transpose(0, 1);
+    torch::Tensor scores = torch::bmm(q, k.transpose(1, 2)).mul_(scale);  // [heads, seq, keys]
+    if (prefix <= 0) scores.add_(mask.additive[r]);
+    if (dropkey.defined()) {
+      // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
+      scores = torch::clamp_min(scores + dropkey[r].narrow(-1, 0, keys),
+                                std::numeric_limits<float>::lowest());
+    }
+    torch::Tensor probs = torch::softmax(scores, -1);
+    if (grad) {
+      contexts.push_back(torch::bmm(probs, v));
+    } else {
+      torch::Tensor out = context[r].view({seq, heads, head_dim}).transpose(0, 1);
+      torch::bmm_out(out, probs, v);
+    }
+  }
+  if (grad) context = torch::stack(contexts).transpose(1, 2).reshape({rows, seq, hidden});
+  return context;
+}
+
+torch::Tensor EncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
+                                        const AttentionMask& mask, const LoraRouting* routing,
+                                        bool hiddenkey) {
+  Layer& l = layers_[static_cast<size_t>(index)];
+  const int64_t hidden = config_.hidden_size;
+  torch::Tensor qkv = FusedLinear(h, l.qkv_weight, l.qkv_bias);  // [rows, seq, 3 * hidden]
+  l.query->AddLora(h, qkv.narrow(2, 0, hidden), routing);
+  l.key->AddLora(h, qkv.narrow(2, hidden, hidden), routing);
+  l.value->AddLora(h, qkv.narrow(2, 2 * hidden, hidden), routing);
+  HiddenKeyMasks hk;
+  if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, mask, index, h.options());
+  torch::Tensor a = l.attn_out(SelfAttention(qkv, mask, hk.dropkey), routing);
+  a = l.attn_norm(a.add_(h));
+  torch::Tensor inter = Activation(l.intermediate(a, routing));
+  if (hk.hiddencut.defined()) inter = inter * hk.hiddencut;
+  return l.out_norm(l.output(inter, routing).add_(a));
+}
+
+torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
+                                   const torch::Tensor& attention_mask,
+                                   const torch::Tensor& token_type_ids,
+                                   const LoraRouting* routing) {
+  torch::Tensor h = Embed(input_ids, token_type_ids);
   // Attention runs row by row on strided views of the fused QKV output, so heads are never
   // split or merged by copies. A right-padded row attends only its first `len` keys, which equals
   // transformers' additive mask (exp(lowest - max) is 0) without masking work; other masks are
   // added as transformers does: 0 where attended, the dtype's lowest value where not.
-  const std::vector<int64_t> key_lengths = PrefixLengths(attention_mask);
-  torch::Tensor mask_add;  // only when some row is not right-padded
-  if (std::any_of(key_lengths.begin(), key_lengths.end(), [](int64_t l) { return l <= 0; })) {
-    mask_add = (1.0 - attention_mask.to(h.scalar_type())).view({rows, 1, 1, seq}) *
-               std::numeric_limits<float>::lowest();
-  }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  const int64_t hidden = config_.hidden_size;
-  // Under autograd (training) contexts are stacked; inference writes them in place.
-  const bool grad = torch::GradMode::is_enabled();
+  const AttentionMask mask = MakeAttentionMask(attention_mask, h.scalar_type());
   bool hiddenkey = false;
   if (routing != nullptr) {
     for (const LoraGroup& g : *routing) {
       hiddenkey |= g.dropout_on() && g.dropout->method == DropoutMethod::kHiddenKey;
     }
   }
-  for (size_t li = 0; li < layers_.size(); ++li) {
-    Layer& l = layers_[li];
-    torch::Tensor qkv = Linear(h, l.qkv_weight, l.qkv_bias);  // [rows, seq, 3 * hidden]
-    l.query->AddLora(h, qkv.narrow(2, 0, hidden), routing);
-    l.key->AddLora(h, qkv.narrow(2, hidden, hidden), routing);
-    l.value->AddLora(h, qkv.narrow(2, 2 * hidden, hidden), routing);
-    torch::Tensor dropkey, hiddencut;
-    if (hiddenkey) {
-      // Per-row DropKey columns [heads, 1, seq] and HiddenCut masks [seq, intermediate].
-      dropkey = torch::zeros({rows, heads, 1, seq}, h.options());
-      hiddencut = torch::ones({rows, seq, config_.intermediate_size}, h.options());
-      for (const LoraGroup& g : *routing) {
-        if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
-        for (int64_t r = g.begin; r < g.end; ++r) {
-          const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
-          if (g.dropout->dropkey_rate > 0) {
-            auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
-            torch::Tensor keep =
-                torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
-            // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
-            torch::Tensor valid = attention_mask[r].to(keep.scalar_type()).view({1, 1, seq});
-            torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
-            keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
-            dropkey[r].copy_((1.0 - keep) * std::numeric_limits<float>::lowest());
-          }
-          if (g.dropout->hiddencut_rate > 0) {
-            hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
-                                        MixSeed(seed, li, kMaskHiddenCut)));
-          }
-        }
-      }
-    }
-    torch::Tensor context = grad ? torch::Tensor() : torch::empty({rows, seq, hidden}, h.options());
-    std::vector<torch::Tensor> contexts;
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t prefix = key_lengths[static_cast<size_t>(r)];
-      const int64_t keys = prefix > 0 ? prefix : seq;
-      // [heads, seq or keys, head_dim] views with row stride 3 * hidden.
-      torch::Tensor x = qkv[r].view({seq, 3, heads, head_dim});
-      torch::Tensor q = x.select(1, 0).transpose(0, 1);
-      torch::Tensor k = x.select(1, 1).narrow(0, 0, keys).transpose(0, 1);
-      torch::Tensor v = x.select(1, 2).narrow(0, 0, keys).transpose(0, 1);
-      torch::Tensor scores = torch::bmm(q, k.transpose(1, 2)).mul_(scale);  // [heads, seq, keys]
-      if (prefix <= 0) scores.add_(mask_add[r]);
-      if (dropkey.defined()) {
-        // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
-        scores = torch::clamp_min(scores + dropkey[r].narrow(-1, 0, keys),
-                                  std::numeric_limits<float>::lowest());
-      }
-      torch::Tensor probs = torch::softmax(scores, -1);
-      if (grad) {
-        contexts.push_back(torch::bmm(probs, v));
-      } else {
-        torch::Tensor out = context[r].view({seq, heads, head_dim}).transpose(0, 1);
-        torch::bmm_out(out, probs, v);
-      }
-    }
-    if (grad) context = torch::stack(contexts).transpose(1, 2).reshape({rows, seq, hidden});
-    torch::Tensor a = l.attn_out(context, routing);
-    a = l.attn_norm(a.add_(h));
-    torch::Tensor inter = Activation(l.intermediate(a, routing));
-    if (hiddencut.defined()) inter = inter * hiddencut;
-    torch::Tensor out = l.output(inter, routing);
-    h = l.out_norm(out.add_(a));
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    h = LayerForward(i, h, mask, routing, hiddenkey);
   }
   torch::Tensor cls = h.select(1, 0);
   if (pooler_.is_empty()) return cls;
   return torch::tanh(pooler_(cls, routing));
-}
-
-torch::Tensor LoraMember::Head(const torch::Tensor& features) const {
-  torch::Tensor x = features;
-  if (head_dense_weight.defined()) {
-    x = torch::nn::functional::linear(x, head_dense_weight, head_dense_bias);
-    if (head_activation == HeadActivation::kTanh) x = torch::tanh(x);
-    if (head_activation == HeadActivation::kRelu) x = torch::relu(x);
-  }
-  return torch::nn::functional::linear(x, classifier_weight, classifier_bias);
 }
 
 std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,
@@ -333,23 +266,6 @@ std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,
   out.reserve(routing.size());
   for (const LoraGroup& g : routing) {
     out.push_back(g.member->Head(features.slice(0, g.begin, g.end)));
-  }
-  return out;
-}
-
-LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end) {
-  LoraRouting out;
-  for (const LoraGroup& g : routing) {
-    const int64_t b = std::max(g.begin, begin), e = std::min(g.end, end);
-    if (b >= e) continue;
-    LoraGroup part = g;
-    part.begin = b - begin;
-    part.end = e - begin;
-    if (!g.row_seeds.empty()) {
-      part.row_seeds.assign(g.row_seeds.begin() + (b - g.begin),
-                            g.row_seeds.begin() + (e - g.begin));
-    }
-    out.push_back(std::move(part));
   }
   return out;
 }

@@ -3,10 +3,11 @@
 
 // A BERT-family encoder (BERT, RoBERTa, DistilBERT) in LibTorch whose module tree mirrors
 // transformers' BertModel / RobertaModel / DistilBertModel, so named_parameters() are the
-// checkpoint's tensor names (architecture.h). Every linear layer is a LoraLinear: the
+// checkpoint's tensor names (architecture.h). Every linear layer is a LoraLinear (lora.h): the
 // frozen base weight is shared by all rows of a batch, and each row may add the low-rank delta
 // of its own adapter member (LoraRouting), so many adapters and ensemble members run in one
-// forward.
+// forward. Not thread-safe to mutate; concurrent forwards on one encoder are safe (they only
+// read its parameters).
 
 #include <torch/torch.h>
 
@@ -19,82 +20,10 @@
 #include "absl/status/statusor.h"
 #include "server/model/architecture.h"
 #include "server/model/dropout.h"
+#include "server/model/lora.h"
 #include "server/model/model_config.h"
 
 namespace loracle::model {
-
-// One LoRA delta: y += scaling * (x A^T) B^T, with A [r, in], B [out, r].
-struct LoraPair {
-  torch::Tensor a;
-  torch::Tensor b;
-  double scaling = 1.0;
-};
-
-// The LoRA weights and classification head of one adapter (one ensemble member).
-struct LoraMember {
-  // Indexed by LoraLinear::index(); undefined tensors where the layer is not adapted.
-  std::vector<LoraPair> layers;
-  // The head (architecture.h HeadLayout): logits = classifier(act(head_dense(features))), where
-  // head_dense is skipped when undefined (BERT).
-  torch::Tensor head_dense_weight;  // [hidden, hidden]
-  torch::Tensor head_dense_bias;    // [hidden]
-  HeadActivation head_activation = HeadActivation::kNone;
-  torch::Tensor classifier_weight;  // [num_labels, hidden]
-  torch::Tensor classifier_bias;    // [num_labels]
-
-  // Classification logits of `features` [rows, hidden].
-  torch::Tensor Head(const torch::Tensor& features) const;
-};
-
-// Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only). With a
-// `dropout` spec and one seed per row, row begin+i draws its dropout masks from row_seeds[i]
-// (dropout.h); otherwise the rows run without dropout.
-struct LoraGroup {
-  int64_t begin = 0;
-  int64_t end = 0;
-  const LoraMember* member = nullptr;
-  const DropoutSpec* dropout = nullptr;  // not owned
-  std::vector<uint64_t> row_seeds;
-  bool dropout_on() const {
-    return dropout != nullptr && dropout->active() &&
-           static_cast<int64_t>(row_seeds.size()) == end - begin;
-  }
-};
-using LoraRouting = std::vector<LoraGroup>;
-
-// The groups of `routing` over rows [begin, end), re-based so `begin` is row 0; a group cut at an
-// edge keeps the seeds of its remaining rows, so those rows draw the same masks.
-LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end);
-
-// A keep-mask of `shape` with entries in {0, 1/(1-p)}, drawn from `seed` (inverted dropout).
-torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed);
-
-// The LORA_DROPOUT masks of one row for linear layer `linear_index`: m_A [in] on A's input
-// columns and m_B [out] on B's output rows, entries in {0, 1/(1-p)}. Never a mask on the rank.
-std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int linear_index,
-                                                         int64_t in, int64_t out, double p);
-
-class LoraLinearImpl : public torch::nn::Module {
- public:
-  LoraLinearImpl(int64_t in_features, int64_t out_features, int index);
-  // Parameters that are views of storage the caller owns (the encoder's fused QKV weight).
-  LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index);
-  // x: [rows, ..., in]. `routing` may be null (base only).
-  torch::Tensor forward(const torch::Tensor& x, const LoraRouting* routing);
-  // Adds each routed group's LoRA delta for `x` into its rows of `y` (any view: a column block
-  // of a fused output). `y` = this layer's base output for `x`.
-  void AddLora(const torch::Tensor& x, torch::Tensor y, const LoraRouting* routing) const;
-  int index() const { return index_; }
-  int64_t in_features() const { return weight.size(1); }
-  int64_t out_features() const { return weight.size(0); }
-
-  torch::Tensor weight;  // [out, in]
-  torch::Tensor bias;    // [out]
-
- private:
-  int index_;
-};
-TORCH_MODULE(LoraLinear);
 
 class EncoderImpl : public torch::nn::Module {
  public:
@@ -125,6 +54,31 @@ class EncoderImpl : public torch::nn::Module {
     LoraLinear intermediate{nullptr}, output{nullptr};
     torch::nn::LayerNorm out_norm{nullptr};
   };
+  // Additive-mask bookkeeping for one forward: per row, the keys it attends when right-padded
+  // (else -1, and `additive` [rows, 1, 1, seq] holds 0 / lowest per key).
+  struct AttentionMask {
+    torch::Tensor mask;  // int64 [rows, seq]
+    std::vector<int64_t> key_lengths;
+    torch::Tensor additive;  // defined only when some row is not right-padded
+  };
+  // HIDDENKEY's per-row masks for one layer: DropKey [rows, heads, 1, seq] (0 or lowest) and
+  // HiddenCut [rows, seq, intermediate] (0 or 1/(1-p)); rows without HIDDENKEY keep everything.
+  struct HiddenKeyMasks {
+    torch::Tensor dropkey, hiddencut;
+  };
+  // embeddings.LayerNorm(word + position + token type).
+  torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
+  AttentionMask MakeAttentionMask(const torch::Tensor& attention_mask,
+                                  torch::ScalarType dtype) const;
+  HiddenKeyMasks DrawHiddenKeyMasks(const LoraRouting& routing, const AttentionMask& mask,
+                                    int64_t layer, const torch::TensorOptions& options) const;
+  // softmax(q k^T / sqrt(d) + mask + dropkey) v per row and head, from the fused QKV output
+  // [rows, seq, 3 * hidden]; returns [rows, seq, hidden].
+  torch::Tensor SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
+                              const torch::Tensor& dropkey) const;
+  // One transformer layer: attention, add & norm, FFN (with HiddenCut), add & norm.
+  torch::Tensor LayerForward(int64_t index, const torch::Tensor& h, const AttentionMask& mask,
+                             const LoraRouting* routing, bool hiddenkey);
   // The module at dotted `path`, created (as an empty Module) along with its parents if absent.
   std::shared_ptr<torch::nn::Module> Submodule(const std::string& path);
   // `weight`/`bias`: views to use as its parameters; undefined: it allocates its own.

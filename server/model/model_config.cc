@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "server/model/file_util.h"
+#include "server/util/file_util.h"
 
 namespace loracle::model {
 namespace {
@@ -151,7 +151,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
 }
 
 absl::StatusOr<ModelConfig> ReadModelConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFileToString(path);
+  absl::StatusOr<std::string> text = util::ReadFileToString(path);
   if (!text.ok()) return text.status();
   return ParseModelConfig(*text, path);
 }

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "server/model/file_util.h"
+#include "server/util/file_util.h"
 
 namespace loracle::model {
 namespace {
@@ -266,7 +266,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
                               const std::map<std::string, std::string>& metadata) {
   absl::StatusOr<std::string> bytes = SerializeSafetensors(tensors, metadata);
   if (!bytes.ok()) return bytes.status();
-  return WriteFileAtomically(path, *bytes);
+  return util::WriteFileAtomically(path, *bytes);
 }
 
 }  // namespace loracle::model

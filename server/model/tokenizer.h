@@ -85,15 +85,6 @@ class Tokenizer {
 // Checks that `text` is valid UTF-8. INVALID_ARGUMENT naming the byte offset otherwise.
 absl::Status ValidateUtf8(absl::string_view text);
 
-// Loads the tokenizer of a Hugging Face checkpoint directory from its own files: tokenizer.json
-// when present (WordPiece with BERT normalisation, or byte-level BPE), else vocab.txt (WordPiece)
-// or vocab.json + merges.txt (byte-level BPE); tokenizer_config.json and
-// special_tokens_map.json supply casing and special tokens; vocab.txt gets BERT's template and
-// vocab.json + merges.txt RoBERTa's. NOT_FOUND when no tokenizer files exist; INVALID_ARGUMENT
-// naming the file and field for anything malformed or unsupported.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
-                                                         int* model_max_length);
-
 }  // namespace loracle::model
 
 #endif  // LORACLE_SERVER_MODEL_TOKENIZER_H_

@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/model/file_util.h"
 #include "server/model/utf8_util.h"
+#include "server/util/file_util.h"
 
 namespace loracle::model {
 
@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::FromVoca
 
 absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::FromFile(
     const Options& options, const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFileToString(path);
+  absl::StatusOr<std::string> text = util::ReadFileToString(path);
   if (!text.ok()) return text.status();
   auto t = FromVocabText(options, *text);
   if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", t.status().message()));

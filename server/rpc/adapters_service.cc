@@ -3,10 +3,8 @@
 #include <string>
 #include <utility>
 
-#include "absl/time/clock.h"
 #include "server/adapters/registry.h"
-#include "server/metrics/metrics.h"
-#include "server/rpc/status_util.h"
+#include "server/rpc/unary_call.h"
 
 namespace loracle::rpc {
 namespace {
@@ -44,103 +42,57 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
   out->set_path(info.path);
 }
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, ServiceContext* context,
-                               const char* method, absl::Time start, const absl::Status& s) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  const grpc::Status status = ToGrpcStatus(s);
-  if (context->metrics != nullptr) {
-    context->metrics->RecordRpc(method, CodeName(status.error_code()),
-                                absl::ToDoubleSeconds(absl::Now() - start));
-  }
-  reactor->Finish(status);
-  return reactor;
-}
-
-const absl::Status kLoading = absl::UnavailableError("the base model is still loading");
-
 }  // namespace
-
-AdaptersService::AdaptersService(ServiceContext* context)
-    : context_(context), worker_([this] { WorkerLoop(); }) {}
-
-AdaptersService::~AdaptersService() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  worker_.join();
-}
-
-void AdaptersService::WorkerLoop() {
-  for (;;) {
-    std::function<void()> job;
-    {
-      absl::MutexLock lock(&mu_, absl::Condition(this, &AdaptersService::HasWork));
-      if (work_.empty()) return;
-      job = std::move(work_.front());
-      work_.pop_front();
-    }
-    job();
-  }
-}
 
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* ctx,
                                                 const loracle::v1::ListAdaptersRequest*,
                                                 loracle::v1::ListAdaptersResponse* response) {
-  const absl::Time start = absl::Now();
-  const Engine* engine = context_->engine.load(std::memory_order_acquire);
-  if (engine == nullptr) return Done(ctx, context_, "Adapters.List", start, kLoading);
-  for (const adapters::AdapterInfo& info : engine->registry->List()) {
+  const UnaryCall call(ctx, metrics_, kListAdaptersMethod);
+  const adapters::Registry* registry = call.Require(*registry_);
+  if (registry == nullptr) return call.reactor();
+  for (const adapters::AdapterInfo& info : registry->List())
     ToProto(info, response->add_adapters());
-  }
-  return Done(ctx, context_, "Adapters.List", start, absl::OkStatus());
+  return call.Finish(absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* ctx,
                                                const loracle::v1::GetAdapterRequest* request,
                                                loracle::v1::AdapterInfo* response) {
-  const absl::Time start = absl::Now();
-  const Engine* engine = context_->engine.load(std::memory_order_acquire);
-  if (engine == nullptr) return Done(ctx, context_, "Adapters.Get", start, kLoading);
-  absl::StatusOr<adapters::AdapterInfo> info = engine->registry->Get(request->name());
+  const UnaryCall call(ctx, metrics_, kGetAdapterMethod);
+  const adapters::Registry* registry = call.Require(*registry_);
+  if (registry == nullptr) return call.reactor();
+  absl::StatusOr<adapters::AdapterInfo> info = registry->Get(request->name());
   if (info.ok()) ToProto(*info, response);
-  return Done(ctx, context_, "Adapters.Get", start, info.status());
+  return call.Finish(info.status());
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* ctx,
                                                 const loracle::v1::LoadAdapterRequest* request,
                                                 loracle::v1::AdapterInfo* response) {
-  const absl::Time start = absl::Now();
-  const Engine* engine = context_->engine.load(std::memory_order_acquire);
-  if (engine == nullptr) return Done(ctx, context_, "Adapters.Load", start, kLoading);
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  ServiceContext* context = context_;
-  absl::MutexLock lock(&mu_);
-  work_.push_back([engine, context, reactor, request, response, start] {
-    absl::StatusOr<adapters::AdapterInfo> info =
-        engine->registry->Load(request->name(), request->version(), request->path());
-    if (info.ok()) ToProto(*info, response);
-    const grpc::Status status = ToGrpcStatus(info.status());
-    if (context->metrics != nullptr) {
-      context->metrics->RecordRpc("Adapters.Load", CodeName(status.error_code()),
-                                  absl::ToDoubleSeconds(absl::Now() - start));
-      context->metrics->SetAdaptersReady(engine->registry->ready_count());
-    }
-    reactor->Finish(status);
-  });
-  return reactor;
+  const UnaryCall call(ctx, metrics_, kLoadAdapterMethod);
+  adapters::Registry* registry = call.Require(*registry_);
+  if (registry == nullptr) return call.reactor();
+  adapters::LoadRequest load;
+  load.name = request->name();
+  load.version = request->version();
+  load.path = request->path();
+  load.pin = request->version() > 0 || !request->path().empty();  // an operator's explicit choice
+  registry->LoadAsync(std::move(load),
+                      [call, response](absl::StatusOr<adapters::AdapterInfo> info) {
+                        if (info.ok()) ToProto(*info, response);
+                        call.Finish(info.status());
+                      });
+  return call.reactor();
 }
 
 grpc::ServerUnaryReactor* AdaptersService::Unload(grpc::CallbackServerContext* ctx,
                                                   const loracle::v1::UnloadAdapterRequest* request,
                                                   loracle::v1::UnloadAdapterResponse*) {
-  const absl::Time start = absl::Now();
-  const Engine* engine = context_->engine.load(std::memory_order_acquire);
-  if (engine == nullptr) return Done(ctx, context_, "Adapters.Unload", start, kLoading);
-  absl::Status s = engine->registry->Unload(request->name());
-  if (context_->metrics != nullptr)
-    context_->metrics->SetAdaptersReady(engine->registry->ready_count());
-  return Done(ctx, context_, "Adapters.Unload", start, s);
+  const UnaryCall call(ctx, metrics_, kUnloadAdapterMethod);
+  adapters::Registry* registry = call.Require(*registry_);
+  if (registry == nullptr) return call.reactor();
+  registry->UnloadAsync(request->name(), [call](absl::Status s) { call.Finish(s); });
+  return call.reactor();
 }
 
 }  // namespace loracle::rpc

@@ -1,23 +1,22 @@
 #ifndef LORACLE_SERVER_RPC_ADAPTERS_SERVICE_H_
 #define LORACLE_SERVER_RPC_ADAPTERS_SERVICE_H_
 
-#include <deque>
-#include <functional>
-#include <thread>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "loracle/v1/adapters.grpc.pb.h"
 #include "server/rpc/engine.h"
 
+namespace loracle::metrics {
+class Metrics;
+}
+
 namespace loracle::rpc {
 
-// Adapters.{List,Get,Unload} answer on the reactor (a mutex-guarded map read); Load reads files
-// and tensors, so it runs on the service's own worker thread, which finishes the call.
+// Adapters.{List,Get} answer on the reactor (a mutex-guarded read); Load and Unload are queued
+// on the registry's load threads, which finish the call. Never blocks a reactor; thread-safe.
 class AdaptersService final : public loracle::v1::Adapters::CallbackService {
  public:
-  explicit AdaptersService(ServiceContext* context);
-  ~AdaptersService() override;  // finishes queued loads, joins the worker
+  // Neither pointer is owned; both outlive the service. `metrics` may be null.
+  AdaptersService(const Published<adapters::Registry>* registry, metrics::Metrics* metrics)
+      : registry_(registry), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
                                  const loracle::v1::ListAdaptersRequest* request,
@@ -33,14 +32,8 @@ class AdaptersService final : public loracle::v1::Adapters::CallbackService {
                                    loracle::v1::UnloadAdapterResponse* response) override;
 
  private:
-  void WorkerLoop();
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !work_.empty() || stopping_; }
-
-  ServiceContext* const context_;
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread worker_;
+  const Published<adapters::Registry>* const registry_;
+  metrics::Metrics* const metrics_;
 };
 
 }  // namespace loracle::rpc

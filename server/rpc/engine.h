@@ -1,6 +1,9 @@
 #ifndef LORACLE_SERVER_RPC_ENGINE_H_
 #define LORACLE_SERVER_RPC_ENGINE_H_
 
+// What the services call into (torch-free interfaces only), and the slot through which the
+// composition root publishes them once the base model is loaded.
+
 #include <atomic>
 
 namespace loracle::adapters {
@@ -8,26 +11,31 @@ class Registry;
 }
 namespace loracle::serving {
 class Batcher;
-class EnsembleRunner;
-}  // namespace loracle::serving
-namespace loracle::metrics {
-class Metrics;
+}
+namespace loracle::model {
+class Tokenizer;
 }
 
 namespace loracle::rpc {
 
-// What the services call into. Published once the model is loaded (null before: UNAVAILABLE);
-// everything it points to outlives the gRPC server.
-struct Engine {
-  serving::EnsembleRunner* runner = nullptr;
-  adapters::Registry* registry = nullptr;
-  serving::Batcher* batcher = nullptr;
+// A pointer published once, when the model is loaded; null before, and the services then answer
+// UNAVAILABLE. What it points to outlives the gRPC server. Thread-safe.
+template <typename T>
+class Published {
+ public:
+  void Publish(T* p) { p_.store(p, std::memory_order_release); }
+  T* get() const { return p_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<T*> p_{nullptr};
 };
 
-// Shared by the services: the engine pointer (set once) and the metrics (always present).
-struct ServiceContext {
-  std::atomic<const Engine*> engine{nullptr};
-  metrics::Metrics* metrics = nullptr;
+// What Inference.Predict uses: the adapter handles, the tokenizer and the batch queue.
+struct InferenceBackend {
+  const adapters::Registry* registry = nullptr;
+  const model::Tokenizer* tokenizer = nullptr;
+  int max_length = 512;  // tokens per input, special tokens included
+  serving::Batcher* batcher = nullptr;
 };
 
 }  // namespace loracle::rpc

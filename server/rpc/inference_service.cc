@@ -14,9 +14,8 @@
 #include "server/adapters/registry.h"
 #include "server/metrics/metrics.h"
 #include "server/model/tokenizer.h"
-#include "server/rpc/status_util.h"
+#include "server/rpc/unary_call.h"
 #include "server/serving/batcher.h"
-#include "server/serving/ensemble_runner.h"
 
 namespace loracle::rpc {
 namespace {
@@ -27,16 +26,6 @@ using loracle::v1::PredictResponse;
 std::string NewPredictionId() {
   thread_local absl::BitGen gen;
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
-}
-
-// Finishes the call and records its metrics. Safe from any thread.
-void FinishCall(grpc::ServerUnaryReactor* reactor, metrics::Metrics* metrics, const char* method,
-                absl::Time start, const grpc::Status& status) {
-  if (metrics != nullptr) {
-    metrics->RecordRpc(method, CodeName(status.error_code()),
-                       absl::ToDoubleSeconds(absl::Now() - start));
-  }
-  reactor->Finish(status);
 }
 
 void FillResponse(const serving::InferenceRequest& req, const serving::InferenceResult& result,
@@ -84,15 +73,10 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
 grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
                                                     const PredictRequest* request,
                                                     PredictResponse* response) {
-  const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  metrics::Metrics* metrics = context_->metrics;
-  auto fail = [&](absl::Status s) {
-    FinishCall(reactor, metrics, "Predict", start, ToGrpcStatus(s));
-    return reactor;
-  };
-  const Engine* engine = context_->engine.load(std::memory_order_acquire);
-  if (engine == nullptr) return fail(absl::UnavailableError("the base model is still loading"));
+  const UnaryCall call(ctx, metrics_, kPredictMethod);
+  auto fail = [&call](const absl::Status& s) { return call.Finish(s); };
+  const InferenceBackend* backend = call.Require(*backend_);
+  if (backend == nullptr) return call.reactor();
 
   if (request->adapter().empty()) {
     return fail(
@@ -122,18 +106,18 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   }
 
   absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter =
-      engine->registry->Acquire(request->adapter());
+      backend->registry->Acquire(request->adapter());
   if (!adapter.ok()) return fail(adapter.status());
 
   auto req = std::make_unique<serving::InferenceRequest>();
   req->adapter = *adapter;
-  req->members = static_cast<int>((*adapter)->members.size());
+  req->members = (*adapter)->members;
   req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
                                               : (*adapter)->serving.mc_samples;
   req->seed = request->seed();
   req->abstain_threshold = request->has_abstain_threshold() ? request->abstain_threshold()
                                                             : (*adapter)->serving.abstain_threshold;
-  const model::Tokenizer& tokenizer = engine->runner->tokenizer();
+  const model::Tokenizer& tokenizer = *backend->tokenizer;
   std::vector<bool> truncated;
   for (int i = 0; i < request->inputs_size(); ++i) {
     const std::string& text = request->inputs(i);
@@ -143,7 +127,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
     }
     std::optional<absl::string_view> pair;
     if (request->text_pairs_size() > 0) pair = request->text_pairs(i);
-    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, engine->runner->max_length());
+    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, backend->max_length);
     if (!e.ok()) {
       return fail(
           absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
@@ -157,27 +141,21 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
   const bool return_members = request->return_members();
   serving::InferenceRequest* raw = req.get();
-  req->done = [reactor, metrics, start, response, raw, truncated = std::move(truncated),
+  req->done = [call, metrics = metrics_, response, raw, truncated = std::move(truncated),
                return_members](absl::StatusOr<serving::InferenceResult> result) {
-    if (!result.ok()) {
-      FinishCall(reactor, metrics, "Predict", start, ToGrpcStatus(result.status()));
-      return;
-    }
-    FillResponse(*raw, *result, truncated, return_members, metrics, response);
-    FinishCall(reactor, metrics, "Predict", start, grpc::Status::OK);
+    if (result.ok()) FillResponse(*raw, *result, truncated, return_members, metrics, response);
+    call.Finish(result.status());
   };
-  if (absl::Status s = engine->batcher->Submit(std::move(req)); !s.ok()) return fail(s);
-  return reactor;
+  if (absl::Status s = backend->batcher->Submit(std::move(req)); !s.ok()) return fail(s);
+  return call.reactor();
 }
 
 grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
                                                      const loracle::v1::FeedbackRequest*,
                                                      loracle::v1::FeedbackResponse*) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  FinishCall(reactor, context_->metrics, "Feedback", absl::Now(),
-             grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          "Inference.Feedback (online calibration) is not implemented yet"));
-  return reactor;
+  return UnaryCall(ctx, metrics_, kFeedbackMethod)
+      .Finish(absl::UnimplementedError(
+          "Inference.Feedback (online calibration) is not implemented yet"));
 }
 
 }  // namespace loracle::rpc

@@ -6,10 +6,15 @@
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/rpc/engine.h"
 
+namespace loracle::metrics {
+class Metrics;
+}
+
 namespace loracle::rpc {
 
 // Inference.Predict: validates, tokenises and enqueues on the reactor thread, never blocking;
-// the batch thread fills the response and calls Finish.
+// a batch thread fills the response and finishes the call. Thread-safe (gRPC calls the handlers
+// concurrently).
 class InferenceService final : public loracle::v1::Inference::CallbackService {
  public:
   struct Options {
@@ -17,8 +22,10 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
     int max_mc_samples = 32;            // bound on PredictRequest.mc_samples
     int64_t max_input_bytes = 1 << 20;  // per text
   };
-  InferenceService(const Options& options, ServiceContext* context)
-      : options_(options), context_(context) {}
+  // Neither pointer is owned; both outlive the service. `metrics` may be null.
+  InferenceService(const Options& options, const Published<const InferenceBackend>* backend,
+                   metrics::Metrics* metrics)
+      : options_(options), backend_(backend), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx,
                                     const loracle::v1::PredictRequest* request,
@@ -29,7 +36,8 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
 
  private:
   const Options options_;
-  ServiceContext* const context_;  // not owned
+  const Published<const InferenceBackend>* const backend_;
+  metrics::Metrics* const metrics_;
 };
 
 }  // namespace loracle::rpc

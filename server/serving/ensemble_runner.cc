@@ -8,27 +8,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/adapters/adapter.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/metrics/metrics.h"
 #include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
 
 namespace loracle::serving {
 
 absl::StatusOr<std::unique_ptr<EnsembleRunner>> EnsembleRunner::Create(const Options& options) {
-  model::SetComputeThreads(options.threads);
+  if (options.base == nullptr)
+    return absl::InvalidArgumentError("EnsembleRunner needs a base model");
   std::unique_ptr<EnsembleRunner> r(new EnsembleRunner());
   r->options_ = options;
-  absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(options.model_dir);
-  if (!base.ok()) return base.status();
-  r->base_ = *std::move(base);
   return r;
 }
 
 EnsembleRunner::~EnsembleRunner() = default;
-
-const model::Tokenizer& EnsembleRunner::tokenizer() const { return *base_->tokenizer; }
-
-int EnsembleRunner::max_length() const { return base_->max_length; }
 
 absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     const std::vector<std::unique_ptr<InferenceRequest>>& batch) {
@@ -46,14 +41,15 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   std::vector<const adapters::Adapter*> group_adapter;
   for (const auto& [adapter, requests] : by_adapter) {
     const model::DropoutSpec& dropout = adapter->serving.dropout;
-    for (int m = 0; m < static_cast<int>(adapter->members.size()); ++m) {
+    const std::vector<model::LoraMember>& members = adapters::MembersOf(*adapter);
+    for (int m = 0; m < static_cast<int>(members.size()); ++m) {
       // Two groups per member: requests without Monte Carlo sampling, then those with it, whose
       // rows draw masks seeded by (request seed, member, sample): the same for every input of a
       // request and independent of what else is in the batch.
       for (const bool sampled : {false, true}) {
         model::LoraGroup g;
         g.begin = static_cast<int64_t>(rows.size());
-        g.member = &adapter->members[static_cast<size_t>(m)];
+        g.member = &members[static_cast<size_t>(m)];
         for (size_t r : requests) {
           const InferenceRequest& req = *batch[r];
           if ((req.mc_samples > 1 && dropout.active()) != sampled) continue;
@@ -80,7 +76,7 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   for (const RowRef& row : rows) {
     seq = std::max<int64_t>(seq, batch[row.request]->inputs[row.input].input_ids.size());
   }
-  torch::Tensor ids = torch::full({n, seq}, base_->tokenizer->pad_id(), torch::kInt64);
+  torch::Tensor ids = torch::full({n, seq}, options_.base->tokenizer->pad_id(), torch::kInt64);
   torch::Tensor mask = torch::zeros({n, seq}, torch::kInt64);
   torch::Tensor types = torch::zeros({n, seq}, torch::kInt64);
   auto ids_a = ids.accessor<int64_t, 2>();
@@ -95,20 +91,21 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     }
   }
 
-  const absl::Time start = absl::Now();
-  std::vector<torch::Tensor> probs;
+  absl::Time start;
+  std::vector<torch::Tensor> logits;
   {
+    absl::MutexLock lock(&forward_mu_);
+    start = absl::Now();
     c10::InferenceMode guard;
-    const int cores = options_.threads.blas > 0 ? options_.threads.blas : model::Cores();
+    const int cores = options_.cores > 0 ? options_.cores : model::Cores();
     const int parts = RowParts(n, seq, cores, options_.parallel_rows);
     model::SetBlasThreads(parts > 1 ? 1 : cores);
+    model::Encoder encoder = options_.base->encoder;  // a handle: forwards only read it
     absl::StatusOr<torch::Tensor> pooled =
-        model::ForwardInParts(base_->encoder, ids, mask, types, routing, parts);
+        model::ForwardInParts(encoder, ids, mask, types, routing, parts);
     if (!pooled.ok()) return pooled.status();
-    std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(*pooled, routing);
-    for (size_t g = 0; g < logits.size(); ++g) {
-      const double temperature = group_adapter[g]->serving.temperature;
-      probs.push_back(torch::softmax(logits[g].to(torch::kFloat64) / temperature, -1).contiguous());
+    for (torch::Tensor& l : model::EncoderImpl::Classify(*pooled, routing)) {
+      logits.push_back(l.to(torch::kFloat64).contiguous());
     }
   }
   if (options_.metrics != nullptr) {
@@ -124,12 +121,13 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     results[r].inputs.resize(batch[r]->inputs.size());
   }
   for (size_t g = 0; g < routing.size(); ++g) {
-    const torch::Tensor& p = probs[g];
-    const int64_t c = p.size(1);
-    const double* data = p.data_ptr<double>();
+    // Temperature scaling per pass, then the K passes of an input are summarised.
+    std::vector<std::vector<double>> probs =
+        SoftmaxRows(logits[g].data_ptr<double>(), logits[g].size(0), logits[g].size(1),
+                    group_adapter[g]->serving.temperature);
     for (int64_t k = routing[g].begin; k < routing[g].end; ++k) {
-      const double* row = data + (k - routing[g].begin) * c;
-      passes[rows[k].request][rows[k].input].emplace_back(row, row + c);
+      passes[rows[k].request][rows[k].input].push_back(
+          std::move(probs[static_cast<size_t>(k - routing[g].begin)]));
     }
   }
   for (size_t r = 0; r < batch.size(); ++r) {
@@ -138,8 +136,7 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
       if (!s.ok()) return s.status();
       InputResult& out = results[r].inputs[i];
       out.summary = *std::move(s);
-      out.abstained = batch[r]->abstain_threshold > 0 &&
-                      out.summary.mutual_information > batch[r]->abstain_threshold;
+      out.abstained = Abstains(out.summary, batch[r]->abstain_threshold);
       for (const auto& pass : passes[r][i]) out.passes.emplace_back(pass.begin(), pass.end());
     }
   }

@@ -1,11 +1,13 @@
 #ifndef LORACLE_SERVER_SERVING_UNCERTAINTY_H_
 #define LORACLE_SERVER_SERVING_UNCERTAINTY_H_
 
-// Ensemble uncertainty (DESIGN.md): with per-pass probabilities p_k and p_bar = mean_k p_k,
-// predictive entropy H[p_bar], expected entropy mean_k H[p_k], mutual information
-// H[p_bar] - mean_k H[p_k] (>= 0), per-class population std of p_k, confidence max p_bar.
-// All in nats, computed in double.
+// Ensemble uncertainty (DESIGN.md): with per-pass probabilities p_k = softmax(logits_k / T) and
+// p_bar = mean_k p_k, predictive entropy H[p_bar], expected entropy mean_k H[p_k], mutual
+// information H[p_bar] - mean_k H[p_k] (>= 0), per-class population std of p_k, confidence
+// max p_bar; and the abstain rule on mutual information. All in nats, computed in double.
+// Pure functions; thread-safe.
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,8 +27,15 @@ struct UncertaintySummary {
 // Shannon entropy in nats with 0 log 0 = 0.
 double Entropy(const std::vector<double>& p);
 
-// softmax(logits / temperature), stable. temperature > 0.
+// softmax(logits / temperature), stable: temperature scaling of one pass. temperature > 0.
 std::vector<double> Softmax(const std::vector<double>& logits, double temperature = 1.0);
+// Softmax of `rows` x `classes` logits laid out row-major at `logits`, one vector per row.
+std::vector<std::vector<double>> SoftmaxRows(const double* logits, int64_t rows, int64_t classes,
+                                             double temperature);
+
+// Whether to abstain: mutual information above `threshold` (epistemic uncertainty); a threshold
+// of 0 (or below) never abstains.
+bool Abstains(const UncertaintySummary& summary, double threshold);
 
 // `passes`: K >= 1 probability vectors of equal length C >= 1. INVALID_ARGUMENT otherwise.
 absl::StatusOr<UncertaintySummary> Summarize(const std::vector<std::vector<double>>& passes);

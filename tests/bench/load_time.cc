@@ -16,7 +16,7 @@
 
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "server/model/file_util.h"
+#include "server/util/file_util.h"
 
 namespace {
 
@@ -44,6 +44,7 @@ double ReadWholeFile(const std::string& path) {
 
 int main(int argc, char** argv) {
   using namespace loracle::model;
+  namespace util = loracle::util;
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s DIR [F32|F16|BF16]\n", argv[0]);
     return 2;
@@ -58,12 +59,13 @@ int main(int argc, char** argv) {
   c.intermediate_size = 3072;
   CheckpointLayout layout;
   layout.dtype = dtype == "F16" ? DType::kF16 : dtype == "BF16" ? DType::kBF16 : DType::kF32;
-  if (!FileExists(dir + "/model.safetensors")) {
+  if (!util::FileExists(dir + "/model.safetensors")) {
     if (auto s = WriteRandomCheckpoint(dir, c, 1, layout); !s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       return 1;
     }
-    if (auto s = WriteFileAtomically(dir + "/vocab.txt", std::string(DefaultVocab())); !s.ok()) {
+    if (auto s = util::WriteFileAtomically(dir + "/vocab.txt", std::string(DefaultVocab()));
+        !s.ok()) {
       return 1;
     }
   }

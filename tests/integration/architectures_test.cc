@@ -9,13 +9,13 @@
 #include <ostream>
 
 #include "loracle/v1/inference.grpc.pb.h"
-#include "server/adapters/adapter.h"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/adapters/store.h"
+#include "server/app/loracle_server.h"
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "server/rpc/server.h"
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle {
 namespace {
@@ -62,14 +62,14 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
                             })
                   .ok());
 
-  rpc::LoracleServer::Options o;
+  app::LoracleServer::Options o;
   o.grpc_address = "127.0.0.1:0";
   o.metrics_address = "";
   o.model_dir = model_dir.path();
   o.adapters_dir = store_dir.path();
   o.threads = 2;
   o.batcher.max_queue_delay_us = 1000;
-  auto server = rpc::LoracleServer::Create(o);
+  auto server = app::LoracleServer::Create(o);
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_TRUE((*server)->WaitUntilReady(absl::Seconds(60)).ok());
 
@@ -103,7 +103,7 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
     EXPECT_EQ(resp.predictions(static_cast<int>(i)).num_tokens(), e->input_ids.size());
     const int64_t n = static_cast<int64_t>(e->input_ids.size());
     torch::Tensor probs = torch::zeros({3});
-    for (const model::LoraMember& m : (*adapter)->members) {
+    for (const model::LoraMember& m : adapters::MembersOf(**adapter)) {
       model::LoraRouting routing = {{0, 1, &m}};
       torch::Tensor f = (*base)->encoder->forward(
           torch::tensor(e->input_ids).view({1, n}), torch::ones({1, n}, torch::kInt64),

@@ -16,7 +16,7 @@
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle {
 namespace {

@@ -19,9 +19,9 @@
 #include "client/cli.h"
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
-#include "server/rpc/server.h"
-#include "tests/test_server.h"
-#include "tests/test_util.h"
+#include "server/app/loracle_server.h"
+#include "tests/support/test_server.h"
+#include "tests/support/test_util.h"
 
 namespace loracle {
 namespace {
@@ -51,7 +51,7 @@ class PrometheusTest : public ::testing::Test {
 
   testing::TempDir prom_dir_;
   std::unique_ptr<testing::TestServer> test_server_;
-  rpc::LoracleServer* server_ = nullptr;
+  app::LoracleServer* server_ = nullptr;
 };
 
 TEST_F(PrometheusTest, PromtoolAcceptsTheExposition) {

@@ -1,7 +1,5 @@
 // The real server, in process, on a loopback port: real gRPC, real files, real /metrics.
 
-#include "server/rpc/server.h"
-
 #include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -25,8 +23,9 @@
 #include "nlohmann/json.hpp"
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
-#include "tests/test_server.h"
-#include "tests/test_util.h"
+#include "server/app/loracle_server.h"
+#include "tests/support/test_server.h"
+#include "tests/support/test_util.h"
 
 namespace loracle {
 namespace {
@@ -52,7 +51,7 @@ class ServerTest : public ::testing::Test {
          {"broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3)},
          {"mc", McSpec(model::DropoutSpec{model::DropoutMethod::kLoraDropout, 0.3})},
          {"hk", McSpec(model::DropoutSpec{model::DropoutMethod::kHiddenKey, 0, 0.3, 0.2})}},
-        [](adapters::Store& store, rpc::LoracleServer::Options&) {
+        [](adapters::Store& store, app::LoracleServer::Options&) {
           const std::string w = store.VersionDir("broken", 1) + "/adapter_model.safetensors";
           testing::WriteFile(w, testing::ReadFile(w).substr(0, 64));
         });
@@ -81,11 +80,11 @@ class ServerTest : public ::testing::Test {
   }
 
   static testing::TestServer* test_server_;
-  static rpc::LoracleServer* server_;
+  static app::LoracleServer* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
 };
 testing::TestServer* ServerTest::test_server_;
-rpc::LoracleServer* ServerTest::server_;
+app::LoracleServer* ServerTest::server_;
 std::shared_ptr<grpc::Channel>* ServerTest::channel_;
 
 TEST_F(ServerTest, HealthReportsServing) {
@@ -373,7 +372,7 @@ TEST_F(ServerTest, TrainingAndFeedbackSayTheyAreNotImplemented) {
   loracle::v1::Job job;
   grpc::Status s = training->Submit(&ctx, {}, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("Training.Submit"), std::string::npos);
+  EXPECT_NE(s.error_message().find("Training/Submit"), std::string::npos);
   grpc::ClientContext watch_ctx;
   auto reader = training->Watch(&watch_ctx, {});
   loracle::v1::Job update;
@@ -390,7 +389,9 @@ TEST_F(ServerTest, MetricsEndpointCountsCalls) {
   ASSERT_TRUE(Predict(Request("sentiment", {"count me"}), &resp).ok());
   const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(body.find("HTTP/1.1 200 OK"), std::string::npos);
-  EXPECT_NE(body.find("loracle_requests_total{code=\"OK\",method=\"Predict\"}"), std::string::npos);
+  EXPECT_NE(
+      body.find("loracle_requests_total{code=\"OK\",method=\"loracle.v1.Inference/Predict\"}"),
+      std::string::npos);
   EXPECT_NE(body.find("loracle_predictions_total{adapter=\"sentiment\"}"), std::string::npos);
   EXPECT_NE(body.find("loracle_model_ready 1"), std::string::npos);
   EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
@@ -437,13 +438,13 @@ namespace {
 TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
   auto t = testing::TestServer::Start(
       {{"spam", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)}},
-      [](adapters::Store&, rpc::LoracleServer::Options& o) {
+      [](adapters::Store&, app::LoracleServer::Options& o) {
         o.threads = 1;
         o.batcher.max_batch_size = 1000;
         o.batcher.max_queue_delay_us = 1'500'000;  // requests sit in the queue when Shutdown starts
       });
   ASSERT_NE(t, nullptr);
-  rpc::LoracleServer* server = &t->server();
+  app::LoracleServer* server = &t->server();
   auto channel = t->NewChannel();
   constexpr int kCalls = 6;
   std::vector<grpc::Status> statuses(kCalls);

@@ -16,8 +16,8 @@
 #include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tests/test_server.h"
-#include "tests/test_util.h"
+#include "tests/support/test_server.h"
+#include "tests/support/test_util.h"
 
 namespace loracle {
 namespace {
@@ -127,7 +127,7 @@ TEST(ServingTest, TwoHundredConcurrentPredictsAcrossThreeAdaptersEqualSequential
 
 TEST(ServingTest, FullQueueAnswersResourceExhaustedAtOnce) {
   auto t = testing::TestServer::Start({{"single", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)}},
-                                      [](adapters::Store&, rpc::LoracleServer::Options& o) {
+                                      [](adapters::Store&, app::LoracleServer::Options& o) {
                                         o.batcher.max_batch_size = 1000;
                                         o.batcher.max_queue_delay_us =
                                             2'000'000;  // the first batch waits; the queue fills
@@ -156,7 +156,7 @@ TEST(ServingTest, FullQueueAnswersResourceExhaustedAtOnce) {
 
 TEST(ServingTest, PastDeadlineIsDeadlineExceededAndNeverRuns) {
   auto t = testing::TestServer::Start({{"single", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)}},
-                                      [](adapters::Store&, rpc::LoracleServer::Options& o) {
+                                      [](adapters::Store&, app::LoracleServer::Options& o) {
                                         o.batcher.max_batch_size = 1000;
                                         o.batcher.max_queue_delay_us =
                                             1'000'000;  // longer than the caller is willing to wait
@@ -173,10 +173,13 @@ TEST(ServingTest, PastDeadlineIsDeadlineExceededAndNeverRuns) {
   std::string metrics;
   while (absl::Now() < end) {
     metrics = testing::HttpGet(t->server().metrics_port(), "/metrics");
-    if (metrics.find("code=\"DEADLINE_EXCEEDED\",method=\"Predict\"") != std::string::npos) break;
+    if (metrics.find("code=\"DEADLINE_EXCEEDED\",method=\"loracle.v1.Inference/Predict\"") !=
+        std::string::npos)
+      break;
     absl::SleepFor(absl::Milliseconds(50));
   }
-  EXPECT_NE(metrics.find("loracle_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Predict\"} 1"),
+  EXPECT_NE(metrics.find("loracle_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"loracle.v1."
+                         "Inference/Predict\"} 1"),
             std::string::npos)
       << metrics;
   EXPECT_EQ(metrics.find("loracle_predictions_total{adapter=\"single\"}"), std::string::npos)

@@ -1,12 +1,12 @@
 #include <gtest/gtest.h>
 
-#include "server/adapters/adapter.h"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
 #include "server/model/checkpoint.h"
-#include "server/model/file_util.h"
-#include "tests/test_util.h"
+#include "server/util/file_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::adapters {
 namespace {
@@ -21,7 +21,11 @@ class AdapterStoreTest : public ::testing::Test {
     auto store = Store::Create({store_dir_.path()});
     ASSERT_TRUE(store.ok());
     store_ = *std::move(store);
-    auto registry = Registry::Create({store_.get(), base_.get()});
+    const model::BaseModel* model = base_.get();
+    auto registry = Registry::Create(
+        {store_.get(), [model](const std::string& dir, const std::string& name, int64_t version) {
+           return LoadAdapter(dir, name, version, *model);
+         }});
     ASSERT_TRUE(registry.ok());
     registry_ = *std::move(registry);
   }
@@ -49,7 +53,7 @@ TEST_F(AdapterStoreTest, PublishIsAtomicAndVersionsIncrease) {
   EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(*store_->ListVersions("spam"), (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(*store_->ListAdapters(), std::vector<std::string>{"spam"});
-  auto entries = model::ListDir(store_dir_.path());
+  auto entries = util::ListDir(store_dir_.path());
   ASSERT_TRUE(entries.ok());
   EXPECT_EQ(*entries, std::vector<std::string>{"spam"}) << "no temporary directory left behind";
   EXPECT_EQ(store_->ListVersions("ghost").status().code(), absl::StatusCode::kNotFound);
@@ -59,28 +63,25 @@ TEST_F(AdapterStoreTest, PublishIsAtomicAndVersionsIncrease) {
 
 TEST_F(AdapterStoreTest, LoadsPeftNamedWeightsForEveryMember) {
   Publish("ens", testing::TinyAdapterSpec({"a", "b", "c"}, 3, 10));
-  auto info = registry_->Load("ens");
+  auto info = registry_->Load({"ens"});
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->state, AdapterState::kReady);
   EXPECT_EQ(info->serving.members, 3);
   auto adapter = registry_->Acquire("ens");
   ASSERT_TRUE(adapter.ok());
-  ASSERT_EQ((*adapter)->members.size(), 3u);
+  ASSERT_EQ((*adapter)->members, 3);
+  const std::vector<model::LoraMember>& members = MembersOf(**adapter);
   const auto& enc = *base_->encoder;
   int adapted = 0;
   for (size_t i = 0; i < enc.linear_names().size(); ++i) {
     const bool targeted = MatchesTarget(enc.linear_names()[i], {"query", "value"});
-    EXPECT_EQ((*adapter)->members[0].layers[i].a.defined(), targeted) << enc.linear_names()[i];
+    EXPECT_EQ(members[0].layers[i].a.defined(), targeted) << enc.linear_names()[i];
     adapted += targeted;
   }
   EXPECT_EQ(adapted, 4);  // 2 layers x {query, value}
-  EXPECT_DOUBLE_EQ((*adapter)
-                       ->members[0]
-                       .layers[enc.LinearIndex("encoder.layer.0.attention.self.query")]
-                       .scaling,
-                   2.0);
-  EXPECT_FALSE(torch::equal((*adapter)->members[0].classifier_weight,
-                            (*adapter)->members[1].classifier_weight))
+  EXPECT_DOUBLE_EQ(
+      members[0].layers[enc.LinearIndex("encoder.layer.0.attention.self.query")].scaling, 2.0);
+  EXPECT_FALSE(torch::equal(members[0].classifier_weight, members[1].classifier_weight))
       << "members are independently initialised";
 }
 
@@ -91,7 +92,7 @@ TEST_F(AdapterStoreTest, NewVersionSwapsInWhileOldHandlesStayValid) {
   ASSERT_TRUE(v1.ok());
   EXPECT_EQ((*v1)->version, 1);
   Publish("spam", testing::TinyAdapterSpec({"ham", "spam"}, 1, 2));
-  auto info = registry_->Load("spam");
+  auto info = registry_->Load({"spam"});
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->version, 2);
   auto v2 = registry_->Acquire("spam");
@@ -120,10 +121,10 @@ TEST_F(AdapterStoreTest, CorruptAdapterIsFailedWithTheReason) {
 
 TEST_F(AdapterStoreTest, FailedReloadKeepsServingTheOldVersion) {
   Publish("spam", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1));
-  ASSERT_TRUE(registry_->Load("spam").ok());
+  ASSERT_TRUE(registry_->Load({"spam"}).ok());
   const int64_t v2 = Publish("spam", testing::TinyAdapterSpec({"ham", "spam"}, 1, 2));
   testing::WriteFile(store_->VersionDir("spam", v2) + "/loracle.json", "{not json");
-  auto reload = registry_->Load("spam");
+  auto reload = registry_->Load({"spam"});
   EXPECT_EQ(reload.status().code(), absl::StatusCode::kInvalidArgument);
   auto served = registry_->Acquire("spam");
   ASSERT_TRUE(served.ok());
@@ -133,7 +134,7 @@ TEST_F(AdapterStoreTest, FailedReloadKeepsServingTheOldVersion) {
 TEST_F(AdapterStoreTest, LabelsThatDisagreeWithTheHeadAreRejected) {
   const int64_t v = Publish("x", testing::TinyAdapterSpec({"a", "b", "c"}, 1, 1));
   testing::WriteFile(store_->VersionDir("x", v) + "/loracle.json", R"({"labels": ["a", "b"]})");
-  auto info = registry_->Load("x");
+  auto info = registry_->Load({"x"});
   ASSERT_FALSE(info.ok());
   EXPECT_NE(info.status().message().find("classifier has 3 outputs"), std::string::npos)
       << info.status();
@@ -146,7 +147,7 @@ TEST_F(AdapterStoreTest, AdapterForAnotherBaseModelIsRejected) {
     return WriteRandomAdapter(dir, other, testing::TinyAdapterSpec({"a", "b"}, 1, 1));
   });
   ASSERT_TRUE(v.ok());
-  auto info = registry_->Load("alien");
+  auto info = registry_->Load({"alien"});
   ASSERT_FALSE(info.ok());
   EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(info.status().message().find("lora_A.weight\" has shape [4, 48], expected [4, 32]"),

@@ -16,7 +16,7 @@
 
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {

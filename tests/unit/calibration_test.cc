@@ -1,4 +1,4 @@
-#include "server/training/calibration.h"
+#include "server/calibration/calibration.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "server/serving/uncertainty.h"
 
-namespace loracle::training {
+namespace loracle::calibration {
 namespace {
 
 TEST(CalibrationTest, MatchesAHandComputedExample) {
@@ -73,4 +73,4 @@ TEST(CalibrationTest, RejectsBadInput) {
 }
 
 }  // namespace
-}  // namespace loracle::training
+}  // namespace loracle::calibration

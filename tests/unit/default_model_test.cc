@@ -5,9 +5,9 @@
 #include <cmath>
 
 #include "server/model/architecture.h"
-#include "server/model/file_util.h"
 #include "server/model/safetensors.h"
-#include "tests/test_util.h"
+#include "server/util/file_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {
@@ -37,7 +37,7 @@ TEST(DefaultModelTest, GenerationIsDeterministicAndComplete) {
     EXPECT_EQ(t->shape, shape) << name;
   }
   // No temporary directory is left behind.
-  auto entries = ListDir(a.path());
+  auto entries = util::ListDir(a.path());
   ASSERT_TRUE(entries.ok());
   EXPECT_EQ(*entries, std::vector<std::string>{kDefaultModelName});
 }
@@ -50,7 +50,7 @@ TEST(DefaultModelTest, SecondCallReusesTheCache) {
   auto second = EnsureDefaultModel(tmp.path());
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(*first, *second);
-  EXPECT_TRUE(FileExists(*second + "/marker")) << "not regenerated";
+  EXPECT_TRUE(util::FileExists(*second + "/marker")) << "not regenerated";
 }
 
 TEST(DefaultModelTest, NormalSamplesHaveTheRequestedMoments) {

@@ -10,9 +10,9 @@
 
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "server/model/file_util.h"
 #include "server/model/safetensors.h"
-#include "tests/test_util.h"
+#include "server/util/file_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {

@@ -2,11 +2,12 @@
 
 #include <gtest/gtest.h>
 
-#include "server/adapters/adapter.h"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/metrics/metrics.h"
 #include "server/model/checkpoint.h"
-#include "tests/test_util.h"
+#include "server/model/cpu_runtime.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::serving {
 namespace {
@@ -18,13 +19,17 @@ class EnsembleRunnerTest : public ::testing::Test {
     auto metrics = metrics::Metrics::Create({});
     ASSERT_TRUE(metrics.ok());
     metrics_ = *std::move(metrics);
-    auto runner = EnsembleRunner::Create({model_dir_.path(), {1, 1}, true, metrics_.get()});
+    model::SetComputeThreads({1, 1});
+    auto base = model::LoadBaseModel(model_dir_.path());
+    ASSERT_TRUE(base.ok()) << base.status();
+    base_ = *std::move(base);
+    auto runner = EnsembleRunner::Create({base_.get(), 1, true, metrics_.get()});
     ASSERT_TRUE(runner.ok()) << runner.status();
     runner_ = *std::move(runner);
     ASSERT_TRUE(adapters::WriteRandomAdapter(adapter_dir_.path(), testing::TinyConfig(),
                                              testing::TinyAdapterSpec({"ham", "spam"}, 2, 1))
                     .ok());
-    auto adapter = adapters::LoadAdapter(adapter_dir_.path(), "a", 1, runner_->base());
+    auto adapter = adapters::LoadAdapter(adapter_dir_.path(), "a", 1, *base_);
     ASSERT_TRUE(adapter.ok()) << adapter.status();
     adapter_ = *std::move(adapter);
   }
@@ -33,7 +38,7 @@ class EnsembleRunnerTest : public ::testing::Test {
     auto r = std::make_unique<InferenceRequest>();
     r->adapter = adapter_;
     r->members = 2;
-    r->inputs.push_back(*runner_->tokenizer().Encode(text, std::nullopt, runner_->max_length()));
+    r->inputs.push_back(*base_->tokenizer->Encode(text, std::nullopt, base_->max_length));
     r->done = [out](absl::StatusOr<InferenceResult> result) {
       ASSERT_TRUE(result.ok()) << result.status();
       *out = result->inputs[0];
@@ -43,6 +48,7 @@ class EnsembleRunnerTest : public ::testing::Test {
 
   testing::TempDir model_dir_, adapter_dir_;
   std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<model::BaseModel> base_;
   std::unique_ptr<EnsembleRunner> runner_;
   std::shared_ptr<const adapters::Adapter> adapter_;
 };

@@ -11,13 +11,13 @@
 #include <set>
 
 #include "nlohmann/json.hpp"
-#include "server/adapters/adapter.h"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
 #include "server/model/safetensors.h"
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::adapters {
 namespace {
@@ -49,7 +49,7 @@ torch::Tensor Logits(model::BaseModel& base, const Adapter& adapter, int member)
   const int64_t n = static_cast<int64_t>(e->input_ids.size());
   c10::InferenceMode guard;
   torch::Tensor ids = torch::tensor(e->input_ids).view({1, n});
-  model::LoraRouting routing = {{0, 1, &adapter.members[static_cast<size_t>(member)]}};
+  model::LoraRouting routing = {{0, 1, &MembersOf(adapter)[static_cast<size_t>(member)]}};
   torch::Tensor f = base.encoder->forward(ids, torch::ones({1, n}, torch::kInt64),
                                           torch::zeros({1, n}, torch::kInt64), &routing);
   return model::EncoderImpl::Classify(f, routing)[0];
@@ -100,7 +100,7 @@ TEST_P(PeftFormatTest, ScalingFollowsPeftIncludingRsLoraAndPatterns) {
   ASSERT_TRUE(WriteRandomAdapter(tmp / "adapter", base->config, spec).ok());
   auto adapter = LoadAdapter(tmp / "adapter", "x", 1, *base);
   ASSERT_TRUE(adapter.ok()) << adapter.status();
-  const model::LoraMember& m = (*adapter)->members[0];
+  const model::LoraMember& m = MembersOf(**adapter)[0];
   const auto& names = base->encoder->linear_names();
   int checked = 0;
   for (size_t i = 0; i < names.size(); ++i) {

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {

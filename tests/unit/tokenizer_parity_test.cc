@@ -12,8 +12,8 @@
 
 #include "nlohmann/json.hpp"
 #include "server/model/bpe_tokenizer.h"
-#include "server/model/tokenizer.h"
-#include "tests/test_util.h"
+#include "server/model/tokenizer_files.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {

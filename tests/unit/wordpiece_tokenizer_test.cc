@@ -5,7 +5,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/model/default_model.h"
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {

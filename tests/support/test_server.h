@@ -1,5 +1,5 @@
-#ifndef LORACLE_TESTS_TEST_SERVER_H_
-#define LORACLE_TESTS_TEST_SERVER_H_
+#ifndef LORACLE_TESTS_SUPPORT_TEST_SERVER_H_
+#define LORACLE_TESTS_SUPPORT_TEST_SERVER_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -10,8 +10,8 @@
 
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
-#include "server/rpc/server.h"
-#include "tests/test_util.h"
+#include "server/app/loracle_server.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::testing {
 
@@ -28,9 +28,9 @@ class TestServer {
   // the store (corrupt a file, ...) and the server options.
   static std::unique_ptr<TestServer> Start(
       const std::vector<AdapterToPublish>& adapters,
-      const std::function<void(adapters::Store&, rpc::LoracleServer::Options&)>& prepare = {});
+      const std::function<void(adapters::Store&, app::LoracleServer::Options&)>& prepare = {});
 
-  rpc::LoracleServer& server() { return *server_; }
+  app::LoracleServer& server() { return *server_; }
   adapters::Store& store() { return *store_; }
   std::string address() const;  // "127.0.0.1:PORT"
   std::shared_ptr<grpc::Channel> NewChannel() const;
@@ -38,9 +38,9 @@ class TestServer {
  private:
   TempDir model_dir_, store_dir_;
   std::unique_ptr<adapters::Store> store_;
-  std::unique_ptr<rpc::LoracleServer> server_;
+  std::unique_ptr<app::LoracleServer> server_;
 };
 
 }  // namespace loracle::testing
 
-#endif  // LORACLE_TESTS_TEST_SERVER_H_
+#endif  // LORACLE_TESTS_SUPPORT_TEST_SERVER_H_

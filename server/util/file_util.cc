@@ -1,4 +1,4 @@
-#include "server/model/file_util.h"
+#include "server/util/file_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace loracle::model {
+namespace loracle::util {
 namespace {
 
 absl::Status ErrnoStatus(int err, absl::string_view what) {
@@ -131,4 +131,4 @@ absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
   return tmpl;
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::util

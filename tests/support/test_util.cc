@@ -1,4 +1,4 @@
-#include "tests/test_util.h"
+#include "tests/support/test_util.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -13,18 +13,18 @@
 
 #include "absl/strings/str_join.h"
 #include "server/model/default_model.h"
-#include "server/model/file_util.h"
-#include "server/model/tokenizer.h"
+#include "server/model/tokenizer_files.h"
+#include "server/util/file_util.h"
 
 namespace loracle::testing {
 
 TempDir::TempDir() {
-  absl::StatusOr<std::string> dir = model::MakeTempDir("loracle-test-");
+  absl::StatusOr<std::string> dir = util::MakeTempDir("loracle-test-");
   EXPECT_TRUE(dir.ok()) << dir.status();
   path_ = dir.ok() ? *dir : "/tmp/loracle-test-fallback";
 }
 
-TempDir::~TempDir() { model::RemoveTree(path_).IgnoreError(); }
+TempDir::~TempDir() { util::RemoveTree(path_).IgnoreError(); }
 
 std::string TinyVocab() {
   std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};

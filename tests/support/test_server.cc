@@ -1,4 +1,4 @@
-#include "tests/test_server.h"
+#include "tests/support/test_server.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@ namespace loracle::testing {
 
 std::unique_ptr<TestServer> TestServer::Start(
     const std::vector<AdapterToPublish>& adapters,
-    const std::function<void(adapters::Store&, rpc::LoracleServer::Options&)>& prepare) {
+    const std::function<void(adapters::Store&, app::LoracleServer::Options&)>& prepare) {
   auto t = std::make_unique<TestServer>();
   WriteTinyModel(t->model_dir_.path());
   auto store = adapters::Store::Create({t->store_dir_.path()});
@@ -26,7 +26,7 @@ std::unique_ptr<TestServer> TestServer::Start(
       return nullptr;
     }
   }
-  rpc::LoracleServer::Options o;
+  app::LoracleServer::Options o;
   o.grpc_address = "127.0.0.1:0";
   o.metrics_address = "127.0.0.1:0";
   o.model_dir = t->model_dir_.path();
@@ -34,7 +34,7 @@ std::unique_ptr<TestServer> TestServer::Start(
   o.threads = 2;
   o.batcher.max_queue_delay_us = 1000;
   if (prepare) prepare(*t->store_, o);
-  auto server = rpc::LoracleServer::Create(o);
+  auto server = app::LoracleServer::Create(o);
   if (!server.ok()) {
     ADD_FAILURE() << server.status();
     return nullptr;

@@ -1,5 +1,5 @@
-#ifndef LORACLE_TESTS_TEST_UTIL_H_
-#define LORACLE_TESTS_TEST_UTIL_H_
+#ifndef LORACLE_TESTS_SUPPORT_TEST_UTIL_H_
+#define LORACLE_TESTS_SUPPORT_TEST_UTIL_H_
 
 #include <cstdint>
 #include <string>
@@ -55,4 +55,4 @@ void WriteFile(const std::string& path, const std::string& contents);
 
 }  // namespace loracle::testing
 
-#endif  // LORACLE_TESTS_TEST_UTIL_H_
+#endif  // LORACLE_TESTS_SUPPORT_TEST_UTIL_H_

@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_TRAINING_CALIBRATION_H_
-#define LORACLE_SERVER_TRAINING_CALIBRATION_H_
+#ifndef LORACLE_SERVER_CALIBRATION_CALIBRATION_H_
+#define LORACLE_SERVER_CALIBRATION_CALIBRATION_H_
 
 // Calibration metrics as DESIGN.md defines them (torch-free):
 //   ECE   sum_b |B_b|/n * |acc(B_b) - conf(B_b)| over equal-width confidence bins (0, 1]
@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace loracle::training {
+namespace loracle::calibration {
 
 struct CalibrationReport {
   size_t examples = 0;
@@ -33,6 +33,6 @@ absl::StatusOr<CalibrationReport> Evaluate(const std::vector<std::vector<double>
 absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
                                       const std::vector<int>& labels);
 
-}  // namespace loracle::training
+}  // namespace loracle::calibration
 
-#endif  // LORACLE_SERVER_TRAINING_CALIBRATION_H_
+#endif  // LORACLE_SERVER_CALIBRATION_CALIBRATION_H_

@@ -1,4 +1,4 @@
-#include "server/rpc/server.h"
+#include "server/app/loracle_server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -9,13 +9,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
 #include "server/metrics/metrics.h"
+#include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
 #include "server/model/default_model.h"
+#include "server/rpc/adapters_service.h"
+#include "server/rpc/training_service.h"
 #include "server/serving/ensemble_runner.h"
 
-namespace loracle::rpc {
+namespace loracle::app {
 namespace {
 
 // The demo ensemble published next to the built-in model: random weights, so its answers are
@@ -57,18 +62,19 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
       metrics::Metrics::Create({options.metrics_address});
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
-  s->context_.metrics = s->metrics_.get();
-  s->inference_ = std::make_unique<InferenceService>(options.inference, &s->context_);
-  s->adapters_service_ = std::make_unique<AdaptersService>(&s->context_);
-  s->training_ = std::make_unique<TrainingService>();
+  metrics::Metrics* m = s->metrics_.get();
+  s->inference_service_ =
+      std::make_unique<rpc::InferenceService>(options.inference, &s->inference_backend_, m);
+  s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, m);
+  s->training_service_ = std::make_unique<rpc::TrainingService>(m);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s->grpc_port_);
-  builder.RegisterService(s->inference_.get());
+  builder.RegisterService(s->inference_service_.get());
   builder.RegisterService(s->adapters_service_.get());
-  builder.RegisterService(s->training_.get());
+  builder.RegisterService(s->training_service_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->grpc_port_ == 0) {
@@ -78,10 +84,7 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   s->server_->GetHealthCheckService()->SetServingStatus(false);
   s->loader_ = std::thread([p = s.get()] {
     absl::Status status = p->LoadEngine();
-    if (status.ok()) {
-      p->context_.engine.store(&p->engine_, std::memory_order_release);
-      p->metrics_->SetModelReady(true);
-    }
+    if (status.ok()) p->metrics_->SetModelReady(true);
     absl::MutexLock lock(&p->mu_);
     p->load_status_ = status;
     p->load_done_ = true;
@@ -97,13 +100,17 @@ absl::Status LoracleServer::LoadEngine() {
     if (!dir.ok()) return dir.status();
     model_dir = *dir;
   }
-  absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner =
-      serving::EnsembleRunner::Create({model_dir,
-                                       {options_.threads, options_.intra_op_threads},
-                                       options_.parallel_rows,
-                                       metrics_.get()});
+  model::SetComputeThreads({options_.threads, options_.intra_op_threads});  // process-wide
+  absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(model_dir);
+  if (!base.ok()) return base.status();
+  base_ = *std::move(base);
+  const model::BaseModel* base_model = base_.get();
+
+  absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner = serving::EnsembleRunner::Create(
+      {base_model, options_.threads, options_.parallel_rows, metrics_.get()});
   if (!runner.ok()) return runner.status();
   runner_ = *std::move(runner);
+
   absl::StatusOr<std::unique_ptr<adapters::Store>> store =
       adapters::Store::Create({options_.adapters_dir});
   if (!store.ok()) return store.status();
@@ -114,16 +121,26 @@ absl::Status LoracleServer::LoadEngine() {
                    s.ToString().c_str());
     }
   }
+
+  adapters::Registry::Options registry_options;
+  registry_options.store = store_.get();
+  registry_options.loader = [base_model](const std::string& dir, const std::string& name,
+                                         int64_t version) {
+    return adapters::LoadAdapter(dir, name, version, *base_model);
+  };
+  registry_options.load_threads = options_.adapter_load_threads;
+  registry_options.metrics = metrics_.get();
   absl::StatusOr<std::unique_ptr<adapters::Registry>> registry =
-      adapters::Registry::Create({store_.get(), &runner_->base()});
+      adapters::Registry::Create(registry_options);
   if (!registry.ok()) return registry.status();
   registry_ = *std::move(registry);
   if (absl::Status s = registry_->LoadAll(); !s.ok()) return s;
   if (!options_.base_head_adapter.empty()) {
-    absl::Status s = registry_->AddBaseHead(options_.base_head_adapter);
-    if (!s.ok() && !absl::IsNotFound(s)) {
+    absl::StatusOr<std::shared_ptr<const adapters::Adapter>> head =
+        adapters::BaseHeadAdapter(*base_model, options_.base_head_adapter);
+    absl::Status s = head.ok() ? registry_->Add(*std::move(head)) : head.status();
+    if (!s.ok() && !absl::IsNotFound(s))
       std::fprintf(stderr, "loracle: %s\n", s.ToString().c_str());
-    }
   }
   for (const adapters::AdapterInfo& info : registry_->List()) {
     if (info.state == adapters::AdapterState::kFailed) {
@@ -131,7 +148,7 @@ absl::Status LoracleServer::LoadEngine() {
                    info.error.c_str());
     }
   }
-  metrics_->SetAdaptersReady(registry_->ready_count());
+
   serving::EnsembleRunner* r = runner_.get();
   absl::StatusOr<std::unique_ptr<serving::Batcher>> batcher = serving::Batcher::Create(
       options_.batcher,
@@ -141,7 +158,10 @@ absl::Status LoracleServer::LoadEngine() {
       metrics_.get());
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
-  engine_ = Engine{runner_.get(), registry_.get(), batcher_.get()};
+
+  backend_ = {registry_.get(), base_model->tokenizer.get(), base_model->max_length, batcher_.get()};
+  inference_backend_.Publish(&backend_);
+  registry_slot_.Publish(registry_.get());
   absl::MutexLock lock(&mu_);
   loaded_model_dir_ = model_dir;
   return absl::OkStatus();
@@ -177,9 +197,6 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   server_->Wait();
 }
 
-LoracleServer::~LoracleServer() {
-  Shutdown(absl::ZeroDuration());
-  adapters_service_.reset();  // joins its worker before the engine goes away
-}
+LoracleServer::~LoracleServer() { Shutdown(absl::ZeroDuration()); }
 
-}  // namespace loracle::rpc
+}  // namespace loracle::app

@@ -1,4 +1,4 @@
-#include "server/training/calibration.h"
+#include "server/calibration/calibration.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/serving/uncertainty.h"
 
-namespace loracle::training {
+namespace loracle::calibration {
 namespace {
 
 absl::Status Validate(const std::vector<std::vector<double>>& rows,
@@ -108,4 +108,4 @@ absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& lo
   return std::exp((lo + hi) / 2);
 }
 
-}  // namespace loracle::training
+}  // namespace loracle::calibration

@@ -1,9 +1,16 @@
-#ifndef LORACLE_SERVER_RPC_SERVER_H_
-#define LORACLE_SERVER_RPC_SERVER_H_
+#ifndef LORACLE_SERVER_APP_LORACLE_SERVER_H_
+#define LORACLE_SERVER_APP_LORACLE_SERVER_H_
 
-// The whole server, wired: metrics endpoint, gRPC (Inference, Adapters, Training, health,
-// reflection), and, loaded in the background, the base model, adapter store and registry,
-// ensemble runner and batcher. Health is NOT_SERVING until the model is loaded, then SERVING.
+// The composition root: builds the parts of the server in data-flow order, owns them, and hands
+// each gRPC service only the interfaces it calls.
+//
+//   Create:        metrics (/metrics) -> services -> gRPC server (health NOT_SERVING)
+//   loader thread: base model -> ensemble runner -> adapter store (+ demo adapter) -> registry
+//                  (loads the store) -> batcher (runs batches on the runner) -> publish to the
+//                  services -> health SERVING
+//
+// Thread-safety: Create, WaitUntilReady, Shutdown and the accessors may be called from any
+// thread; Shutdown is idempotent and the destructor calls it.
 
 #include <grpcpp/grpcpp.h>
 
@@ -16,27 +23,35 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/rpc/adapters_service.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
-#include "server/rpc/training_service.h"
 #include "server/serving/batcher.h"
 
 namespace loracle::adapters {
-class Store;
 class Registry;
+class Store;
 }  // namespace loracle::adapters
+namespace loracle::metrics {
+class Metrics;
+}
+namespace loracle::model {
+struct BaseModel;
+}
 namespace loracle::serving {
 class EnsembleRunner;
 }
-
 namespace loracle::rpc {
+class AdaptersService;
+class TrainingService;
+}  // namespace loracle::rpc
+
+namespace loracle::app {
 
 class LoracleServer {
  public:
   struct Options {
     std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
-    std::string metrics_address = "9464";  // civetweb syntax ("9464", "127.0.0.1:0"); empty = none
+    std::string metrics_address = "9464";  // "PORT" or "HOST:PORT" (port 0 = any); empty = none
     std::string model_dir;     // empty = the built-in default model, generated in cache_dir
     std::string cache_dir;     // required when model_dir is empty
     std::string adapters_dir;  // the adapter store; required
@@ -45,51 +60,57 @@ class LoracleServer {
     // When the checkpoint is a *ForSequenceClassification model, its own head is served as
     // this adapter (no LoRA); empty = not served.
     std::string base_head_adapter = "base";
-    int threads = 0;            // BLAS (GEMM) threads; 0 = all cores
-    int intra_op_threads = 1;   // torch's element-wise pool; see model/cpu_runtime.h
-    bool parallel_rows = true;  // see serving::EnsembleRunner::Options
+    int threads = 0;               // BLAS (GEMM) threads; 0 = all cores
+    int intra_op_threads = 1;      // torch's element-wise pool; see model/cpu_runtime.h
+    bool parallel_rows = true;     // see serving::EnsembleRunner::Options
+    int adapter_load_threads = 1;  // adapters loading at once (adapters::Registry)
     serving::Batcher::Options batcher;
-    InferenceService::Options inference;
+    rpc::InferenceService::Options inference;
   };
 
   // Starts gRPC and /metrics, then loads the model on a background thread. Errors: the ports
   // cannot be bound (UNAVAILABLE), bad options (INVALID_ARGUMENT).
   static absl::StatusOr<std::unique_ptr<LoracleServer>> Create(const Options& options);
-  ~LoracleServer();  // Shutdown(zero grace) if still running
+  ~LoracleServer();
 
   // Blocks until the model is loaded (OK) or failed to load (its error), or `timeout` passes
   // (DEADLINE_EXCEEDED).
-  absl::Status WaitUntilReady(absl::Duration timeout);
+  absl::Status WaitUntilReady(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Health NOT_SERVING, stop accepting calls, let in-flight calls finish within `grace` (then
   // cancel them), then stop the batcher. Idempotent.
-  void Shutdown(absl::Duration grace);
+  void Shutdown(absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const;
   // Where the base model was loaded from (after WaitUntilReady).
-  std::string model_dir() const;
+  std::string model_dir() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   explicit LoracleServer(const Options& options);
+  // Builds the engine on the loader thread; publishes it to the services on success.
   absl::Status LoadEngine();
   bool LoadDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return load_done_; }
 
-  Options options_;
+  const Options options_;
+
+  // Built by Create, in this order; destroyed in reverse.
   std::unique_ptr<metrics::Metrics> metrics_;
-  ServiceContext context_;
-  std::unique_ptr<InferenceService> inference_;
-  std::unique_ptr<AdaptersService> adapters_service_;
-  std::unique_ptr<TrainingService> training_;
+  rpc::Published<const rpc::InferenceBackend> inference_backend_;
+  rpc::Published<adapters::Registry> registry_slot_;
+  std::unique_ptr<rpc::InferenceService> inference_service_;
+  std::unique_ptr<rpc::AdaptersService> adapters_service_;
+  std::unique_ptr<rpc::TrainingService> training_service_;
   std::unique_ptr<grpc::Server> server_;
   int grpc_port_ = 0;
 
-  // Built by the loader thread; read-only once load_done_.
+  // Built by the loader thread in data-flow order; read-only once load_done_.
+  std::unique_ptr<model::BaseModel> base_;
   std::unique_ptr<serving::EnsembleRunner> runner_;
   std::unique_ptr<adapters::Store> store_;
   std::unique_ptr<adapters::Registry> registry_;
   std::unique_ptr<serving::Batcher> batcher_;
-  Engine engine_;
+  rpc::InferenceBackend backend_;
   std::thread loader_;
 
   mutable absl::Mutex mu_;
@@ -99,6 +120,6 @@ class LoracleServer {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace loracle::rpc
+}  // namespace loracle::app
 
-#endif  // LORACLE_SERVER_RPC_SERVER_H_
+#endif  // LORACLE_SERVER_APP_LORACLE_SERVER_H_

@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_FILE_UTIL_H_
-#define LORACLE_SERVER_MODEL_FILE_UTIL_H_
+#ifndef LORACLE_SERVER_UTIL_FILE_UTIL_H_
+#define LORACLE_SERVER_UTIL_FILE_UTIL_H_
 
 #include <string>
 #include <vector>
@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace loracle::model {
+namespace loracle::util {
 
 // Reads a whole file. NOT_FOUND / PERMISSION_DENIED / INTERNAL from errno, naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
@@ -35,6 +35,6 @@ bool FileExists(const std::string& path);
 // A fresh, empty directory under $TMPDIR (or /tmp) whose name starts with `prefix`.
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);
 
-}  // namespace loracle::model
+}  // namespace loracle::util
 
-#endif  // LORACLE_SERVER_MODEL_FILE_UTIL_H_
+#endif  // LORACLE_SERVER_UTIL_FILE_UTIL_H_

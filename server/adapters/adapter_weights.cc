@@ -1,0 +1,251 @@
+#include "server/adapters/adapter_weights.h"
+
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/model/architecture.h"
+#include "server/model/checkpoint.h"
+#include "server/model/safetensors.h"
+#include "server/util/file_util.h"
+
+namespace loracle::adapters {
+namespace {
+
+std::string Shape(c10::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+absl::StatusOr<torch::Tensor> Tensor(const model::SafetensorsFile& file, const std::string& key,
+                                     std::vector<int64_t> expected) {
+  absl::StatusOr<model::TensorView> view = file.Get(key);
+  if (!view.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(file.source(), ": missing tensor \"", key,
+                                                   "\" (expected shape ", Shape(expected), ")"));
+  }
+  absl::StatusOr<torch::Tensor> t = model::ToFloatTensor(*view, key);
+  if (!t.ok())
+    return absl::InvalidArgumentError(absl::StrCat(file.source(), ": ", t.status().message()));
+  if (t->sizes() != c10::IntArrayRef(expected)) {
+    return absl::InvalidArgumentError(absl::StrCat(file.source(), ": tensor \"", key,
+                                                   "\" has shape ", Shape(t->sizes()),
+                                                   ", expected ", Shape(expected)));
+  }
+  return *std::move(t);
+}
+
+absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const ServingConfig& serving,
+                                             const model::BaseModel& base,
+                                             PeftLoraConfig* lora_out) {
+  const model::EncoderImpl& encoder = *base.encoder;
+  absl::StatusOr<std::string> text = util::ReadFileToString(dir + "/" + kPeftConfigFile);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<PeftLoraConfig> lora = ParsePeftConfig(*text, dir + "/" + kPeftConfigFile);
+  if (!lora.ok()) return lora.status();
+  *lora_out = *lora;
+  absl::StatusOr<std::unique_ptr<model::SafetensorsFile>> file =
+      model::SafetensorsFile::Open(dir + "/" + kPeftWeightsFile);
+  if (!file.ok()) return file.status();
+  const model::SafetensorsFile& f = **file;
+
+  const model::Architecture arch = encoder.config().architecture();
+  const std::string base_prefix = model::LayoutFor(arch).base_prefix;
+  // PEFT prefixes every key with "base_model.model." and the *For* model's attribute path.
+  const std::string prefixes[] = {"base_model.model." + base_prefix + ".", "base_model.model."};
+  model::LoraMember member;
+  member.layers.resize(encoder.linear_names().size());
+  std::set<std::string> used;
+  for (size_t i = 0; i < encoder.linear_names().size(); ++i) {
+    const std::string& path = encoder.linear_names()[i];
+    if (!lora->Targets(path, base_prefix)) continue;
+    std::string prefix = prefixes[0];
+    if (!f.Contains(prefix + path + ".lora_A.weight")) prefix = prefixes[1];
+    const auto& linear = encoder.linear(static_cast<int>(i));
+    const int rank = lora->RankFor(path);
+    const std::string a_key = prefix + path + ".lora_A.weight";
+    const std::string b_key = prefix + path + ".lora_B.weight";
+    absl::StatusOr<torch::Tensor> a = Tensor(f, a_key, {rank, linear->in_features()});
+    if (!a.ok()) return a.status();
+    absl::StatusOr<torch::Tensor> b = Tensor(f, b_key, {linear->out_features(), rank});
+    if (!b.ok()) return b.status();
+    member.layers[i] = {*std::move(a), *std::move(b), lora->ScalingFor(path)};
+    used.insert(a_key);
+    used.insert(b_key);
+  }
+  // A LoRA tensor for a module this encoder does not have means the adapter was trained for a
+  // different base: refuse it rather than silently ignore weights.
+  for (const std::string& key : f.names()) {
+    if ((absl::StrContains(key, ".lora_A.") || absl::StrContains(key, ".lora_B.")) &&
+        used.count(key) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.source(), ": tensor \"", key,
+                       "\" matches no targeted linear layer of the base model (wrong base model or "
+                       "target_modules?)"));
+    }
+  }
+  // The head: from the adapter (modules_to_save), else the base checkpoint's own, as PEFT does
+  // for modules it did not save.
+  const int64_t labels = static_cast<int64_t>(serving.labels.size());
+  const model::HeadLayout& head = model::HeadFor(arch);
+  absl::StatusOr<model::TensorView> out_view = f.Get("base_model.model." + head.out + ".weight");
+  if (out_view.ok() && !out_view->shape.empty() && out_view->shape[0] != labels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.source(), ": ", head.out, " has ", out_view->shape[0], " outputs but ",
+                     kServingConfigFile, " names ", labels, " labels"));
+  }
+  for (const auto& [name, shape] : model::HeadTensorShapes(encoder.config(), labels)) {
+    const std::string key = "base_model.model." + name;
+    torch::Tensor t;
+    if (f.Contains(key) || base.head == nullptr) {
+      absl::StatusOr<torch::Tensor> loaded = Tensor(f, key, shape);
+      if (!loaded.ok()) return loaded.status();
+      t = *std::move(loaded);
+    } else {
+      const model::LoraMember& h = *base.head;
+      t = name == head.dense + ".weight" ? h.head_dense_weight
+          : name == head.dense + ".bias" ? h.head_dense_bias
+          : name == head.out + ".weight" ? h.classifier_weight
+                                         : h.classifier_bias;
+      if (!t.defined() || t.sizes() != c10::IntArrayRef(shape)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(f.source(), ": missing tensor \"", key, "\" (expected shape ",
+                         Shape(shape), "), and the base checkpoint's ", name, " does not fit"));
+      }
+    }
+    if (name == head.dense + ".weight") member.head_dense_weight = t;
+    if (name == head.dense + ".bias") member.head_dense_bias = t;
+    if (name == head.out + ".weight") member.classifier_weight = t;
+    if (name == head.out + ".bias") member.classifier_bias = t;
+  }
+  member.head_activation = head.activation;
+  return member;
+}
+
+}  // namespace
+
+const std::vector<model::LoraMember>& MembersOf(const Adapter& adapter) {
+  return adapter.weights->members;
+}
+
+std::shared_ptr<const Adapter> MakeAdapter(Adapter identity,
+                                           std::vector<model::LoraMember> members) {
+  auto weights = std::make_shared<AdapterWeights>();
+  weights->members = std::move(members);
+  identity.members = static_cast<int>(weights->members.size());
+  identity.weights = std::move(weights);
+  return std::make_shared<const Adapter>(std::move(identity));
+}
+
+absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
+                                                           const std::string& name, int64_t version,
+                                                           const model::BaseModel& base) {
+  if (!util::IsDirectory(dir)) {
+    return absl::NotFoundError(absl::StrCat("adapter directory ", dir, " does not exist"));
+  }
+  Adapter adapter;
+  adapter.name = name;
+  adapter.version = version;
+  adapter.path = dir;
+  absl::StatusOr<std::string> text = util::ReadFileToString(dir + "/" + kServingConfigFile);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<ServingConfig> serving = ParseServingConfig(*text, dir + "/" + kServingConfigFile);
+  if (!serving.ok()) return serving.status();
+  adapter.serving = *serving;
+  std::vector<model::LoraMember> members;
+  try {
+    torch::NoGradGuard no_grad;
+    for (int m = 0; m < serving->members; ++m) {
+      const std::string member_dir = serving->members == 1 ? dir : absl::StrCat(dir, "/member-", m);
+      PeftLoraConfig lora;
+      absl::StatusOr<model::LoraMember> member = LoadMember(member_dir, *serving, base, &lora);
+      if (!member.ok()) return member.status();
+      if (m == 0) adapter.lora = lora;
+      members.push_back(*std::move(member));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("loading adapter ", dir, ": ", e.what_without_backtrace()));
+  }
+  return MakeAdapter(std::move(adapter), std::move(members));
+}
+
+absl::StatusOr<std::shared_ptr<const Adapter>> BaseHeadAdapter(const model::BaseModel& base,
+                                                               const std::string& name) {
+  if (base.head == nullptr) {
+    return absl::NotFoundError(absl::StrCat(base.dir, " has no sequence-classification head"));
+  }
+  Adapter adapter;
+  adapter.name = name;
+  adapter.version = 0;
+  adapter.path = base.dir;
+  adapter.serving.labels = base.head_labels;
+  adapter.serving.description = "the base checkpoint's own classification head";
+  adapter.lora.rank = 0;
+  adapter.lora.target_modules.clear();
+  adapter.lora.modules_to_save = model::HeadModules(base.config.architecture());
+  return MakeAdapter(std::move(adapter), {*base.head});
+}
+
+absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
+                         const model::BaseModel& base) {
+  const model::EncoderImpl& encoder = *base.encoder;
+  const model::Architecture arch = encoder.config().architecture();
+  const std::string base_prefix = model::LayoutFor(arch).base_prefix;
+  const model::HeadLayout& head = model::HeadFor(arch);
+  if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
+  if (absl::Status s = util::WriteFileAtomically(dir + "/" + kServingConfigFile,
+                                                 ServingConfigToJson(adapter.serving));
+      !s.ok()) {
+    return s;
+  }
+  PeftLoraConfig lora = adapter.lora;
+  lora.modules_to_save = model::HeadModules(arch);
+  try {
+    const std::vector<model::LoraMember>& members = MembersOf(adapter);
+    for (size_t m = 0; m < members.size(); ++m) {
+      const model::LoraMember& member = members[m];
+      const std::string member_dir = members.size() == 1 ? dir : absl::StrCat(dir, "/member-", m);
+      if (absl::Status s = util::MakeDirs(member_dir); !s.ok()) return s;
+      std::vector<std::pair<std::string, torch::Tensor>> named;
+      for (size_t i = 0; i < member.layers.size(); ++i) {
+        const model::LoraPair& p = member.layers[i];
+        if (!p.a.defined()) continue;
+        const std::string key =
+            absl::StrCat("base_model.model.", base_prefix, ".", encoder.linear_names()[i]);
+        named.emplace_back(key + ".lora_A.weight", p.a);
+        named.emplace_back(key + ".lora_B.weight", p.b);
+      }
+      if (!head.dense.empty()) {
+        named.emplace_back("base_model.model." + head.dense + ".weight", member.head_dense_weight);
+        named.emplace_back("base_model.model." + head.dense + ".bias", member.head_dense_bias);
+      }
+      named.emplace_back("base_model.model." + head.out + ".weight", member.classifier_weight);
+      named.emplace_back("base_model.model." + head.out + ".bias", member.classifier_bias);
+      std::vector<torch::Tensor> keep;
+      std::vector<model::TensorToWrite> tensors;
+      for (auto& [name, t] : named) {
+        keep.push_back(t.detach().to(torch::kFloat32).contiguous());
+        const torch::Tensor& c = keep.back();
+        tensors.push_back({name, model::DType::kF32, c.sizes().vec(),
+                           absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),
+                                                     static_cast<size_t>(c.nbytes()))});
+      }
+      if (absl::Status s = model::WriteSafetensors(member_dir + "/" + kPeftWeightsFile, tensors,
+                                                   {{"format", "pt"}});
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s =
+              util::WriteFileAtomically(member_dir + "/" + kPeftConfigFile, PeftConfigToJson(lora));
+          !s.ok()) {
+        return s;
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("saving adapter to ", dir, ": ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loracle::adapters

@@ -1,0 +1,124 @@
+#include "server/model/lora.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+namespace loracle::model {
+namespace {
+
+// `mask` [n, k] viewed to broadcast against x [n, ..., k].
+torch::Tensor Broadcastable(const torch::Tensor& mask, int64_t dims) {
+  std::vector<int64_t> shape(static_cast<size_t>(dims), 1);
+  shape.front() = mask.size(0);
+  shape.back() = mask.size(1);
+  return mask.view(shape);
+}
+
+}  // namespace
+
+torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
+                          const torch::Tensor& bias) {
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(shape);
+}
+
+torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return torch::empty(shape).bernoulli_(1.0 - p, gen).div_(1.0 - p);
+}
+
+std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int linear_index,
+                                                         int64_t in, int64_t out, double p) {
+  return {KeepMask({in}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskA)),
+          KeepMask({out}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskB))};
+}
+
+LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
+    : LoraLinearImpl(torch::zeros({out_features, in_features}), torch::zeros({out_features}),
+                     index) {}
+
+LoraLinearImpl::LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index)
+    : index_(index) {
+  weight = register_parameter("weight", std::move(weight_storage));
+  bias = register_parameter("bias", std::move(bias_storage));
+}
+
+torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {
+  torch::Tensor y = FusedLinear(x, weight, bias);
+  AddLora(x, y, routing);
+  return y;
+}
+
+void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
+                             const LoraRouting* routing) const {
+  if (routing == nullptr) return;
+  for (const LoraGroup& g : *routing) {
+    if (g.member == nullptr || g.end <= g.begin) continue;
+    const LoraPair& p = g.member->layers[static_cast<size_t>(index_)];
+    if (!p.a.defined()) continue;
+    torch::Tensor xs = x.slice(0, g.begin, g.end);
+    torch::Tensor mask_b;
+    if (g.dropout_on() && g.dropout->method == DropoutMethod::kInput && g.dropout->rate > 0) {
+      std::vector<torch::Tensor> masks;  // element-wise, per token
+      for (uint64_t seed : g.row_seeds) {
+        masks.push_back(KeepMask(xs.sizes().slice(1), g.dropout->rate,
+                                 MixSeed(seed, static_cast<uint64_t>(index_), kMaskInput)));
+      }
+      xs = xs * torch::stack(masks);
+    } else if (g.dropout_on() && g.dropout->method == DropoutMethod::kLoraDropout &&
+               g.dropout->rate > 0) {
+      std::vector<torch::Tensor> a_masks, b_masks;  // one mask set per row (sample), not per token
+      for (uint64_t seed : g.row_seeds) {
+        auto [ma, mb] =
+            LoraDropoutMasks(seed, index_, in_features(), out_features(), g.dropout->rate);
+        a_masks.push_back(ma);
+        b_masks.push_back(mb);
+      }
+      xs = xs * Broadcastable(torch::stack(a_masks), xs.dim());
+      mask_b = Broadcastable(torch::stack(b_masks), xs.dim());
+    }
+    // Plain 2-D GEMMs on contiguous operands: OpenBLAS is far slower on the skinny shapes that
+    // matmul's 3-D folding and transposed views produce (measured: 4-5x per call here).
+    const int64_t in = xs.size(-1);
+    torch::Tensor h = torch::mm(xs.reshape({-1, in}), p.a.t().contiguous());
+    torch::Tensor delta = torch::mm(h, p.b.t().contiguous());
+    std::vector<int64_t> shape = xs.sizes().vec();
+    shape.back() = delta.size(1);
+    delta = delta.view(shape);
+    if (mask_b.defined()) delta = delta * mask_b;
+    y.slice(0, g.begin, g.end).add_(delta, p.scaling);
+  }
+}
+
+torch::Tensor LoraMember::Head(const torch::Tensor& features) const {
+  torch::Tensor x = features;
+  if (head_dense_weight.defined()) {
+    x = torch::nn::functional::linear(x, head_dense_weight, head_dense_bias);
+    if (head_activation == HeadActivation::kTanh) x = torch::tanh(x);
+    if (head_activation == HeadActivation::kRelu) x = torch::relu(x);
+  }
+  return torch::nn::functional::linear(x, classifier_weight, classifier_bias);
+}
+
+LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end) {
+  LoraRouting out;
+  for (const LoraGroup& g : routing) {
+    const int64_t b = std::max(g.begin, begin), e = std::min(g.end, end);
+    if (b >= e) continue;
+    LoraGroup part = g;
+    part.begin = b - begin;
+    part.end = e - begin;
+    if (!g.row_seeds.empty()) {
+      part.row_seeds.assign(g.row_seeds.begin() + (b - g.begin),
+                            g.row_seeds.begin() + (e - g.begin));
+    }
+    out.push_back(std::move(part));
+  }
+  return out;
+}
+
+}  // namespace loracle::model
