@@ -33,6 +33,13 @@ std::string Text(int tokens, int variant) {
   return s;
 }
 
+// The q-quantile of ascending `sorted` (nearest rank); 0 when empty.
+double Percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0.0;
+  const size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size()))) - 1;
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
 class Recorder {
  public:
   Recorder(absl::Time measure_from, absl::Time measure_to) : from_(measure_from), to_(measure_to) {}
@@ -61,14 +68,9 @@ class Recorder {
     r.inputs_per_s = static_cast<double>(inputs_) / seconds;
     r.mean_tokens = inputs_ > 0 ? static_cast<double>(tokens_) / static_cast<double>(inputs_) : 0;
     std::sort(latencies_ms_.begin(), latencies_ms_.end());
-    auto pct = [&](double q) {
-      if (latencies_ms_.empty()) return 0.0;
-      const size_t i = static_cast<size_t>(std::ceil(q * latencies_ms_.size())) - 1;
-      return latencies_ms_[std::min(i, latencies_ms_.size() - 1)];
-    };
-    r.p50_ms = pct(0.50);
-    r.p90_ms = pct(0.90);
-    r.p99_ms = pct(0.99);
+    r.p50_ms = Percentile(latencies_ms_, 0.50);
+    r.p90_ms = Percentile(latencies_ms_, 0.90);
+    r.p99_ms = Percentile(latencies_ms_, 0.99);
     r.max_ms = latencies_ms_.empty() ? 0 : latencies_ms_.back();
     double sum = 0;
     for (double v : latencies_ms_) sum += v;

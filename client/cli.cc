@@ -92,7 +92,7 @@ int Fail(std::ostream& err, const grpc::Status& s) {
 
 void SetDeadline(grpc::ClientContext* ctx, const Args& args) {
   int64_t ms = 30000;
-  absl::SimpleAtoi(Flag(args, "timeout_ms", "30000"), &ms);
+  if (!absl::SimpleAtoi(Flag(args, "timeout_ms", "30000"), &ms)) ms = 30000;
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 

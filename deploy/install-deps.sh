@@ -15,6 +15,7 @@ build_pkgs=(
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libutf8proc-dev
   prometheus curl  # tests: a real Prometheus server scrapes loracle; promtool checks the format
+  clang  # CI: the -Wthread-safety build of the torch-free targets (tests/thread_safety_build.sh)
 )
 
 pkgs=("${build_pkgs[@]}")

@@ -54,7 +54,7 @@ void Registry::Shutdown() {
     }
     runnable_.clear();
   }
-  for (Op& op : queued) op(/*run=*/false);
+  for (Op& op : queued) op(/*run=*/false)();
 }
 
 absl::Status Registry::Enqueue(const std::string& name, bool create,
@@ -87,7 +87,7 @@ void Registry::WorkerLoop() {
       e.ops.pop_front();
       e.running = true;
     }
-    op(/*run=*/true);
+    Reply reply = op(/*run=*/true);
     {
       absl::MutexLock lock(&mu_);
       Entry& e = entries_[name];
@@ -99,6 +99,7 @@ void Registry::WorkerLoop() {
       }
     }
     ReportMetrics();
+    reply();
   }
 }
 
@@ -116,19 +117,16 @@ void Registry::LoadAsync(LoadRequest request, InfoCallback done) {
     e.info.path = request.path;
     e.info.state = AdapterState::kLoading;
   };
-  auto op = [this, request, done](bool run) {
-    if (run) {
-      RunLoad(request, done);
-    } else {
-      done(ShuttingDown());
-    }
+  auto op = [this, request, done](bool run) -> Reply {
+    absl::StatusOr<AdapterInfo> result = run ? RunLoad(request) : ShuttingDown();
+    return [done, result = std::move(result)]() mutable { done(std::move(result)); };
   };
   if (absl::Status s = Enqueue(name, /*create=*/true, show_loading, std::move(op)); !s.ok()) {
     done(s);
   }
 }
 
-void Registry::RunLoad(const LoadRequest& request, const InfoCallback& done) {
+absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
   const std::string& name = request.name;
   int64_t version = request.version;
   std::string dir = request.path;
@@ -155,10 +153,7 @@ void Registry::RunLoad(const LoadRequest& request, const InfoCallback& done) {
         e.info.path = dir;
       }
     }
-    if (unchanged.has_value()) {
-      done(*std::move(unchanged));
-      return;
-    }
+    if (unchanged.has_value()) return *std::move(unchanged);
   }
   absl::StatusOr<std::shared_ptr<const Adapter>> loaded =
       resolved.ok() ? options_.loader(dir, name, version) : resolved;
@@ -184,21 +179,18 @@ void Registry::RunLoad(const LoadRequest& request, const InfoCallback& done) {
       }
     }
   }
-  done(std::move(result));
+  return result;
 }
 
 void Registry::UnloadAsync(const std::string& name, StatusCallback done) {
-  auto op = [this, name, done](bool run) {
-    if (run) {
-      RunUnload(name, done);
-    } else {
-      done(ShuttingDown());
-    }
+  auto op = [this, name, done](bool run) -> Reply {
+    absl::Status result = run ? RunUnload(name) : ShuttingDown();
+    return [done, result] { done(result); };
   };
   if (absl::Status s = Enqueue(name, /*create=*/false, nullptr, std::move(op)); !s.ok()) done(s);
 }
 
-void Registry::RunUnload(const std::string& name, const StatusCallback& done) {
+absl::Status Registry::RunUnload(const std::string& name) {
   absl::Status status;
   {
     absl::MutexLock lock(&mu_);
@@ -214,7 +206,7 @@ void Registry::RunUnload(const std::string& name, const StatusCallback& done) {
       status = absl::NotFoundError(absl::StrCat("adapter \"", name, "\" is not loaded"));
     }
   }
-  done(status);
+  return status;
 }
 
 absl::StatusOr<AdapterInfo> Registry::Load(LoadRequest request) {

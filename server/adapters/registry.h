@@ -109,8 +109,11 @@ class Registry {
   int ready_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  // Runs the operation (run = true) or answers it UNAVAILABLE (false: shutting down).
-  using Op = std::function<void(bool run)>;
+  // Runs the operation (run = true) or refuses it (false: shutting down) and returns the reply
+  // to its caller, which the registry sends once the entry's bookkeeping is done, without its
+  // lock: a caller that got its answer sees the registry in the state the answer describes.
+  using Reply = std::function<void()>;
+  using Op = std::function<Reply(bool run)>;
   struct Entry {
     AdapterInfo info;                        // what Get and List show
     std::shared_ptr<const Adapter> current;  // the served version; null unless READY
@@ -129,8 +132,8 @@ class Registry {
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !runnable_.empty() || stopping_;
   }
-  void RunLoad(const LoadRequest& request, const InfoCallback& done) ABSL_LOCKS_EXCLUDED(mu_);
-  void RunUnload(const std::string& name, const StatusCallback& done) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<AdapterInfo> RunLoad(const LoadRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status RunUnload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
   // Drops an entry that serves nothing, drains nothing and has nothing queued.
   void MaybeErase(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Entries that finished draining are gone (const: lazily, on every read).
