@@ -4,38 +4,72 @@
 
 namespace loracle::model {
 
-const EncoderLayout& LayoutFor(Architecture arch) {
-  static const EncoderLayout kBert = {"bert",
-                                      "encoder.layer.",
-                                      "attention.self.query",
-                                      "attention.self.key",
-                                      "attention.self.value",
-                                      "attention.output.dense",
-                                      "attention.output.LayerNorm",
-                                      "intermediate.dense",
-                                      "output.dense",
-                                      "output.LayerNorm",
-                                      /*has_pooler=*/true};
-  static const EncoderLayout kRoberta = [] {
-    EncoderLayout l = kBert;
-    l.base_prefix = "roberta";
-    l.has_pooler = false;  // *ForSequenceClassification builds RobertaModel without its pooler
-    return l;
-  }();
-  static const EncoderLayout kDistilBert = {
-      "distilbert",      "transformer.layer.", "attention.q_lin",   "attention.k_lin",
-      "attention.v_lin", "attention.out_lin",  "sa_layer_norm",     "ffn.lin1",
-      "ffn.lin2",        "output_layer_norm",  /*has_pooler=*/false};
-  switch (arch) {
-    case Architecture::kRoberta:
-      return kRoberta;
-    case Architecture::kDistilBert:
-      return kDistilBert;
-    case Architecture::kBert:
-      break;
-  }
-  return kBert;
+namespace {
+
+EncoderLayout BertLayout(const std::string& base_prefix, bool has_pooler) {
+  return {base_prefix,
+          "encoder.layer.",
+          "attention.self.query",
+          "attention.self.key",
+          "attention.self.value",
+          "attention.output.dense",
+          "attention.output.LayerNorm",
+          "intermediate.dense",
+          "output.dense",
+          "output.LayerNorm",
+          has_pooler};
 }
+
+// Indexed by Architecture.
+const std::vector<ArchitectureSpec>& Specs() {
+  static const std::vector<ArchitectureSpec>* const specs = new std::vector<ArchitectureSpec>{
+      {Architecture::kBert,
+       "bert",
+       "BertForSequenceClassification",
+       BertLayout("bert", /*has_pooler=*/true),
+       {"", HeadActivation::kNone, "classifier"},
+       {"query", "value"},
+       {"classifier"}},
+      // *ForSequenceClassification builds RobertaModel without its pooler.
+      {Architecture::kRoberta,
+       "roberta",
+       "RobertaForSequenceClassification",
+       BertLayout("roberta", /*has_pooler=*/false),
+       {"classifier.dense", HeadActivation::kTanh, "classifier.out_proj"},
+       {"query", "value"},
+       {"classifier"}},
+      {Architecture::kDistilBert,
+       "distilbert",
+       "DistilBertForSequenceClassification",
+       {"distilbert", "transformer.layer.", "attention.q_lin", "attention.k_lin", "attention.v_lin",
+        "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm",
+        /*has_pooler=*/false},
+       {"pre_classifier", HeadActivation::kRelu, "classifier"},
+       {"q_lin", "v_lin"},
+       {"pre_classifier", "classifier"}},
+  };
+  return *specs;
+}
+
+}  // namespace
+
+const ArchitectureSpec& SpecFor(Architecture arch) { return Specs()[static_cast<size_t>(arch)]; }
+
+const ArchitectureSpec* SpecForModelType(const std::string& model_type) {
+  for (const ArchitectureSpec& s : Specs()) {
+    if (s.model_type == model_type) return &s;
+  }
+  return nullptr;
+}
+
+std::string SupportedModelTypes() {
+  std::string out;
+  for (const ArchitectureSpec& s : Specs())
+    absl::StrAppend(&out, out.empty() ? "" : ", ", s.model_type);
+  return out;
+}
+
+const EncoderLayout& LayoutFor(Architecture arch) { return SpecFor(arch).encoder; }
 
 std::vector<LinearSpec> AdaptableLinears(const ModelConfig& c) {
   const EncoderLayout& l = LayoutFor(c.architecture());
@@ -87,21 +121,7 @@ TensorShapes BaseTensorShapes(const ModelConfig& c) {
   return t;
 }
 
-const HeadLayout& HeadFor(Architecture arch) {
-  static const HeadLayout kBert = {"", HeadActivation::kNone, "classifier"};
-  static const HeadLayout kRoberta = {"classifier.dense", HeadActivation::kTanh,
-                                      "classifier.out_proj"};
-  static const HeadLayout kDistilBert = {"pre_classifier", HeadActivation::kRelu, "classifier"};
-  switch (arch) {
-    case Architecture::kRoberta:
-      return kRoberta;
-    case Architecture::kDistilBert:
-      return kDistilBert;
-    case Architecture::kBert:
-      break;
-  }
-  return kBert;
-}
+const HeadLayout& HeadFor(Architecture arch) { return SpecFor(arch).head; }
 
 TensorShapes HeadTensorShapes(const ModelConfig& c, int64_t num_labels) {
   const HeadLayout& head = HeadFor(c.architecture());
@@ -117,13 +137,9 @@ TensorShapes HeadTensorShapes(const ModelConfig& c, int64_t num_labels) {
 }
 
 std::vector<std::string> DefaultTargetModules(Architecture arch) {
-  if (arch == Architecture::kDistilBert) return {"q_lin", "v_lin"};
-  return {"query", "value"};
+  return SpecFor(arch).default_targets;
 }
 
-std::vector<std::string> HeadModules(Architecture arch) {
-  if (arch == Architecture::kDistilBert) return {"pre_classifier", "classifier"};
-  return {"classifier"};
-}
+std::vector<std::string> HeadModules(Architecture arch) { return SpecFor(arch).head_modules; }
 
 }  // namespace loracle::model

@@ -51,8 +51,24 @@ struct HeadLayout {
 const HeadLayout& HeadFor(Architecture arch);
 TensorShapes HeadTensorShapes(const ModelConfig& config, int64_t num_labels);
 
-// PEFT's defaults for the architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) and
-// the head modules a sequence-classification adapter must save.
+// Everything loracle knows about one architecture, in one table (architecture.cc).
+struct ArchitectureSpec {
+  Architecture arch;
+  std::string model_type;            // config.json's "model_type"
+  std::string classification_class;  // "BertForSequenceClassification", ...
+  EncoderLayout encoder;
+  HeadLayout head;
+  // PEFT's default LoRA targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) and the head
+  // modules a sequence-classification adapter must save.
+  std::vector<std::string> default_targets;
+  std::vector<std::string> head_modules;
+};
+const ArchitectureSpec& SpecFor(Architecture arch);
+// The architecture whose model_type is `model_type`; null when unsupported.
+const ArchitectureSpec* SpecForModelType(const std::string& model_type);
+// "bert, roberta, distilbert".
+std::string SupportedModelTypes();
+
 std::vector<std::string> DefaultTargetModules(Architecture arch);
 std::vector<std::string> HeadModules(Architecture arch);
 

@@ -178,10 +178,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
   }
   ModelConfig written = config;
   if (layout.num_labels > 0 && written.architectures.empty()) {
-    static const char* const kClass[] = {"BertForSequenceClassification",
-                                         "RobertaForSequenceClassification",
-                                         "DistilBertForSequenceClassification"};
-    written.architectures = {kClass[static_cast<int>(config.architecture())]};
+    written.architectures = {SpecFor(config.architecture()).classification_class};
   }
   if (layout.num_labels > 0 && written.id2label.empty()) {
     for (int64_t i = 0; i < layout.num_labels; ++i) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/model/architecture.h"
 #include "server/util/file_util.h"
 
 namespace loracle::model {
@@ -36,9 +37,8 @@ absl::Status GetInt(const json& j, absl::string_view source, const char* key, bo
 }  // namespace
 
 Architecture ModelConfig::architecture() const {
-  if (model_type == "roberta") return Architecture::kRoberta;
-  if (model_type == "distilbert") return Architecture::kDistilBert;
-  return Architecture::kBert;
+  const ArchitectureSpec* spec = SpecForModelType(model_type);
+  return spec != nullptr ? spec->arch : Architecture::kBert;
 }
 
 int64_t ModelConfig::position_offset() const {
@@ -55,9 +55,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
     if (!it->is_string()) return Bad(source, "field \"model_type\" must be a string");
     c.model_type = it->get<std::string>();
   }
-  if (c.model_type != "bert" && c.model_type != "roberta" && c.model_type != "distilbert") {
-    return Bad(source, absl::StrCat("model_type \"", c.model_type,
-                                    "\" is not supported (supported: bert, roberta, distilbert)"));
+  if (SpecForModelType(c.model_type) == nullptr) {
+    return Bad(source,
+               absl::StrCat("model_type \"", c.model_type,
+                            "\" is not supported (supported: ", SupportedModelTypes(), ")"));
   }
   const bool distil = c.model_type == "distilbert";
   if (c.model_type == "roberta") c.pad_token_id = 1;
