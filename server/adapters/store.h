@@ -4,6 +4,9 @@
 // The adapter store on disk: <root>/<name>/<version>/ with positive integer versions, as TF
 // Serving's model base paths. Publish is atomic: a version directory appears complete or not
 // at all (written into <root>/.tmp-*, fsynced, renamed).
+//
+// Thread-safety: every method may be called from any thread. Publish is serialised within this
+// process; the listing methods read the directory as it is at the call.
 
 #include <cstdint>
 #include <functional>
@@ -36,7 +39,8 @@ class Store {
   // Creates version latest+1 of `name`: `write` fills an empty temporary directory, which is
   // then fsynced and renamed into place. Returns the new version. Thread-safe.
   absl::StatusOr<int64_t> Publish(const std::string& name,
-                                  const std::function<absl::Status(const std::string& dir)>& write);
+                                  const std::function<absl::Status(const std::string& dir)>& write)
+      ABSL_LOCKS_EXCLUDED(publish_mu_);
 
  private:
   explicit Store(const Options& options) : options_(options) {}

@@ -3,7 +3,8 @@
 
 // A minimal HTTP/1.x server for Prometheus scrapes: GET /metrics answers with `render()`, any
 // other path 404, other methods 405. One thread; connections are served one at a time with a
-// 2 s I/O timeout (a scrape is one small request).
+// 2 s I/O timeout (a scrape is one small request). Owns its thread: `render` must be thread-safe
+// with respect to the rest of the program; construction and destruction from one thread.
 //
 // Why not prometheus::Exposer: the civetweb it wraps (Debian 1.15) fails to start its worker
 // threads in any process that has libtorch_cpu loaded ("Cannot create first worker thread"), so

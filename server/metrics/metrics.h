@@ -2,7 +2,10 @@
 #define LORACLE_SERVER_METRICS_METRICS_H_
 
 // One prometheus-cpp registry for the whole server. Families are built once in Create; labelled
-// series are cached, so recording is a map lookup and an atomic add. Thread-safe.
+// series are cached, so recording is a map lookup and an atomic add.
+//
+// Thread-safety: every method may be called from any thread (the gRPC reactors, batch threads,
+// load threads and the /metrics thread all do). Never blocks beyond a short map lookup.
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -34,11 +37,12 @@ class Metrics {
 
   int port() const;  // the bound port, 0 without an endpoint
 
-  void RecordRpc(const std::string& method, const std::string& code, double seconds);
+  void RecordRpc(const std::string& method, const std::string& code, double seconds)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void RecordBatch(int64_t rows, int64_t requests, double forward_seconds);
   void SetQueuedRows(int64_t rows);
   void RecordPrediction(const std::string& adapter, bool abstained, double confidence,
-                        double mutual_information);
+                        double mutual_information) ABSL_LOCKS_EXCLUDED(mu_);
   void SetModelReady(bool ready);
   void SetAdaptersReady(int count);
 

@@ -19,8 +19,9 @@ struct ComputeThreads {
 // OpenBLAS, its thread count is left as that library configures it.
 void SetComputeThreads(const ComputeThreads& threads);
 
-// Sets only the BLAS library's threads: cheap, for switching between forwards. Not synchronised
-// with GEMMs running on other threads (they keep the count they started with).
+// Sets only the BLAS library's threads: cheap, for switching between forwards. Process-wide and
+// not synchronised with GEMMs running on other threads (they keep the count they started with):
+// callers serialise their forwards around it (serving::EnsembleRunner holds a mutex for both).
 void SetBlasThreads(int threads);
 
 // The BLAS threads in effect (0 when the BLAS library exposes no getter).

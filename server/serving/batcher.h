@@ -7,6 +7,10 @@
 // adaptive_delay_fraction). Submit never blocks. A request whose deadline
 // passed or whose caller cancelled while it was queued is finished with DEADLINE_EXCEEDED or
 // CANCELLED without running. Torch-free.
+//
+// Thread-safety: Submit, Shutdown and queued_rows may be called from any thread (Submit from
+// gRPC reactors: it never blocks). RunFn runs on the batch threads, num_batch_threads at once,
+// never under the batcher's lock.
 
 #include <cstdint>
 #include <deque>
@@ -47,21 +51,21 @@ class Batcher {
   // `metrics` may be null; not owned.
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(const Options& options, RunFn run,
                                                          metrics::Metrics* metrics = nullptr);
-  ~Batcher();  // Shutdown()
+  ~Batcher() ABSL_LOCKS_EXCLUDED(mu_);  // Shutdown()
 
   // Queues `request`. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after Shutdown,
   // INVALID_ARGUMENT for a request with no rows; `done` is then never called.
-  absl::Status Submit(std::unique_ptr<InferenceRequest> request);
+  absl::Status Submit(std::unique_ptr<InferenceRequest> request) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Stops accepting, runs what is queued, joins the batch threads. Idempotent.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
-  int64_t queued_rows() const;
+  int64_t queued_rows() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   Batcher(const Options& options, RunFn run, metrics::Metrics* metrics)
       : options_(options), run_(std::move(run)), metrics_(metrics) {}
-  void Loop();
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Duration FillDelay() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; }
 

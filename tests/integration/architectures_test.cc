@@ -32,12 +32,7 @@ class ArchitecturesServeTest : public ::testing::TestWithParam<Arch> {};
 TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   const Arch& a = GetParam();
   testing::TempDir model_dir, store_dir;
-  model::ModelConfig config;
-  config.model_type = a.model_type;
-  config.hidden_size = 32;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.intermediate_size = 64;
+  model::ModelConfig config = testing::ConfigOfShape(a.model_type, 32, 2, 4, 64);
   config.id2label = {"negative", "positive"};
   model::CheckpointLayout layout;
   layout.dtype = a.dtype;

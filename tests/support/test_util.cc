@@ -44,14 +44,21 @@ std::string TinyVocab() {
   return absl::StrJoin(v, "\n") + "\n";
 }
 
-model::ModelConfig TinyConfig() {
+model::ModelConfig ConfigOfShape(const std::string& model_type, int64_t hidden, int64_t layers,
+                                 int64_t heads, int64_t intermediate) {
   model::ModelConfig c;
+  c.model_type = model_type;
+  c.hidden_size = hidden;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.intermediate_size = intermediate;
+  return c;
+}
+
+model::ModelConfig TinyConfig() {
+  model::ModelConfig c = ConfigOfShape("bert", 32, 2, 2, 64);
   const std::string vocab = TinyVocab();
   c.vocab_size = static_cast<int64_t>(std::count(vocab.begin(), vocab.end(), '\n'));
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 64;
   c.max_position_embeddings = 64;
   return c;
 }

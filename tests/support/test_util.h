@@ -23,6 +23,11 @@ class TempDir {
   std::string path_;
 };
 
+// A config of this shape, every other field at its default (vocab_size, positions and token
+// types are set by WriteFixtureModel, or by the caller).
+model::ModelConfig ConfigOfShape(const std::string& model_type, int64_t hidden, int64_t layers,
+                                 int64_t heads, int64_t intermediate);
+
 // A small WordPiece vocabulary: special tokens, some English words, '##' pieces, punctuation.
 std::string TinyVocab();
 // 2 layers, hidden 32, 2 heads, FFN 64, 64 positions, vocab = TinyVocab().

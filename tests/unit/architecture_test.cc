@@ -176,12 +176,7 @@ void PrintTo(const Case& k, std::ostream* os) {
 // Writes a *ForSequenceClassification checkpoint of `k` with `labels` labels and random biases
 // and LayerNorms, using `k`'s fixture tokenizer; returns its config.
 ModelConfig WriteCase(const Case& k, const std::string& dir, int64_t labels) {
-  ModelConfig c;
-  c.model_type = k.model_type;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 48;
+  ModelConfig c = testing::ConfigOfShape(k.model_type, 32, 2, 4, 48);
   c.layer_norm_eps = k.eps;
   c.hidden_act = k.hidden_act;
   for (int64_t i = 0; i < labels; ++i) c.id2label.push_back("class-" + std::to_string(i));

@@ -6,17 +6,14 @@
 
 #include "server/model/encoder.h"
 #include "server/training/losses.h"
+#include "tests/support/test_util.h"
 
 namespace loracle::model {
 namespace {
 
 ModelConfig Small() {
-  ModelConfig c;
+  ModelConfig c = testing::ConfigOfShape("bert", 16, 2, 2, 32);
   c.vocab_size = 20;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 32;
   c.max_position_embeddings = 16;
   return c;
 }

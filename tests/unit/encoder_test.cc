@@ -20,12 +20,8 @@ namespace {
 using Mat = std::vector<std::vector<double>>;
 
 ModelConfig OneLayer() {
-  ModelConfig c;
+  ModelConfig c = testing::ConfigOfShape("bert", 4, 1, 2, 8);
   c.vocab_size = 10;
-  c.hidden_size = 4;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 8;
   c.max_position_embeddings = 8;
   c.layer_norm_eps = 1e-12;
   return c;

@@ -30,12 +30,7 @@ struct Arch {
 void PrintTo(const Arch& a, std::ostream* os) { *os << a.model_type; }
 
 std::unique_ptr<model::BaseModel> TinyBase(const Arch& a, const std::string& dir) {
-  model::ModelConfig c;
-  c.model_type = a.model_type;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 24;
+  const model::ModelConfig c = testing::ConfigOfShape(a.model_type, 16, 2, 2, 24);
   model::CheckpointLayout layout;
   layout.weight_std = 0.2f;
   testing::WriteFixtureModel(dir, c, a.tokenizer, 40, layout, 5);
