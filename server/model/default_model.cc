@@ -41,50 +41,6 @@ bool EndsWith(absl::string_view s, absl::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// IEEE binary16 / bfloat16 bits of `f`, rounded to nearest even.
-uint16_t ToHalf(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t abs = x & 0x7FFFFFFFu;
-  if (abs >= 0x7F800000u)
-    return static_cast<uint16_t>(sign | (abs > 0x7F800000u ? 0x7E00u : 0x7C00u));
-  if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // overflows to inf
-  if (abs < 0x38800000u) {  // subnormal half (or zero): scale the float's value by 2^24
-    float a;
-    std::memcpy(&a, &abs, 4);
-    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
-  }
-  const uint32_t mant = abs & 0x7FFFFFu;
-  uint32_t h = ((abs >> 23) - 112) << 10 | (mant >> 13);
-  const uint32_t rest = mant & 0x1FFFu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent: fine
-  return static_cast<uint16_t>(sign | h);
-}
-uint16_t ToBFloat16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
-  x += 0x7FFFu + ((x >> 16) & 1u);
-  return static_cast<uint16_t>(x >> 16);
-}
-
-std::vector<uint8_t> EncodeFloats(const std::vector<float>& values, DType dtype) {
-  std::vector<uint8_t> out;
-  if (dtype == DType::kF32) {
-    out.resize(values.size() * 4);
-    std::memcpy(out.data(), values.data(), out.size());
-    return out;
-  }
-  std::vector<uint16_t> half(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    half[i] = dtype == DType::kF16 ? ToHalf(values[i]) : ToBFloat16(values[i]);
-  }
-  out.resize(half.size() * 2);
-  std::memcpy(out.data(), half.data(), out.size());
-  return out;
-}
-
 }  // namespace
 
 absl::string_view DefaultVocab() { return kDefaultVocab; }
@@ -128,92 +84,20 @@ uint64_t SeedFor(uint64_t seed, absl::string_view name) {
   return h;
 }
 
-absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& config, uint64_t seed,
-                                   const CheckpointLayout& layout) {
-  if (layout.dtype != DType::kF32 && layout.dtype != DType::kF16 && layout.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError("checkpoint dtype must be F32, F16 or BF16");
+std::vector<float> RandomInitValues(const std::string& name, const std::vector<int64_t>& shape,
+                                    const ModelConfig& config, uint64_t seed, float weight_std) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  if (EndsWith(name, "LayerNorm.weight") || EndsWith(name, "layer_norm.weight")) {
+    return std::vector<float>(n, 1.0f);
   }
-  if (layout.shards < 1) return absl::InvalidArgumentError("shards must be >= 1");
-  if (layout.num_labels > 0 && !config.id2label.empty() &&
-      static_cast<int64_t>(config.id2label.size()) != layout.num_labels) {
-    return absl::InvalidArgumentError("id2label and num_labels disagree");
+  if (EndsWith(name, ".bias")) return std::vector<float>(n, 0.0f);
+  std::vector<float> values = DeterministicNormal(SeedFor(seed, name), n, weight_std);
+  if (EndsWith(name, "embeddings.word_embeddings.weight")) {  // padding_idx row is zero
+    std::fill_n(values.begin() + config.pad_token_id * config.hidden_size, config.hidden_size,
+                0.0f);
   }
-  if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
-  TensorShapes shapes;
-  const std::string prefix =
-      layout.num_labels > 0 ? LayoutFor(config.architecture()).base_prefix + "." : "";
-  for (auto& [name, shape] : BaseTensorShapes(config)) shapes.push_back({prefix + name, shape});
-  if (layout.num_labels > 0) {
-    for (auto& t : HeadTensorShapes(config, layout.num_labels)) shapes.push_back(t);
-  }
-  std::vector<std::vector<uint8_t>> data;
-  data.reserve(shapes.size());
-  for (const auto& [name, shape] : shapes) {
-    size_t n = 1;
-    for (int64_t d : shape) n *= static_cast<size_t>(d);
-    std::vector<float> values;
-    if (EndsWith(name, "LayerNorm.weight") || EndsWith(name, "layer_norm.weight")) {
-      values.assign(n, 1.0f);
-      if (layout.bias_std > 0) {
-        values = DeterministicNormal(SeedFor(seed, name), n, layout.bias_std);
-        for (float& v : values) v += 1.0f;
-      }
-    } else if (EndsWith(name, ".bias")) {
-      values.assign(n, 0.0f);
-      if (layout.bias_std > 0)
-        values = DeterministicNormal(SeedFor(seed, name), n, layout.bias_std);
-    } else {
-      values = DeterministicNormal(SeedFor(seed, name), n, layout.weight_std);
-      if (EndsWith(name, "embeddings.word_embeddings.weight")) {  // padding_idx row is zero
-        std::fill_n(values.begin() + config.pad_token_id * config.hidden_size, config.hidden_size,
-                    0.0f);
-      }
-    }
-    data.push_back(EncodeFloats(values, layout.dtype));
-  }
-  std::vector<TensorToWrite> tensors;
-  for (size_t k = 0; k < shapes.size(); ++k) {
-    tensors.push_back({shapes[k].first, layout.dtype, shapes[k].second,
-                       absl::Span<const uint8_t>(data[k].data(), data[k].size())});
-  }
-  ModelConfig written = config;
-  if (layout.num_labels > 0 && written.architectures.empty()) {
-    written.architectures = {SpecFor(config.architecture()).classification_class};
-  }
-  if (layout.num_labels > 0 && written.id2label.empty()) {
-    for (int64_t i = 0; i < layout.num_labels; ++i) {
-      written.id2label.push_back(absl::StrCat("LABEL_", i));
-    }
-  }
-  if (absl::Status s = util::WriteFileAtomically(dir + "/config.json", ModelConfigToJson(written));
-      !s.ok()) {
-    return s;
-  }
-  if (layout.shards == 1) {
-    return WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  }
-  // Contiguous runs of tensors, about equal in bytes, one file each.
-  size_t total = 0;
-  for (const auto& d : data) total += d.size();
-  const size_t per_shard = (total + static_cast<size_t>(layout.shards) - 1) / layout.shards;
-  nlohmann::json index = {{"metadata", {{"total_size", total}}},
-                          {"weight_map", nlohmann::json::object()}};
-  size_t k = 0;
-  for (int shard = 1; shard <= layout.shards; ++shard) {
-    const std::string file =
-        absl::StrFormat("model-%05d-of-%05d.safetensors", shard, layout.shards);
-    std::vector<TensorToWrite> part;
-    size_t bytes = 0;
-    while (k < tensors.size() && (shard == layout.shards || bytes < per_shard || part.empty())) {
-      bytes += data[k].size();
-      index["weight_map"][tensors[k].name] = file;
-      part.push_back(tensors[k++]);
-    }
-    if (absl::Status s = WriteSafetensors(dir + "/" + file, part, {{"format", "pt"}}); !s.ok()) {
-      return s;
-    }
-  }
-  return util::WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+  return values;
 }
 
 absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
@@ -223,7 +107,24 @@ absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig
                                                    " tokens but vocab_size is ",
                                                    config.vocab_size));
   }
-  if (absl::Status s = WriteRandomCheckpoint(dir, config, seed); !s.ok()) return s;
+  if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<TensorToWrite> tensors;
+  const TensorShapes shapes = BaseTensorShapes(config);
+  data.reserve(shapes.size());
+  for (const auto& [name, shape] : shapes) {
+    data.push_back(EncodeFloats(RandomInitValues(name, shape, config, seed), DType::kF32));
+    tensors.push_back({name, DType::kF32, shape,
+                       absl::Span<const uint8_t>(data.back().data(), data.back().size())});
+  }
+  if (absl::Status s = util::WriteFileAtomically(dir + "/config.json", ModelConfigToJson(config));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = util::WriteFileAtomically(dir + "/vocab.txt", vocab_text); !s.ok()) return s;
   return util::WriteFileAtomically(
       dir + "/tokenizer_config.json",

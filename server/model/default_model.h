@@ -36,28 +36,15 @@ std::vector<float> DeterministicNormal(uint64_t seed, size_t n, float stddev);
 // FNV-1a of `name` mixed with `seed`: a per-tensor seed independent of tensor order.
 uint64_t SeedFor(uint64_t seed, absl::string_view name);
 
-// How WriteRandomCheckpoint lays the weights out.
-struct CheckpointLayout {
-  DType dtype = DType::kF32;  // F32, F16 or BF16
-  // > 0: a *ForSequenceClassification checkpoint: base tensors under "<base_prefix>." plus a
-  // random head with this many labels (config.id2label, when set, must have as many entries).
-  int64_t num_labels = 0;
-  // > 1: model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json, as
-  // transformers' save_pretrained(max_shard_size=...) writes them.
-  int shards = 1;
-  // Test fixtures: > 0 makes biases N(0, s^2) and LayerNorm weights 1 + N(0, s^2) instead of the
-  // 0 / 1 transformers initialises them to, so a loader that skipped them would be caught.
-  float bias_std = 0.0f;
-  float weight_std = 0.02f;  // std of every matrix and embedding
-};
+// transformers' initialisation of the tensor `name` of `shape`: N(0, weight_std^2) matrices and
+// embeddings (the padding row zero), zero biases, unit LayerNorm weights; seeded per tensor name.
+std::vector<float> RandomInitValues(const std::string& name, const std::vector<int64_t>& shape,
+                                    const ModelConfig& config, uint64_t seed,
+                                    float weight_std = 0.02f);
 
-// Writes config.json and the safetensors weights of a randomly initialised model (the init
-// transformers uses) into `dir` (created if needed). No tokenizer files.
-absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& config, uint64_t seed,
-                                   const CheckpointLayout& layout = {});
-
-// WriteRandomCheckpoint plus a WordPiece vocab.txt and tokenizer_config.json (lower-casing).
-// config.vocab_size must equal the vocabulary's line count.
+// A randomly initialised bare BERT in Hugging Face layout: config.json, model.safetensors (F32),
+// a WordPiece vocab.txt and tokenizer_config.json (lower-casing). config.vocab_size must equal
+// the vocabulary's line count. (Test fixtures with other layouts: tests/support.)
 absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
                                        absl::string_view vocab_text, uint64_t seed);
 

@@ -269,4 +269,52 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   return util::WriteFileAtomically(path, *bytes);
 }
 
+namespace {
+
+// IEEE binary16 / bfloat16 bits of `f`, rounded to nearest even.
+uint16_t ToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7FFFFFFFu;
+  if (abs >= 0x7F800000u)
+    return static_cast<uint16_t>(sign | (abs > 0x7F800000u ? 0x7E00u : 0x7C00u));
+  if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // overflows to inf
+  if (abs < 0x38800000u) {  // subnormal half (or zero): scale the float's value by 2^24
+    float a;
+    std::memcpy(&a, &abs, 4);
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
+  }
+  const uint32_t mant = abs & 0x7FFFFFu;
+  uint32_t h = ((abs >> 23) - 112) << 10 | (mant >> 13);
+  const uint32_t rest = mant & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // may carry into the exponent: fine
+  return static_cast<uint16_t>(sign | h);
+}
+uint16_t ToBFloat16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
+  x += 0x7FFFu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodeFloats(const std::vector<float>& values, DType dtype) {
+  std::vector<uint8_t> out;
+  if (dtype == DType::kF32) {
+    out.resize(values.size() * 4);
+    std::memcpy(out.data(), values.data(), out.size());
+    return out;
+  }
+  std::vector<uint16_t> half(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    half[i] = dtype == DType::kF16 ? ToHalf(values[i]) : ToBFloat16(values[i]);
+  }
+  out.resize(half.size() * 2);
+  std::memcpy(out.data(), half.data(), out.size());
+  return out;
+}
+
 }  // namespace loracle::model

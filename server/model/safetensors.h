@@ -90,6 +90,9 @@ absl::StatusOr<std::string> SerializeSafetensors(
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
+// `values` as little-endian F32, F16 or BF16 bytes (the halves rounded to nearest even).
+std::vector<uint8_t> EncodeFloats(const std::vector<float>& values, DType dtype);
+
 }  // namespace loracle::model
 
 #endif  // LORACLE_SERVER_MODEL_SAFETENSORS_H_

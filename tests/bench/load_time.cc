@@ -17,6 +17,7 @@
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
 #include "server/util/file_util.h"
+#include "tests/support/fixture_checkpoint.h"
 
 namespace {
 
@@ -57,10 +58,10 @@ int main(int argc, char** argv) {
   c.num_hidden_layers = 12;
   c.num_attention_heads = 12;
   c.intermediate_size = 3072;
-  CheckpointLayout layout;
+  loracle::testing::CheckpointLayout layout;
   layout.dtype = dtype == "F16" ? DType::kF16 : dtype == "BF16" ? DType::kBF16 : DType::kF32;
   if (!util::FileExists(dir + "/model.safetensors")) {
-    if (auto s = WriteRandomCheckpoint(dir, c, 1, layout); !s.ok()) {
+    if (auto s = loracle::testing::WriteRandomCheckpoint(dir, c, 1, layout); !s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       return 1;
     }

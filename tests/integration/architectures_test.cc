@@ -34,7 +34,7 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   testing::TempDir model_dir, store_dir;
   model::ModelConfig config = testing::ConfigOfShape(a.model_type, 32, 2, 4, 64);
   config.id2label = {"negative", "positive"};
-  model::CheckpointLayout layout;
+  testing::CheckpointLayout layout;
   layout.dtype = a.dtype;
   layout.shards = 2;
   layout.weight_std = 0.2f;

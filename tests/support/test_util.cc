@@ -83,7 +83,7 @@ adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int
 
 model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig c,
                                      const std::string& tokenizer, int64_t positions,
-                                     const model::CheckpointLayout& layout, uint64_t seed) {
+                                     const CheckpointLayout& layout, uint64_t seed) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   for (const auto& e : fs::directory_iterator(std::string(LORACLE_SOURCE_DIR) +
@@ -98,7 +98,7 @@ model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig 
   c.pad_token_id = (*tok)->pad_id();
   c.max_position_embeddings = positions + c.position_offset();
   c.type_vocab_size = c.model_type == "bert" ? 2 : c.model_type == "roberta" ? 1 : 0;
-  absl::Status s = model::WriteRandomCheckpoint(dir, c, seed, layout);
+  absl::Status s = WriteRandomCheckpoint(dir, c, seed, layout);
   EXPECT_TRUE(s.ok()) << s;
   return c;
 }

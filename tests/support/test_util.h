@@ -8,6 +8,7 @@
 #include "server/adapters/adapter_files.h"
 #include "server/model/default_model.h"
 #include "server/model/model_config.h"
+#include "tests/support/fixture_checkpoint.h"
 
 namespace loracle::testing {
 
@@ -46,7 +47,7 @@ adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int
 // (sizes, eps, activation, id2label) are used as given. Returns the config written.
 model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig config,
                                      const std::string& tokenizer, int64_t positions,
-                                     const model::CheckpointLayout& layout, uint64_t seed);
+                                     const CheckpointLayout& layout, uint64_t seed);
 
 std::string ReadFile(const std::string& path);
 

@@ -180,7 +180,7 @@ ModelConfig WriteCase(const Case& k, const std::string& dir, int64_t labels) {
   c.layer_norm_eps = k.eps;
   c.hidden_act = k.hidden_act;
   for (int64_t i = 0; i < labels; ++i) c.id2label.push_back("class-" + std::to_string(i));
-  CheckpointLayout layout;
+  testing::CheckpointLayout layout;
   layout.dtype = k.dtype;
   layout.num_labels = labels;
   layout.shards = k.shards;

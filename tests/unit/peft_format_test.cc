@@ -31,7 +31,7 @@ void PrintTo(const Arch& a, std::ostream* os) { *os << a.model_type; }
 
 std::unique_ptr<model::BaseModel> TinyBase(const Arch& a, const std::string& dir) {
   const model::ModelConfig c = testing::ConfigOfShape(a.model_type, 16, 2, 2, 24);
-  model::CheckpointLayout layout;
+  testing::CheckpointLayout layout;
   layout.weight_std = 0.2f;
   testing::WriteFixtureModel(dir, c, a.tokenizer, 40, layout, 5);
   auto base = model::LoadBaseModel(dir);
