@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -83,29 +84,89 @@ absl::StatusOr<CalibrationReport> Evaluate(const std::vector<std::vector<double>
   return r;
 }
 
-absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
-                                      const std::vector<int>& labels) {
-  if (absl::Status s = Validate(logits, labels); !s.ok()) return s;
+namespace {
+
+// The T in [0.05, 20] minimising `nll(T)`: golden-section search over log T (NLL(T) is unimodal
+// in log T).
+double MinimiseOverLogT(const std::function<double(double)>& nll) {
   double lo = std::log(0.05), hi = std::log(20.0);
   const double phi = (std::sqrt(5.0) - 1) / 2;
   double a = hi - phi * (hi - lo), b = lo + phi * (hi - lo);
-  double fa = MeanNll(logits, labels, std::exp(a)), fb = MeanNll(logits, labels, std::exp(b));
+  double fa = nll(std::exp(a)), fb = nll(std::exp(b));
   for (int it = 0; it < 80 && hi - lo > 1e-7; ++it) {
     if (fa < fb) {
       hi = b;
       b = a;
       fb = fa;
       a = hi - phi * (hi - lo);
-      fa = MeanNll(logits, labels, std::exp(a));
+      fa = nll(std::exp(a));
     } else {
       lo = a;
       a = b;
       fa = fb;
       b = lo + phi * (hi - lo);
-      fb = MeanNll(logits, labels, std::exp(b));
+      fb = nll(std::exp(b));
     }
   }
   return std::exp((lo + hi) / 2);
+}
+
+// softmax(logits / t)
+std::vector<double> Scaled(const std::vector<double>& logits, double t) {
+  double max = -INFINITY;
+  for (double l : logits) max = std::max(max, l / t);
+  std::vector<double> p(logits.size());
+  double sum = 0;
+  for (size_t c = 0; c < logits.size(); ++c) sum += p[c] = std::exp(logits[c] / t - max);
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
+                                      const std::vector<int>& labels) {
+  if (absl::Status s = Validate(logits, labels); !s.ok()) return s;
+  return MinimiseOverLogT([&](double t) { return MeanNll(logits, labels, t); });
+}
+
+std::vector<std::vector<double>> EnsembleProbs(
+    const std::vector<std::vector<std::vector<double>>>& passes, double temperature) {
+  std::vector<std::vector<double>> out;
+  out.reserve(passes.size());
+  for (const auto& example : passes) {
+    std::vector<double> mean(example.empty() ? 0 : example[0].size(), 0.0);
+    for (const auto& pass : example) {
+      const std::vector<double> p = Scaled(pass, temperature);
+      for (size_t c = 0; c < mean.size(); ++c)
+        mean[c] += p[c] / static_cast<double>(example.size());
+    }
+    out.push_back(std::move(mean));
+  }
+  return out;
+}
+
+absl::StatusOr<double> FitEnsembleTemperature(
+    const std::vector<std::vector<std::vector<double>>>& passes, const std::vector<int>& labels) {
+  if (passes.empty() || passes.size() != labels.size()) {
+    return absl::InvalidArgumentError("one set of passes per label is needed");
+  }
+  for (size_t i = 0; i < passes.size(); ++i) {
+    if (passes[i].empty()) return absl::InvalidArgumentError("an example has no passes");
+    if (absl::Status s = Validate(passes[i], std::vector<int>(passes[i].size(), labels[i]));
+        !s.ok()) {
+      return s;
+    }
+  }
+  auto nll = [&](double t) {
+    const std::vector<std::vector<double>> probs = EnsembleProbs(passes, t);
+    double total = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+      total -= std::log(std::max(probs[i][static_cast<size_t>(labels[i])], 1e-12));
+    }
+    return total / static_cast<double>(probs.size());
+  };
+  return MinimiseOverLogT(nll);
 }
 
 }  // namespace loracle::calibration

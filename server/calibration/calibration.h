@@ -33,6 +33,16 @@ absl::StatusOr<CalibrationReport> Evaluate(const std::vector<std::vector<double>
 absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
                                       const std::vector<int>& labels);
 
+// Probabilities of an ensemble: per example, mean_k softmax(passes[k] / temperature), as serving
+// computes them (temperature scales every pass before averaging).
+std::vector<std::vector<double>> EnsembleProbs(
+    const std::vector<std::vector<std::vector<double>>>& passes, double temperature);
+
+// The T minimising the NLL of EnsembleProbs(passes, T) against `labels` (same search as
+// FitTemperature). INVALID_ARGUMENT for empty or ragged input or labels out of range.
+absl::StatusOr<double> FitEnsembleTemperature(
+    const std::vector<std::vector<std::vector<double>>>& passes, const std::vector<int>& labels);
+
 }  // namespace loracle::calibration
 
 #endif  // LORACLE_SERVER_CALIBRATION_CALIBRATION_H_

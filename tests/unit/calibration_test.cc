@@ -64,6 +64,33 @@ TEST(CalibrationTest, TemperatureRecoversTheOneThatGeneratedTheLabels) {
   EXPECT_NEAR(*t, 2.5, 0.25);
 }
 
+// With one pass per example the ensemble fit is the plain fit; with passes whose average is too
+// sharp for the labels drawn, the fitted T softens them, and the NLL at T is the minimum.
+TEST(CalibrationTest, EnsembleTemperatureScalesEveryPassBeforeAveraging) {
+  std::mt19937 rng(11);
+  std::normal_distribution<double> normal(0.0, 2.0);
+  std::vector<std::vector<double>> logits;
+  std::vector<std::vector<std::vector<double>>> one_pass, three_passes;
+  std::vector<int> labels;
+  for (int i = 0; i < 1500; ++i) {
+    std::vector<double> z = {normal(rng), normal(rng)};
+    const std::vector<double> p = serving::Softmax(z, 2.0);
+    labels.push_back(std::bernoulli_distribution(p[1])(rng) ? 1 : 0);
+    logits.push_back(z);
+    one_pass.push_back({z});
+    three_passes.push_back({z, {z[0] + 0.3, z[1]}, {z[0], z[1] + 0.3}});
+  }
+  EXPECT_NEAR(*FitEnsembleTemperature(one_pass, labels), *FitTemperature(logits, labels), 1e-6);
+  const double t = *FitEnsembleTemperature(three_passes, labels);
+  EXPECT_GT(t, 1.5);
+  auto nll = [&](double temp) { return Evaluate(EnsembleProbs(three_passes, temp), labels)->nll; };
+  EXPECT_LT(nll(t), nll(1.0));
+  EXPECT_LE(nll(t), nll(t * 1.05) + 1e-9);
+  EXPECT_LE(nll(t), nll(t / 1.05) + 1e-9);
+  EXPECT_EQ(FitEnsembleTemperature({{{1, 2}}}, {2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CalibrationTest, RejectsBadInput) {
   EXPECT_EQ(Evaluate({}, {}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Evaluate({{0.5, 0.5}}, {2}).status().code(), absl::StatusCode::kInvalidArgument);
