@@ -1,0 +1,404 @@
+#include "server/training/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/model/architecture.h"
+#include "server/model/checkpoint.h"
+#include "server/model/encoder.h"
+#include "server/training/losses.h"
+
+namespace loracle::training {
+namespace {
+
+using model::LoraMember;
+
+// Rows for `copies` copies of the examples `idx` (copy-major: copy c, example i at c * n + i),
+// padded to the longest.
+struct Batch {
+  torch::Tensor ids, mask, types, labels;
+  int64_t examples = 0;
+};
+
+Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int copies,
+                int64_t pad_id) {
+  const int64_t n = static_cast<int64_t>(idx.size());
+  int64_t seq = 1;
+  for (size_t i : idx) seq = std::max<int64_t>(seq, data.inputs[i].input_ids.size());
+  Batch b;
+  b.examples = n;
+  b.ids = torch::full({copies * n, seq}, pad_id, torch::kInt64);
+  b.mask = torch::zeros({copies * n, seq}, torch::kInt64);
+  b.types = torch::zeros({copies * n, seq}, torch::kInt64);
+  auto ids = b.ids.accessor<int64_t, 2>();
+  auto mask = b.mask.accessor<int64_t, 2>();
+  auto types = b.types.accessor<int64_t, 2>();
+  std::vector<int64_t> labels;
+  for (int64_t k = 0; k < n; ++k) {
+    const model::Encoding& e = data.inputs[idx[static_cast<size_t>(k)]];
+    labels.push_back(data.labels[idx[static_cast<size_t>(k)]]);
+    for (int c = 0; c < copies; ++c) {
+      const int64_t row = c * n + k;
+      for (size_t t = 0; t < e.input_ids.size(); ++t) {
+        ids[row][static_cast<int64_t>(t)] = e.input_ids[t];
+        mask[row][static_cast<int64_t>(t)] = 1;
+        types[row][static_cast<int64_t>(t)] = e.token_type_ids[t];
+      }
+    }
+  }
+  b.labels = torch::tensor(labels, torch::kInt64);
+  return b;
+}
+
+// One routing group per copy: rows [c * n, (c + 1) * n) use members[member_of(c)]; with a dropout
+// spec, each row draws its masks from MixSeed(seed_of(c), row within the group).
+model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, int64_t n,
+                           const std::function<int(int)>& member_of,
+                           const model::DropoutSpec* dropout,
+                           const std::function<uint64_t(int)>& seed_of) {
+  model::LoraRouting routing;
+  for (int c = 0; c < copies; ++c) {
+    model::LoraGroup g;
+    g.begin = c * n;
+    g.end = (c + 1) * n;
+    g.member = &members[static_cast<size_t>(member_of(c))];
+    if (dropout != nullptr && dropout->active()) {
+      g.dropout = dropout;
+      for (int64_t i = 0; i < n; ++i) g.row_seeds.push_back(model::MixSeed(seed_of(c), i));
+    }
+    routing.push_back(std::move(g));
+  }
+  return routing;
+}
+
+std::vector<torch::Tensor> Logits(const model::BaseModel& base, const Batch& b,
+                                  const model::LoraRouting& routing) {
+  model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
+  torch::Tensor features = encoder->forward(b.ids, b.mask, b.types, &routing);
+  return model::EncoderImpl::Classify(features, routing);
+}
+
+// PEFT's initialisation: A kaiming-uniform (a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), B zero; the
+// head as transformers initialises a Linear: N(0, 0.02) weights, zero biases.
+absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const TrainerOptions& o,
+                                      int64_t num_labels, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const model::EncoderImpl& encoder = *base.encoder;
+  const model::Architecture arch = encoder.config().architecture();
+  const std::string& base_prefix = model::LayoutFor(arch).base_prefix;
+  LoraMember m;
+  m.layers.resize(encoder.linear_names().size());
+  int targeted = 0;
+  for (size_t i = 0; i < encoder.linear_names().size(); ++i) {
+    const std::string& path = encoder.linear_names()[i];
+    if (!o.lora.Targets(path, base_prefix)) continue;
+    const auto& linear = encoder.linear(static_cast<int>(i));
+    const int64_t in = linear->in_features(), out = linear->out_features();
+    const int rank = o.lora.RankFor(path);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    m.layers[i].a = torch::empty({rank, in}).uniform_(-bound, bound, gen).requires_grad_(true);
+    m.layers[i].b = torch::zeros({out, rank}).requires_grad_(true);
+    m.layers[i].scaling = o.lora.ScalingFor(path);
+    ++targeted;
+  }
+  if (targeted == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target_modules matches no linear layer of the base model (its layers are "
+                     "named like \"",
+                     encoder.linear_names().front(), "\")"));
+  }
+  const model::HeadLayout& head = model::HeadFor(arch);
+  for (const auto& [name, shape] : model::HeadTensorShapes(encoder.config(), num_labels)) {
+    torch::Tensor t =
+        shape.size() == 2 ? torch::empty(shape).normal_(0.0, 0.02, gen) : torch::zeros(shape);
+    t.requires_grad_(true);
+    if (name == head.dense + ".weight") m.head_dense_weight = t;
+    if (name == head.dense + ".bias") m.head_dense_bias = t;
+    if (name == head.out + ".weight") m.classifier_weight = t;
+    if (name == head.out + ".bias") m.classifier_bias = t;
+  }
+  m.head_activation = head.activation;
+  return m;
+}
+
+// The trainable tensors of `m`: matrices (decayed) and biases (not decayed).
+void MemberParams(const LoraMember& m, std::vector<torch::Tensor>* matrices,
+                  std::vector<torch::Tensor>* biases) {
+  for (const model::LoraPair& p : m.layers) {
+    if (!p.a.defined()) continue;
+    matrices->push_back(p.a);
+    matrices->push_back(p.b);
+  }
+  for (const torch::Tensor& t : {m.head_dense_weight, m.classifier_weight}) {
+    if (t.defined()) matrices->push_back(t);
+  }
+  for (const torch::Tensor& t : {m.head_dense_bias, m.classifier_bias}) {
+    if (t.defined()) biases->push_back(t);
+  }
+}
+
+// A detached deep copy (the best epoch's weights; the result).
+std::vector<LoraMember> Snapshot(const std::vector<LoraMember>& members) {
+  std::vector<LoraMember> out = members;
+  auto copy = [](torch::Tensor& t) {
+    if (t.defined()) t = t.detach().clone();
+  };
+  for (LoraMember& m : out) {
+    for (model::LoraPair& p : m.layers) {
+      copy(p.a);
+      copy(p.b);
+    }
+    copy(m.head_dense_weight);
+    copy(m.head_dense_bias);
+    copy(m.classifier_weight);
+    copy(m.classifier_bias);
+  }
+  return out;
+}
+
+// Logit vectors of every validation example: passes[i][k], k over `copies` member/sample passes.
+using Passes = std::vector<std::vector<std::vector<double>>>;
+
+Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& members,
+                const EncodedData& data, int samples, const model::DropoutSpec* dropout,
+                uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const int copies = static_cast<int>(members.size()) * samples;
+  Passes out(data.size());
+  constexpr size_t kChunk = 32;
+  for (size_t start = 0; start < data.size(); start += kChunk) {
+    std::vector<size_t> idx(std::min(kChunk, data.size() - start));
+    std::iota(idx.begin(), idx.end(), start);
+    const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id());
+    // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks from
+    // (seed, m, s) per example, as serving seeds a request's passes.
+    const model::LoraRouting routing = Routing(
+        members, copies, b.examples, [samples](int c) { return c / samples; },
+        samples > 1 ? dropout : nullptr,
+        [&](int c) { return model::MixSeed(seed, c / samples, c % samples); });
+    const std::vector<torch::Tensor> logits = Logits(base, b, routing);
+    for (int c = 0; c < copies; ++c) {
+      const torch::Tensor l = logits[static_cast<size_t>(c)].to(torch::kFloat64).contiguous();
+      const double* p = l.data_ptr<double>();
+      const int64_t classes = l.size(1);
+      for (int64_t i = 0; i < b.examples; ++i) {
+        out[start + static_cast<size_t>(i)].emplace_back(p + i * classes, p + (i + 1) * classes);
+      }
+    }
+  }
+  return out;
+}
+
+// The passes of member m alone (its one deterministic pass per example).
+Passes MemberPasses(const Passes& all, int m) {
+  Passes out;
+  for (const auto& example : all) out.push_back({example[static_cast<size_t>(m)]});
+  return out;
+}
+
+absl::StatusOr<calibration::CalibrationReport> Report(const Passes& passes,
+                                                      const std::vector<int>& labels,
+                                                      double temperature) {
+  return calibration::Evaluate(calibration::EnsembleProbs(passes, temperature), labels);
+}
+
+absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
+                             const EncodedData& validation) {
+  if (train.size() == 0) return absl::InvalidArgumentError("no training examples");
+  if (validation.size() == 0) return absl::InvalidArgumentError("no validation examples");
+  if (o.members < 1 || o.mc_samples < 1 || o.epochs < 1 || o.batch_size < 1) {
+    return absl::InvalidArgumentError("members, mc_samples, epochs and batch_size must be >= 1");
+  }
+  if (!(o.learning_rate > 0) || !(o.warmup_fraction >= 0 && o.warmup_fraction < 1) ||
+      !(o.weight_decay >= 0) || !(o.max_grad_norm > 0) || o.max_steps < 0) {
+    return absl::InvalidArgumentError(
+        "learning_rate and max_grad_norm must be > 0, warmup_fraction in [0, 1), weight_decay "
+        ">= 0");
+  }
+  return model::ValidateDropoutSpec(o.dropout);
+}
+
+}  // namespace
+
+absl::StatusOr<TrainedMembers> Trainer::Train(
+    const model::BaseModel& base, const std::vector<std::string>& labels, const EncodedData& train,
+    const EncodedData& validation, const TrainerOptions& o,
+    const std::function<void(const TrainingProgress&)>& progress,
+    const std::function<bool()>& cancelled) {
+  if (absl::Status s = ValidateOptions(o, train, validation); !s.ok()) return s;
+  const absl::Time start = absl::Now();
+  const int m_count = o.members;
+  const int64_t n_labels = static_cast<int64_t>(labels.size());
+  try {
+    std::vector<LoraMember> members;
+    std::vector<torch::Tensor> matrices, biases;
+    for (int m = 0; m < m_count; ++m) {
+      absl::StatusOr<LoraMember> member =
+          InitMember(base, o, n_labels, model::MixSeed(o.seed, static_cast<uint64_t>(m), 1));
+      if (!member.ok()) return member.status();
+      members.push_back(*std::move(member));
+    }
+    std::vector<std::vector<torch::Tensor>> member_params(members.size());
+    for (size_t m = 0; m < members.size(); ++m) {
+      std::vector<torch::Tensor> mat, bias;
+      MemberParams(members[m], &mat, &bias);
+      matrices.insert(matrices.end(), mat.begin(), mat.end());
+      biases.insert(biases.end(), bias.begin(), bias.end());
+      member_params[m] = mat;
+      member_params[m].insert(member_params[m].end(), bias.begin(), bias.end());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(
+        matrices, std::make_unique<torch::optim::AdamWOptions>(
+                      torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay)));
+    groups.emplace_back(biases, std::make_unique<torch::optim::AdamWOptions>(
+                                    torch::optim::AdamWOptions(o.learning_rate).weight_decay(0)));
+    torch::optim::AdamW optimizer(std::move(groups));
+
+    const int64_t n = static_cast<int64_t>(train.size());
+    const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
+    int64_t total = steps_per_epoch * o.epochs;
+    if (o.max_steps > 0) total = std::min(total, o.max_steps);
+    const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_fraction * total));
+    auto lr_at = [&](int64_t step) {  // linear warmup, then linear decay to 0
+      if (step < warmup) return o.learning_rate * static_cast<double>(step + 1) / warmup;
+      return o.learning_rate * static_cast<double>(total - step) /
+             static_cast<double>(std::max<int64_t>(1, total - warmup));
+    };
+    const bool hiddenkey =
+        o.dropout.active() && o.dropout.method == model::DropoutMethod::kHiddenKey;
+    const int64_t pad = base.tokenizer->pad_id();
+
+    TrainingProgress p;
+    p.total_steps = total;
+    std::vector<LoraMember> best = Snapshot(members);
+    double best_nll = INFINITY;
+    int since_best = 0;
+    int64_t best_step = 0;
+    double loss_avg = 0;
+    int64_t step = 0, examples_seen = 0;
+    for (int epoch = 0; epoch < o.epochs && step < total; ++epoch) {
+      std::vector<size_t> order(train.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(),
+                   std::mt19937_64(model::MixSeed(o.seed, static_cast<uint64_t>(epoch), 2)));
+      for (int64_t first = 0; first < n && step < total; first += o.batch_size) {
+        if (cancelled && cancelled()) return absl::CancelledError("cancelled");
+        const std::vector<size_t> idx(order.begin() + first,
+                                      order.begin() + std::min<int64_t>(n, first + o.batch_size));
+        const Batch b = MakeBatch(train, idx, m_count, pad);
+        auto routing_for = [&](uint64_t pass) {
+          return Routing(
+              members, m_count, b.examples, [](int c) { return c; }, &o.dropout,
+              [&](int c) {
+                return model::MixSeed(model::MixSeed(o.seed, static_cast<uint64_t>(step), pass),
+                                      static_cast<uint64_t>(c));
+              });
+        };
+        const model::LoraRouting routing_a = routing_for(1);
+        std::vector<torch::Tensor> a = Logits(base, b, routing_a);
+        torch::Tensor loss = torch::zeros({});
+        if (hiddenkey) {
+          const model::LoraRouting routing_b = routing_for(2);
+          std::vector<torch::Tensor> bb = Logits(base, b, routing_b);
+          for (int m = 0; m < m_count; ++m) {
+            loss = loss + HiddenKeyLoss(a[static_cast<size_t>(m)], bb[static_cast<size_t>(m)],
+                                        b.labels, o.kl_weight);
+          }
+        } else {
+          for (int m = 0; m < m_count; ++m) {
+            loss = loss + CrossEntropy(a[static_cast<size_t>(m)], b.labels);
+          }
+        }
+        const double value = loss.item<double>() / m_count;
+        if (!std::isfinite(value)) {
+          return absl::InternalError(absl::StrCat("the training loss became ", value, " at step ",
+                                                  step + 1, "; try a lower learning_rate (now ",
+                                                  o.learning_rate, ")"));
+        }
+        const double lr = lr_at(step);
+        for (auto& group : optimizer.param_groups()) {
+          static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+        }
+        optimizer.zero_grad();
+        loss.backward();
+        for (const auto& params : member_params) {
+          torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
+        }
+        optimizer.step();
+        ++step;
+        examples_seen += b.examples;
+        loss_avg = step == 1 ? value : 0.9 * loss_avg + 0.1 * value;
+        const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+        p.step = step;
+        p.epoch = epoch;
+        p.loss = loss_avg;
+        p.learning_rate = lr;
+        p.examples_per_s = elapsed > 0 ? static_cast<double>(examples_seen) / elapsed : 0;
+        p.eta_s = elapsed / static_cast<double>(step) * static_cast<double>(total - step);
+        if (progress) progress(p);
+      }
+      // Early stopping on the ensemble's validation NLL (members' deterministic passes).
+      const Passes passes = Evaluate(base, members, validation, 1, nullptr, o.seed);
+      absl::StatusOr<calibration::CalibrationReport> val = Report(passes, validation.labels, 1.0);
+      if (!val.ok()) return val.status();
+      p.has_validation = true;
+      p.validation = *val;
+      if (progress) progress(p);
+      if (val->nll < best_nll) {
+        best_nll = val->nll;
+        best = Snapshot(members);
+        since_best = 0;
+        best_step = step;
+      } else if (o.patience > 0 && ++since_best >= o.patience) {
+        break;
+      }
+    }
+
+    TrainedMembers result;
+    result.members = std::move(best);
+    TrainingReport& r = result.report;
+    r.steps = step;
+    r.best_step = best_step;
+    r.validation_examples = validation.size();
+    const Passes deterministic = Evaluate(base, result.members, validation, 1, nullptr, o.seed);
+    for (int m = 0; m < m_count; ++m) {
+      absl::StatusOr<calibration::CalibrationReport> rep =
+          Report(MemberPasses(deterministic, m), validation.labels, 1.0);
+      if (!rep.ok()) return rep.status();
+      r.members.push_back(*rep);
+    }
+    r.single = r.members[0];
+    const Passes ensemble =
+        o.mc_samples > 1 && o.dropout.active()
+            ? Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, o.seed)
+            : deterministic;
+    absl::StatusOr<calibration::CalibrationReport> ens = Report(ensemble, validation.labels, 1.0);
+    if (!ens.ok()) return ens.status();
+    r.ensemble = *ens;
+    absl::StatusOr<double> t = calibration::FitEnsembleTemperature(ensemble, validation.labels);
+    if (!t.ok()) return t.status();
+    r.temperature = *t;
+    absl::StatusOr<calibration::CalibrationReport> cal =
+        Report(ensemble, validation.labels, r.temperature);
+    if (!cal.ok()) return cal.status();
+    r.calibrated = *cal;
+    r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    return result;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what()));
+  }
+}
+
+}  // namespace loracle::training

@@ -1,0 +1,108 @@
+#ifndef LORACLE_SERVER_TRAINING_TRAINER_H_
+#define LORACLE_SERVER_TRAINING_TRAINER_H_
+
+// Trains the LoRA factors and classification heads of M ensemble members on a frozen base model
+// (LibTorch), with the LoRA dropout family's seeded masks under autograd, then writes a
+// validation report (DESIGN.md): per member, first member, ensemble of M members x N test-time
+// samples, and the ensemble after one temperature fitted by NLL on the validation data.
+//
+//   optimiser   AdamW over the LoRA factors and the heads only (the base has no gradients);
+//               linear warmup over warmup_fraction of the steps, then linear decay to 0;
+//               gradients clipped to max_grad_norm per member
+//   loss        cross-entropy per member, summed over members (each member trains as if alone);
+//               HIDDENKEY: (CE(a) + CE(b)) / 2 + kl_weight * symmetric KL of two masked passes
+//   members     M rows per example in ONE forward (member-major row groups, as serving runs them),
+//               each member initialised from its own seed (PEFT: A kaiming-uniform, B = 0)
+//   early stop  the ensemble's validation NLL after every epoch; the best epoch's weights are
+//               kept; `patience` epochs without improvement stop the run
+//
+// Deterministic given the seed and the thread count. Not thread-safe; one Train call at a time per
+// Trainer, on the calling thread.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/adapters/adapter_config.h"
+#include "server/calibration/calibration.h"
+#include "server/model/dropout.h"
+#include "server/model/lora.h"
+#include "server/model/tokenizer.h"
+
+namespace loracle::model {
+struct BaseModel;
+}
+
+namespace loracle::training {
+
+struct TrainerOptions {
+  adapters::PeftLoraConfig lora;  // rank, lora_alpha, target_modules, use_rslora
+  model::DropoutSpec dropout;     // training-time (and serving) dropout
+  double kl_weight = 0.5;         // HIDDENKEY's lambda
+  int members = 1;                // M
+  int mc_samples = 1;             // N: test-time samples per member in the report (and serving)
+  int epochs = 3;
+  int64_t max_steps = 0;  // 0 = all epochs
+  double learning_rate = 5e-4;
+  double warmup_fraction = 0.06;
+  double weight_decay = 0.01;
+  int batch_size = 16;  // examples per step (each runs as M rows)
+  double max_grad_norm = 1.0;
+  int patience = 0;  // epochs without validation-NLL improvement before stopping; 0 = never
+  uint64_t seed = 1;
+};
+
+// Tokenised examples and their class indices.
+struct EncodedData {
+  std::vector<model::Encoding> inputs;
+  std::vector<int> labels;
+  size_t size() const { return inputs.size(); }
+};
+
+struct TrainingProgress {
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  int epoch = 0;
+  double loss = 0;           // mean training loss over the last steps
+  double learning_rate = 0;  // of the last step
+  double examples_per_s = 0;
+  double eta_s = 0;
+  bool has_validation = false;
+  calibration::CalibrationReport validation;  // the ensemble's, after the latest epoch
+};
+
+struct TrainingReport {
+  size_t validation_examples = 0;
+  std::vector<calibration::CalibrationReport> members;  // one pass each, no dropout
+  calibration::CalibrationReport single;                // member 0
+  calibration::CalibrationReport ensemble;              // M x N passes
+  double temperature = 1.0;
+  calibration::CalibrationReport calibrated;  // the ensemble at `temperature`
+  int64_t steps = 0;                          // optimiser steps run
+  int64_t best_step = 0;                      // the step whose weights were kept
+  double seconds = 0;
+};
+
+struct TrainedMembers {
+  std::vector<model::LoraMember> members;  // detached, no gradients
+  TrainingReport report;
+};
+
+class Trainer {
+ public:
+  // `progress` is called on the calling thread after every step; `cancelled` is polled before
+  // every step (CANCELLED when it returns true). Errors: INVALID_ARGUMENT (bad options, no
+  // targeted layer, empty data), CANCELLED, INTERNAL (a torch error, or a loss that became NaN or
+  // infinite: the message names the step and suggests a lower learning rate).
+  static absl::StatusOr<TrainedMembers> Train(
+      const model::BaseModel& base, const std::vector<std::string>& labels,
+      const EncodedData& train, const EncodedData& validation, const TrainerOptions& options,
+      const std::function<void(const TrainingProgress&)>& progress,
+      const std::function<bool()>& cancelled);
+};
+
+}  // namespace loracle::training
+
+#endif  // LORACLE_SERVER_TRAINING_TRAINER_H_

@@ -1,0 +1,169 @@
+#include "server/training/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "server/adapters/adapter_weights.h"
+#include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
+#include "tests/support/test_util.h"
+
+// The trainer on the tiny model and a task its vocabulary can express: mails that mention
+// money-words are "spam". No accuracy thresholds beyond "learns a separable task"; the numbers on
+// real data are in tests/bench/README.md.
+namespace loracle::training {
+namespace {
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model::SetComputeThreads({2, 1});
+    dir_ = new testing::TempDir();
+    testing::WriteTinyModel(dir_->path(), 5);
+    base_ = model::LoadBaseModel(dir_->path())->release();
+  }
+  static void TearDownTestSuite() {
+    delete base_;
+    delete dir_;
+  }
+
+  // `n` examples: spam texts draw from money-words, ham texts from office words.
+  static EncodedData Data(int n, uint64_t seed) {
+    const std::vector<std::string> spam = {"free", "money", "win", "now", "!"};
+    const std::vector<std::string> ham = {"meeting", "please", "review", "invoice", "hello"};
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    EncodedData d;
+    for (int i = 0; i < n; ++i) {
+      const int label = i % 2;
+      const auto& words = label == 1 ? spam : ham;
+      std::string text = "the mail";
+      for (int w = 0; w < 4; ++w) text += " " + words[rng() % words.size()];
+      d.inputs.push_back(*base_->tokenizer->Encode(text, std::nullopt, 32));
+      d.labels.push_back(label);
+    }
+    return d;
+  }
+
+  static TrainerOptions Options() {
+    TrainerOptions o;
+    o.lora.rank = 4;
+    o.lora.lora_alpha = 8;
+    o.members = 2;
+    o.epochs = 6;
+    o.batch_size = 8;
+    o.learning_rate = 1e-2;
+    o.seed = 3;
+    return o;
+  }
+
+  static testing::TempDir* dir_;
+  static model::BaseModel* base_;
+};
+testing::TempDir* TrainerTest::dir_ = nullptr;
+model::BaseModel* TrainerTest::base_ = nullptr;
+
+TEST_F(TrainerTest, LearnsASeparableTaskAndReportsEveryView) {
+  std::vector<TrainingProgress> seen;
+  TrainerOptions o = Options();
+  o.dropout = {model::DropoutMethod::kLoraDropout, 0.1};
+  o.mc_samples = 3;
+  auto r = Trainer::Train(
+      *base_, {"ham", "spam"}, Data(64, 1), Data(32, 2), o,
+      [&](const TrainingProgress& p) { seen.push_back(p); }, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->members.size(), 2u);
+  EXPECT_EQ(r->report.steps, 6 * 8);
+  EXPECT_EQ(r->report.members.size(), 2u);
+  EXPECT_GE(r->report.ensemble.accuracy, 0.9);
+  EXPECT_GT(r->report.temperature, 0.0);
+  EXPECT_LE(r->report.calibrated.nll, r->report.ensemble.nll + 1e-9)
+      << "the fitted temperature cannot raise the NLL it minimised";
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().total_steps, 48);
+  EXPECT_LT(seen.back().loss, seen.front().loss);
+  EXPECT_TRUE(seen.back().has_validation);
+  // The base stays frozen and the result carries no autograd state.
+  for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const model::LoraMember& m : r->members) {
+    EXPECT_FALSE(m.classifier_weight.requires_grad());
+  }
+  EXPECT_FALSE(torch::equal(r->members[0].classifier_weight, r->members[1].classifier_weight))
+      << "members start from their own seeds";
+}
+
+TEST_F(TrainerTest, SameSeedSameWeights) {
+  TrainerOptions o = Options();
+  o.epochs = 1;
+  o.dropout = {model::DropoutMethod::kHiddenKey, 0, 0.1, 0.1};
+  auto a = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
+  auto b = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(torch::equal(a->members[1].classifier_weight, b->members[1].classifier_weight));
+  o.seed = 4;
+  auto c = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
+  EXPECT_FALSE(torch::equal(a->members[1].classifier_weight, c->members[1].classifier_weight));
+}
+
+TEST_F(TrainerTest, CancelStopsBeforeTheNextStep) {
+  int steps = 0;
+  auto r = Trainer::Train(
+      *base_, {"ham", "spam"}, Data(64, 1), Data(8, 2), Options(),
+      [&](const TrainingProgress&) { ++steps; }, [&] { return steps >= 3; });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(steps, 3);
+}
+
+TEST_F(TrainerTest, DivergingLossFailsWithTheStepAndAHint) {
+  TrainerOptions o = Options();
+  o.learning_rate = 1e30;
+  o.max_grad_norm = 1e30;
+  auto r = Trainer::Train(*base_, {"ham", "spam"}, Data(64, 1), Data(8, 2), o, nullptr, nullptr);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+  EXPECT_NE(r.status().message().find("learning_rate"), std::string::npos) << r.status();
+}
+
+TEST_F(TrainerTest, BadOptionsAndTargetsAreRefused) {
+  TrainerOptions o = Options();
+  o.lora.target_modules = {"no_such_layer"};
+  auto r = Trainer::Train(*base_, {"ham", "spam"}, Data(8, 1), Data(4, 2), o, nullptr, nullptr);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Trainer::Train(*base_, {"ham", "spam"}, {}, Data(4, 2), Options(), nullptr, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// What the trainer produces is written in PEFT's format and serves the same logits back.
+TEST_F(TrainerTest, TrainedMembersRoundTripThroughPeftFiles) {
+  TrainerOptions o = Options();
+  o.epochs = 2;
+  auto r = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  adapters::Adapter identity;
+  identity.name = "t";
+  identity.version = 1;
+  identity.serving.labels = {"ham", "spam"};
+  identity.serving.members = 2;
+  identity.lora = o.lora;
+  auto adapter = adapters::MakeAdapter(identity, r->members);
+  testing::TempDir out;
+  ASSERT_TRUE(adapters::SaveAdapter(out.path(), *adapter, *base_).ok());
+  auto loaded = adapters::LoadAdapter(out.path(), "t", 1, *base_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (int m = 0; m < 2; ++m) {
+    const model::LoraMember& a = r->members[static_cast<size_t>(m)];
+    const model::LoraMember& b = adapters::MembersOf(**loaded)[static_cast<size_t>(m)];
+    EXPECT_TRUE(torch::equal(a.classifier_weight, b.classifier_weight));
+    for (size_t i = 0; i < a.layers.size(); ++i) {
+      EXPECT_EQ(a.layers[i].a.defined(), b.layers[i].a.defined());
+      if (a.layers[i].a.defined()) EXPECT_TRUE(torch::equal(a.layers[i].b, b.layers[i].b));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loracle::training
