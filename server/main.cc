@@ -48,6 +48,18 @@ ABSL_FLAG(int, num_batch_threads, 1,
           "one at a time, each on all --threads cores");
 ABSL_FLAG(int, adapter_load_threads, 1, "Adapters (distinct names) loading at once");
 ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
+ABSL_FLAG(std::string, jobs_dir, "",
+          "Where fine-tune jobs are persisted; empty = <cache_dir>/jobs. One server process per "
+          "directory");
+ABSL_FLAG(int, training_workers, 1,
+          "Fine-tune jobs running at once; 0 = this replica does not "
+          "train (Training.* answers UNAVAILABLE)");
+ABSL_FLAG(int, max_queued_jobs, 16,
+          "Queued fine-tune jobs; beyond it Submit gets "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory whose files Training.Submit may name as data_path (symlinks and '..' may not "
+          "leave it); empty = inline examples only");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on SIGTERM/SIGINT");
 
 namespace {
@@ -102,6 +114,11 @@ int main(int argc, char** argv) {
   options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
   options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   options.adapter_load_threads = absl::GetFlag(FLAGS_adapter_load_threads);
+  options.jobs_dir = absl::GetFlag(FLAGS_jobs_dir).empty() ? options.cache_dir + "/jobs"
+                                                           : absl::GetFlag(FLAGS_jobs_dir);
+  options.training_workers = absl::GetFlag(FLAGS_training_workers);
+  options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
+  options.training.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);
 
   absl::StatusOr<std::unique_ptr<loracle::app::LoracleServer>> server =

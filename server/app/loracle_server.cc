@@ -19,6 +19,8 @@
 #include "server/rpc/adapters_service.h"
 #include "server/rpc/training_service.h"
 #include "server/serving/ensemble_runner.h"
+#include "server/training/fine_tune_job.h"
+#include "server/training/job_queue.h"
 
 namespace loracle::app {
 namespace {
@@ -54,6 +56,9 @@ LoracleServer::LoracleServer(const Options& options) : options_(options) {}
 
 absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Options& options) {
   if (options.adapters_dir.empty()) return absl::InvalidArgumentError("adapters_dir is required");
+  if (options.training_workers > 0 && options.jobs_dir.empty()) {
+    return absl::InvalidArgumentError("jobs_dir is required when training_workers > 0");
+  }
   if (options.model_dir.empty() && options.cache_dir.empty()) {
     return absl::InvalidArgumentError("cache_dir is required for the built-in model");
   }
@@ -66,7 +71,8 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   s->inference_service_ =
       std::make_unique<rpc::InferenceService>(options.inference, &s->inference_backend_, m);
   s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, m);
-  s->training_service_ = std::make_unique<rpc::TrainingService>(m);
+  s->training_service_ =
+      std::make_unique<rpc::TrainingService>(options.training, &s->jobs_slot_, m);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -159,6 +165,22 @@ absl::Status LoracleServer::LoadEngine() {
   if (!batcher.ok()) return batcher.status();
   batcher_ = *std::move(batcher);
 
+  if (options_.training_workers > 0 || !options_.jobs_dir.empty()) {
+    training::FineTuneContext env{base_model, store_.get(), registry_.get(),
+                                  options_.training.data_dir};
+    training::JobQueue::Options jobs;
+    jobs.jobs_dir = options_.jobs_dir;
+    jobs.workers = options_.training_workers;
+    jobs.max_queued = options_.max_queued_jobs;
+    jobs.runner = [env](const loracle::v1::SubmitRequest& request, training::JobContext& context) {
+      return training::RunFineTune(request, context, env);
+    };
+    absl::StatusOr<std::unique_ptr<training::JobQueue>> queue = training::JobQueue::Create(jobs);
+    if (!queue.ok()) return queue.status();
+    jobs_ = *std::move(queue);
+    jobs_slot_.Publish(jobs_.get());
+  }
+
   backend_ = {registry_.get(), base_model->tokenizer.get(), base_model->max_length, batcher_.get()};
   inference_backend_.Publish(&backend_);
   registry_slot_.Publish(registry_.get());
@@ -193,6 +215,7 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   // In-flight calls finish on the batch threads, which keep running until the server is down.
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   if (loader_.joinable()) loader_.join();
+  if (jobs_ != nullptr) jobs_->Shutdown();  // a running job is put back in the queue
   if (batcher_ != nullptr) batcher_->Shutdown();
   server_->Wait();
 }

@@ -6,8 +6,9 @@
 //
 //   Create:        metrics (/metrics) -> services -> gRPC server (health NOT_SERVING)
 //   loader thread: base model -> ensemble runner -> adapter store (+ demo adapter) -> registry
-//                  (loads the store) -> batcher (runs batches on the runner) -> publish to the
-//                  services -> health SERVING
+//                  (loads the store) -> batcher (runs batches on the runner) -> job queue
+//                  (its workers train and publish into the store and registry) -> publish to
+//                  the services -> health SERVING
 //
 // Thread-safety: Create, WaitUntilReady, Shutdown and the accessors may be called from any
 // thread; Shutdown is idempotent and the destructor calls it.
@@ -25,6 +26,7 @@
 #include "absl/time/time.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
+#include "server/rpc/training_service.h"
 #include "server/serving/batcher.h"
 
 namespace loracle::adapters {
@@ -42,8 +44,10 @@ class EnsembleRunner;
 }
 namespace loracle::rpc {
 class AdaptersService;
-class TrainingService;
 }  // namespace loracle::rpc
+namespace loracle::training {
+class JobQueue;
+}
 
 namespace loracle::app {
 
@@ -66,6 +70,12 @@ class LoracleServer {
     int adapter_load_threads = 1;  // adapters loading at once (adapters::Registry)
     serving::Batcher::Options batcher;
     rpc::InferenceService::Options inference;
+    // Fine-tune jobs (training::JobQueue): persisted under jobs_dir (required when
+    // training_workers > 0); 0 workers = this replica does not train.
+    std::string jobs_dir;
+    int training_workers = 1;
+    int max_queued_jobs = 16;
+    rpc::TrainingService::Options training;  // data_dir, request limits
   };
 
   // Starts gRPC and /metrics, then loads the model on a background thread. Errors: the ports
@@ -98,6 +108,7 @@ class LoracleServer {
   std::unique_ptr<metrics::Metrics> metrics_;
   rpc::Published<const rpc::InferenceBackend> inference_backend_;
   rpc::Published<adapters::Registry> registry_slot_;
+  rpc::Published<training::JobQueue> jobs_slot_;
   std::unique_ptr<rpc::InferenceService> inference_service_;
   std::unique_ptr<rpc::AdaptersService> adapters_service_;
   std::unique_ptr<rpc::TrainingService> training_service_;
@@ -110,6 +121,7 @@ class LoracleServer {
   std::unique_ptr<adapters::Store> store_;
   std::unique_ptr<adapters::Registry> registry_;
   std::unique_ptr<serving::Batcher> batcher_;
+  std::unique_ptr<training::JobQueue> jobs_;
   rpc::InferenceBackend backend_;
   std::thread loader_;
 

@@ -1,58 +1,276 @@
 #include "server/rpc/training_service.h"
 
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/adapters/adapter_config.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/unary_call.h"
+#include "server/training/dataset.h"
+#include "server/training/job_queue.h"
 
 namespace loracle::rpc {
 namespace {
 
-absl::Status NotYet(const char* method) {
-  return absl::UnimplementedError(absl::StrCat(
-      method,
-      " is not implemented yet: the fine-tune RPC is on the roadmap (see README status "
-      "table)"));
+using loracle::v1::Job;
+
+absl::Status NoQueue() {
+  return absl::UnavailableError(
+      "this server does not run training jobs (started with --training_workers=0, or the model "
+      "is still loading)");
 }
 
-// Finishes at once; deletes itself when gRPC is done with it.
-class RejectWriter final : public grpc::ServerWriteReactor<loracle::v1::Job> {
+// Streams a job: the state at once, then every change (coalesced to the latest while a write is
+// in flight), then OK after the write of an ended state. Deletes itself in OnDone.
+class WatchReactor final : public grpc::ServerWriteReactor<Job> {
  public:
-  explicit RejectWriter(metrics::Metrics* metrics) {
-    const grpc::Status s = ToGrpcStatus(NotYet(kWatchJobMethod));
-    RecordCall(metrics, kWatchJobMethod, absl::Now(), s);
-    Finish(s);
+  WatchReactor(training::JobQueue* jobs, const std::string& id, metrics::Metrics* metrics)
+      : jobs_(jobs), metrics_(metrics), start_(absl::Now()), sink_(std::make_shared<Sink>()) {
+    sink_->reactor = this;
+    std::shared_ptr<Sink> sink = sink_;
+    absl::StatusOr<int64_t> token = jobs_->Subscribe(id, [sink](const Job& job) {
+      absl::MutexLock lock(&sink->mu);
+      if (sink->reactor != nullptr) sink->reactor->OnJob(job);
+    });
+    if (!token.ok()) {
+      FinishWith(ToGrpcStatus(token.status()));
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    token_ = *token;
   }
-  void OnDone() override { delete this; }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {  // the client went away
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped watching"));
+      return;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client stopped watching"));
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&sink_->mu);  // waits for a delivery in progress
+      sink_->reactor = nullptr;
+    }
+    int64_t token;
+    {
+      absl::MutexLock lock(&mu_);
+      token = token_;
+    }
+    if (token != 0) jobs_->Unsubscribe(token);
+    delete this;
+  }
+
+ private:
+  struct Sink {
+    absl::Mutex mu;
+    WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
+  void OnJob(const Job& job) {
+    absl::MutexLock lock(&mu_);
+    pending_ = job;
+    if (!writing_) WriteNextLocked();
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    if (!pending_.has_value()) {
+      if (ended_) FinishLocked(grpc::Status::OK);
+      return;
+    }
+    buffer_ = *std::move(pending_);
+    pending_.reset();
+    ended_ = training::JobEnded(buffer_.state());
+    writing_ = true;
+    StartWrite(&buffer_);
+  }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    RecordCall(metrics_, kWatchJobMethod, start_, status);
+    Finish(status);
+  }
+  void FinishWith(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(status);
+  }
+
+  training::JobQueue* const jobs_;
+  metrics::Metrics* const metrics_;
+  const absl::Time start_;
+  const std::shared_ptr<Sink> sink_;
+  absl::Mutex mu_;
+  int64_t token_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<Job> pending_ ABSL_GUARDED_BY(mu_);
+  Job buffer_ ABSL_GUARDED_BY(mu_);  // the message being written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+absl::Status OutOfRange(absl::string_view field, double value, absl::string_view range) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " must be ", range, ", got ", value));
+}
 
 }  // namespace
 
+absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
+                            const TrainingService::Options& o) {
+  if (absl::Status s = adapters::ValidateAdapterName(r.adapter()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("adapter: ", s.message()));
+  }
+  const bool inline_data = r.examples_size() > 0;
+  if (inline_data == !r.data_path().empty()) {
+    return absl::InvalidArgumentError(
+        "send the training data either inline (examples) or as a server-side file (data_path), "
+        "not both and not neither");
+  }
+  if (r.validation_examples_size() > 0 && !r.validation_path().empty()) {
+    return absl::InvalidArgumentError("validation_examples and validation_path are exclusive");
+  }
+  if (r.examples_size() + r.validation_examples_size() > o.max_examples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", o.max_examples, " examples per Submit; got ",
+                     r.examples_size() + r.validation_examples_size()));
+  }
+  for (const std::string& path : {r.data_path(), r.validation_path()}) {
+    if (path.empty()) continue;
+    absl::StatusOr<std::string> resolved = training::ResolveDataPath(o.data_dir, path);
+    if (!resolved.ok()) return resolved.status();
+  }
+  if (r.ensemble_members() > static_cast<uint32_t>(o.max_members)) {
+    return OutOfRange("ensemble_members", r.ensemble_members(),
+                      absl::StrCat("in [1, ", o.max_members, "]"));
+  }
+  if (r.mc_samples() > static_cast<uint32_t>(o.max_mc_samples)) {
+    return OutOfRange("mc_samples", r.mc_samples(), absl::StrCat("in [1, ", o.max_mc_samples, "]"));
+  }
+  if (r.lora().rank() > 256) return OutOfRange("lora.rank", r.lora().rank(), "in [1, 256]");
+  if (r.lora().alpha() < 0) return OutOfRange("lora.alpha", r.lora().alpha(), ">= 0");
+  const auto& d = r.dropout();
+  for (auto [name, v] : {std::pair<const char*, float>{"dropout.rate", d.rate()},
+                         {"dropout.dropkey_rate", d.dropkey_rate()},
+                         {"dropout.hiddencut_rate", d.hiddencut_rate()}}) {
+    if (!(v >= 0 && v < 1)) return OutOfRange(name, v, "in [0, 1)");
+  }
+  if (!(d.kl_weight() >= 0)) return OutOfRange("dropout.kl_weight", d.kl_weight(), ">= 0");
+  if (!(r.learning_rate() >= 0 && r.learning_rate() < 1)) {
+    return OutOfRange("learning_rate", r.learning_rate(), "in [0, 1) (0 = the default)");
+  }
+  if (!(r.validation_split() >= 0 && r.validation_split() < 1)) {
+    return OutOfRange("validation_split", r.validation_split(), "in [0, 1)");
+  }
+  const auto& opt = r.optimizer();
+  if (!(opt.warmup_fraction() >= 0 && opt.warmup_fraction() < 1)) {
+    return OutOfRange("optimizer.warmup_fraction", opt.warmup_fraction(), "in [0, 1)");
+  }
+  if (!(opt.weight_decay() >= 0)) {
+    return OutOfRange("optimizer.weight_decay", opt.weight_decay(), ">= 0");
+  }
+  if (!(opt.max_grad_norm() >= 0)) {
+    return OutOfRange("optimizer.max_grad_norm", opt.max_grad_norm(), ">= 0");
+  }
+  if (r.max_length() != 0 && (r.max_length() < 8 || r.max_length() > 4096)) {
+    return OutOfRange("max_length", r.max_length(), "in [8, 4096]");
+  }
+  if (inline_data) {  // labels of inline data are checked now; a file's when the job runs
+    std::vector<training::Example> all;
+    for (const auto* list : {&r.examples(), &r.validation_examples()}) {
+      for (const loracle::v1::Example& e : *list)
+        all.push_back({e.text(), e.text_pair(), e.label()});
+    }
+    std::vector<std::string> labels(r.labels().begin(), r.labels().end());
+    if (absl::StatusOr<std::vector<std::string>> l = training::ResolveLabels(all, labels);
+        !l.ok()) {
+      return l.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* TrainingService::Submit(grpc::CallbackServerContext* ctx,
-                                                  const loracle::v1::SubmitRequest*,
-                                                  loracle::v1::Job*) {
-  return UnaryCall(ctx, metrics_, kSubmitJobMethod).Finish(NotYet(kSubmitJobMethod));
+                                                  const loracle::v1::SubmitRequest* request,
+                                                  loracle::v1::Job* response) {
+  const UnaryCall call(ctx, metrics_, kSubmitJobMethod);
+  training::JobQueue* jobs = jobs_->get();
+  if (jobs == nullptr) return call.Finish(NoQueue());
+  if (absl::Status s = ValidateSubmit(*request, options_); !s.ok()) return call.Finish(s);
+  absl::StatusOr<Job> job = jobs->Submit(*request);
+  if (job.ok()) *response = *std::move(job);
+  return call.Finish(job.status());
 }
+
 grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
-                                               const loracle::v1::GetJobRequest*,
-                                               loracle::v1::Job*) {
-  return UnaryCall(ctx, metrics_, kGetJobMethod).Finish(NotYet(kGetJobMethod));
+                                               const loracle::v1::GetJobRequest* request,
+                                               loracle::v1::Job* response) {
+  const UnaryCall call(ctx, metrics_, kGetJobMethod);
+  training::JobQueue* jobs = jobs_->get();
+  if (jobs == nullptr) return call.Finish(NoQueue());
+  absl::StatusOr<Job> job = jobs->Get(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return call.Finish(job.status());
 }
-grpc::ServerWriteReactor<loracle::v1::Job>* TrainingService::Watch(
-    grpc::CallbackServerContext*, const loracle::v1::GetJobRequest*) {
-  return new RejectWriter(metrics_);
+
+grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContext*,
+                                                      const loracle::v1::GetJobRequest* request) {
+  training::JobQueue* jobs = jobs_->get();
+  if (jobs == nullptr) {
+    class Refuse final : public grpc::ServerWriteReactor<Job> {
+     public:
+      explicit Refuse(metrics::Metrics* m) {
+        const grpc::Status s = ToGrpcStatus(NoQueue());
+        RecordCall(m, kWatchJobMethod, absl::Now(), s);
+        Finish(s);
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse(metrics_);
+  }
+  return new WatchReactor(jobs, request->id(), metrics_);
 }
+
 grpc::ServerUnaryReactor* TrainingService::Cancel(grpc::CallbackServerContext* ctx,
-                                                  const loracle::v1::GetJobRequest*,
-                                                  loracle::v1::Job*) {
-  return UnaryCall(ctx, metrics_, kCancelJobMethod).Finish(NotYet(kCancelJobMethod));
+                                                  const loracle::v1::GetJobRequest* request,
+                                                  loracle::v1::Job* response) {
+  const UnaryCall call(ctx, metrics_, kCancelJobMethod);
+  training::JobQueue* jobs = jobs_->get();
+  if (jobs == nullptr) return call.Finish(NoQueue());
+  absl::StatusOr<Job> job = jobs->Cancel(request->id());
+  if (job.ok()) *response = *std::move(job);
+  return call.Finish(job.status());
 }
+
 grpc::ServerUnaryReactor* TrainingService::List(grpc::CallbackServerContext* ctx,
-                                                const loracle::v1::ListJobsRequest*,
-                                                loracle::v1::ListJobsResponse*) {
-  return UnaryCall(ctx, metrics_, kListJobsMethod).Finish(NotYet(kListJobsMethod));
+                                                const loracle::v1::ListJobsRequest* request,
+                                                loracle::v1::ListJobsResponse* response) {
+  const UnaryCall call(ctx, metrics_, kListJobsMethod);
+  training::JobQueue* jobs = jobs_->get();
+  if (jobs == nullptr) return call.Finish(NoQueue());
+  std::string next;
+  absl::StatusOr<std::vector<Job>> list =
+      jobs->List(static_cast<int>(request->page_size()), request->page_token(), &next);
+  if (list.ok()) {
+    for (Job& j : *list) *response->add_jobs() = std::move(j);
+    response->set_next_page_token(next);
+  }
+  return call.Finish(list.status());
 }
 
 }  // namespace loracle::rpc

@@ -1,19 +1,40 @@
 #ifndef LORACLE_SERVER_RPC_TRAINING_SERVICE_H_
 #define LORACLE_SERVER_RPC_TRAINING_SERVICE_H_
 
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
 #include "loracle/v1/training.grpc.pb.h"
+#include "server/rpc/engine.h"
 
 namespace loracle::metrics {
 class Metrics;
 }
+namespace loracle::training {
+class JobQueue;
+}
 
 namespace loracle::rpc {
 
-// The fine-tune API. Not implemented yet: every method answers UNIMPLEMENTED with a message
-// naming the method, so clients can be written against the contract today.
+// The fine-tune API over training::JobQueue. Submit validates the request on the reactor (cheap
+// checks only: names, sizes, ranges, labels of inline examples, that a server-side path lies
+// inside --data_dir) and queues it; Get, List and Cancel read or flip the queue's state; Watch is
+// a server-streaming reactor that sends the job at once and after every change, never blocking a
+// gRPC thread. Thread-safe.
 class TrainingService final : public loracle::v1::Training::CallbackService {
  public:
-  explicit TrainingService(metrics::Metrics* metrics) : metrics_(metrics) {}  // may be null
+  struct Options {
+    std::string data_dir;            // server-side data files must lie inside; empty = none
+    int64_t max_examples = 1000000;  // per Submit, inline or from a file
+    int max_members = 16;            // ensemble_members
+    int max_mc_samples = 32;         // mc_samples
+  };
+  // Neither pointer is owned; both outlive the service. `metrics` may be null. With no queue
+  // published (this replica does not train), every method answers UNAVAILABLE.
+  TrainingService(const Options& options, const Published<training::JobQueue>* jobs,
+                  metrics::Metrics* metrics)
+      : options_(options), jobs_(jobs), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const loracle::v1::SubmitRequest* request,
@@ -31,8 +52,14 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
                                  loracle::v1::ListJobsResponse* response) override;
 
  private:
+  const Options options_;
+  const Published<training::JobQueue>* const jobs_;
   metrics::Metrics* const metrics_;
 };
+
+// The request's problems a person can fix, or OK (exposed for tests).
+absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& request,
+                            const TrainingService::Options& options);
 
 }  // namespace loracle::rpc
 

@@ -62,6 +62,7 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   o.metrics_address = "";
   o.model_dir = model_dir.path();
   o.adapters_dir = store_dir.path();
+  o.training_workers = 0;  // serving only
   o.threads = 2;
   o.batcher.max_queue_delay_us = 1000;
   auto server = app::LoracleServer::Create(o);

@@ -366,18 +366,7 @@ TEST_F(ServerTest, ConcurrentPredictsEqualTheSameRequestsAloneAndRepeat) {
   }
 }
 
-TEST_F(ServerTest, TrainingAndFeedbackSayTheyAreNotImplemented) {
-  auto training = loracle::v1::Training::NewStub(*channel_);
-  grpc::ClientContext ctx;
-  loracle::v1::Job job;
-  grpc::Status s = training->Submit(&ctx, {}, &job);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("Training/Submit"), std::string::npos);
-  grpc::ClientContext watch_ctx;
-  auto reader = training->Watch(&watch_ctx, {});
-  loracle::v1::Job update;
-  EXPECT_FALSE(reader->Read(&update));
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+TEST_F(ServerTest, FeedbackSaysItIsNotImplemented) {
   auto inference = loracle::v1::Inference::NewStub(*channel_);
   grpc::ClientContext fctx;
   loracle::v1::FeedbackResponse fresp;

@@ -31,6 +31,7 @@ std::unique_ptr<TestServer> TestServer::Start(
   o.metrics_address = "127.0.0.1:0";
   o.model_dir = t->model_dir_.path();
   o.adapters_dir = t->store_dir_.path();
+  o.jobs_dir = t->jobs_dir_.path();
   o.threads = 2;
   o.batcher.max_queue_delay_us = 1000;
   if (prepare) prepare(*t->store_, o);

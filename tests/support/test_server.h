@@ -36,7 +36,7 @@ class TestServer {
   std::shared_ptr<grpc::Channel> NewChannel() const;
 
  private:
-  TempDir model_dir_, store_dir_;
+  TempDir model_dir_, store_dir_, jobs_dir_;
   std::unique_ptr<adapters::Store> store_;
   std::unique_ptr<app::LoracleServer> server_;
 };

@@ -1,0 +1,253 @@
+#include "server/training/fine_tune_job.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/adapters/adapter_weights.h"
+#include "server/adapters/registry.h"
+#include "server/adapters/store.h"
+#include "server/model/architecture.h"
+#include "server/model/checkpoint.h"
+#include "server/training/dataset.h"
+#include "server/util/file_util.h"
+
+namespace loracle::training {
+namespace {
+
+using loracle::v1::SubmitRequest;
+
+loracle::v1::CalibrationReport ToProto(const calibration::CalibrationReport& r) {
+  loracle::v1::CalibrationReport out;
+  out.set_accuracy(static_cast<float>(r.accuracy));
+  out.set_ece(static_cast<float>(r.ece));
+  out.set_mce(static_cast<float>(r.mce));
+  out.set_nll(static_cast<float>(r.nll));
+  out.set_brier(static_cast<float>(r.brier));
+  return out;
+}
+
+loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
+  loracle::v1::ValidationReport out;
+  out.set_examples(static_cast<uint32_t>(r.validation_examples));
+  for (const auto& m : r.members) *out.add_members() = ToProto(m);
+  *out.mutable_single() = ToProto(r.single);
+  *out.mutable_ensemble() = ToProto(r.ensemble);
+  out.set_temperature(static_cast<float>(r.temperature));
+  *out.mutable_calibrated() = ToProto(r.calibrated);
+  return out;
+}
+
+// Inline examples, or the file at `path` under `data_dir`.
+absl::StatusOr<std::vector<Example>> ExamplesOf(
+    const google::protobuf::RepeatedPtrField<loracle::v1::Example>& inline_examples,
+    const std::string& path, const std::string& data_dir) {
+  if (!path.empty()) {
+    absl::StatusOr<std::string> resolved = ResolveDataPath(data_dir, path);
+    if (!resolved.ok()) return resolved.status();
+    return ReadExamples(*resolved);
+  }
+  std::vector<Example> out;
+  for (const loracle::v1::Example& e : inline_examples) {
+    out.push_back({e.text(), e.text_pair(), e.label()});
+  }
+  return out;
+}
+
+absl::StatusOr<EncodedData> Encode(const model::BaseModel& base, const std::vector<Example>& ex,
+                                   const std::vector<size_t>& idx,
+                                   const std::map<std::string, int>& label_ids, int max_length,
+                                   absl::string_view what) {
+  EncodedData out;
+  for (size_t i : idx) {
+    std::optional<absl::string_view> pair;
+    if (!ex[i].text_pair.empty()) pair = ex[i].text_pair;
+    absl::StatusOr<model::Encoding> e = base.tokenizer->Encode(ex[i].text, pair, max_length);
+    if (!e.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " example ", i, ": ", e.status().message()));
+    }
+    out.inputs.push_back(*std::move(e));
+    out.labels.push_back(label_ids.at(ex[i].label));
+  }
+  return out;
+}
+
+std::vector<size_t> Range(size_t n) {
+  std::vector<size_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = i;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainerOptions> TrainerOptionsFor(const SubmitRequest& r,
+                                                 const model::BaseModel& base) {
+  TrainerOptions o;
+  o.lora.rank = r.lora().rank() > 0 ? static_cast<int>(r.lora().rank()) : 8;
+  o.lora.lora_alpha = r.lora().alpha() > 0 ? r.lora().alpha() : 16;
+  o.lora.use_rslora = r.lora().use_rslora();
+  o.lora.target_modules.assign(r.lora().target_modules().begin(), r.lora().target_modules().end());
+  if (o.lora.target_modules.empty()) {
+    o.lora.target_modules = model::DefaultTargetModules(base.config.architecture());
+  }
+  o.lora.modules_to_save = model::HeadModules(base.config.architecture());
+  const auto& d = r.dropout();
+  switch (d.method()) {
+    case loracle::v1::DROPOUT_METHOD_UNSPECIFIED:
+    case loracle::v1::DROPOUT_METHOD_LORA_DROPOUT:
+      o.dropout = {model::DropoutMethod::kLoraDropout, d.rate() > 0 ? d.rate() : 0.1};
+      break;
+    case loracle::v1::DROPOUT_METHOD_INPUT:
+      o.dropout = {model::DropoutMethod::kInput, d.rate() > 0 ? d.rate() : 0.1};
+      break;
+    case loracle::v1::DROPOUT_METHOD_HIDDENKEY:
+      o.dropout = {model::DropoutMethod::kHiddenKey, 0,
+                   d.dropkey_rate() > 0 ? d.dropkey_rate() : 0.1,
+                   d.hiddencut_rate() > 0 ? d.hiddencut_rate() : 0.1};
+      o.kl_weight = d.kl_weight() > 0 ? d.kl_weight() : 0.5;
+      break;
+    case loracle::v1::DROPOUT_METHOD_NONE:
+      o.dropout = {};
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown dropout method ", d.method()));
+  }
+  o.members = r.ensemble_members() > 0 ? static_cast<int>(r.ensemble_members()) : 1;
+  o.mc_samples =
+      r.mc_samples() > 0 ? static_cast<int>(r.mc_samples()) : (o.dropout.active() ? 4 : 1);
+  o.epochs = r.epochs() > 0 ? static_cast<int>(r.epochs()) : 3;
+  o.max_steps = static_cast<int64_t>(r.max_steps());
+  o.learning_rate = r.learning_rate() > 0 ? r.learning_rate() : 5e-4;
+  o.batch_size = r.batch_size() > 0 ? static_cast<int>(r.batch_size()) : 16;
+  const auto& opt = r.optimizer();
+  o.warmup_fraction = opt.warmup_fraction() > 0 ? opt.warmup_fraction() : 0.06;
+  o.weight_decay = opt.weight_decay() > 0 ? opt.weight_decay() : 0.01;
+  o.max_grad_norm = opt.max_grad_norm() > 0 ? opt.max_grad_norm() : 1.0;
+  o.patience = static_cast<int>(opt.patience());
+  o.seed = r.seed() != 0 ? r.seed() : 1;
+  return o;
+}
+
+absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& context,
+                                       const FineTuneContext& env) {
+  const model::BaseModel& base = *env.base;
+  absl::StatusOr<std::vector<Example>> train_ex =
+      ExamplesOf(r.examples(), r.data_path(), env.data_dir);
+  if (!train_ex.ok()) return train_ex.status();
+  absl::StatusOr<std::vector<Example>> val_ex =
+      ExamplesOf(r.validation_examples(), r.validation_path(), env.data_dir);
+  if (!val_ex.ok()) return val_ex.status();
+
+  std::vector<Example> all = *train_ex;
+  all.insert(all.end(), val_ex->begin(), val_ex->end());
+  absl::StatusOr<std::vector<std::string>> labels =
+      ResolveLabels(all, {r.labels().begin(), r.labels().end()});
+  if (!labels.ok()) return labels.status();
+  std::map<std::string, int> label_ids;
+  for (size_t i = 0; i < labels->size(); ++i) label_ids[(*labels)[i]] = static_cast<int>(i);
+
+  absl::StatusOr<TrainerOptions> options = TrainerOptionsFor(r, base);
+  if (!options.ok()) return options.status();
+  const int max_length =
+      std::min<int>(r.max_length() > 0 ? static_cast<int>(r.max_length()) : 128, base.max_length);
+
+  // The validation set: given, or a stratified share of the training data.
+  std::vector<size_t> train_idx = Range(train_ex->size());
+  std::vector<Example> validation = *val_ex;
+  std::vector<size_t> val_idx = Range(validation.size());
+  if (validation.empty()) {
+    std::vector<int> ids;
+    for (const Example& e : *train_ex) ids.push_back(label_ids.at(e.label));
+    const Split split =
+        StratifiedSplit(ids, r.validation_split() > 0 ? r.validation_split() : 0.1, options->seed);
+    if (split.validation.empty()) {
+      return absl::InvalidArgumentError(
+          "too few examples to hold out a validation set; send validation_examples or more data");
+    }
+    train_idx = split.train;
+    val_idx = split.validation;
+    validation = *train_ex;
+  }
+  absl::StatusOr<EncodedData> train =
+      Encode(base, *train_ex, train_idx, label_ids, max_length, "training");
+  if (!train.ok()) return train.status();
+  absl::StatusOr<EncodedData> val =
+      Encode(base, validation, val_idx, label_ids, max_length, "validation");
+  if (!val.ok()) return val.status();
+  context.Update(
+      [&](loracle::v1::Job& j) {
+        j.set_train_examples(static_cast<uint32_t>(train->size()));
+        j.set_validation_examples(static_cast<uint32_t>(val->size()));
+      },
+      /*persist=*/true);
+
+  absl::StatusOr<TrainedMembers> trained = Trainer::Train(
+      base, *labels, *train, *val, *options,
+      [&context](const TrainingProgress& p) {
+        context.Update(
+            [&p](loracle::v1::Job& j) {
+              j.set_step(static_cast<uint32_t>(p.step));
+              j.set_total_steps(static_cast<uint32_t>(p.total_steps));
+              j.set_epoch(static_cast<uint32_t>(p.epoch));
+              j.set_loss(static_cast<float>(p.loss));
+              j.set_learning_rate(static_cast<float>(p.learning_rate));
+              j.set_examples_per_s(static_cast<float>(p.examples_per_s));
+              j.set_eta_s(static_cast<float>(p.eta_s));
+              if (p.has_validation) *j.mutable_validation() = ToProto(p.validation);
+            },
+            /*persist=*/p.has_validation);
+      },
+      [&context] { return context.Cancelled(); });
+  if (!trained.ok()) return trained.status();
+  if (context.Cancelled()) return absl::CancelledError("cancelled before publishing");
+
+  adapters::Adapter identity;
+  identity.name = r.adapter();
+  identity.serving.labels = *labels;
+  identity.serving.members = options->members;
+  identity.serving.mc_samples = options->dropout.active() ? options->mc_samples : 1;
+  identity.serving.temperature = trained->report.temperature;
+  identity.serving.dropout = options->dropout;
+  identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
+                                              " examples (", val->size(), " for validation)");
+  identity.lora = options->lora;
+  identity.lora.base_model_name_or_path = base.dir;
+  std::shared_ptr<const adapters::Adapter> adapter =
+      adapters::MakeAdapter(std::move(identity), std::move(trained->members));
+  const loracle::v1::ValidationReport report = ToProto(trained->report);
+  absl::StatusOr<int64_t> version = env.store->Publish(r.adapter(), [&](const std::string& dir) {
+    if (absl::Status s = adapters::SaveAdapter(dir, *adapter, base); !s.ok()) return s;
+    std::string json;
+    google::protobuf::util::JsonPrintOptions p;
+    p.add_whitespace = true;
+    p.preserve_proto_field_names = true;
+    if (!google::protobuf::util::MessageToJsonString(report, &json, p).ok()) {
+      return absl::InternalError("cannot encode the validation report");
+    }
+    return util::WriteFileAtomically(dir + "/training_report.json", json);
+  });
+  if (!version.ok()) {
+    return absl::Status(version.status().code(),
+                        absl::StrCat("publishing ", r.adapter(), ": ", version.status().message()));
+  }
+  absl::StatusOr<adapters::AdapterInfo> loaded =
+      env.registry->Load({r.adapter(), *version, "", /*pin=*/false});
+  if (!loaded.ok()) {
+    return absl::Status(
+        loaded.status().code(),
+        absl::StrCat("version ", *version, " of ", r.adapter(),
+                     " was published but failed to load: ", loaded.status().message()));
+  }
+  JobOutcome out;
+  out.published_version = *version;
+  out.report = report;
+  return out;
+}
+
+}  // namespace loracle::training

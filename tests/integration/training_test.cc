@@ -1,0 +1,239 @@
+// The fine-tune RPC over real gRPC on loopback: Submit, Watch to SUCCEEDED, Predict with the
+// published version; and every way a job is refused or fails, each with its status and nothing
+// published.
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "loracle/v1/inference.grpc.pb.h"
+#include "loracle/v1/training.grpc.pb.h"
+#include "tests/support/test_server.h"
+#include "tests/support/test_util.h"
+
+namespace loracle {
+namespace {
+
+using loracle::v1::Job;
+using loracle::v1::SubmitRequest;
+
+// Texts in the tiny model's vocabulary: money-words are "spam", office words "ham".
+void AddExamples(SubmitRequest* r, int n, uint32_t seed) {
+  const std::vector<std::string> spam = {"free", "money", "win", "now", "!"};
+  const std::vector<std::string> ham = {"meeting", "please", "review", "invoice", "hello"};
+  std::mt19937 rng(seed);
+  for (int i = 0; i < n; ++i) {
+    const bool is_spam = i % 2 == 1;
+    const auto& words = is_spam ? spam : ham;
+    std::string text = "the mail";
+    for (int w = 0; w < 4; ++w) text += " " + words[rng() % words.size()];
+    auto* e = r->add_examples();
+    e->set_text(text);
+    e->set_label(is_spam ? "spam" : "ham");
+  }
+}
+
+SubmitRequest Request(const std::string& adapter) {
+  SubmitRequest r;
+  r.set_adapter(adapter);
+  AddExamples(&r, 80, 1);
+  r.set_ensemble_members(2);
+  r.set_epochs(4);
+  r.set_batch_size(8);
+  r.set_learning_rate(1e-2f);
+  r.mutable_lora()->set_rank(4);
+  r.set_seed(5);
+  return r;
+}
+
+class TrainingTest : public ::testing::Test {
+ protected:
+  void Start(
+      const std::function<void(adapters::Store&, app::LoracleServer::Options&)>& prepare = {}) {
+    server_ = testing::TestServer::Start({}, prepare);
+    ASSERT_NE(server_, nullptr);
+    channel_ = server_->NewChannel();
+    training_ = loracle::v1::Training::NewStub(channel_);
+  }
+  grpc::Status Submit(const SubmitRequest& r, Job* job) {
+    grpc::ClientContext ctx;
+    return training_->Submit(&ctx, r, job);
+  }
+  // Every update of the job until the stream ends.
+  std::vector<Job> Watch(const std::string& id, grpc::Status* status) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    loracle::v1::GetJobRequest req;
+    req.set_id(id);
+    auto reader = training_->Watch(&ctx, req);
+    std::vector<Job> seen;
+    Job j;
+    while (reader->Read(&j)) seen.push_back(j);
+    *status = reader->Finish();
+    return seen;
+  }
+  Job WatchToEnd(const std::string& id) {
+    grpc::Status status;
+    std::vector<Job> seen = Watch(id, &status);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    if (seen.empty()) {
+      ADD_FAILURE() << "Watch sent nothing";
+      return {};
+    }
+    return seen.back();
+  }
+
+  std::unique_ptr<testing::TestServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<loracle::v1::Training::Stub> training_;
+};
+
+TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
+  Start();
+  Job job;
+  ASSERT_TRUE(Submit(Request("spam"), &job).ok());
+  EXPECT_EQ(job.state(), loracle::v1::JOB_STATE_QUEUED);
+  grpc::Status status;
+  std::vector<Job> seen = Watch(job.id(), &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_FALSE(seen.empty());
+  const Job& done = seen.back();
+  ASSERT_EQ(done.state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.published_version(), 1);
+  bool saw_progress = false;
+  for (const Job& j : seen)
+    saw_progress |= j.state() == loracle::v1::JOB_STATE_RUNNING && j.step() > 0;
+  EXPECT_TRUE(saw_progress) << "Watch streams steps while the job runs";
+  EXPECT_GT(done.total_steps(), 0u);
+  EXPECT_EQ(done.report().members_size(), 2);
+  EXPECT_GT(done.report().temperature(), 0.0f);
+  EXPECT_GE(done.report().ensemble().accuracy(), 0.9f);
+  EXPECT_EQ(done.train_examples() + done.validation_examples(), 80u);
+
+  // The next Predict uses it.
+  auto inference = loracle::v1::Inference::NewStub(channel_);
+  loracle::v1::PredictRequest req;
+  req.set_adapter("spam");
+  req.add_inputs("the mail free money win now");
+  req.add_inputs("the mail meeting please review invoice");
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.version(), 1);
+  EXPECT_EQ(resp.members(), 2u);
+  EXPECT_EQ(resp.predictions(0).label(), "spam");
+  EXPECT_EQ(resp.predictions(1).label(), "ham");
+
+  // Get and List show it; the store holds the PEFT files and the report.
+  grpc::ClientContext list_ctx;
+  loracle::v1::ListJobsResponse list;
+  ASSERT_TRUE(training_->List(&list_ctx, {}, &list).ok());
+  ASSERT_EQ(list.jobs_size(), 1);
+  EXPECT_EQ(list.jobs(0).state(), loracle::v1::JOB_STATE_SUCCEEDED);
+  const std::string dir = server_->store().VersionDir("spam", 1);
+  for (const char* f : {"loracle.json", "training_report.json",
+                        "member-0/adapter_model.safetensors", "member-1/adapter_config.json"}) {
+    EXPECT_FALSE(testing::ReadFile(dir + "/" + f).empty()) << f;
+  }
+}
+
+TEST_F(TrainingTest, BadRequestsAreRefusedWithPreciseStatuses) {
+  Start();
+  Job job;
+  SubmitRequest r = Request("x");
+  r.add_labels("ham");
+  r.add_labels("eggs");
+  grpc::Status s = Submit(r, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("\"spam\", which is not one of the labels"), std::string::npos)
+      << s.error_message();
+
+  r = Request("x");
+  r.add_labels("ham");
+  r.add_labels("spam");
+  r.add_labels("eggs");
+  s = Submit(r, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "class \"eggs\" has no examples");
+
+  r = Request("x");
+  r.clear_examples();
+  s = Submit(r, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "empty data";
+
+  r = Request("x");
+  r.clear_examples();
+  r.set_data_path("train.jsonl");
+  s = Submit(r, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << "no --data_dir";
+  EXPECT_NE(s.error_message().find("--data_dir"), std::string::npos);
+
+  r = Request("../evil");
+  EXPECT_EQ(Submit(r, &job).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  grpc::ClientContext ctx;
+  loracle::v1::GetJobRequest get;
+  get.set_id("job-none");
+  EXPECT_EQ(training_->Get(&ctx, get, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_FALSE(server_->store().LatestVersion("x").ok()) << "nothing published";
+}
+
+TEST_F(TrainingTest, ServerSideFilesStayInsideTheDataDirAndBadLinesNameTheirLine) {
+  testing::TempDir data, outside;
+  testing::WriteFile(data / "bad.jsonl",
+                     "{\"text\": \"free money\", \"label\": \"spam\"}\n{\"text\": \"oops\"}\n");
+  testing::WriteFile(outside / "secret.jsonl", "");
+  Start(
+      [&](adapters::Store&, app::LoracleServer::Options& o) { o.training.data_dir = data.path(); });
+  Job job;
+  SubmitRequest r = Request("filed");
+  r.clear_examples();
+  r.set_data_path(outside / "secret.jsonl");
+  EXPECT_EQ(Submit(r, &job).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  r.set_data_path("../" + outside.path() + "/secret.jsonl");
+  EXPECT_EQ(Submit(r, &job).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  r.set_data_path("bad.jsonl");
+  ASSERT_TRUE(Submit(r, &job).ok());
+  const Job done = WatchToEnd(job.id());
+  EXPECT_EQ(done.state(), loracle::v1::JOB_STATE_FAILED);
+  EXPECT_NE(done.error().find("bad.jsonl:2: missing field \"label\""), std::string::npos)
+      << done.error();
+  EXPECT_FALSE(server_->store().LatestVersion("filed").ok()) << "nothing published";
+}
+
+TEST_F(TrainingTest, CancelAndFullQueue) {
+  Start([](adapters::Store&, app::LoracleServer::Options& o) { o.max_queued_jobs = 1; });
+  SubmitRequest slow = Request("slow");
+  slow.set_epochs(200);  // far longer than the test
+  Job running, queued, refused;
+  ASSERT_TRUE(Submit(slow, &running).ok());
+  // Wait until it runs, so the next one is the only queued job.
+  for (int i = 0; i < 600; ++i) {
+    grpc::ClientContext ctx;
+    loracle::v1::GetJobRequest get;
+    get.set_id(running.id());
+    Job j;
+    ASSERT_TRUE(training_->Get(&ctx, get, &j).ok());
+    if (j.state() == loracle::v1::JOB_STATE_RUNNING) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(Submit(Request("next"), &queued).ok());
+  EXPECT_EQ(Submit(Request("third"), &refused).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (const std::string& id : {queued.id(), running.id()}) {
+    grpc::ClientContext ctx;
+    loracle::v1::GetJobRequest req;
+    req.set_id(id);
+    Job j;
+    ASSERT_TRUE(training_->Cancel(&ctx, req, &j).ok());
+  }
+  EXPECT_EQ(WatchToEnd(queued.id()).state(), loracle::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(WatchToEnd(running.id()).state(), loracle::v1::JOB_STATE_CANCELLED);
+  EXPECT_FALSE(server_->store().LatestVersion("slow").ok()) << "nothing published";
+  EXPECT_FALSE(server_->store().LatestVersion("next").ok());
+}
+
+}  // namespace
+}  // namespace loracle
