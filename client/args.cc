@@ -9,7 +9,7 @@
 namespace loracle::client {
 namespace {
 
-const char* const kBoolFlags[] = {"json", "members", "help"};
+const char* const kBoolFlags[] = {"json", "members", "help", "detach", "rslora"};
 
 bool IsBool(const std::string& name) {
   for (const char* b : kBoolFlags)

@@ -21,6 +21,15 @@ commands:
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
         [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--json_out=FILE]
           load-test Predict: throughput, p50/p90/p99 latency, errors by status code
+  finetune --name=ADAPTER (--data=FILE | --server_data=PATH) [--validation=FILE]
+        [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
+        [--dropkey_rate=P --hiddencut_rate=P --kl_weight=L] [--mc_samples=N] [--epochs=E]
+        [--max_steps=S] [--lr=LR] [--batch_size=B] [--rank=R] [--alpha=A] [--targets=q,v]
+        [--rslora] [--labels=a,b] [--seed=S] [--detach] [--json]
+          train an adapter (or ensemble) on a JSONL/CSV file; shows progress, then the
+          validation report (per member, ensemble, calibrated)
+  jobs [list | get ID | watch ID | cancel ID]
+          the server's fine-tune jobs
   help    show this message
 
 options:
@@ -51,6 +60,8 @@ int RunCli(const std::vector<std::string>& argv, std::ostream& out, std::ostream
   if (cmd == "predict") return PredictCommand(args, channel, out, err);
   if (cmd == "adapters") return AdaptersCommand(args, channel, out, err);
   if (cmd == "bench") return BenchCommand(args, channel, out, err);
+  if (cmd == "finetune") return FinetuneCommand(args, channel, out, err);
+  if (cmd == "jobs") return JobsCommand(args, channel, out, err);
   err << "loracle: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

@@ -18,6 +18,8 @@ using Channel = std::shared_ptr<grpc::Channel>;
 int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 int AdaptersCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 int BenchCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
+int FinetuneCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
+int JobsCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 
 }  // namespace loracle::client
 
