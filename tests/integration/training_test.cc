@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
 #include "tests/support/test_server.h"
@@ -233,6 +235,40 @@ TEST_F(TrainingTest, CancelAndFullQueue) {
   EXPECT_EQ(WatchToEnd(running.id()).state(), loracle::v1::JOB_STATE_CANCELLED);
   EXPECT_FALSE(server_->store().LatestVersion("slow").ok()) << "nothing published";
   EXPECT_FALSE(server_->store().LatestVersion("next").ok());
+}
+
+// The CLI end to end: a local JSONL file uploaded, progress, the report table; then jobs list.
+TEST_F(TrainingTest, CliFinetuneUploadsAFileAndPrintsTheReport) {
+  Start();
+  testing::TempDir dir;
+  SubmitRequest examples;
+  AddExamples(&examples, 60, 3);
+  std::string jsonl;
+  for (const auto& e : examples.examples()) {
+    jsonl += "{\"text\": \"" + e.text() + "\", \"label\": \"" + e.label() + "\"}\n";
+  }
+  testing::WriteFile(dir / "train.jsonl", jsonl);
+  std::ostringstream out, err;
+  const int rc = client::RunCli({"--server=" + server_->address(), "finetune", "--name=cli",
+                                 "--data=" + (dir / "train.jsonl"), "--members=2", "--epochs=3",
+                                 "--batch_size=8", "--lr=0.01", "--rank=4"},
+                                out, err);
+  EXPECT_EQ(rc, 0) << err.str() << out.str();
+  EXPECT_NE(out.str().find("SUCCEEDED"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("-> cli v1"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("calibrated (T="), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("member 1"), std::string::npos) << out.str();
+
+  std::ostringstream list, list_err;
+  EXPECT_EQ(client::RunCli({"--server=" + server_->address(), "jobs", "list"}, list, list_err), 0);
+  EXPECT_NE(list.str().find("cli"), std::string::npos) << list.str();
+
+  std::ostringstream bad_out, bad_err;
+  EXPECT_EQ(client::RunCli({"--server=" + server_->address(), "finetune", "--name=x",
+                            "--data=" + (dir / "missing.jsonl")},
+                           bad_out, bad_err),
+            2);
+  EXPECT_NE(bad_err.str().find("missing.jsonl"), std::string::npos) << bad_err.str();
 }
 
 }  // namespace
