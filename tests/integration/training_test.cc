@@ -141,6 +141,37 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   }
 }
 
+// The bundled SpamAssassin files, named server-side through --data_dir (a few steps: the numbers
+// on real data are in tests/bench/README.md).
+TEST_F(TrainingTest, BundledDataThroughTheDataDirectory) {
+  Start([](adapters::Store&, app::LoracleServer::Options& o) {
+    o.training.data_dir = std::string(LORACLE_SOURCE_DIR) + "/tests/data/spam-assassin";
+  });
+  SubmitRequest r;
+  r.set_adapter("mail");
+  r.set_data_path("train.jsonl");
+  r.set_validation_path("validation.jsonl");
+  r.set_max_steps(3);
+  r.set_max_length(48);
+  Job job;
+  ASSERT_TRUE(Submit(r, &job).ok());
+  const Job done = WatchToEnd(job.id());
+  ASSERT_EQ(done.state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.train_examples(), 1399u);
+  EXPECT_EQ(done.validation_examples(), 200u);
+  EXPECT_EQ(done.step(), 3u);
+  EXPECT_EQ(done.report().examples(), 200u);
+  auto inference = loracle::v1::Inference::NewStub(channel_);
+  loracle::v1::PredictRequest req;
+  req.set_adapter("mail");
+  req.add_inputs("Get your free money now");
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.version(), 1);
+  EXPECT_EQ(resp.mc_samples(), 4u) << "LORA_DROPOUT by default, N = 4";
+}
+
 TEST_F(TrainingTest, BadRequestsAreRefusedWithPreciseStatuses) {
   Start();
   Job job;
