@@ -30,8 +30,8 @@ for _ in $(seq 1 120); do
 done
 cat "$root/tmp/server.log"
 grep -q SERVING "$root/tmp/server.log"
-chroot "$root" /usr/local/bin/loracle --server=127.0.0.1:50591 predict --adapter=demo \
-  "Win a free cruise now" "Lunch at noon?"
+chroot "$root" /usr/local/bin/loracle --server=127.0.0.1:50591 jobs list | grep ' spam '  # first start
+chroot "$root" /usr/local/bin/loracle --server=127.0.0.1:50591 adapters list
 curl -sf localhost:19591/metrics | grep -E '^loracle_(model_ready|requests_total)'
 pkill -TERM -f "loracle-server.*--grpc_port=50591"
 for _ in $(seq 1 40); do

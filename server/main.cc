@@ -28,8 +28,9 @@ ABSL_FLAG(std::string, cache_dir, "",
 ABSL_FLAG(std::string, base_head_adapter, "base",
           "when --model_dir is a *ForSequenceClassification checkpoint, serve its own head as "
           "this adapter (empty: do not)");
-ABSL_FLAG(bool, demo_adapter, true,
-          "With the built-in model, publish an untrained demo ensemble named 'demo'");
+ABSL_FLAG(bool, spam_demo, true,
+          "With the built-in model, fine-tune the 'spam' ensemble on the bundled SpamAssassin "
+          "data in the background when the store lacks it");
 ABSL_FLAG(int, threads, 0, "BLAS threads: every GEMM of a forward; 0 = all cores");
 ABSL_FLAG(int, intra_op_threads, 1,
           "Torch intra-op threads (element-wise ops); 0 = all cores. More than 1 makes torch's "
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   options.adapters_dir = absl::GetFlag(FLAGS_adapters_dir).empty()
                              ? options.cache_dir + "/adapters"
                              : absl::GetFlag(FLAGS_adapters_dir);
-  options.create_demo_adapter = absl::GetFlag(FLAGS_demo_adapter);
+  options.spam_demo = absl::GetFlag(FLAGS_spam_demo);
   options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);

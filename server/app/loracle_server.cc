@@ -8,10 +8,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/adapters/adapter_files.h"
 #include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
+#include "server/app/spam_demo.h"
 #include "server/metrics/metrics.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
@@ -23,34 +23,6 @@
 #include "server/training/job_queue.h"
 
 namespace loracle::app {
-namespace {
-
-// The demo ensemble published next to the built-in model: random weights, so its answers are
-// noise; it exists to show the request path and the uncertainty fields before any fine-tune.
-absl::Status PublishDemoAdapter(adapters::Store& store) {
-  if (store.LatestVersion("demo").ok()) return absl::OkStatus();
-  adapters::RandomAdapterSpec spec;
-  spec.serving.labels = {"ham", "spam"};
-  spec.serving.members = 4;
-  spec.serving.mc_samples = 1;
-  spec.serving.dropout = {model::DropoutMethod::kLoraDropout, 0.1};  // for --mc_samples > 1
-  spec.serving.description =
-      "UNTRAINED demo: random LoRA weights and heads on the built-in random base model. "
-      "Its predictions are meaningless; it exists to exercise the API.";
-  spec.lora.rank = 8;
-  spec.lora.lora_alpha = 16;
-  spec.lora.target_modules = {"query", "value"};
-  spec.lora.base_model_name_or_path = model::kDefaultModelName;
-  spec.seed = 7;
-  return store
-      .Publish("demo",
-               [&](const std::string& dir) {
-                 return adapters::WriteRandomAdapter(dir, model::DefaultModelConfig(), spec);
-               })
-      .status();
-}
-
-}  // namespace
 
 LoracleServer::LoracleServer(const Options& options) : options_(options) {}
 
@@ -121,12 +93,6 @@ absl::Status LoracleServer::LoadEngine() {
       adapters::Store::Create({options_.adapters_dir});
   if (!store.ok()) return store.status();
   store_ = *std::move(store);
-  if (options_.model_dir.empty() && options_.create_demo_adapter) {
-    if (absl::Status s = PublishDemoAdapter(*store_); !s.ok()) {
-      std::fprintf(stderr, "loracle: could not publish the demo adapter: %s\n",
-                   s.ToString().c_str());
-    }
-  }
 
   adapters::Registry::Options registry_options;
   registry_options.store = store_.get();
@@ -179,6 +145,12 @@ absl::Status LoracleServer::LoadEngine() {
     if (!queue.ok()) return queue.status();
     jobs_ = *std::move(queue);
     jobs_slot_.Publish(jobs_.get());
+    if (options_.model_dir.empty() && options_.spam_demo && options_.training_workers > 0) {
+      if (absl::Status s = SubmitSpamDemoIfNeeded(*jobs_, *store_); !s.ok()) {
+        std::fprintf(stderr, "loracle: could not queue the spam demo job: %s\n",
+                     s.ToString().c_str());
+      }
+    }
   }
 
   backend_ = {registry_.get(), base_model->tokenizer.get(), base_model->max_length, batcher_.get()};

@@ -5,10 +5,11 @@
 // each gRPC service only the interfaces it calls.
 //
 //   Create:        metrics (/metrics) -> services -> gRPC server (health NOT_SERVING)
-//   loader thread: base model -> ensemble runner -> adapter store (+ demo adapter) -> registry
+//   loader thread: base model -> ensemble runner -> adapter store -> registry
 //                  (loads the store) -> batcher (runs batches on the runner) -> job queue
-//                  (its workers train and publish into the store and registry) -> publish to
-//                  the services -> health SERVING
+//                  (its workers train and publish into the store and registry; with the
+//                  built-in model, the first start queues the "spam" job) -> publish to the
+//                  services -> health SERVING
 //
 // Thread-safety: Create, WaitUntilReady, Shutdown and the accessors may be called from any
 // thread; Shutdown is idempotent and the destructor calls it.
@@ -59,8 +60,9 @@ class LoracleServer {
     std::string model_dir;     // empty = the built-in default model, generated in cache_dir
     std::string cache_dir;     // required when model_dir is empty
     std::string adapters_dir;  // the adapter store; required
-    // With the built-in model, publish an untrained demo ensemble "demo" if the store lacks it.
-    bool create_demo_adapter = true;
+    // With the built-in model, train the "spam" ensemble on the bundled data as a background job
+    // when the store lacks it (spam_demo.h).
+    bool spam_demo = true;
     // When the checkpoint is a *ForSequenceClassification model, its own head is served as
     // this adapter (no LoRA); empty = not served.
     std::string base_head_adapter = "base";

@@ -16,6 +16,9 @@
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/adapters/adapter_files.h"
+#include "server/adapters/store.h"
+#include "server/model/default_model.h"
 #include "tests/support/test_util.h"
 
 namespace loracle {
@@ -79,6 +82,19 @@ std::string RunCommand(const std::string& cmd) {
 
 TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   testing::TempDir cache;
+  // A random 4-member ensemble for the built-in model, for the CLI to predict with at once.
+  auto store = adapters::Store::Create({cache / "adapters"});
+  ASSERT_TRUE(store.ok());
+  adapters::RandomAdapterSpec spec;
+  spec.serving.labels = {"ham", "spam"};
+  spec.serving.members = 4;
+  ASSERT_TRUE((*store)
+                  ->Publish("clf",
+                            [&](const std::string& dir) {
+                              return adapters::WriteRandomAdapter(dir, model::DefaultModelConfig(),
+                                                                  spec);
+                            })
+                  .ok());
   const std::string log = cache / "server.log";
   const absl::Time start = absl::Now();
   const pid_t pid = Spawn({"--grpc_port=0", "--metrics_port=0", "--grpc_host=127.0.0.1",
@@ -98,18 +114,26 @@ TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   ASSERT_TRUE(health->Check(&ctx, {}, &resp).ok());
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 
-  // The demo ensemble (4 untrained members) through the real CLI binary.
-  const std::string json = RunCommand(
-      absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port, " predict --adapter=demo --json",
-                   " 'Free money!!! Click now to win' 'See you at the meeting'"));
+  // The ensemble through the real CLI binary.
+  const std::string cli = absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port);
+  const std::string json = RunCommand(absl::StrCat(
+      cli,
+      " predict --adapter=clf --json 'Free money!!! Click now to win' 'See you at the meeting'"));
   auto j = nlohmann::json::parse(json, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << json;
   EXPECT_EQ(j["members"], 4);
   ASSERT_EQ(j["predictions"].size(), 2u);
   EXPECT_GT(j["predictions"][0]["uncertainty"]["mutual_information"].get<double>(), 0.0);
 
+  // The first start queued the spam ensemble's fine-tune as an ordinary job.
+  const std::string jobs = RunCommand(cli + " jobs list");
+  EXPECT_NE(jobs.find(" spam "), std::string::npos) << jobs;
+  EXPECT_TRUE(jobs.find("QUEUED") != std::string::npos || jobs.find("RUNNING") != std::string::npos)
+      << jobs;
+
+  // SIGTERM while it trains: the job goes back to the queue and the server stops cleanly.
   ::kill(pid, SIGTERM);
-  EXPECT_EQ(WaitExit(pid, absl::Seconds(20)), 0);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0);
   EXPECT_NE(testing::ReadFile(log).find("stopped"), std::string::npos);
 }
 

@@ -12,6 +12,9 @@
 #include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
+#include "server/app/spam_demo.h"
+#include "server/rpc/training_service.h"
+#include "server/training/job_queue.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
 
@@ -300,6 +303,22 @@ TEST_F(TrainingTest, CliFinetuneUploadsAFileAndPrintsTheReport) {
                            bad_out, bad_err),
             2);
   EXPECT_NE(bad_err.str().find("missing.jsonl"), std::string::npos) << bad_err.str();
+}
+
+// The first-start job carries the whole embedded split, passes Submit's checks, and is submitted
+// once: not again while it is queued, not when the store has the adapter.
+TEST(SpamDemoTest, EmbeddedDataAndSubmittedOnce) {
+  const SubmitRequest r = app::SpamDemoRequest();
+  EXPECT_EQ(r.examples_size(), 1399);
+  EXPECT_EQ(r.validation_examples_size(), 200);
+  EXPECT_TRUE(rpc::ValidateSubmit(r, {}).ok()) << rpc::ValidateSubmit(r, {});
+  testing::TempDir jobs_dir, store_dir;
+  auto jobs = *training::JobQueue::Create({jobs_dir.path(), 0, 4, nullptr});
+  auto store = *adapters::Store::Create({store_dir.path()});
+  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store).ok());
+  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store).ok());
+  std::string next;
+  EXPECT_EQ(jobs->List(10, "", &next)->size(), 1u);
 }
 
 }  // namespace

@@ -1,0 +1,33 @@
+#ifndef LORACLE_SERVER_APP_SPAM_DEMO_H_
+#define LORACLE_SERVER_APP_SPAM_DEMO_H_
+
+// The newcomer's first adapter: with the built-in model, the server fine-tunes a "spam" ensemble
+// on the bundled SpamAssassin splits (embedded in the binary) as an ordinary background job, so
+// `loracle predict --adapter spam` gives real answers a few minutes after the first start. The
+// result is cached in the store like any adapter; later starts find it and submit nothing.
+
+#include "absl/status/status.h"
+#include "loracle/v1/training.pb.h"
+
+namespace loracle::adapters {
+class Store;
+}
+namespace loracle::training {
+class JobQueue;
+}
+
+namespace loracle::app {
+
+inline constexpr char kSpamDemoAdapter[] = "spam";
+
+// The job: the embedded train (1,399 mails) and validation (200) splits, 2 members with LoRA
+// Dropout (p = 0.1, N = 4), 2 epochs over the first 96 tokens of each mail.
+loracle::v1::SubmitRequest SpamDemoRequest();
+
+// Submits SpamDemoRequest() unless the store already has "spam" or a job for it is queued or
+// running. Errors from the queue (full, shutting down) are returned; nothing else is changed.
+absl::Status SubmitSpamDemoIfNeeded(training::JobQueue& jobs, const adapters::Store& store);
+
+}  // namespace loracle::app
+
+#endif  // LORACLE_SERVER_APP_SPAM_DEMO_H_
