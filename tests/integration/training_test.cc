@@ -271,6 +271,33 @@ TEST_F(TrainingTest, CancelAndFullQueue) {
   EXPECT_FALSE(server_->store().LatestVersion("next").ok());
 }
 
+// A restart over real gRPC: jobs queued on a serving-only replica survive it; the one whose record
+// says RUNNING (a crash mid-run) comes back FAILED, the queued one runs to SUCCEEDED.
+TEST_F(TrainingTest, RestartKeepsQueuedJobsAndFailsTheOneThatWasRunning) {
+  testing::TempDir jobs_dir;
+  Start([&](adapters::Store&, app::LoracleServer::Options& o) {
+    o.jobs_dir = jobs_dir.path();
+    o.training_workers = 0;  // queue only: nothing runs before the "crash"
+  });
+  Job crashed, queued;
+  ASSERT_TRUE(Submit(Request("first"), &crashed).ok());
+  ASSERT_TRUE(Submit(Request("second"), &queued).ok());
+  server_.reset();
+  const std::string record = jobs_dir.path() + "/" + crashed.id() + "/job.json";
+  std::string json = testing::ReadFile(record);
+  json.replace(json.find("JOB_STATE_QUEUED"), 16, "JOB_STATE_RUNNING");
+  testing::WriteFile(record, json);
+
+  Start([&](adapters::Store&, app::LoracleServer::Options& o) { o.jobs_dir = jobs_dir.path(); });
+  const Job failed = WatchToEnd(crashed.id());
+  EXPECT_EQ(failed.state(), loracle::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(failed.error(), "server restarted during training");
+  const Job done = WatchToEnd(queued.id());
+  EXPECT_EQ(done.state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.published_version(), 1);
+  EXPECT_FALSE(server_->store().LatestVersion("first").ok()) << "nothing published for it";
+}
+
 // The CLI end to end: a local JSONL file uploaded, progress, the report table; then jobs list.
 TEST_F(TrainingTest, CliFinetuneUploadsAFileAndPrintsTheReport) {
   Start();
