@@ -2,8 +2,10 @@
 // M members as row groups of one forward, and M members trained one after the other (the same
 // work without the shared forward). Each line reports examples x members per second.
 //   loracle-train-throughput MODEL_DIR [MEMBERS=4] [STEPS=12] [BATCH=16] [TOKENS=128] [THREADS=2]
+//                            [DROPOUT=lora_dropout|none]
 // (MODEL_DIR: e.g. the model loracle-bench-fixture writes.) Synthetic inputs of TOKENS tokens;
-// LORA_DROPOUT p = 0.1, rank 8 on query and value.
+// rank 8 on query and value; LORA_DROPOUT p = 0.1 unless DROPOUT is none (the setting that does
+// the same arithmetic as tests/bench/train_throughput_torch.py).
 
 #include <cstdio>
 #include <cstdlib>
@@ -71,7 +73,9 @@ int main(int argc, char** argv) {
   const EncodedData train = Synthetic(**base, steps * batch, tokens);
   const EncodedData val = Synthetic(**base, 2, tokens);
   TrainerOptions o;
-  o.dropout = {loracle::model::DropoutMethod::kLoraDropout, 0.1};
+  if (argc <= 7 || std::string(argv[7]) != "none") {
+    o.dropout = {loracle::model::DropoutMethod::kLoraDropout, 0.1};
+  }
   o.epochs = 1;
   o.batch_size = batch;
   const double examples = static_cast<double>(steps * batch);
