@@ -79,7 +79,8 @@ def main():
     port = 50931
     server = subprocess.Popen(
         [os.path.join(build, "loracle-server"), f"--cache_dir={work}", f"--grpc_port={port}",
-         "--grpc_host=127.0.0.1", "--metrics_port=-1", f"--data_dir={DATA}", "--threads=2"],
+         "--grpc_host=127.0.0.1", "--metrics_port=-1", f"--data_dir={DATA}", "--threads=2",
+         "--spam_demo=false"],
         stderr=open(os.path.join(work, "server.log"), "w"))
     addr = f"--server=127.0.0.1:{port}"
     try:
