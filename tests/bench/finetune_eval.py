@@ -103,11 +103,14 @@ def main():
             job = json.loads(out.stdout)
             train_s = time.time() - start
             rows = []
-            for i in range(0, len(test), 100):
-                chunk = test[i:i + 100]
-                p = subprocess.run([cli, addr, "predict", f"--adapter={name}", "--json", "-"],
+            for i in range(0, len(test), 25):
+                chunk = test[i:i + 25]
+                p = subprocess.run([cli, addr, "--timeout_ms=600000", "predict",
+                                    f"--adapter={name}", "--json", "-"],
                                    input="\n".join(t["text"] for t in chunk) + "\n",
-                                   capture_output=True, text=True, check=True)
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"{name}: predict failed: {p.stderr}")
                 resp = json.loads(p.stdout)
                 for pred in resp["predictions"]:
                     pred["label_names"] = resp["labels"]
