@@ -1,4 +1,3 @@
-#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -156,12 +155,7 @@ int FinetuneCommand(const Args& args, const Channel& channel, std::ostream& out,
   grpc::Status s = WatchJob(*stub, job.id(), tty, json ? null_stream : out, &job);
   if (!s.ok()) return Fail(err, s);
   if (json) {
-    std::string text;
-    google::protobuf::util::JsonPrintOptions o;
-    o.add_whitespace = true;
-    o.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(job, &text, o);
-    out << text;
+    out << JobJson(job);
   } else {
     PrintReport(job, out);
   }

@@ -1,5 +1,7 @@
 #include "client/job_view.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +43,15 @@ std::string JobLine(const Job& job) {
   }
   if (!job.error().empty()) absl::StrAppend(&line, "  (", job.error(), ")");
   return line;
+}
+
+std::string JobJson(const Job& job) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(job, &text, o);
+  return text;
 }
 
 void PrintReport(const Job& job, std::ostream& out) {

@@ -17,6 +17,8 @@ namespace loracle::client {
 const char* JobStateName(loracle::v1::JobState state);
 // "job-... spam RUNNING step 12/48 epoch 1 loss 0.512 ..." (one line, no newline).
 std::string JobLine(const loracle::v1::Job& job);
+// The job as indented JSON with the proto's field names.
+std::string JobJson(const loracle::v1::Job& job);
 // The validation report: one row per member, first member, ensemble, calibrated.
 void PrintReport(const loracle::v1::Job& job, std::ostream& out);
 

@@ -1,4 +1,3 @@
-#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,19 +9,6 @@
 #include "loracle/v1/training.grpc.pb.h"
 
 namespace loracle::client {
-namespace {
-
-void PrintJson(const loracle::v1::Job& job, std::ostream& out) {
-  std::string text;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(job, &text, o);
-  out << text;
-}
-
-}  // namespace
-
 int JobsCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err) {
   auto stub = loracle::v1::Training::NewStub(channel);
   const std::string sub = args.positional.size() > 1 ? args.positional[1] : "list";
@@ -37,7 +23,7 @@ int JobsCommand(const Args& args, const Channel& channel, std::ostream& out, std
     if (!s.ok()) return Fail(err, s);
     for (const loracle::v1::Job& j : resp.jobs()) {
       if (json) {
-        PrintJson(j, out);
+        out << JobJson(j);
       } else {
         out << JobLine(j) << "\n";
       }
@@ -62,7 +48,7 @@ int JobsCommand(const Args& args, const Channel& channel, std::ostream& out, std
     if (!s.ok()) return Fail(err, s);
   }
   if (json) {
-    PrintJson(job, out);
+    out << JobJson(job);
   } else {
     out << JobLine(job) << "\n";
     PrintReport(job, out);
