@@ -112,10 +112,7 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
                          Shape(shape), "), and the base checkpoint's ", name, " does not fit"));
       }
     }
-    if (name == head.dense + ".weight") member.head_dense_weight = t;
-    if (name == head.dense + ".bias") member.head_dense_bias = t;
-    if (name == head.out + ".weight") member.classifier_weight = t;
-    if (name == head.out + ".bias") member.classifier_bias = t;
+    member.SetHeadTensor(head, name, std::move(t));
   }
   member.head_activation = head.activation;
   return member;

@@ -94,6 +94,13 @@ void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
   }
 }
 
+void LoraMember::SetHeadTensor(const HeadLayout& head, const std::string& name, torch::Tensor t) {
+  if (name == head.dense + ".weight") head_dense_weight = std::move(t);
+  if (name == head.dense + ".bias") head_dense_bias = std::move(t);
+  if (name == head.out + ".weight") classifier_weight = std::move(t);
+  if (name == head.out + ".bias") classifier_bias = std::move(t);
+}
+
 torch::Tensor LoraMember::Head(const torch::Tensor& features) const {
   torch::Tensor x = features;
   if (head_dense_weight.defined()) {

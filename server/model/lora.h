@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -52,6 +53,9 @@ struct LoraMember {
 
   // Classification logits of `features` [rows, hidden].
   torch::Tensor Head(const torch::Tensor& features) const;
+  // Stores `t` as the head tensor checkpoint-named `name` under `head` ("classifier.weight", ...);
+  // names that are not head tensors are ignored.
+  void SetHeadTensor(const HeadLayout& head, const std::string& name, torch::Tensor t);
 };
 
 // Rows [begin, end) of the batch use `member`'s LoRA deltas (null = base model only). With a

@@ -121,10 +121,7 @@ absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const Traine
     torch::Tensor t =
         shape.size() == 2 ? torch::empty(shape).normal_(0.0, 0.02, gen) : torch::zeros(shape);
     t.requires_grad_(true);
-    if (name == head.dense + ".weight") m.head_dense_weight = t;
-    if (name == head.dense + ".bias") m.head_dense_bias = t;
-    if (name == head.out + ".weight") m.classifier_weight = t;
-    if (name == head.out + ".bias") m.classifier_bias = t;
+    m.SetHeadTensor(head, name, std::move(t));
   }
   m.head_activation = head.activation;
   return m;
