@@ -4,7 +4,10 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "absl/algorithm/container.h"
+#include "absl/strings/string_view.h"
 #include "client/args.h"
 #include "client/commands.h"
 
@@ -21,11 +24,13 @@ commands:
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
         [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--json_out=FILE]
           load-test Predict: throughput, p50/p90/p99 latency, errors by status code
-  finetune --name=ADAPTER (--data=FILE | --server_data=PATH) [--validation=FILE]
+  finetune --name=ADAPTER (--data=FILE | --server_data=PATH)
+        [--validation=FILE | --server_validation=PATH | --validation_split=F]
         [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
         [--dropkey_rate=P --hiddencut_rate=P --kl_weight=L] [--mc_samples=N] [--epochs=E]
-        [--max_steps=S] [--lr=LR] [--batch_size=B] [--rank=R] [--alpha=A] [--targets=q,v]
-        [--rslora] [--labels=a,b] [--seed=S] [--detach] [--json]
+        [--max_steps=S] [--lr=LR] [--warmup=F] [--weight_decay=W] [--patience=E]
+        [--batch_size=B] [--max_length=T] [--rank=R] [--alpha=A] [--targets=q,v] [--rslora]
+        [--labels=a,b] [--seed=S] [--detach] [--json]
           train an adapter (or ensemble) on a JSONL/CSV file; shows progress, then the
           validation report (per member, ensemble, calibrated)
   jobs [list | get ID | watch ID | cancel ID]
@@ -37,6 +42,71 @@ options:
   --timeout_ms=MS      per-call deadline (default 30000)
   --json               machine-readable output
 )";
+
+// Flags every command takes.
+constexpr absl::string_view kCommonFlags[] = {"server", "timeout_ms", "json", "help"};
+
+struct Command {
+  const char* name;
+  int (*run)(const Args&, const Channel&, std::ostream&, std::ostream&);
+  std::vector<absl::string_view> flags;  // besides kCommonFlags
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command>* commands = new std::vector<Command>{
+      {"predict", PredictCommand, {"adapter", "mc_samples", "members", "seed"}},
+      {"adapters", AdaptersCommand, {}},
+      {"bench",
+       BenchCommand,
+       {"adapter", "adapters", "concurrency", "duration_s", "input_tokens", "inputs", "json_out",
+        "mc_samples", "rate", "warmup_s"}},
+      {"finetune",
+       FinetuneCommand,
+       {"alpha",
+        "batch_size",
+        "data",
+        "detach",
+        "dropkey_rate",
+        "dropout",
+        "epochs",
+        "hiddencut_rate",
+        "kl_weight",
+        "labels",
+        "lr",
+        "max_length",
+        "max_steps",
+        "mc_samples",
+        "members",
+        "name",
+        "patience",
+        "rank",
+        "rate",
+        "rslora",
+        "seed",
+        "server_data",
+        "server_validation",
+        "targets",
+        "validation",
+        "validation_split",
+        "warmup",
+        "weight_decay"}},
+      {"jobs", JobsCommand, {}},
+  };
+  return *commands;
+}
+
+// False, naming the flag, when `args` has one that `command` does not take: a typo must not
+// silently fall back to a default.
+bool CheckFlags(const Args& args, const Command& command, std::ostream& err) {
+  for (const auto& [name, value] : args.flags) {
+    if (absl::c_linear_search(kCommonFlags, name) || absl::c_linear_search(command.flags, name)) {
+      continue;
+    }
+    err << "loracle " << command.name << ": unknown flag --" << name << " (see loracle help)\n";
+    return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -57,11 +127,11 @@ int RunCli(const std::vector<std::string>& argv, std::ostream& out, std::ostream
   auto channel =
       grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), channel_args);
   const std::string& cmd = args.positional[0];
-  if (cmd == "predict") return PredictCommand(args, channel, out, err);
-  if (cmd == "adapters") return AdaptersCommand(args, channel, out, err);
-  if (cmd == "bench") return BenchCommand(args, channel, out, err);
-  if (cmd == "finetune") return FinetuneCommand(args, channel, out, err);
-  if (cmd == "jobs") return JobsCommand(args, channel, out, err);
+  for (const Command& command : Commands()) {
+    if (cmd != command.name) continue;
+    if (!CheckFlags(args, command, err)) return 2;
+    return command.run(args, channel, out, err);
+  }
   err << "loracle: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

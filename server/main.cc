@@ -55,6 +55,12 @@ ABSL_FLAG(std::string, jobs_dir, "",
 ABSL_FLAG(int, training_workers, 1,
           "Fine-tune jobs running at once; 0 = this replica does not "
           "train (Training.* answers UNAVAILABLE)");
+ABSL_FLAG(int, training_threads, 0,
+          "Threads a fine-tune job computes on; 0 = all cores. See --training_priority");
+ABSL_FLAG(std::string, training_priority, "idle",
+          "idle: training threads run at SCHED_IDLE, on the cores serving leaves free, and BLAS "
+          "runs single-threaded while a job trains (serving splits batches by rows instead); "
+          "normal: training competes with serving as an equal");
 ABSL_FLAG(int, max_queued_jobs, 16,
           "Queued fine-tune jobs; beyond it Submit gets "
           "RESOURCE_EXHAUSTED");
@@ -118,6 +124,14 @@ int main(int argc, char** argv) {
   options.jobs_dir = absl::GetFlag(FLAGS_jobs_dir).empty() ? options.cache_dir + "/jobs"
                                                            : absl::GetFlag(FLAGS_jobs_dir);
   options.training_workers = absl::GetFlag(FLAGS_training_workers);
+  options.training_threads = absl::GetFlag(FLAGS_training_threads);
+  if (const std::string p = absl::GetFlag(FLAGS_training_priority); p == "idle" || p == "normal") {
+    options.training_idle_priority = p == "idle";
+  } else {
+    std::fprintf(stderr, "loracle-server: --training_priority must be idle or normal, not '%s'\n",
+                 p.c_str());
+    return 2;
+  }
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.training.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);

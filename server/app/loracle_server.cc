@@ -132,8 +132,13 @@ absl::Status LoracleServer::LoadEngine() {
   batcher_ = *std::move(batcher);
 
   if (options_.training_workers > 0 || !options_.jobs_dir.empty()) {
-    training::FineTuneContext env{base_model, store_.get(), registry_.get(),
-                                  options_.training.data_dir};
+    training::FineTuneContext env{
+        base_model,
+        store_.get(),
+        registry_.get(),
+        options_.training.data_dir,
+        options_.training_threads > 0 ? options_.training_threads : model::Cores(),
+        options_.training_idle_priority};
     training::JobQueue::Options jobs;
     jobs.jobs_dir = options_.jobs_dir;
     jobs.workers = options_.training_workers;

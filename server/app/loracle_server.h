@@ -76,6 +76,10 @@ class LoracleServer {
     // training_workers > 0); 0 workers = this replica does not train.
     std::string jobs_dir;
     int training_workers = 1;
+    // Threads each job computes on (0 = all cores) and whether they run at SCHED_IDLE, so that
+    // serving keeps every core it wants while a job trains (training::TrainerOptions).
+    int training_threads = 0;
+    bool training_idle_priority = true;
     int max_queued_jobs = 16;
     rpc::TrainingService::Options training;  // data_dir, request limits
   };

@@ -2,8 +2,11 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <mutex>
 #include <thread>
 
 #ifdef __GLIBC__
@@ -25,7 +28,55 @@ GetFn OpenBlasGet() {
   return f;
 }
 
+// Guards the training count and every BLAS thread change made on serving's behalf.
+std::mutex& BlasMutex() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
+}
+int training_scopes = 0;  // guarded by BlasMutex()
+
 }  // namespace
+
+TrainingScope::TrainingScope() {
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  ++training_scopes;
+  SetBlasThreads(1);
+}
+
+TrainingScope::~TrainingScope() {
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  --training_scopes;
+}
+
+bool TrainingActive() {
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  return training_scopes > 0;
+}
+
+int SetServingBlasThreads(int threads) {
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  if (training_scopes > 0) threads = 1;
+  SetBlasThreads(threads);
+  return threads;
+}
+
+IdlePriorityScope::IdlePriorityScope() {
+#ifdef SCHED_IDLE
+  sched_param param{};
+  if (pthread_getschedparam(pthread_self(), &old_policy_, &param) != 0) return;
+  old_priority_ = param.sched_priority;
+  sched_param idle{};
+  idle.sched_priority = 0;
+  ok_ = pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle) == 0;
+#endif
+}
+
+IdlePriorityScope::~IdlePriorityScope() {
+  if (!ok_) return;
+  sched_param param{};
+  param.sched_priority = old_priority_;
+  pthread_setschedparam(pthread_self(), old_policy_, &param);
+}
 
 int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 

@@ -27,6 +27,42 @@ void SetBlasThreads(int threads);
 // The BLAS threads in effect (0 when the BLAS library exposes no getter).
 int BlasThreads();
 
+// Serving and training share the process's one BLAS thread count (OpenBLAS's pool is
+// process-wide). While at least one TrainingScope lives, BLAS runs single-threaded: every GEMM on
+// the thread that calls it, none on the pool, so a trainer's GEMMs run on its own (low-priority)
+// threads and a serving forward splits its rows across threads instead (serving::EnsembleRunner).
+// Thread-safe.
+class TrainingScope {
+ public:
+  TrainingScope();
+  ~TrainingScope();
+  TrainingScope(const TrainingScope&) = delete;
+  TrainingScope& operator=(const TrainingScope&) = delete;
+};
+
+// True while a TrainingScope lives.
+bool TrainingActive();
+
+// SetBlasThreads(threads) for a serving forward, or 1 while training is active (atomically with
+// respect to TrainingScope). Returns the count set.
+int SetServingBlasThreads(int threads);
+
+// Lowers the calling thread to SCHED_IDLE (Linux: it runs only on cores no other thread wants),
+// restoring its policy on destruction. A no-op, with ok() false, where the OS refuses.
+class IdlePriorityScope {
+ public:
+  IdlePriorityScope();
+  ~IdlePriorityScope();
+  bool ok() const { return ok_; }
+  IdlePriorityScope(const IdlePriorityScope&) = delete;
+  IdlePriorityScope& operator=(const IdlePriorityScope&) = delete;
+
+ private:
+  bool ok_ = false;
+  int old_policy_ = 0;
+  int old_priority_ = 0;
+};
+
 // std::thread::hardware_concurrency(), at least 1.
 int Cores();
 

@@ -98,8 +98,13 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     start = absl::Now();
     c10::InferenceMode guard;
     const int cores = options_.cores > 0 ? options_.cores : model::Cores();
-    const int parts = RowParts(n, seq, cores, options_.parallel_rows);
-    model::SetBlasThreads(parts > 1 ? 1 : cores);
+    int parts = RowParts(n, seq, cores, options_.parallel_rows);
+    // While a job trains, BLAS is single-threaded (model::TrainingScope): only row parts use
+    // more than one core.
+    if (options_.parallel_rows && model::TrainingActive()) {
+      parts = static_cast<int>(std::clamp<int64_t>(n, 1, cores));
+    }
+    model::SetServingBlasThreads(parts > 1 ? 1 : cores);
     model::Encoder encoder = options_.base->encoder;  // a handle: forwards only read it
     absl::StatusOr<torch::Tensor> pooled =
         model::ForwardInParts(encoder, ids, mask, types, routing, parts);

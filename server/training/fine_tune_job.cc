@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -154,6 +155,8 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
 
   absl::StatusOr<TrainerOptions> options = TrainerOptionsFor(r, base);
   if (!options.ok()) return options.status();
+  options->threads = std::max(1, env.threads);
+  options->idle_priority = env.idle_priority;
   const int max_length =
       std::min<int>(r.max_length() > 0 ? static_cast<int>(r.max_length()) : 128, base.max_length);
 

@@ -35,6 +35,8 @@ struct FineTuneContext {
   adapters::Store* store = nullptr;        // not owned
   adapters::Registry* registry = nullptr;  // not owned
   std::string data_dir;                    // server-side files must lie inside; empty = none
+  int threads = 1;                         // TrainerOptions::threads
+  bool idle_priority = true;               // TrainerOptions::idle_priority
 };
 
 // The trainer options `request` asks for, defaults filled in. INVALID_ARGUMENT for unknown

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <numeric>
+#include <optional>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +17,7 @@
 #include "absl/time/time.h"
 #include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
 #include "server/model/encoder.h"
 #include "server/training/losses.h"
 
@@ -60,11 +64,12 @@ Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int cop
 }
 
 // One routing group per copy: rows [c * n, (c + 1) * n) use members[member_of(c)]; with a dropout
-// spec, each row draws its masks from MixSeed(seed_of(c), row within the group).
+// spec, row i of a group draws its masks from MixSeed(seed_of(c), first_row + i), so that masks
+// do not depend on how the examples are split into batches or shards.
 model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, int64_t n,
                            const std::function<int(int)>& member_of,
                            const model::DropoutSpec* dropout,
-                           const std::function<uint64_t(int)>& seed_of) {
+                           const std::function<uint64_t(int)>& seed_of, int64_t first_row) {
   model::LoraRouting routing;
   for (int c = 0; c < copies; ++c) {
     model::LoraGroup g;
@@ -73,7 +78,9 @@ model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, i
     g.member = &members[static_cast<size_t>(member_of(c))];
     if (dropout != nullptr && dropout->active()) {
       g.dropout = dropout;
-      for (int64_t i = 0; i < n; ++i) g.row_seeds.push_back(model::MixSeed(seed_of(c), i));
+      for (int64_t i = 0; i < n; ++i) {
+        g.row_seeds.push_back(model::MixSeed(seed_of(c), static_cast<uint64_t>(first_row + i)));
+      }
     }
     routing.push_back(std::move(g));
   }
@@ -85,6 +92,35 @@ std::vector<torch::Tensor> Logits(const model::BaseModel& base, const Batch& b,
   model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
   torch::Tensor features = encoder->forward(b.ids, b.mask, b.types, &routing);
   return model::EncoderImpl::Classify(features, routing);
+}
+
+// [begin, end) of shard `s` of `n` items split into `shards` contiguous parts.
+std::pair<size_t, size_t> ShardRange(size_t n, int shards, int s) {
+  return {n * static_cast<size_t>(s) / static_cast<size_t>(shards),
+          n * static_cast<size_t>(s + 1) / static_cast<size_t>(shards)};
+}
+
+// Runs fn(s) for every shard s: shard 0 on the calling thread, the others on threads of their
+// own (at idle priority when asked; the caller sets its own). Rethrows the first shard's
+// exception, in shard order, after all have finished. Grad mode is per thread: fn sets its own.
+void RunShards(int shards, bool idle_priority, const std::function<void(int)>& fn) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(shards));
+  auto run = [&](int s) {
+    std::optional<model::IdlePriorityScope> priority;
+    if (idle_priority && s > 0) priority.emplace();
+    try {
+      fn(s);
+    } catch (...) {
+      errors[static_cast<size_t>(s)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int s = 1; s < shards; ++s) threads.emplace_back(run, s);
+  run(0);
+  for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
 }
 
 // PEFT's initialisation: A kaiming-uniform (a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), B zero; the
@@ -167,31 +203,36 @@ using Passes = std::vector<std::vector<std::vector<double>>>;
 
 Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& members,
                 const EncodedData& data, int samples, const model::DropoutSpec* dropout,
-                uint64_t seed) {
-  torch::NoGradGuard no_grad;
+                uint64_t seed, const TrainerOptions& o) {
   const int copies = static_cast<int>(members.size()) * samples;
   Passes out(data.size());
   constexpr size_t kChunk = 32;
-  for (size_t start = 0; start < data.size(); start += kChunk) {
-    std::vector<size_t> idx(std::min(kChunk, data.size() - start));
-    std::iota(idx.begin(), idx.end(), start);
-    const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id());
-    // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks from
-    // (seed, m, s) per example, as serving seeds a request's passes.
-    const model::LoraRouting routing = Routing(
-        members, copies, b.examples, [samples](int c) { return c / samples; },
-        samples > 1 ? dropout : nullptr,
-        [&](int c) { return model::MixSeed(seed, c / samples, c % samples); });
-    const std::vector<torch::Tensor> logits = Logits(base, b, routing);
-    for (int c = 0; c < copies; ++c) {
-      const torch::Tensor l = logits[static_cast<size_t>(c)].to(torch::kFloat64).contiguous();
-      const double* p = l.data_ptr<double>();
-      const int64_t classes = l.size(1);
-      for (int64_t i = 0; i < b.examples; ++i) {
-        out[start + static_cast<size_t>(i)].emplace_back(p + i * classes, p + (i + 1) * classes);
+  const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, o.threads));
+  RunShards(shards, o.idle_priority, [&](int shard) {
+    torch::NoGradGuard no_grad;
+    const auto [first, last] = ShardRange(data.size(), shards, shard);
+    for (size_t start = first; start < last; start += kChunk) {
+      std::vector<size_t> idx(std::min(kChunk, last - start));
+      std::iota(idx.begin(), idx.end(), start);
+      const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id());
+      // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks
+      // from (seed, m, s) and the example's index, as serving seeds a request's passes.
+      const model::LoraRouting routing = Routing(
+          members, copies, b.examples, [samples](int c) { return c / samples; },
+          samples > 1 ? dropout : nullptr,
+          [&](int c) { return model::MixSeed(seed, c / samples, c % samples); },
+          static_cast<int64_t>(start));
+      const std::vector<torch::Tensor> logits = Logits(base, b, routing);
+      for (int c = 0; c < copies; ++c) {
+        const torch::Tensor l = logits[static_cast<size_t>(c)].to(torch::kFloat64).contiguous();
+        const double* p = l.data_ptr<double>();
+        const int64_t classes = l.size(1);
+        for (int64_t i = 0; i < b.examples; ++i) {
+          out[start + static_cast<size_t>(i)].emplace_back(p + i * classes, p + (i + 1) * classes);
+        }
       }
     }
-  }
+  });
   return out;
 }
 
@@ -212,8 +253,9 @@ absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
                              const EncodedData& validation) {
   if (train.size() == 0) return absl::InvalidArgumentError("no training examples");
   if (validation.size() == 0) return absl::InvalidArgumentError("no validation examples");
-  if (o.members < 1 || o.mc_samples < 1 || o.epochs < 1 || o.batch_size < 1) {
-    return absl::InvalidArgumentError("members, mc_samples, epochs and batch_size must be >= 1");
+  if (o.members < 1 || o.mc_samples < 1 || o.epochs < 1 || o.batch_size < 1 || o.threads < 1) {
+    return absl::InvalidArgumentError(
+        "members, mc_samples, epochs, batch_size and threads must be >= 1");
   }
   if (!(o.learning_rate > 0) || !(o.warmup_fraction >= 0 && o.warmup_fraction < 1) ||
       !(o.weight_decay >= 0) || !(o.max_grad_norm > 0) || o.max_steps < 0) {
@@ -233,6 +275,9 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     const std::function<bool()>& cancelled) {
   if (absl::Status s = ValidateOptions(o, train, validation); !s.ok()) return s;
   const absl::Time start = absl::Now();
+  const model::TrainingScope training_scope;  // single-threaded BLAS while this runs
+  std::optional<model::IdlePriorityScope> priority;
+  if (o.idle_priority) priority.emplace();
   const int m_count = o.members;
   const int64_t n_labels = static_cast<int64_t>(labels.size());
   try {
@@ -292,31 +337,69 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         if (cancelled && cancelled()) return absl::CancelledError("cancelled");
         const std::vector<size_t> idx(order.begin() + first,
                                       order.begin() + std::min<int64_t>(n, first + o.batch_size));
-        const Batch b = MakeBatch(train, idx, m_count, pad);
-        auto routing_for = [&](uint64_t pass) {
-          return Routing(
-              members, m_count, b.examples, [](int c) { return c; }, &o.dropout,
-              [&](int c) {
-                return model::MixSeed(model::MixSeed(o.seed, static_cast<uint64_t>(step), pass),
-                                      static_cast<uint64_t>(c));
-              });
-        };
-        const model::LoraRouting routing_a = routing_for(1);
-        std::vector<torch::Tensor> a = Logits(base, b, routing_a);
-        torch::Tensor loss = torch::zeros({});
-        if (hiddenkey) {
-          const model::LoraRouting routing_b = routing_for(2);
-          std::vector<torch::Tensor> bb = Logits(base, b, routing_b);
-          for (int m = 0; m < m_count; ++m) {
-            loss = loss + HiddenKeyLoss(a[static_cast<size_t>(m)], bb[static_cast<size_t>(m)],
-                                        b.labels, o.kl_weight);
+        // One chunk of members at a time (all M, or one), each chunk's examples split into
+        // shards that run forward + backward on threads of their own.
+        const int chunk =
+            o.member_schedule == TrainerOptions::MemberSchedule::kOneForward ? m_count : 1;
+        const int shards = static_cast<int>(std::clamp<size_t>(idx.size(), 1, o.threads));
+        double step_loss = 0;
+        for (int first_m = 0; first_m < m_count; first_m += chunk) {
+          const int copies = std::min(chunk, m_count - first_m);
+          std::vector<torch::Tensor> params;
+          for (int m = first_m; m < first_m + copies; ++m) {
+            const auto& mp = member_params[static_cast<size_t>(m)];
+            params.insert(params.end(), mp.begin(), mp.end());
           }
-        } else {
-          for (int m = 0; m < m_count; ++m) {
-            loss = loss + CrossEntropy(a[static_cast<size_t>(m)], b.labels);
+          std::vector<std::vector<torch::Tensor>> grads(static_cast<size_t>(shards));
+          std::vector<double> losses(static_cast<size_t>(shards), 0.0);
+          RunShards(shards, o.idle_priority, [&](int shard) {
+            torch::AutoGradMode grad_mode(true);
+            const auto [begin, end] = ShardRange(idx.size(), shards, shard);
+            const std::vector<size_t> sub(idx.begin() + static_cast<int64_t>(begin),
+                                          idx.begin() + static_cast<int64_t>(end));
+            const Batch b = MakeBatch(train, sub, copies, pad);
+            auto routing_for = [&](uint64_t pass) {
+              return Routing(
+                  members, copies, b.examples, [first_m](int c) { return first_m + c; }, &o.dropout,
+                  [&](int c) {
+                    return model::MixSeed(model::MixSeed(o.seed, static_cast<uint64_t>(step), pass),
+                                          static_cast<uint64_t>(first_m + c));
+                  },
+                  static_cast<int64_t>(begin));
+            };
+            const std::vector<torch::Tensor> a = Logits(base, b, routing_for(1));
+            torch::Tensor loss = torch::zeros({});
+            if (hiddenkey) {
+              const std::vector<torch::Tensor> bb = Logits(base, b, routing_for(2));
+              for (int c = 0; c < copies; ++c) {
+                loss = loss + HiddenKeyLoss(a[static_cast<size_t>(c)], bb[static_cast<size_t>(c)],
+                                            b.labels, o.kl_weight);
+              }
+            } else {
+              for (int c = 0; c < copies; ++c) {
+                loss = loss + CrossEntropy(a[static_cast<size_t>(c)], b.labels);
+              }
+            }
+            // Every loss is a mean over rows: weighting each shard by its share of the step's
+            // examples makes the shards' sum the step's mean.
+            loss = loss * (static_cast<double>(end - begin) / static_cast<double>(idx.size()));
+            losses[static_cast<size_t>(shard)] = loss.item<double>();
+            grads[static_cast<size_t>(shard)] =
+                torch::autograd::grad({loss}, params, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                      /*create_graph=*/false, /*allow_unused=*/true);
+          });
+          for (size_t i = 0; i < params.size(); ++i) {
+            torch::Tensor sum;
+            for (const auto& g : grads) {
+              if (!g[i].defined()) continue;
+              sum = sum.defined() ? sum + g[i] : g[i];
+            }
+            if (!sum.defined()) sum = torch::zeros_like(params[i]);
+            params[i].mutable_grad() = sum;
           }
+          for (double l : losses) step_loss += l;
         }
-        const double value = loss.item<double>() / m_count;
+        const double value = step_loss / m_count;
         if (!std::isfinite(value)) {
           return absl::InternalError(absl::StrCat("the training loss became ", value, " at step ",
                                                   step + 1, "; try a lower learning_rate (now ",
@@ -326,14 +409,12 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         for (auto& group : optimizer.param_groups()) {
           static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
         }
-        optimizer.zero_grad();
-        loss.backward();
         for (const auto& params : member_params) {
           torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
         }
         optimizer.step();
         ++step;
-        examples_seen += b.examples;
+        examples_seen += static_cast<int64_t>(idx.size());
         loss_avg = step == 1 ? value : 0.9 * loss_avg + 0.1 * value;
         const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
         p.step = step;
@@ -345,7 +426,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         if (progress) progress(p);
       }
       // Early stopping on the ensemble's validation NLL (members' deterministic passes).
-      const Passes passes = Evaluate(base, members, validation, 1, nullptr, o.seed);
+      const Passes passes = Evaluate(base, members, validation, 1, nullptr, o.seed, o);
       absl::StatusOr<calibration::CalibrationReport> val = Report(passes, validation.labels, 1.0);
       if (!val.ok()) return val.status();
       p.has_validation = true;
@@ -367,7 +448,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     r.steps = step;
     r.best_step = best_step;
     r.validation_examples = validation.size();
-    const Passes deterministic = Evaluate(base, result.members, validation, 1, nullptr, o.seed);
+    const Passes deterministic = Evaluate(base, result.members, validation, 1, nullptr, o.seed, o);
     for (int m = 0; m < m_count; ++m) {
       absl::StatusOr<calibration::CalibrationReport> rep =
           Report(MemberPasses(deterministic, m), validation.labels, 1.0);
@@ -377,7 +458,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     r.single = r.members[0];
     const Passes ensemble =
         o.mc_samples > 1 && o.dropout.active()
-            ? Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, o.seed)
+            ? Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, o.seed, o)
             : deterministic;
     absl::StatusOr<calibration::CalibrationReport> ens = Report(ensemble, validation.labels, 1.0);
     if (!ens.ok()) return ens.status();

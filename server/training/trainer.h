@@ -11,13 +11,19 @@
 //               gradients clipped to max_grad_norm per member
 //   loss        cross-entropy per member, summed over members (each member trains as if alone);
 //               HIDDENKEY: (CE(a) + CE(b)) / 2 + kl_weight * symmetric KL of two masked passes
-//   members     M rows per example in ONE forward (member-major row groups, as serving runs them),
-//               each member initialised from its own seed (PEFT: A kaiming-uniform, B = 0)
+//   members     each initialised from its own seed (PEFT: A kaiming-uniform, B = 0); a step
+//               runs them one after another (kSequential, the default: measured faster on CPU)
+//               or as M row groups of ONE forward (kOneForward, as serving runs them); the same
+//               masks and, up to float rounding, the same result either way
+//   threads     a step's examples are split into `threads` shards, each forward + backward on
+//               its own thread, gradients summed in shard order; the run holds a
+//               model::TrainingScope (single-threaded BLAS) and, with idle_priority, its threads
+//               run at SCHED_IDLE so that serving keeps the cores it wants
 //   early stop  the ensemble's validation NLL after every epoch; the best epoch's weights are
 //               kept; `patience` epochs without improvement stop the run
 //
-// Deterministic given the seed and the thread count. Not thread-safe; one Train call at a time per
-// Trainer, on the calling thread.
+// Deterministic given the seed, the thread count and the member schedule. Not thread-safe; one
+// Train call at a time per Trainer, on the calling thread.
 
 #include <cstdint>
 #include <functional>
@@ -52,6 +58,10 @@ struct TrainerOptions {
   double max_grad_norm = 1.0;
   int patience = 0;  // epochs without validation-NLL improvement before stopping; 0 = never
   uint64_t seed = 1;
+  enum class MemberSchedule { kSequential, kOneForward };
+  MemberSchedule member_schedule = MemberSchedule::kSequential;
+  int threads = 1;
+  bool idle_priority = false;
 };
 
 // Tokenised examples and their class indices.

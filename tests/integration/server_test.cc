@@ -411,6 +411,12 @@ TEST_F(ServerTest, CliPrintsTablesAndJson) {
   EXPECT_NE(err3.str().find("NOT_FOUND"), std::string::npos);
   std::ostringstream out4, err4;
   EXPECT_EQ(client::RunCli({server, "predict", "x"}, out4, err4), 2) << "usage error";
+  std::ostringstream out6, err6;
+  EXPECT_EQ(
+      client::RunCli({server, "predict", "--adapter=sentiment", "--mc_sample=4", "x"}, out6, err6),
+      2)
+      << "a misspelt flag must not fall back to a default";
+  EXPECT_NE(err6.str().find("unknown flag --mc_sample"), std::string::npos) << err6.str();
   std::ostringstream out5, err5;
   ASSERT_EQ(client::RunCli({server, "adapters", "list"}, out5, err5), 0);
   EXPECT_NE(out5.str().find("FAILED"), std::string::npos) << out5.str();

@@ -1,6 +1,7 @@
 #include "server/training/trainer.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <random>
@@ -106,6 +107,63 @@ TEST_F(TrainerTest, SameSeedSameWeights) {
   o.seed = 4;
   auto c = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
   EXPECT_FALSE(torch::equal(a->members[1].classifier_weight, c->members[1].classifier_weight));
+}
+
+// Members one after another or in one forward, one thread or uneven shards on three: the same
+// masks and gradients, so the same weights up to float rounding.
+TEST_F(TrainerTest, MemberSchedulesAndShardsTrainTheSameWeights) {
+  TrainerOptions o = Options();
+  o.epochs = 1;
+  o.dropout = {model::DropoutMethod::kHiddenKey, 0, 0.1, 0.1};
+  auto train = [&](TrainerOptions::MemberSchedule schedule, int threads) {
+    TrainerOptions x = o;
+    x.member_schedule = schedule;
+    x.threads = threads;
+    auto r = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), x, nullptr, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *std::move(r);
+  };
+  using S = TrainerOptions::MemberSchedule;
+  const TrainedMembers sequential = train(S::kSequential, 1);
+  for (const TrainedMembers& other : {train(S::kOneForward, 1), train(S::kSequential, 3)}) {
+    for (size_t m = 0; m < 2; ++m) {
+      EXPECT_TRUE(torch::allclose(sequential.members[m].classifier_weight,
+                                  other.members[m].classifier_weight, 1e-3, 1e-5));
+      const auto& a = sequential.members[m].layers;
+      const auto& b = other.members[m].layers;
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (!a[i].b.defined()) continue;
+        EXPECT_TRUE(torch::allclose(a[i].b, b[i].b, 1e-3, 1e-5)) << "layer " << i;
+      }
+    }
+    EXPECT_NEAR(sequential.report.ensemble.nll, other.report.ensemble.nll, 1e-4);
+  }
+}
+
+// While a job trains, BLAS is single-threaded process-wide and, with idle_priority, the training
+// thread runs at SCHED_IDLE; both are undone afterwards.
+TEST_F(TrainerTest, TrainingLeavesTheCoresToServing) {
+  TrainerOptions o = Options();
+  o.epochs = 1;
+  o.idle_priority = true;
+  bool checked = false;
+  model::SetBlasThreads(2);
+  auto r = Trainer::Train(
+      *base_, {"ham", "spam"}, Data(16, 1), Data(4, 2), o,
+      [&](const TrainingProgress&) {
+        if (checked) return;
+        checked = true;
+        EXPECT_TRUE(model::TrainingActive());
+        EXPECT_EQ(model::SetServingBlasThreads(2), 1);
+        if (model::BlasThreads() != 0) EXPECT_EQ(model::BlasThreads(), 1);
+        EXPECT_EQ(sched_getscheduler(0), SCHED_IDLE);
+      },
+      nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(checked);
+  EXPECT_FALSE(model::TrainingActive());
+  EXPECT_EQ(model::SetServingBlasThreads(2), 2);
+  EXPECT_NE(sched_getscheduler(0), SCHED_IDLE);
 }
 
 TEST_F(TrainerTest, CancelStopsBeforeTheNextStep) {
