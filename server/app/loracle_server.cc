@@ -189,6 +189,7 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   }
   if (server_ == nullptr) return;  // Create failed before gRPC started
   server_->GetHealthCheckService()->SetServingStatus(false);
+  training_service_->StopWatches();  // streams that would last as long as their job
   // In-flight calls finish on the batch threads, which keep running until the server is down.
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   if (loader_.joinable()) loader_.join();

@@ -1,5 +1,6 @@
 #include "server/rpc/training_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,17 +28,47 @@ absl::Status NoQueue() {
       "is still loading)");
 }
 
+// Answers a Watch with `status` at once.
+class Refuse final : public grpc::ServerWriteReactor<Job> {
+ public:
+  Refuse(metrics::Metrics* m, const absl::Status& status) {
+    const grpc::Status s = ToGrpcStatus(status);
+    RecordCall(m, kWatchJobMethod, absl::Now(), s);
+    Finish(s);
+  }
+  void OnDone() override { delete this; }
+};
+
+absl::Status ShuttingDown() {
+  return absl::UnavailableError(
+      "the server is shutting down; watch the job again once it is back (jobs persist)");
+}
+
+}  // namespace
+
+class WatchReactor;
+
+// The service's handle on a live stream: `reactor` is null once the stream is done.
+struct WatchSink {
+  absl::Mutex mu;
+  WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+};
+
 // Streams a job: the state at once, then every change (coalesced to the latest while a write is
 // in flight), then OK after the write of an ended state. Deletes itself in OnDone.
 class WatchReactor final : public grpc::ServerWriteReactor<Job> {
  public:
-  WatchReactor(training::JobQueue* jobs, const std::string& id, metrics::Metrics* metrics)
-      : jobs_(jobs), metrics_(metrics), start_(absl::Now()), sink_(std::make_shared<Sink>()) {
-    sink_->reactor = this;
-    std::shared_ptr<Sink> sink = sink_;
-    absl::StatusOr<int64_t> token = jobs_->Subscribe(id, [sink](const Job& job) {
-      absl::MutexLock lock(&sink->mu);
-      if (sink->reactor != nullptr) sink->reactor->OnJob(job);
+  // `sink` is this stream's handle, registered with the service by the caller.
+  WatchReactor(training::JobQueue* jobs, const std::string& id, metrics::Metrics* metrics,
+               std::shared_ptr<WatchSink> sink)
+      : jobs_(jobs), metrics_(metrics), start_(absl::Now()), sink_(std::move(sink)) {
+    {
+      absl::MutexLock lock(&sink_->mu);
+      sink_->reactor = this;
+    }
+    absl::StatusOr<int64_t> token = jobs_->Subscribe(id, [handle = sink_](const Job& job) {
+      absl::MutexLock lock(&handle->mu);
+      if (handle->reactor != nullptr) handle->reactor->OnJob(job);
     });
     if (!token.ok()) {
       FinishWith(ToGrpcStatus(token.status()));
@@ -76,12 +107,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<Job> {
     delete this;
   }
 
- private:
-  struct Sink {
-    absl::Mutex mu;
-    WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
-  };
-
+  // Called with the sink's mutex held (the reactor is alive).
   void OnJob(const Job& job) {
     absl::MutexLock lock(&mu_);
     pending_ = job;
@@ -112,10 +138,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<Job> {
     FinishLocked(status);
   }
 
+ private:
   training::JobQueue* const jobs_;
   metrics::Metrics* const metrics_;
   const absl::Time start_;
-  const std::shared_ptr<Sink> sink_;
+  const std::shared_ptr<WatchSink> sink_;
   absl::Mutex mu_;
   int64_t token_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<Job> pending_ ABSL_GUARDED_BY(mu_);
@@ -124,6 +151,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<Job> {
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+namespace {
 
 absl::Status OutOfRange(absl::string_view field, double value, absl::string_view range) {
   return absl::InvalidArgumentError(absl::StrCat(field, " must be ", range, ", got ", value));
@@ -231,19 +260,34 @@ grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContext*,
                                                       const loracle::v1::GetJobRequest* request) {
   training::JobQueue* jobs = jobs_->get();
-  if (jobs == nullptr) {
-    class Refuse final : public grpc::ServerWriteReactor<Job> {
-     public:
-      explicit Refuse(metrics::Metrics* m) {
-        const grpc::Status s = ToGrpcStatus(NoQueue());
-        RecordCall(m, kWatchJobMethod, absl::Now(), s);
-        Finish(s);
-      }
-      void OnDone() override { delete this; }
-    };
-    return new Refuse(metrics_);
+  if (jobs == nullptr) return new Refuse(metrics_, NoQueue());
+  auto sink = std::make_shared<WatchSink>();
+  {
+    absl::MutexLock lock(&watches_mu_);
+    if (stopping_) jobs = nullptr;
+    watches_.erase(std::remove_if(watches_.begin(), watches_.end(),
+                                  [](const std::weak_ptr<WatchSink>& w) { return w.expired(); }),
+                   watches_.end());
+    watches_.push_back(sink);
   }
-  return new WatchReactor(jobs, request->id(), metrics_);
+  if (jobs == nullptr) return new Refuse(metrics_, ShuttingDown());
+  return new WatchReactor(jobs, request->id(), metrics_, std::move(sink));
+}
+
+void TrainingService::StopWatches() {
+  std::vector<std::shared_ptr<WatchSink>> live;
+  {
+    absl::MutexLock lock(&watches_mu_);
+    stopping_ = true;
+    for (const std::weak_ptr<WatchSink>& w : watches_) {
+      if (std::shared_ptr<WatchSink> s = w.lock()) live.push_back(std::move(s));
+    }
+    watches_.clear();
+  }
+  for (const std::shared_ptr<WatchSink>& sink : live) {
+    absl::MutexLock lock(&sink->mu);
+    if (sink->reactor != nullptr) sink->reactor->FinishWith(ToGrpcStatus(ShuttingDown()));
+  }
 }
 
 grpc::ServerUnaryReactor* TrainingService::Cancel(grpc::CallbackServerContext* ctx,

@@ -2,9 +2,13 @@
 #define LORACLE_SERVER_RPC_TRAINING_SERVICE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "loracle/v1/training.grpc.pb.h"
 #include "server/rpc/engine.h"
 
@@ -22,6 +26,8 @@ namespace loracle::rpc {
 // inside --data_dir) and queues it; Get, List and Cancel read or flip the queue's state; Watch is
 // a server-streaming reactor that sends the job at once and after every change, never blocking a
 // gRPC thread. Thread-safe.
+struct WatchSink;  // a live Watch stream (training_service.cc)
+
 class TrainingService final : public loracle::v1::Training::CallbackService {
  public:
   struct Options {
@@ -51,10 +57,18 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
                                  const loracle::v1::ListJobsRequest* request,
                                  loracle::v1::ListJobsResponse* response) override;
 
+  // Ends every Watch stream with UNAVAILABLE (the client may watch again elsewhere or after a
+  // restart) and refuses new ones, so that a graceful shutdown does not wait for streams that
+  // would otherwise last as long as their job. Call before grpc::Server::Shutdown.
+  void StopWatches() ABSL_LOCKS_EXCLUDED(watches_mu_);
+
  private:
   const Options options_;
   const Published<training::JobQueue>* const jobs_;
   metrics::Metrics* const metrics_;
+  absl::Mutex watches_mu_;
+  std::vector<std::weak_ptr<WatchSink>> watches_ ABSL_GUARDED_BY(watches_mu_);
+  bool stopping_ ABSL_GUARDED_BY(watches_mu_) = false;
 };
 
 // The request's problems a person can fix, or OK (exposed for tests).

@@ -1,6 +1,7 @@
-// loracle-train-throughput: training examples/s of the Trainer on a model directory, for M = 1,
-// M members as row groups of one forward, and M members trained one after the other (the same
-// work without the shared forward). Each line reports examples x members per second.
+// loracle-train-throughput: training examples/s of the Trainer on a model directory, for M = 1
+// and for M members in one job, as row groups of one forward (kOneForward) and one after the
+// other in each step (kSequential, the default). Each line reports examples x members per second.
+// THREADS is TrainerOptions::threads (the trainer's shards; BLAS is single-threaded in training).
 //   loracle-train-throughput MODEL_DIR [MEMBERS=4] [STEPS=12] [BATCH=16] [TOKENS=128] [THREADS=2]
 //                            [DROPOUT=lora_dropout|none]
 // (MODEL_DIR: e.g. the model loracle-bench-fixture writes.) Synthetic inputs of TOKENS tokens;
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
   const int batch = argc > 4 ? std::atoi(argv[4]) : 16;
   const int tokens = argc > 5 ? std::atoi(argv[5]) : 128;
   const int threads = argc > 6 ? std::atoi(argv[6]) : 2;
-  loracle::model::SetComputeThreads({threads, 1});
+  loracle::model::SetComputeThreads({1, 1});
   auto base = loracle::model::LoadBaseModel(argv[1]);
   if (!base.ok()) {
     std::fprintf(stderr, "%s\n", base.status().ToString().c_str());
@@ -78,17 +79,15 @@ int main(int argc, char** argv) {
   }
   o.epochs = 1;
   o.batch_size = batch;
+  o.threads = threads;
   const double examples = static_cast<double>(steps * batch);
   Run(**base, train, val, o);  // warm-up
   const double one = Run(**base, train, val, o);
   o.members = members;
+  o.member_schedule = TrainerOptions::MemberSchedule::kOneForward;
   const double together = Run(**base, train, val, o);
-  o.members = 1;
-  double apart = 0;
-  for (int m = 0; m < members; ++m) {
-    o.seed = static_cast<uint64_t>(m + 1);
-    apart += Run(**base, train, val, o);
-  }
+  o.member_schedule = TrainerOptions::MemberSchedule::kSequential;
+  const double apart = Run(**base, train, val, o);
   std::printf("M=1: %.2f examples/s (%.2f s for %d steps of %d x %d tokens)\n", examples / one, one,
               steps, batch, tokens);
   std::printf("M=%d in one forward: %.2f examples x members/s (%.2fx M=1)\n", members,

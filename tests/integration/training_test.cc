@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/cli.h"
@@ -269,6 +270,40 @@ TEST_F(TrainingTest, CancelAndFullQueue) {
   EXPECT_EQ(WatchToEnd(running.id()).state(), loracle::v1::JOB_STATE_CANCELLED);
   EXPECT_FALSE(server_->store().LatestVersion("slow").ok()) << "nothing published";
   EXPECT_FALSE(server_->store().LatestVersion("next").ok());
+}
+
+// SIGTERM while a client watches a long job: the stream ends with UNAVAILABLE at once instead of
+// holding the drain for the whole grace period, and the job goes back to the queue.
+TEST_F(TrainingTest, ShutdownEndsWatchStreamsInsteadOfWaitingForThem) {
+  testing::TempDir jobs_dir;
+  Start([&](adapters::Store&, app::LoracleServer::Options& o) { o.jobs_dir = jobs_dir.path(); });
+  SubmitRequest slow = Request("slow");
+  slow.set_epochs(200);  // far longer than the test
+  Job job;
+  ASSERT_TRUE(Submit(slow, &job).ok());
+  grpc::ClientContext ctx;
+  loracle::v1::GetJobRequest req;
+  req.set_id(job.id());
+  auto reader = training_->Watch(&ctx, req);
+  Job seen;
+  while (reader->Read(&seen) && seen.step() == 0) {
+  }
+  ASSERT_EQ(seen.state(), loracle::v1::JOB_STATE_RUNNING);
+  const auto start = std::chrono::steady_clock::now();
+  std::thread stop([&] { server_->server().Shutdown(absl::Seconds(120)); });
+  while (reader->Read(&seen)) {
+  }
+  const grpc::Status status = reader->Finish();
+  stop.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("shutting down"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(60))
+      << "the drain must not wait out the 120 s grace for a Watch stream";
+  server_.reset();
+  EXPECT_NE(
+      testing::ReadFile(jobs_dir.path() + "/" + job.id() + "/job.json").find("JOB_STATE_QUEUED"),
+      std::string::npos)
+      << "a job interrupted by a graceful shutdown is queued again";
 }
 
 // A restart over real gRPC: jobs queued on a serving-only replica survive it; the one whose record
