@@ -1,0 +1,153 @@
+#include "server/calibration/feedback_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace loracle::calibration {
+
+int CalibrationSums::BinOf(double confidence) {
+  return std::clamp(static_cast<int>(std::ceil(confidence * kBins)) - 1, 0, kBins - 1);
+}
+
+CalibrationSums::Outcome CalibrationSums::Of(const std::vector<float>& probs, int true_class) {
+  Outcome o;
+  const size_t pred =
+      static_cast<size_t>(std::max_element(probs.begin(), probs.end()) - probs.begin());
+  o.confidence = probs[pred];
+  o.correct = static_cast<int>(pred) == true_class;
+  o.nll = -std::log(std::max(static_cast<double>(probs[static_cast<size_t>(true_class)]), 1e-12));
+  for (size_t k = 0; k < probs.size(); ++k) {
+    const double d = probs[k] - (static_cast<int>(k) == true_class ? 1.0 : 0.0);
+    o.brier += d * d;
+  }
+  return o;
+}
+
+void CalibrationSums::Add(const Outcome& o) {
+  ++count;
+  correct += o.correct;
+  nll += o.nll;
+  brier += o.brier;
+  const int b = BinOf(o.confidence);
+  ++bin_count[b];
+  bin_confidence[b] += o.confidence;
+  bin_correct[b] += o.correct;
+}
+
+CalibrationReport CalibrationSums::Report() const {
+  CalibrationReport r;
+  r.examples = static_cast<size_t>(count);
+  if (count == 0) return r;
+  const double n = static_cast<double>(count);
+  r.accuracy = correct / n;
+  r.nll = nll / n;
+  r.brier = brier / n;
+  for (int b = 0; b < kBins; ++b) {
+    if (bin_count[b] == 0) continue;
+    const double c = static_cast<double>(bin_count[b]);
+    const double gap = std::abs(bin_correct[b] / c - bin_confidence[b] / c);
+    r.ece += c / n * gap;
+    r.mce = std::max(r.mce, gap);
+  }
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<FeedbackStore>> FeedbackStore::Create(const Options& options) {
+  if (options.capacity < 1 || options.window < 1 || options.ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "feedback capacity and window must be >= 1 and the ttl positive");
+  }
+  return std::unique_ptr<FeedbackStore>(new FeedbackStore(options));
+}
+
+void FeedbackStore::ExpireLocked(absl::Time now) {
+  while (!order_.empty()) {
+    auto it = entries_.find(order_.front());
+    const bool too_many = static_cast<int64_t>(entries_.size()) > options_.capacity;
+    if (it != entries_.end() && !too_many && now - it->second.time <= options_.ttl) break;
+    if (it != entries_.end()) entries_.erase(it);
+    order_.pop_front();
+  }
+}
+
+void FeedbackStore::Remember(std::string id, const Served& served, std::vector<float> probs,
+                             absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = entries_.try_emplace(id);
+  if (!inserted) return;  // ids are random 128-bit: a repeat is a caller bug, keep the first
+  it->second = Entry{served, std::move(probs), now, false};
+  order_.push_back(std::move(id));
+  ExpireLocked(now);
+}
+
+absl::StatusOr<FeedbackStore::Result> FeedbackStore::Record(absl::string_view id,
+                                                            absl::string_view true_label,
+                                                            absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  ExpireLocked(now);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no prediction with id '", id, "': unknown, or older than the feedback window (",
+        options_.capacity, " predictions, ", absl::FormatDuration(options_.ttl), ")"));
+  }
+  Entry& e = it->second;
+  const std::vector<std::string>& labels = *e.served.labels;
+  const auto label = std::find(labels.begin(), labels.end(), true_label);
+  if (label == labels.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("adapter ", e.served.adapter, " has no label '",
+                                                   true_label,
+                                                   "'; its labels: ", absl::StrJoin(labels, ", ")));
+  }
+  Stats& stats = stats_[{e.served.adapter, e.served.version}];
+  if (e.answered) {
+    ++stats.duplicates;
+    return Result::kDuplicate;
+  }
+  e.answered = true;
+  const CalibrationSums::Outcome o =
+      CalibrationSums::Of(e.probs, static_cast<int>(label - labels.begin()));
+  stats.since_load.Add(o);
+  stats.recent.push_back(o);
+  if (static_cast<int64_t>(stats.recent.size()) > options_.window) stats.recent.pop_front();
+  return Result::kRecorded;
+}
+
+std::vector<FeedbackStore::VersionReport> FeedbackStore::Reports() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<VersionReport> out;
+  for (const auto& [key, stats] : stats_) {
+    VersionReport r;
+    r.adapter = key.first;
+    r.version = key.second;
+    r.since_load = stats.since_load;
+    for (const CalibrationSums::Outcome& o : stats.recent) r.window.Add(o);
+    r.duplicates = stats.duplicates;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void FeedbackStore::Retain(
+    const std::function<bool(absl::string_view adapter, int64_t version)>& keep) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = stats_.begin(); it != stats_.end();) {
+    it = keep(it->first.first, it->first.second) ? std::next(it) : stats_.erase(it);
+  }
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    auto next = std::next(it);
+    if (!keep(it->second.served.adapter, it->second.served.version)) entries_.erase(it);
+    it = next;
+  }
+}
+
+int64_t FeedbackStore::remembered() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(entries_.size());
+}
+
+}  // namespace loracle::calibration

@@ -1,0 +1,117 @@
+#include "server/calibration/feedback_store.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+namespace loracle::calibration {
+namespace {
+
+using Result = FeedbackStore::Result;
+
+FeedbackStore::Served Served(const std::string& adapter, int64_t version) {
+  return {adapter, version,
+          std::make_shared<const std::vector<std::string>>(
+              std::vector<std::string>{"ham", "spam", "phish"})};
+}
+
+std::unique_ptr<FeedbackStore> Store(int64_t capacity = 1000, int64_t window = 100) {
+  FeedbackStore::Options o;
+  o.capacity = capacity;
+  o.window = window;
+  o.ttl = absl::Minutes(10);
+  return *FeedbackStore::Create(o);
+}
+
+// The online report equals Evaluate's on the same probabilities and labels, since load and over
+// the window (the latest `window` outcomes).
+TEST(FeedbackStoreTest, OnlineReportEqualsTheOfflineOne) {
+  auto store = Store(10000, 150);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(0.01f, 1.0f);
+  const absl::Time t0 = absl::Now();
+  std::vector<std::vector<double>> probs;
+  std::vector<int> labels;
+  for (int i = 0; i < 400; ++i) {
+    std::vector<float> p = {u(rng), u(rng) * 3, u(rng)};
+    const float sum = p[0] + p[1] + p[2];
+    for (float& x : p) x /= sum;
+    const int y = static_cast<int>(rng() % 3);
+    store->Remember("id" + std::to_string(i), Served("spam", 2), p, t0);
+    ASSERT_EQ(*store->Record("id" + std::to_string(i),
+                             std::vector<std::string>{"ham", "spam", "phish"}[y], t0),
+              Result::kRecorded);
+    probs.emplace_back(p.begin(), p.end());
+    labels.push_back(y);
+  }
+  const auto reports = store->Reports();
+  ASSERT_EQ(reports.size(), 1u);
+  const CalibrationReport online = reports[0].since_load.Report();
+  const CalibrationReport offline = *Evaluate(probs, labels);
+  EXPECT_EQ(online.examples, 400u);
+  EXPECT_NEAR(online.accuracy, offline.accuracy, 1e-9);
+  EXPECT_NEAR(online.ece, offline.ece, 1e-9);
+  EXPECT_NEAR(online.mce, offline.mce, 1e-9);
+  EXPECT_NEAR(online.nll, offline.nll, 1e-9);
+  EXPECT_NEAR(online.brier, offline.brier, 1e-9);
+  const CalibrationReport window = reports[0].window.Report();
+  const CalibrationReport last =
+      *Evaluate({probs.end() - 150, probs.end()}, {labels.end() - 150, labels.end()});
+  EXPECT_EQ(window.examples, 150u);
+  EXPECT_NEAR(window.ece, last.ece, 1e-9);
+  EXPECT_NEAR(window.nll, last.nll, 1e-9);
+  int64_t binned = 0;
+  for (int64_t c : reports[0].since_load.bin_count) binned += c;
+  EXPECT_EQ(binned, 400);
+}
+
+TEST(FeedbackStoreTest, UnknownExpiredDuplicateAndBadLabel) {
+  auto store = Store(/*capacity=*/3);
+  const absl::Time t0 = absl::Now();
+  for (int i = 0; i < 4; ++i) {
+    store->Remember("p" + std::to_string(i), Served("a", 1), {0.2f, 0.7f, 0.1f}, t0);
+  }
+  EXPECT_EQ(store->remembered(), 3);
+  EXPECT_EQ(store->Record("p0", "spam", t0).status().code(), absl::StatusCode::kNotFound)
+      << "the oldest is forgotten beyond capacity";
+  EXPECT_EQ(store->Record("nope", "spam", t0).status().code(), absl::StatusCode::kNotFound);
+  const auto bad = store->Record("p1", "eggs", t0);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("ham, spam, phish"), std::string::npos) << bad.status();
+  EXPECT_EQ(*store->Record("p1", "spam", t0), Result::kRecorded);
+  EXPECT_EQ(*store->Record("p1", "ham", t0), Result::kDuplicate);
+  EXPECT_EQ(store->Reports()[0].since_load.count, 1) << "counted once";
+  EXPECT_EQ(store->Reports()[0].duplicates, 1);
+  EXPECT_EQ(store->Record("p2", "spam", t0 + absl::Minutes(11)).status().code(),
+            absl::StatusCode::kNotFound)
+      << "older than the ttl";
+  EXPECT_EQ(store->remembered(), 0);
+}
+
+TEST(FeedbackStoreTest, RetainDropsUnloadedVersions) {
+  auto store = Store();
+  const absl::Time t0 = absl::Now();
+  store->Remember("x", Served("a", 1), {0.9f, 0.05f, 0.05f}, t0);
+  store->Remember("y", Served("a", 2), {0.9f, 0.05f, 0.05f}, t0);
+  store->Remember("z", Served("a", 2), {0.9f, 0.05f, 0.05f}, t0);
+  ASSERT_TRUE(store->Record("x", "ham", t0).ok());
+  ASSERT_TRUE(store->Record("y", "spam", t0).ok());
+  ASSERT_EQ(store->Reports().size(), 2u);
+  store->Retain([](absl::string_view, int64_t version) { return version == 2; });
+  const auto reports = store->Reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].version, 2);
+  EXPECT_EQ(reports[0].since_load.Report().accuracy, 0.0);
+  EXPECT_EQ(store->remembered(), 2);
+}
+
+TEST(FeedbackStoreTest, BadOptionsAreRefused) {
+  FeedbackStore::Options o;
+  o.capacity = 0;
+  EXPECT_EQ(FeedbackStore::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace loracle::calibration
