@@ -79,7 +79,9 @@ void FeedbackStore::Remember(std::string id, const Served& served, std::vector<f
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = entries_.try_emplace(id);
   if (!inserted) return;  // ids are random 128-bit: a repeat is a caller bug, keep the first
-  it->second = Entry{served, std::move(probs), now, false};
+  auto& labels = labels_[{served.adapter, served.version}];
+  if (labels == nullptr) labels = std::make_shared<const std::vector<std::string>>(*served.labels);
+  it->second = Entry{served.adapter, served.version, labels, std::move(probs), now, false};
   order_.push_back(std::move(id));
   ExpireLocked(now);
 }
@@ -96,14 +98,14 @@ absl::StatusOr<FeedbackStore::Result> FeedbackStore::Record(absl::string_view id
         options_.capacity, " predictions, ", absl::FormatDuration(options_.ttl), ")"));
   }
   Entry& e = it->second;
-  const std::vector<std::string>& labels = *e.served.labels;
+  const std::vector<std::string>& labels = *e.labels;
   const auto label = std::find(labels.begin(), labels.end(), true_label);
   if (label == labels.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("adapter ", e.served.adapter, " has no label '",
+    return absl::InvalidArgumentError(absl::StrCat("adapter ", e.adapter, " has no label '",
                                                    true_label,
                                                    "'; its labels: ", absl::StrJoin(labels, ", ")));
   }
-  Stats& stats = stats_[{e.served.adapter, e.served.version}];
+  Stats& stats = stats_[{e.adapter, e.version}];
   if (e.answered) {
     ++stats.duplicates;
     return Result::kDuplicate;
@@ -138,9 +140,12 @@ void FeedbackStore::Retain(
   for (auto it = stats_.begin(); it != stats_.end();) {
     it = keep(it->first.first, it->first.second) ? std::next(it) : stats_.erase(it);
   }
+  for (auto it = labels_.begin(); it != labels_.end();) {
+    it = keep(it->first.first, it->first.second) ? std::next(it) : labels_.erase(it);
+  }
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto next = std::next(it);
-    if (!keep(it->second.served.adapter, it->second.served.version)) entries_.erase(it);
+    if (!keep(it->second.adapter, it->second.version)) entries_.erase(it);
     it = next;
   }
 }

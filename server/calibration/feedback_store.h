@@ -67,11 +67,11 @@ class FeedbackStore {
   // INVALID_ARGUMENT for a capacity or window < 1 or a ttl <= 0.
   static absl::StatusOr<std::unique_ptr<FeedbackStore>> Create(const Options& options);
 
-  // What served a prediction. `labels` is shared by all predictions of one version.
+  // What served a prediction.
   struct Served {
     std::string adapter;
     int64_t version = 0;
-    std::shared_ptr<const std::vector<std::string>> labels;
+    const std::vector<std::string>* labels = nullptr;  // copied once per version
   };
   // Remembers a returned prediction; forgets the oldest beyond capacity or ttl.
   void Remember(std::string id, const Served& served, std::vector<float> probs, absl::Time now)
@@ -104,7 +104,9 @@ class FeedbackStore {
  private:
   explicit FeedbackStore(const Options& options) : options_(options) {}
   struct Entry {
-    Served served;
+    std::string adapter;
+    int64_t version = 0;
+    std::shared_ptr<const std::vector<std::string>> labels;
     std::vector<float> probs;
     absl::Time time;
     bool answered = false;
@@ -122,6 +124,8 @@ class FeedbackStore {
   absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // ids, oldest first
   std::map<VersionKey, Stats> stats_ ABSL_GUARDED_BY(mu_);
+  std::map<VersionKey, std::shared_ptr<const std::vector<std::string>>> labels_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace loracle::calibration

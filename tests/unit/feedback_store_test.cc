@@ -11,10 +11,10 @@ namespace {
 
 using Result = FeedbackStore::Result;
 
+const std::vector<std::string> kLabels = {"ham", "spam", "phish"};
+
 FeedbackStore::Served Served(const std::string& adapter, int64_t version) {
-  return {adapter, version,
-          std::make_shared<const std::vector<std::string>>(
-              std::vector<std::string>{"ham", "spam", "phish"})};
+  return {adapter, version, &kLabels};
 }
 
 std::unique_ptr<FeedbackStore> Store(int64_t capacity = 1000, int64_t window = 100) {
@@ -40,8 +40,7 @@ TEST(FeedbackStoreTest, OnlineReportEqualsTheOfflineOne) {
     for (float& x : p) x /= sum;
     const int y = static_cast<int>(rng() % 3);
     store->Remember("id" + std::to_string(i), Served("spam", 2), p, t0);
-    ASSERT_EQ(*store->Record("id" + std::to_string(i),
-                             std::vector<std::string>{"ham", "spam", "phish"}[y], t0),
+    ASSERT_EQ(*store->Record("id" + std::to_string(i), kLabels[static_cast<size_t>(y)], t0),
               Result::kRecorded);
     probs.emplace_back(p.begin(), p.end());
     labels.push_back(y);
