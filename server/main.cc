@@ -67,6 +67,13 @@ ABSL_FLAG(int, max_queued_jobs, 16,
 ABSL_FLAG(std::string, data_dir, "",
           "Directory whose files Training.Submit may name as data_path (symlinks and '..' may not "
           "leave it); empty = inline examples only");
+ABSL_FLAG(int64_t, feedback_capacity, 100000,
+          "Predictions remembered for Inference.Feedback (the oldest are forgotten first)");
+ABSL_FLAG(int64_t, feedback_ttl_s, 86400,
+          "Seconds a prediction accepts feedback; later feedback is NOT_FOUND");
+ABSL_FLAG(int64_t, feedback_window, 1000,
+          "Labelled predictions in the sliding window of the online calibration metrics, per "
+          "adapter version");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on SIGTERM/SIGINT");
 
 namespace {
@@ -125,6 +132,9 @@ int main(int argc, char** argv) {
                                                            : absl::GetFlag(FLAGS_jobs_dir);
   options.training_workers = absl::GetFlag(FLAGS_training_workers);
   options.training_threads = absl::GetFlag(FLAGS_training_threads);
+  options.feedback.capacity = absl::GetFlag(FLAGS_feedback_capacity);
+  options.feedback.ttl = absl::Seconds(absl::GetFlag(FLAGS_feedback_ttl_s));
+  options.feedback.window = absl::GetFlag(FLAGS_feedback_window);
   if (const std::string p = absl::GetFlag(FLAGS_training_priority); p == "idle" || p == "normal") {
     options.training_idle_priority = p == "idle";
   } else {

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
 #include "server/app/spam_demo.h"
+#include "server/calibration/feedback_exposition.h"
 #include "server/metrics/metrics.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
@@ -35,13 +37,28 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
     return absl::InvalidArgumentError("cache_dir is required for the built-in model");
   }
   std::unique_ptr<LoracleServer> s(new LoracleServer(options));
+  absl::StatusOr<std::unique_ptr<calibration::FeedbackStore>> feedback =
+      calibration::FeedbackStore::Create(options.feedback);
+  if (!feedback.ok()) return feedback.status();
+  s->feedback_ = *std::move(feedback);
   absl::StatusOr<std::unique_ptr<metrics::Metrics>> metrics =
       metrics::Metrics::Create({options.metrics_address});
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
   metrics::Metrics* m = s->metrics_.get();
-  s->inference_service_ =
-      std::make_unique<rpc::InferenceService>(options.inference, &s->inference_backend_, m);
+  // Online calibration per adapter version, for the versions the registry still holds.
+  s->metrics_->AddCollector([feedback = s->feedback_.get(), registry = &s->registry_slot_] {
+    if (const adapters::Registry* r = registry->get(); r != nullptr) {
+      std::set<std::pair<std::string, int64_t>> live;
+      for (const adapters::AdapterInfo& info : r->List()) live.insert({info.name, info.version});
+      feedback->Retain([&live](absl::string_view adapter, int64_t version) {
+        return live.count({std::string(adapter), version}) > 0;
+      });
+    }
+    return calibration::FeedbackFamilies(feedback->Reports(), feedback->remembered());
+  });
+  s->inference_service_ = std::make_unique<rpc::InferenceService>(
+      options.inference, &s->inference_backend_, s->feedback_.get(), m);
   s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, m);
   s->training_service_ =
       std::make_unique<rpc::TrainingService>(options.training, &s->jobs_slot_, m);
@@ -198,6 +215,9 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   server_->Wait();
 }
 
-LoracleServer::~LoracleServer() { Shutdown(absl::ZeroDuration()); }
+LoracleServer::~LoracleServer() {
+  Shutdown(absl::ZeroDuration());
+  if (metrics_ != nullptr) metrics_->StopEndpoint();  // no scrape may outlive the registry
+}
 
 }  // namespace loracle::app

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/calibration/feedback_store.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
 #include "server/rpc/training_service.h"
@@ -82,6 +83,8 @@ class LoracleServer {
     bool training_idle_priority = true;
     int max_queued_jobs = 16;
     rpc::TrainingService::Options training;  // data_dir, request limits
+    // Predictions remembered for Inference.Feedback, and the online calibration window.
+    calibration::FeedbackStore::Options feedback;
   };
 
   // Starts gRPC and /metrics, then loads the model on a background thread. Errors: the ports
@@ -111,6 +114,7 @@ class LoracleServer {
   const Options options_;
 
   // Built by Create, in this order; destroyed in reverse.
+  std::unique_ptr<calibration::FeedbackStore> feedback_;
   std::unique_ptr<metrics::Metrics> metrics_;
   rpc::Published<const rpc::InferenceBackend> inference_backend_;
   rpc::Published<adapters::Registry> registry_slot_;

@@ -91,6 +91,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const Options& options)
   return m;
 }
 
+void Metrics::StopEndpoint() { exposer_.reset(); }
+
 int Metrics::port() const {
   if (exposer_ == nullptr) return 0;
   return exposer_->port();
@@ -146,8 +148,22 @@ void Metrics::SetModelReady(bool ready) { model_ready_->Set(ready ? 1 : 0); }
 
 void Metrics::SetAdaptersReady(int count) { adapters_ready_->Set(count); }
 
+void Metrics::AddCollector(Collector collector) {
+  absl::MutexLock lock(&mu_);
+  collectors_.push_back(std::move(collector));
+}
+
 std::string Metrics::Scrape() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  std::vector<Collector> collectors;
+  {
+    absl::MutexLock lock(&mu_);
+    collectors = collectors_;
+  }
+  for (const Collector& c : collectors) {
+    for (prometheus::MetricFamily& f : c()) families.push_back(std::move(f));
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace loracle::metrics

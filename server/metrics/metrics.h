@@ -12,10 +12,12 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -37,6 +39,10 @@ class Metrics {
 
   int port() const;  // the bound port, 0 without an endpoint
 
+  // Stops the /metrics endpoint, waiting for a scrape in progress. For the owner's teardown, before
+  // what the collectors read goes away; not concurrent with port().
+  void StopEndpoint();
+
   void RecordRpc(const std::string& method, const std::string& code, double seconds)
       ABSL_LOCKS_EXCLUDED(mu_);
   void RecordBatch(int64_t rows, int64_t requests, double forward_seconds);
@@ -46,8 +52,13 @@ class Metrics {
   void SetModelReady(bool ready);
   void SetAdaptersReady(int count);
 
+  // Families built afresh at every scrape, after the registry's: for series that exist only while
+  // their source does (per adapter version online calibration). Called on the scraping thread.
+  using Collector = std::function<std::vector<prometheus::MetricFamily>()>;
+  void AddCollector(Collector collector) ABSL_LOCKS_EXCLUDED(mu_);
+
   // The current text exposition (what /metrics serves).
-  std::string Scrape() const;
+  std::string Scrape() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   Metrics();
@@ -68,7 +79,8 @@ class Metrics {
   prometheus::Gauge* model_ready_;
   prometheus::Gauge* adapters_ready_;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
+  std::vector<Collector> collectors_ ABSL_GUARDED_BY(mu_);
   std::map<Key, prometheus::Counter*> request_series_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, prometheus::Histogram*> latency_series_ ABSL_GUARDED_BY(mu_);
   struct AdapterSeries {

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "server/adapters/adapter.h"
 #include "server/adapters/registry.h"
+#include "server/calibration/feedback_store.h"
 #include "server/metrics/metrics.h"
 #include "server/model/tokenizer.h"
 #include "server/rpc/unary_call.h"
@@ -30,7 +31,9 @@ std::string NewPredictionId() {
 
 void FillResponse(const serving::InferenceRequest& req, const serving::InferenceResult& result,
                   const std::vector<bool>& truncated, bool return_members,
-                  metrics::Metrics* metrics, PredictResponse* response) {
+                  calibration::FeedbackStore* feedback, metrics::Metrics* metrics,
+                  PredictResponse* response) {
+  const absl::Time now = absl::Now();
   const adapters::Adapter& adapter = *req.adapter;
   response->set_adapter(adapter.name);
   response->set_version(adapter.version);
@@ -44,6 +47,11 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
     p->set_label_index(in.summary.argmax);
     p->set_label(adapter.serving.labels[static_cast<size_t>(in.summary.argmax)]);
     for (double v : in.summary.mean_probs) p->add_probs(static_cast<float>(v));
+    if (feedback != nullptr) {
+      feedback->Remember(p->prediction_id(),
+                         {adapter.name, adapter.version, &adapter.serving.labels},
+                         {p->probs().begin(), p->probs().end()}, now);
+    }
     loracle::v1::Uncertainty* u = p->mutable_uncertainty();
     u->set_predictive_entropy(static_cast<float>(in.summary.predictive_entropy));
     u->set_expected_entropy(static_cast<float>(in.summary.expected_entropy));
@@ -141,9 +149,12 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
   const bool return_members = request->return_members();
   serving::InferenceRequest* raw = req.get();
-  req->done = [call, metrics = metrics_, response, raw, truncated = std::move(truncated),
+  req->done = [call, feedback = feedback_, metrics = metrics_, response, raw,
+               truncated = std::move(truncated),
                return_members](absl::StatusOr<serving::InferenceResult> result) {
-    if (result.ok()) FillResponse(*raw, *result, truncated, return_members, metrics, response);
+    if (result.ok()) {
+      FillResponse(*raw, *result, truncated, return_members, feedback, metrics, response);
+    }
     call.Finish(result.status());
   };
   if (absl::Status s = backend->batcher->Submit(std::move(req)); !s.ok()) return fail(s);
@@ -151,11 +162,50 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
 }
 
 grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
-                                                     const loracle::v1::FeedbackRequest*,
-                                                     loracle::v1::FeedbackResponse*) {
-  return UnaryCall(ctx, metrics_, kFeedbackMethod)
-      .Finish(absl::UnimplementedError(
-          "Inference.Feedback (online calibration) is not implemented yet"));
+                                                     const loracle::v1::FeedbackRequest* request,
+                                                     loracle::v1::FeedbackResponse* response) {
+  const UnaryCall call(ctx, metrics_, kFeedbackMethod);
+  if (feedback_ == nullptr) {
+    return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
+  }
+  const bool single = request->items_size() == 0;
+  if (single == request->prediction_id().empty()) {
+    return call.Finish(absl::InvalidArgumentError(
+        "send prediction_id and true_label, or items (a batch), not both and not neither"));
+  }
+  if (request->items_size() > options_.max_feedback_items) {
+    return call.Finish(absl::InvalidArgumentError(absl::StrCat("items has ", request->items_size(),
+                                                               " entries; the limit per call is ",
+                                                               options_.max_feedback_items)));
+  }
+  const absl::Time now = absl::Now();
+  absl::Status first;
+  auto record = [&](const std::string& id, const std::string& label) {
+    loracle::v1::FeedbackResult* r = response->add_results();
+    r->set_prediction_id(id);
+    absl::StatusOr<calibration::FeedbackStore::Result> result = feedback_->Record(id, label, now);
+    if (!result.ok()) {
+      r->set_code(static_cast<int32_t>(result.status().code()));
+      r->set_message(std::string(result.status().message()));
+      if (first.ok()) first = result.status();
+      return;
+    }
+    if (*result == calibration::FeedbackStore::Result::kDuplicate) {
+      r->set_duplicate(true);
+      r->set_message("feedback for this prediction was recorded before; ignored");
+      response->set_duplicates(response->duplicates() + 1);
+    } else {
+      response->set_recorded(response->recorded() + 1);
+    }
+  };
+  if (single) {
+    record(request->prediction_id(), request->true_label());
+    return call.Finish(first);
+  }
+  for (const loracle::v1::FeedbackItem& item : request->items()) {
+    record(item.prediction_id(), item.true_label());
+  }
+  return call.Finish(absl::OkStatus());
 }
 
 }  // namespace loracle::rpc

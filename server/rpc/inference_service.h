@@ -9,23 +9,29 @@
 namespace loracle::metrics {
 class Metrics;
 }
+namespace loracle::calibration {
+class FeedbackStore;
+}
 
 namespace loracle::rpc {
 
 // Inference.Predict: validates, tokenises and enqueues on the reactor thread, never blocking;
-// a batch thread fills the response and finishes the call. Thread-safe (gRPC calls the handlers
-// concurrently).
+// a batch thread fills the response, remembers each prediction for feedback, and finishes the
+// call. Inference.Feedback: records true labels in the FeedbackStore on the reactor thread.
+// Thread-safe (gRPC calls the handlers concurrently).
 class InferenceService final : public loracle::v1::Inference::CallbackService {
  public:
   struct Options {
     int max_inputs_per_request = 256;
     int max_mc_samples = 32;            // bound on PredictRequest.mc_samples
     int64_t max_input_bytes = 1 << 20;  // per text
+    int max_feedback_items = 10000;     // per Feedback call
   };
-  // Neither pointer is owned; both outlive the service. `metrics` may be null.
+  // No pointer is owned; all outlive the service. `metrics` may be null; without `feedback`,
+  // Feedback answers UNIMPLEMENTED.
   InferenceService(const Options& options, const Published<const InferenceBackend>* backend,
-                   metrics::Metrics* metrics)
-      : options_(options), backend_(backend), metrics_(metrics) {}
+                   calibration::FeedbackStore* feedback, metrics::Metrics* metrics)
+      : options_(options), backend_(backend), feedback_(feedback), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx,
                                     const loracle::v1::PredictRequest* request,
@@ -37,6 +43,7 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
  private:
   const Options options_;
   const Published<const InferenceBackend>* const backend_;
+  calibration::FeedbackStore* const feedback_;
   metrics::Metrics* const metrics_;
 };
 

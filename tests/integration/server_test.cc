@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/cli.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "loracle/v1/adapters.grpc.pb.h"
@@ -24,6 +25,7 @@
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
 #include "server/app/loracle_server.h"
+#include "server/calibration/calibration.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
 
@@ -366,11 +368,103 @@ TEST_F(ServerTest, ConcurrentPredictsEqualTheSameRequestsAloneAndRepeat) {
   }
 }
 
-TEST_F(ServerTest, FeedbackSaysItIsNotImplemented) {
+// The value of the exposition line that starts with `series` followed by a space; NaN if absent.
+double Sample(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nan("");
+}
+
+// Feedback over real gRPC: single and batched, every outcome's status, and the online metrics on
+// /metrics equal the offline report of the same returned probabilities and labels.
+TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
   auto inference = loracle::v1::Inference::NewStub(*channel_);
-  grpc::ClientContext fctx;
-  loracle::v1::FeedbackResponse fresp;
-  EXPECT_EQ(inference->Feedback(&fctx, {}, &fresp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 30; ++i) texts.push_back("feedback text number " + std::to_string(i));
+  PredictResponse resp;
+  ASSERT_TRUE(Predict(Request("topics", texts), &resp).ok());
+  const std::vector<std::string> labels(resp.labels().begin(), resp.labels().end());
+  std::vector<std::vector<double>> probs;
+  std::vector<int> truth;
+  loracle::v1::FeedbackRequest batch;
+  for (int i = 0; i < resp.predictions_size(); ++i) {
+    const auto& p = resp.predictions(i);
+    probs.emplace_back(p.probs().begin(), p.probs().end());
+    truth.push_back(i % 3);
+    if (i == 0) continue;  // sent on its own below
+    auto* item = batch.add_items();
+    item->set_prediction_id(p.prediction_id());
+    item->set_true_label(labels[static_cast<size_t>(i % 3)]);
+  }
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::FeedbackRequest one;
+    one.set_prediction_id(resp.predictions(0).prediction_id());
+    one.set_true_label(labels[0]);
+    loracle::v1::FeedbackResponse out;
+    ASSERT_TRUE(inference->Feedback(&ctx, one, &out).ok());
+    EXPECT_EQ(out.recorded(), 1u);
+  }
+  // The batch also carries a repeat, an unknown id and a label the adapter lacks.
+  auto* repeat = batch.add_items();
+  repeat->set_prediction_id(resp.predictions(0).prediction_id());
+  repeat->set_true_label(labels[1]);
+  auto* unknown = batch.add_items();
+  unknown->set_prediction_id("0123456789abcdef0123456789abcdef");
+  unknown->set_true_label(labels[0]);
+  auto* bad = batch.add_items();
+  bad->set_prediction_id(resp.predictions(1).prediction_id());
+  bad->set_true_label("cooking");
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::FeedbackResponse out;
+    ASSERT_TRUE(inference->Feedback(&ctx, batch, &out).ok());
+    EXPECT_EQ(out.recorded(), 29u);
+    EXPECT_EQ(out.duplicates(), 1u);
+    ASSERT_EQ(out.results_size(), 32);
+    EXPECT_TRUE(out.results(29).duplicate());
+    EXPECT_EQ(out.results(30).code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+    EXPECT_EQ(out.results(31).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+    EXPECT_NE(out.results(31).message().find("sports, politics, tech"), std::string::npos)
+        << out.results(31).message();
+  }
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::FeedbackRequest one;
+    one.set_prediction_id("ffffffffffffffffffffffffffffffff");
+    one.set_true_label(labels[0]);
+    loracle::v1::FeedbackResponse out;
+    EXPECT_EQ(inference->Feedback(&ctx, one, &out).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::FeedbackResponse out;
+    EXPECT_EQ(inference->Feedback(&ctx, {}, &out).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  const calibration::CalibrationReport offline = *calibration::Evaluate(probs, truth);
+  const std::string body = testing::HttpGet(server_->metrics_port(), "/metrics");
+  const std::string labels_since = "{adapter=\"topics\",version=\"1\",window=\"since_load\"}";
+  EXPECT_EQ(Sample(body, "loracle_online_labelled" + labels_since), 30);
+  EXPECT_NEAR(Sample(body, "loracle_online_ece" + labels_since), offline.ece, 1e-6);
+  EXPECT_NEAR(Sample(body, "loracle_online_accuracy" + labels_since), offline.accuracy, 1e-6);
+  EXPECT_NEAR(Sample(body, "loracle_online_nll" + labels_since), offline.nll, 1e-6);
+  EXPECT_NEAR(Sample(body, "loracle_online_brier" + labels_since), offline.brier, 1e-6);
+  EXPECT_NEAR(Sample(body, "loracle_online_mce" + labels_since), offline.mce, 1e-6);
+  EXPECT_EQ(Sample(body, "loracle_feedback_total{adapter=\"topics\",version=\"1\"}"), 30);
+  EXPECT_EQ(Sample(body, "loracle_feedback_duplicates_total{adapter=\"topics\",version=\"1\"}"), 1);
+  double binned = 0;
+  for (int b = 1; b <= 15; ++b) {
+    const double v = Sample(body,
+                            "loracle_online_bin_count{adapter=\"topics\",version=\"1\","
+                            "window=\"since_load\",bin=\"" +
+                                absl::StrFormat("%.4g", b / 15.0) + "\"}");
+    ASSERT_FALSE(std::isnan(v)) << "bin " << b;
+    binned += v;
+  }
+  EXPECT_EQ(binned, 30);
 }
 
 TEST_F(ServerTest, MetricsEndpointCountsCalls) {
