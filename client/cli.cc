@@ -35,6 +35,10 @@ commands:
           validation report (per member, ensemble, calibrated)
   jobs [list | get ID | watch ID | cancel ID]
           the server's fine-tune jobs
+  feedback PREDICTION_ID LABEL | feedback --file=F.jsonl
+          report true labels of earlier predictions ({"prediction_id", "label"} per line)
+  calibration ADAPTER
+          the adapter's online calibration from feedback, with a reliability diagram
   help    show this message
 
 options:
@@ -91,6 +95,8 @@ const std::vector<Command>& Commands() {
         "warmup",
         "weight_decay"}},
       {"jobs", JobsCommand, {}},
+      {"feedback", FeedbackCommand, {"file"}},
+      {"calibration", CalibrationCommand, {}},
   };
   return *commands;
 }

@@ -19,6 +19,9 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
 int AdaptersCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 int BenchCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 int FinetuneCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
+int FeedbackCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
+int CalibrationCommand(const Args& args, const Channel& channel, std::ostream& out,
+                       std::ostream& err);
 int JobsCommand(const Args& args, const Channel& channel, std::ostream& out, std::ostream& err);
 
 }  // namespace loracle::client

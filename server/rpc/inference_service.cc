@@ -76,6 +76,28 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
   }
 }
 
+loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
+  loracle::v1::OnlineReport out;
+  const calibration::CalibrationReport r = sums.Report();
+  out.set_labelled(static_cast<uint64_t>(sums.count));
+  out.set_accuracy(static_cast<float>(r.accuracy));
+  out.set_ece(static_cast<float>(r.ece));
+  out.set_mce(static_cast<float>(r.mce));
+  out.set_nll(static_cast<float>(r.nll));
+  out.set_brier(static_cast<float>(r.brier));
+  for (int b = 0; b < calibration::CalibrationSums::kBins; ++b) {
+    loracle::v1::ReliabilityBin* bin = out.add_bins();
+    const double n = static_cast<double>(sums.bin_count[b]);
+    bin->set_upper(static_cast<float>(b + 1) / calibration::CalibrationSums::kBins);
+    bin->set_count(static_cast<uint64_t>(sums.bin_count[b]));
+    if (n > 0) {
+      bin->set_mean_confidence(static_cast<float>(sums.bin_confidence[b] / n));
+      bin->set_accuracy(static_cast<float>(sums.bin_correct[b] / n));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
@@ -204,6 +226,35 @@ grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext
   }
   for (const loracle::v1::FeedbackItem& item : request->items()) {
     record(item.prediction_id(), item.true_label());
+  }
+  return call.Finish(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
+    grpc::CallbackServerContext* ctx, const loracle::v1::OnlineCalibrationRequest* request,
+    loracle::v1::OnlineCalibrationResponse* response) {
+  const UnaryCall call(ctx, metrics_, kOnlineCalibrationMethod);
+  const InferenceBackend* backend = call.Require(*backend_);
+  if (backend == nullptr) return call.reactor();
+  if (feedback_ == nullptr) {
+    return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
+  }
+  bool known = false;
+  for (const adapters::AdapterInfo& info : backend->registry->List()) {
+    known |= info.name == request->adapter();
+  }
+  if (!known) {
+    return call.Finish(absl::NotFoundError(
+        absl::StrCat("no adapter named '", request->adapter(), "' (see Adapters.List)")));
+  }
+  response->set_adapter(request->adapter());
+  for (const calibration::FeedbackStore::VersionReport& r : feedback_->Reports()) {
+    if (r.adapter != request->adapter()) continue;
+    loracle::v1::VersionCalibration* v = response->add_versions();
+    v->set_version(r.version);
+    *v->mutable_since_load() = ToProto(r.since_load);
+    *v->mutable_recent() = ToProto(r.window);
+    v->set_duplicates(static_cast<uint64_t>(r.duplicates));
   }
   return call.Finish(absl::OkStatus());
 }

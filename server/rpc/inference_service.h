@@ -39,6 +39,9 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   grpc::ServerUnaryReactor* Feedback(grpc::CallbackServerContext* ctx,
                                      const loracle::v1::FeedbackRequest* request,
                                      loracle::v1::FeedbackResponse* response) override;
+  grpc::ServerUnaryReactor* OnlineCalibration(
+      grpc::CallbackServerContext* ctx, const loracle::v1::OnlineCalibrationRequest* request,
+      loracle::v1::OnlineCalibrationResponse* response) override;
 
  private:
   const Options options_;

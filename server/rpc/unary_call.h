@@ -19,6 +19,7 @@ namespace loracle::rpc {
 // Metric label values: the methods' full gRPC names, without the leading '/'.
 inline constexpr char kPredictMethod[] = "loracle.v1.Inference/Predict";
 inline constexpr char kFeedbackMethod[] = "loracle.v1.Inference/Feedback";
+inline constexpr char kOnlineCalibrationMethod[] = "loracle.v1.Inference/OnlineCalibration";
 inline constexpr char kListAdaptersMethod[] = "loracle.v1.Adapters/List";
 inline constexpr char kGetAdapterMethod[] = "loracle.v1.Adapters/Get";
 inline constexpr char kLoadAdapterMethod[] = "loracle.v1.Adapters/Load";

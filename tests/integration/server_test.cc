@@ -465,6 +465,46 @@ TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
     binned += v;
   }
   EXPECT_EQ(binned, 30);
+
+  // The same report through the RPC, and the CLI's view of it.
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::OnlineCalibrationRequest req;
+    req.set_adapter("topics");
+    loracle::v1::OnlineCalibrationResponse out;
+    ASSERT_TRUE(inference->OnlineCalibration(&ctx, req, &out).ok());
+    ASSERT_EQ(out.versions_size(), 1);
+    EXPECT_EQ(out.versions(0).since_load().labelled(), 30u);
+    EXPECT_NEAR(out.versions(0).since_load().ece(), offline.ece, 1e-6);
+    EXPECT_EQ(out.versions(0).since_load().bins_size(), 15);
+    grpc::ClientContext ctx2;
+    req.set_adapter("nope");
+    EXPECT_EQ(inference->OnlineCalibration(&ctx2, req, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  const std::string server = "--server=" + test_server_->address();
+  std::ostringstream table, err;
+  ASSERT_EQ(client::RunCli({server, "calibration", "topics"}, table, err), 0) << err.str();
+  EXPECT_NE(table.str().find("labelled 30"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("reliability"), std::string::npos) << table.str();
+  std::ostringstream out2, err2;
+  EXPECT_EQ(client::RunCli({server, "feedback", resp.predictions(2).prediction_id(), labels[2]},
+                           out2, err2),
+            0)
+      << err2.str();
+  EXPECT_NE(out2.str().find("duplicates 1"), std::string::npos) << out2.str();
+  testing::TempDir dir;
+  testing::WriteFile(dir.path() + "/f.jsonl",
+                     "{\"prediction_id\": \"nope\", \"label\": \"tech\"}\n");
+  std::ostringstream out3, err3;
+  EXPECT_EQ(client::RunCli({server, "feedback", "--file=" + dir.path() + "/f.jsonl"}, out3, err3),
+            1);
+  EXPECT_NE(err3.str().find("no prediction with id 'nope'"), std::string::npos) << err3.str();
+  testing::WriteFile(dir.path() + "/bad.jsonl", "{\"id\": 1}\n");
+  std::ostringstream out4, err4;
+  EXPECT_EQ(client::RunCli({server, "feedback", "--file=" + dir.path() + "/bad.jsonl"}, out4, err4),
+            2);
+  EXPECT_NE(err4.str().find("bad.jsonl:1"), std::string::npos) << err4.str();
 }
 
 TEST_F(ServerTest, MetricsEndpointCountsCalls) {
