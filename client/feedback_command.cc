@@ -131,12 +131,20 @@ int CalibrationCommand(const Args& args, const Channel& channel, std::ostream& o
     return 0;
   }
   if (resp.versions().empty()) {
-    out << "adapter " << resp.adapter() << ": no feedback yet (send some with loracle feedback)\n";
+    out << "adapter " << resp.adapter() << ": no predictions yet\n";
     return 0;
   }
   for (const loracle::v1::VersionCalibration& v : resp.versions()) {
     out << "adapter " << resp.adapter() << " version " << v.version()
         << " (duplicates ignored: " << v.duplicates() << ")\n";
+    out << "  predictions " << v.predictions();
+    if (v.has_psi_confidence()) {
+      out << absl::StrFormat("  drift PSI: confidence %.3f, mutual information %.3f (vs %s)",
+                             v.psi_confidence(), v.psi_mutual_information(), v.drift_reference());
+    } else {
+      out << "  drift: no reference yet";
+    }
+    out << "\n";
     PrintReport("since load", v.since_load(), out);
     PrintReport("recent", v.recent(), out);
     out << "  reliability since load ('#' accuracy, '|' mean confidence):\n";

@@ -255,6 +255,27 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
   if (auto it = j.find("description"); it != j.end() && it->is_string()) {
     c.description = it->get<std::string>();
   }
+  if (auto it = j.find("reference"); it != j.end() && !it->is_null()) {
+    const auto examples = it->is_object() ? it->find("examples") : it->end();
+    if (!it->is_object() || examples == it->end() || !examples->is_number_integer() ||
+        examples->get<int64_t>() < 0) {
+      return Bad(source, "\"reference\" must be an object with an integer \"examples\" >= 0");
+    }
+    c.reference.examples = examples->get<int64_t>();
+    for (auto [key, field] : {std::pair{"confidence", &c.reference.confidence},
+                              std::pair{"mutual_information", &c.reference.mutual_information}}) {
+      const auto v = it->find(key);
+      if (v == it->end() || !v->is_array()) {
+        return Bad(source, absl::StrCat("\"reference.", key, "\" must be an array of fractions"));
+      }
+      for (const json& x : *v) {
+        if (!x.is_number() || x.get<double>() < 0 || x.get<double>() > 1 + 1e-9) {
+          return Bad(source, absl::StrCat("\"reference.", key, "\" must hold numbers in [0, 1]"));
+        }
+        field->push_back(x.get<double>());
+      }
+    }
+  }
   return c;
 }
 
@@ -271,6 +292,11 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                     {"hiddencut_rate", c.dropout.hiddencut_rate}};
   }
   if (!c.description.empty()) j["description"] = c.description;
+  if (c.reference.examples > 0) {
+    j["reference"] = {{"examples", c.reference.examples},
+                      {"confidence", c.reference.confidence},
+                      {"mutual_information", c.reference.mutual_information}};
+  }
   return j.dump(2) + "\n";
 }
 

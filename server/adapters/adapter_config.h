@@ -64,6 +64,16 @@ struct ServingConfig {
   // with NONE the N samples of a member are identical.
   model::DropoutSpec dropout;
   std::string description;
+  // How the adapter's predictions were distributed on its validation data (written by the
+  // fine-tune job; "reference" in loracle.json): fractions per drift bin of confidence and mutual
+  // information (calibration/drift.h). examples == 0: none; drift is then measured against the
+  // first window of live traffic.
+  struct Reference {
+    int64_t examples = 0;
+    std::vector<double> confidence;
+    std::vector<double> mutual_information;
+  };
+  Reference reference;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

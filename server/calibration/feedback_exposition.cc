@@ -107,13 +107,40 @@ std::vector<MetricFamily> FeedbackFamilies(const std::vector<FeedbackStore::Vers
       }
     }
   }
+  MetricFamily psi = Family("loracle_drift_psi",
+                            "Population stability index of the latest --feedback_window "
+                            "predictions' confidence or mutual information against the reference "
+                            "(validation data, else the first window); > 0.25 is a large shift",
+                            MetricType::Gauge);
+  MetricFamily reference = Family("loracle_drift_reference_examples",
+                                  "Examples behind the drift reference, by source (validation or "
+                                  "first_window)",
+                                  MetricType::Gauge);
+  MetricFamily served = Family("loracle_feedback_predictions_total",
+                               "Predictions remembered for feedback and drift, by adapter version",
+                               MetricType::Counter);
+  for (const FeedbackStore::VersionReport& r : reports) {
+    const std::string version = absl::StrCat(r.version);
+    AddCounter(served, {L("adapter", r.adapter), L("version", version)},
+               static_cast<double>(r.predictions));
+    if (!r.has_drift) continue;
+    AddGauge(psi, {L("adapter", r.adapter), L("version", version), L("signal", "confidence")},
+             r.psi_confidence);
+    AddGauge(psi,
+             {L("adapter", r.adapter), L("version", version), L("signal", "mutual_information")},
+             r.psi_mutual_information);
+    AddGauge(reference,
+             {L("adapter", r.adapter), L("version", version),
+              L("source", r.reference_from_validation ? "validation" : "first_window")},
+             static_cast<double>(r.reference_examples));
+  }
   MetricFamily waiting = Family("loracle_feedback_remembered",
                                 "Predictions remembered for feedback (bounded by "
                                 "--feedback_capacity and --feedback_ttl_s)",
                                 MetricType::Gauge);
   AddGauge(waiting, {}, static_cast<double>(remembered));
-  return {total, dups, labelled,  accuracy, ece,     mce,
-          brier, nll,  bin_count, bin_conf, bin_acc, waiting};
+  return {total,     dups,     labelled, accuracy, ece,       mce,    brier,  nll,
+          bin_count, bin_conf, bin_acc,  psi,      reference, served, waiting};
 }
 
 }  // namespace loracle::calibration

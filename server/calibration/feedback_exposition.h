@@ -14,6 +14,10 @@
 //   loracle_online_bin_count{adapter,version,window,bin}      a reliability diagram: count,
 //   loracle_online_bin_confidence{...}, loracle_online_bin_accuracy{...}   means (empty: absent)
 //   loracle_feedback_remembered                               predictions awaiting feedback
+//   loracle_feedback_predictions_total{adapter,version}       predictions served and remembered
+//   loracle_drift_psi{adapter,version,signal}                 drift (drift.h); signal is
+//                                                             "confidence" or "mutual_information"
+//   loracle_drift_reference_examples{adapter,version,source}  "validation" or "first_window"
 
 #include <prometheus/metric_family.h>
 

@@ -75,8 +75,38 @@ void FeedbackStore::ExpireLocked(absl::Time now) {
 }
 
 void FeedbackStore::Remember(std::string id, const Served& served, std::vector<float> probs,
-                             absl::Time now) {
+                             double confidence, double mutual_information, absl::Time now) {
   absl::MutexLock lock(&mu_);
+  Stats& stats = stats_[{served.adapter, served.version}];
+  ++stats.predictions;
+  if (stats.predictions == 1 && served.reference_examples > 0 &&
+      served.reference_confidence != nullptr && served.reference_mutual_information != nullptr) {
+    DriftHistogram reference{served.reference_examples, *served.reference_confidence,
+                             *served.reference_mutual_information};
+    if (reference.valid()) {
+      stats.reference = std::move(reference);
+      stats.reference_from_validation = true;
+    }
+  }
+  if (!stats.reference.valid()) {  // the first window becomes the reference
+    stats.first_confidence.push_back(confidence);
+    stats.first_mi.push_back(mutual_information);
+    if (static_cast<int64_t>(stats.first_confidence.size()) >= options_.window) {
+      stats.reference = HistogramOf(stats.first_confidence, stats.first_mi);
+      stats.first_confidence = {};
+      stats.first_mi = {};
+    }
+  } else {
+    const int cb = ConfidenceBin(confidence), mb = MutualInformationBin(mutual_information);
+    stats.live.emplace_back(static_cast<uint8_t>(cb), static_cast<uint8_t>(mb));
+    ++stats.live_confidence[cb];
+    ++stats.live_mi[mb];
+    if (static_cast<int64_t>(stats.live.size()) > options_.window) {
+      --stats.live_confidence[stats.live.front().first];
+      --stats.live_mi[stats.live.front().second];
+      stats.live.pop_front();
+    }
+  }
   auto [it, inserted] = entries_.try_emplace(id);
   if (!inserted) return;  // ids are random 128-bit: a repeat is a caller bug, keep the first
   auto& labels = labels_[{served.adapter, served.version}];
@@ -129,6 +159,19 @@ std::vector<FeedbackStore::VersionReport> FeedbackStore::Reports() const {
     r.since_load = stats.since_load;
     for (const CalibrationSums::Outcome& o : stats.recent) r.window.Add(o);
     r.duplicates = stats.duplicates;
+    r.predictions = stats.predictions;
+    r.reference_from_validation = stats.reference_from_validation;
+    r.reference_examples = stats.reference.examples;
+    r.live_examples = static_cast<int64_t>(stats.live.size());
+    r.has_drift = stats.reference.valid() && !stats.live.empty();
+    if (r.has_drift) {
+      const double n = static_cast<double>(stats.live.size());
+      std::vector<double> conf(kConfidenceBins), mi(kMutualInformationBins);
+      for (int b = 0; b < kConfidenceBins; ++b) conf[b] = stats.live_confidence[b] / n;
+      for (int b = 0; b < kMutualInformationBins; ++b) mi[b] = stats.live_mi[b] / n;
+      r.psi_confidence = PopulationStabilityIndex(stats.reference.confidence, conf);
+      r.psi_mutual_information = PopulationStabilityIndex(stats.reference.mutual_information, mi);
+    }
     out.push_back(std::move(r));
   }
   return out;

@@ -8,8 +8,14 @@
 // (calibration.h) computes offline from the same probabilities and labels, plus the per-bin
 // counts, mean confidences and accuracies of a reliability diagram.
 //
+// It also measures drift before any feedback arrives: per adapter version, the confidence and
+// mutual information of the latest `window` predictions against a reference distribution
+// (drift.h): the adapter's validation data when it brings one, else its first `window`
+// predictions.
+//
 // Memory is bounded under any traffic: at most `capacity` remembered predictions (the oldest are
-// forgotten first), none older than `ttl`, and `window` outcomes per adapter version.
+// forgotten first), none older than `ttl`, and `window` outcomes and predictions per adapter
+// version.
 //
 // Thread-safety: every method may be called from any thread; each takes one short lock.
 
@@ -29,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/calibration/calibration.h"
+#include "server/calibration/drift.h"
 
 namespace loracle::calibration {
 
@@ -67,15 +74,21 @@ class FeedbackStore {
   // INVALID_ARGUMENT for a capacity or window < 1 or a ttl <= 0.
   static absl::StatusOr<std::unique_ptr<FeedbackStore>> Create(const Options& options);
 
-  // What served a prediction.
+  // What served a prediction. The pointees are copied once per version.
   struct Served {
     std::string adapter;
     int64_t version = 0;
-    const std::vector<std::string>* labels = nullptr;  // copied once per version
+    const std::vector<std::string>* labels = nullptr;
+    // The validation distribution (drift.h's bins); examples 0 or other sizes: use the first
+    // window instead.
+    int64_t reference_examples = 0;
+    const std::vector<double>* reference_confidence = nullptr;
+    const std::vector<double>* reference_mutual_information = nullptr;
   };
-  // Remembers a returned prediction; forgets the oldest beyond capacity or ttl.
-  void Remember(std::string id, const Served& served, std::vector<float> probs, absl::Time now)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Remembers a returned prediction (for feedback, and its confidence and mutual information for
+  // drift); forgets the oldest beyond capacity or ttl.
+  void Remember(std::string id, const Served& served, std::vector<float> probs, double confidence,
+                double mutual_information, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
   enum class Result { kRecorded, kDuplicate };
   // Adds the prediction's outcome to its version's sums. NOT_FOUND for an unknown or expired id;
@@ -90,8 +103,17 @@ class FeedbackStore {
     CalibrationSums since_load;
     CalibrationSums window;  // summed afresh from the window's outcomes: no drift
     int64_t duplicates = 0;
+    int64_t predictions = 0;  // remembered since load
+    // Drift of the latest `window` predictions against the reference; has_drift is false until
+    // there is a reference (the first window fills up) and a live prediction.
+    bool has_drift = false;
+    bool reference_from_validation = false;
+    int64_t reference_examples = 0;
+    int64_t live_examples = 0;
+    double psi_confidence = 0;
+    double psi_mutual_information = 0;
   };
-  // Every adapter version with feedback, ordered by (adapter, version).
+  // Every adapter version with predictions, ordered by (adapter, version).
   std::vector<VersionReport> Reports() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Drops the sums of versions `keep` returns false for (unloaded ones); their remembered
@@ -115,6 +137,13 @@ class FeedbackStore {
     CalibrationSums since_load;
     std::deque<CalibrationSums::Outcome> recent;  // the window's outcomes, oldest first
     int64_t duplicates = 0;
+    int64_t predictions = 0;
+    DriftHistogram reference;  // valid() once known
+    bool reference_from_validation = false;
+    std::vector<double> first_confidence, first_mi;  // the first window, without one
+    std::deque<std::pair<uint8_t, uint8_t>> live;    // (confidence, MI) bins, oldest first
+    std::array<int64_t, kConfidenceBins> live_confidence{};
+    std::array<int64_t, kMutualInformationBins> live_mi{};
   };
   using VersionKey = std::pair<std::string, int64_t>;
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

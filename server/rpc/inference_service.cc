@@ -48,9 +48,12 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
     p->set_label(adapter.serving.labels[static_cast<size_t>(in.summary.argmax)]);
     for (double v : in.summary.mean_probs) p->add_probs(static_cast<float>(v));
     if (feedback != nullptr) {
+      const adapters::ServingConfig::Reference& ref = adapter.serving.reference;
       feedback->Remember(p->prediction_id(),
-                         {adapter.name, adapter.version, &adapter.serving.labels},
-                         {p->probs().begin(), p->probs().end()}, now);
+                         {adapter.name, adapter.version, &adapter.serving.labels, ref.examples,
+                          &ref.confidence, &ref.mutual_information},
+                         {p->probs().begin(), p->probs().end()}, in.summary.confidence,
+                         in.summary.mutual_information, now);
     }
     loracle::v1::Uncertainty* u = p->mutable_uncertainty();
     u->set_predictive_entropy(static_cast<float>(in.summary.predictive_entropy));
@@ -255,6 +258,12 @@ grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
     *v->mutable_since_load() = ToProto(r.since_load);
     *v->mutable_recent() = ToProto(r.window);
     v->set_duplicates(static_cast<uint64_t>(r.duplicates));
+    v->set_predictions(static_cast<uint64_t>(r.predictions));
+    if (r.has_drift) {
+      v->set_psi_confidence(static_cast<float>(r.psi_confidence));
+      v->set_psi_mutual_information(static_cast<float>(r.psi_mutual_information));
+      v->set_drift_reference(r.reference_from_validation ? "validation" : "first_window");
+    }
   }
   return call.Finish(absl::OkStatus());
 }

@@ -13,6 +13,7 @@
 #include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
+#include "server/calibration/drift.h"
 #include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
 #include "server/training/dataset.h"
@@ -217,6 +218,10 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   identity.serving.mc_samples = options->dropout.active() ? options->mc_samples : 1;
   identity.serving.temperature = trained->report.temperature;
   identity.serving.dropout = options->dropout;
+  const calibration::DriftHistogram reference = calibration::HistogramOf(
+      trained->report.validation_confidence, trained->report.validation_mutual_information);
+  identity.serving.reference = {reference.examples, reference.confidence,
+                                reference.mutual_information};
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;

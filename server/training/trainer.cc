@@ -19,6 +19,7 @@
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
 #include "server/model/encoder.h"
+#include "server/serving/uncertainty.h"
 #include "server/training/losses.h"
 
 namespace loracle::training {
@@ -470,6 +471,16 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         Report(ensemble, validation.labels, r.temperature);
     if (!cal.ok()) return cal.status();
     r.calibrated = *cal;
+    for (const auto& example : ensemble) {
+      std::vector<std::vector<double>> probs;
+      for (const std::vector<double>& pass : example) {
+        probs.push_back(serving::Softmax(pass, r.temperature));
+      }
+      absl::StatusOr<serving::UncertaintySummary> s = serving::Summarize(probs);
+      if (!s.ok()) return s.status();
+      r.validation_confidence.push_back(s->confidence);
+      r.validation_mutual_information.push_back(s->mutual_information);
+    }
     r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   } catch (const c10::Error& e) {

@@ -90,8 +90,12 @@ struct TrainingReport {
   calibration::CalibrationReport ensemble;              // M x N passes
   double temperature = 1.0;
   calibration::CalibrationReport calibrated;  // the ensemble at `temperature`
-  int64_t steps = 0;                          // optimiser steps run
-  int64_t best_step = 0;                      // the step whose weights were kept
+  // Per validation example, as serving will summarise it (M x N passes at `temperature`): the
+  // reference distribution for drift (calibration/drift.h).
+  std::vector<double> validation_confidence;
+  std::vector<double> validation_mutual_information;
+  int64_t steps = 0;      // optimiser steps run
+  int64_t best_step = 0;  // the step whose weights were kept
   double seconds = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "server/app/spam_demo.h"
 #include "server/rpc/training_service.h"
 #include "server/training/job_queue.h"
@@ -143,6 +144,20 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
                         "member-0/adapter_model.safetensors", "member-1/adapter_config.json"}) {
     EXPECT_FALSE(testing::ReadFile(dir + "/" + f).empty()) << f;
   }
+
+  // The validation distribution travels with the adapter and is the drift reference.
+  const nlohmann::json serving = nlohmann::json::parse(testing::ReadFile(dir + "/loracle.json"));
+  EXPECT_EQ(serving["reference"]["examples"].get<int64_t>(), done.validation_examples());
+  EXPECT_EQ(serving["reference"]["confidence"].size(), 15u);
+  grpc::ClientContext cal_ctx;
+  loracle::v1::OnlineCalibrationRequest cal_req;
+  cal_req.set_adapter("spam");
+  loracle::v1::OnlineCalibrationResponse cal;
+  ASSERT_TRUE(inference->OnlineCalibration(&cal_ctx, cal_req, &cal).ok());
+  ASSERT_EQ(cal.versions_size(), 1);
+  EXPECT_EQ(cal.versions(0).predictions(), 2u);
+  EXPECT_TRUE(cal.versions(0).has_psi_confidence());
+  EXPECT_EQ(cal.versions(0).drift_reference(), "validation");
 }
 
 // The bundled SpamAssassin files, named server-side through --data_dir (a few steps: the numbers

@@ -39,7 +39,7 @@ TEST(FeedbackStoreTest, OnlineReportEqualsTheOfflineOne) {
     const float sum = p[0] + p[1] + p[2];
     for (float& x : p) x /= sum;
     const int y = static_cast<int>(rng() % 3);
-    store->Remember("id" + std::to_string(i), Served("spam", 2), p, t0);
+    store->Remember("id" + std::to_string(i), Served("spam", 2), p, 0.5, 0.0, t0);
     ASSERT_EQ(*store->Record("id" + std::to_string(i), kLabels[static_cast<size_t>(y)], t0),
               Result::kRecorded);
     probs.emplace_back(p.begin(), p.end());
@@ -70,7 +70,7 @@ TEST(FeedbackStoreTest, UnknownExpiredDuplicateAndBadLabel) {
   auto store = Store(/*capacity=*/3);
   const absl::Time t0 = absl::Now();
   for (int i = 0; i < 4; ++i) {
-    store->Remember("p" + std::to_string(i), Served("a", 1), {0.2f, 0.7f, 0.1f}, t0);
+    store->Remember("p" + std::to_string(i), Served("a", 1), {0.2f, 0.7f, 0.1f}, 0.7, 0.0, t0);
   }
   EXPECT_EQ(store->remembered(), 3);
   EXPECT_EQ(store->Record("p0", "spam", t0).status().code(), absl::StatusCode::kNotFound)
@@ -92,9 +92,9 @@ TEST(FeedbackStoreTest, UnknownExpiredDuplicateAndBadLabel) {
 TEST(FeedbackStoreTest, RetainDropsUnloadedVersions) {
   auto store = Store();
   const absl::Time t0 = absl::Now();
-  store->Remember("x", Served("a", 1), {0.9f, 0.05f, 0.05f}, t0);
-  store->Remember("y", Served("a", 2), {0.9f, 0.05f, 0.05f}, t0);
-  store->Remember("z", Served("a", 2), {0.9f, 0.05f, 0.05f}, t0);
+  store->Remember("x", Served("a", 1), {0.9f, 0.05f, 0.05f}, 0.9, 0.0, t0);
+  store->Remember("y", Served("a", 2), {0.9f, 0.05f, 0.05f}, 0.9, 0.0, t0);
+  store->Remember("z", Served("a", 2), {0.9f, 0.05f, 0.05f}, 0.9, 0.0, t0);
   ASSERT_TRUE(store->Record("x", "ham", t0).ok());
   ASSERT_TRUE(store->Record("y", "spam", t0).ok());
   ASSERT_EQ(store->Reports().size(), 2u);
@@ -104,6 +104,63 @@ TEST(FeedbackStoreTest, RetainDropsUnloadedVersions) {
   EXPECT_EQ(reports[0].version, 2);
   EXPECT_EQ(reports[0].since_load.Report().accuracy, 0.0);
   EXPECT_EQ(store->remembered(), 2);
+}
+
+// Drift against the validation reference, and against the first window when there is none: the
+// same distribution scores near 0, a shifted one far above the 0.25 rule of thumb.
+TEST(FeedbackStoreTest, DriftComparesLiveTrafficWithTheReference) {
+  auto store = Store(100000, 500);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> confident(0.85, 1.0), unsure(0.34, 0.6);
+  std::uniform_real_distribution<double> low_mi(0.0, 0.004), high_mi(0.1, 0.6);
+  std::vector<double> ref_conf, ref_mi;
+  for (int i = 0; i < 2000; ++i) {
+    ref_conf.push_back(confident(rng));
+    ref_mi.push_back(low_mi(rng));
+  }
+  const DriftHistogram ref = HistogramOf(ref_conf, ref_mi);
+  FeedbackStore::Served validated{
+      "v", 1, &kLabels, ref.examples, &ref.confidence, &ref.mutual_information};
+  const absl::Time t0 = absl::Now();
+  int id = 0;
+  auto send = [&](const FeedbackStore::Served& s, int n, bool shifted) {
+    for (int i = 0; i < n; ++i) {
+      store->Remember("q" + std::to_string(id++), s, {0.1f, 0.8f, 0.1f},
+                      shifted ? unsure(rng) : confident(rng), shifted ? high_mi(rng) : low_mi(rng),
+                      t0);
+    }
+  };
+  auto report = [&](const std::string& adapter) {
+    for (const auto& r : store->Reports()) {
+      if (r.adapter == adapter) return r;
+    }
+    return FeedbackStore::VersionReport{};
+  };
+  send(validated, 500, false);
+  FeedbackStore::VersionReport r = report("v");
+  ASSERT_TRUE(r.has_drift);
+  EXPECT_TRUE(r.reference_from_validation);
+  EXPECT_EQ(r.reference_examples, 2000);
+  EXPECT_EQ(r.live_examples, 500);
+  EXPECT_LT(r.psi_confidence, 0.1);
+  EXPECT_LT(r.psi_mutual_information, 0.1);
+  send(validated, 500, true);  // the whole window is now shifted traffic
+  r = report("v");
+  EXPECT_GT(r.psi_confidence, 0.25);
+  EXPECT_GT(r.psi_mutual_information, 0.25);
+
+  const FeedbackStore::Served elsewhere{"e", 1, &kLabels};
+  send(elsewhere, 499, false);
+  EXPECT_FALSE(report("e").has_drift) << "the first window is still filling";
+  send(elsewhere, 1, false);
+  send(elsewhere, 500, false);
+  r = report("e");
+  ASSERT_TRUE(r.has_drift);
+  EXPECT_FALSE(r.reference_from_validation);
+  EXPECT_EQ(r.reference_examples, 500);
+  EXPECT_LT(r.psi_confidence, 0.1);
+  send(elsewhere, 500, true);
+  EXPECT_GT(report("e").psi_confidence, 0.25);
 }
 
 TEST(FeedbackStoreTest, BadOptionsAreRefused) {
