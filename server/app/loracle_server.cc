@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -46,17 +47,46 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
   metrics::Metrics* m = s->metrics_.get();
-  // Online calibration per adapter version, for the versions the registry still holds.
-  s->metrics_->AddCollector([feedback = s->feedback_.get(), registry = &s->registry_slot_] {
-    if (const adapters::Registry* r = registry->get(); r != nullptr) {
-      std::set<std::pair<std::string, int64_t>> live;
-      for (const adapters::AdapterInfo& info : r->List()) live.insert({info.name, info.version});
-      feedback->Retain([&live](absl::string_view adapter, int64_t version) {
-        return live.count({std::string(adapter), version}) > 0;
+  // Online calibration per adapter version, for the versions the registry still holds; adapters
+  // and fine-tune jobs by state.
+  s->metrics_->AddCollector(
+      [feedback = s->feedback_.get(), registry = &s->registry_slot_, jobs = &s->jobs_slot_] {
+        std::map<std::string, int64_t> adapter_states;
+        for (adapters::AdapterState state :
+             {adapters::AdapterState::kLoading, adapters::AdapterState::kReady,
+              adapters::AdapterState::kUnloading, adapters::AdapterState::kFailed}) {
+          adapter_states[std::string(adapters::AdapterStateName(state))] = 0;
+        }
+        if (const adapters::Registry* r = registry->get(); r != nullptr) {
+          std::set<std::pair<std::string, int64_t>> live;
+          for (const adapters::AdapterInfo& info : r->List()) {
+            live.insert({info.name, info.version});
+            ++adapter_states[std::string(adapters::AdapterStateName(info.state))];
+          }
+          feedback->Retain([&live](absl::string_view adapter, int64_t version) {
+            return live.count({std::string(adapter), version}) > 0;
+          });
+        }
+        std::vector<prometheus::MetricFamily> families =
+            calibration::FeedbackFamilies(feedback->Reports(), feedback->remembered());
+        families.push_back(metrics::GaugeFamily("loracle_adapters",
+                                                "Adapter versions the registry holds, by state",
+                                                "state", adapter_states));
+        if (const training::JobQueue* q = jobs->get(); q != nullptr) {
+          const training::JobQueue::Summary summary = q->Summarize();
+          std::map<std::string, int64_t> by_state;
+          for (const auto& [state, n] : summary.by_state) {
+            by_state[loracle::v1::JobState_Name(state).substr(10)] = n;  // drop "JOB_STATE_"
+          }
+          families.push_back(metrics::GaugeFamily("loracle_training_jobs",
+                                                  "Fine-tune jobs this replica holds, by state",
+                                                  "state", by_state));
+          families.push_back(metrics::GaugeFamily(
+              "loracle_training_examples_per_second", "Training throughput of the running jobs", "",
+              std::map<std::string, double>{{"", summary.running_examples_per_s}}));
+        }
+        return families;
       });
-    }
-    return calibration::FeedbackFamilies(feedback->Reports(), feedback->remembered());
-  });
   s->inference_service_ = std::make_unique<rpc::InferenceService>(
       options.inference, &s->inference_backend_, s->feedback_.get(), m);
   s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, m);

@@ -66,7 +66,7 @@ std::vector<MetricFamily> FeedbackFamilies(const std::vector<FeedbackStore::Vers
   MetricFamily brier = Family("loracle_online_brier", "Multiclass Brier score", MetricType::Gauge);
   MetricFamily nll = Family("loracle_online_nll",
                             "Negative log-likelihood of the true labels (nats)", MetricType::Gauge);
-  MetricFamily bin_count = Family("loracle_online_bin_count",
+  MetricFamily bin_count = Family("loracle_online_bin_predictions",
                                   "Reliability diagram: labelled predictions per confidence bin "
                                   "(bin = upper edge)",
                                   MetricType::Gauge);

@@ -11,7 +11,7 @@
 //   loracle_feedback_duplicates_total{adapter,version}        second feedbacks, ignored
 //   loracle_online_labelled{adapter,version,window}           predictions in the window
 //   loracle_online_{accuracy,ece,mce,brier,nll}{adapter,version,window}
-//   loracle_online_bin_count{adapter,version,window,bin}      a reliability diagram: count,
+//   loracle_online_bin_predictions{adapter,version,window,bin}      a reliability diagram: count,
 //   loracle_online_bin_confidence{...}, loracle_online_bin_accuracy{...}   means (empty: absent)
 //   loracle_feedback_remembered                               predictions awaiting feedback
 //   loracle_feedback_predictions_total{adapter,version}       predictions served and remembered

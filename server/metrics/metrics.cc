@@ -19,6 +19,36 @@ const prometheus::Histogram::BucketBoundaries kMiBuckets = {0.001, 0.005, 0.01, 
 
 }  // namespace
 
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help,
+                                     const std::string& label,
+                                     const std::map<std::string, double>& values) {
+  prometheus::MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = prometheus::MetricType::Gauge;
+  for (const auto& [key, value] : values) {
+    prometheus::ClientMetric m;
+    if (!label.empty()) {
+      prometheus::ClientMetric::Label l;
+      l.name = label;
+      l.value = key;
+      m.label.push_back(l);
+    }
+    m.gauge.value = value;
+    f.metric.push_back(std::move(m));
+    if (label.empty()) break;
+  }
+  return f;
+}
+
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help,
+                                     const std::string& label,
+                                     const std::map<std::string, int64_t>& values) {
+  std::map<std::string, double> d;
+  for (const auto& [key, value] : values) d[key] = static_cast<double>(value);
+  return GaugeFamily(name, help, label, d);
+}
+
 Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   using namespace prometheus;  // NOLINT: builder DSL
   requests_ = &BuildCounter()

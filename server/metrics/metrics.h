@@ -26,6 +26,15 @@
 
 namespace loracle::metrics {
 
+// A gauge family with one series per entry of `values`, labelled `label`=key (no label when
+// `label` is empty: one series, the first value). For collectors.
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help,
+                                     const std::string& label,
+                                     const std::map<std::string, double>& values);
+prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string& help,
+                                     const std::string& label,
+                                     const std::map<std::string, int64_t>& values);
+
 class Metrics {
  public:
   struct Options {

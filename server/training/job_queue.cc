@@ -29,6 +29,24 @@ std::string NewJobId() {
 
 }  // namespace
 
+JobQueue::Summary JobQueue::Summarize() const {
+  Summary s;
+  for (loracle::v1::JobState state :
+       {loracle::v1::JOB_STATE_QUEUED, loracle::v1::JOB_STATE_RUNNING,
+        loracle::v1::JOB_STATE_SUCCEEDED, loracle::v1::JOB_STATE_FAILED,
+        loracle::v1::JOB_STATE_CANCELLED}) {
+    s.by_state[state] = 0;
+  }
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, record] : jobs_) {
+    ++s.by_state[record.job.state()];
+    if (record.job.state() == loracle::v1::JOB_STATE_RUNNING) {
+      s.running_examples_per_s += record.job.examples_per_s();
+    }
+  }
+  return s;
+}
+
 bool JobEnded(JobState state) {
   return state == loracle::v1::JOB_STATE_SUCCEEDED || state == loracle::v1::JOB_STATE_FAILED ||
          state == loracle::v1::JOB_STATE_CANCELLED;

@@ -88,6 +88,14 @@ class JobQueue {
       ABSL_LOCKS_EXCLUDED(mu_, notify_mu_);
   void Unsubscribe(int64_t token) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // For metrics: jobs per state (every state present, 0 when none) and the summed examples/s of
+  // running jobs.
+  struct Summary {
+    std::map<loracle::v1::JobState, int64_t> by_state;
+    double running_examples_per_s = 0;
+  };
+  Summary Summarize() const ABSL_LOCKS_EXCLUDED(mu_);
+
   // Stops the workers: running jobs are cancelled and queued again on disk; waits for them.
   // Idempotent; call from one thread (the owner's).
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);

@@ -458,13 +458,15 @@ TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
   double binned = 0;
   for (int b = 1; b <= 15; ++b) {
     const double v = Sample(body,
-                            "loracle_online_bin_count{adapter=\"topics\",version=\"1\","
+                            "loracle_online_bin_predictions{adapter=\"topics\",version=\"1\","
                             "window=\"since_load\",bin=\"" +
                                 absl::StrFormat("%.4g", b / 15.0) + "\"}");
     ASSERT_FALSE(std::isnan(v)) << "bin " << b;
     binned += v;
   }
   EXPECT_EQ(binned, 30);
+  EXPECT_GE(Sample(body, "loracle_adapters{state=\"READY\"}"), 4) << body;
+  EXPECT_EQ(Sample(body, "loracle_adapters{state=\"FAILED\"}"), 1) << "the corrupt adapter";
 
   // The same report through the RPC, and the CLI's view of it.
   {
