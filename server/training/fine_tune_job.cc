@@ -125,7 +125,7 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFor(const SubmitRequest& r,
       r.mc_samples() > 0 ? static_cast<int>(r.mc_samples()) : (o.dropout.active() ? 4 : 1);
   o.epochs = r.epochs() > 0 ? static_cast<int>(r.epochs()) : 3;
   o.max_steps = static_cast<int64_t>(r.max_steps());
-  o.learning_rate = r.learning_rate() > 0 ? r.learning_rate() : 5e-4;
+  o.learning_rate = r.learning_rate() > 0 ? r.learning_rate() : 1e-3;
   o.batch_size = r.batch_size() > 0 ? static_cast<int>(r.batch_size()) : 16;
   const auto& opt = r.optimizer();
   o.warmup_fraction = opt.warmup_fraction() > 0 ? opt.warmup_fraction() : 0.06;

@@ -10,7 +10,7 @@
 // Defaults for fields left 0 (documented in the README's fine-tune section): rank 8, alpha 16,
 // PEFT's target modules for the architecture, LORA_DROPOUT p = 0.1 (HIDDENKEY: DropKey and
 // HiddenCut 0.1, KL weight 0.5), 1 member, N = 4 test-time samples when dropout is on (else 1),
-// 3 epochs, learning rate 5e-4, batch 16, warmup 6%, weight decay 0.01, gradient clipping 1.0,
+// 3 epochs, learning rate 1e-3, batch 16, warmup 6%, weight decay 0.01, gradient clipping 1.0,
 // 128 tokens, validation split 0.1.
 
 #include <string>

@@ -51,7 +51,7 @@ struct TrainerOptions {
   int mc_samples = 1;             // N: test-time samples per member in the report (and serving)
   int epochs = 3;
   int64_t max_steps = 0;  // 0 = all epochs
-  double learning_rate = 5e-4;
+  double learning_rate = 1e-3;
   double warmup_fraction = 0.06;
   double weight_decay = 0.01;
   int batch_size = 16;  // examples per step (each runs as M rows)

@@ -45,10 +45,9 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$
 
 # Starts a long job and waits until it has taken optimiser steps; prints its id.
 start_job() {
-  cli finetune --name=spam_bg --server_data=train.jsonl --server_validation=validation.jsonl \
-    --epochs=50 --detach --json >"$work/job.json"
-  local id
-  id="$(field "$work/job.json" '["id"]')"
+  local id  # --detach --json prints the job id
+  id="$(cli finetune --name=spam_bg --server_data=train.jsonl \
+    --server_validation=validation.jsonl --epochs=50 --detach --json | tail -1)"
   for _ in $(seq 1 600); do
     cli jobs get "$id" --json >"$work/job_now.json"
     [[ "$(field "$work/job_now.json" '.get("step", 0)')" -ge 3 ]] && break
@@ -104,8 +103,9 @@ result = {"saturation": load("saturation"), "rate": rate, "scenarios": {}}
 for name, r, job in rows:
     errors = sum(r["errors"].values()) if isinstance(r.get("errors"), dict) else r.get("errors", 0)
     ex = f"{job['examples_per_s']:.1f}" if job else "-"
-    print(f"| {name} | {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-          f"{r['p99_ms'] / idle['p99_ms']:.2f} | {errors} | {ex} |")
+    lat, idle_p99 = r["latency_ms"], idle["latency_ms"]["p99"]
+    print(f"| {name} | {r['requests_per_s']:.1f} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
+          f"{lat['p99'] / idle_p99:.2f} | {errors} | {ex} |")
     result["scenarios"][name] = {"bench": r, "job": job}
 json.dump(result, open(out, "w"), indent=2)
 print(f"\nresults: {out}", file=sys.stderr)
