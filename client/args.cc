@@ -9,7 +9,7 @@
 namespace loracle::client {
 namespace {
 
-const char* const kBoolFlags[] = {"json", "members", "help", "detach", "rslora"};
+const char* const kBoolFlags[] = {"json", "members", "help", "detach", "rslora", "feedback"};
 
 bool IsBool(const std::string& name) {
   for (const char* b : kBoolFlags)

@@ -60,6 +60,14 @@ class Recorder {
       ++result_.errors[CodeName(s.error_code())];
     }
   }
+  void RecordFeedback(const grpc::Status& s) {
+    absl::MutexLock lock(&mu_);
+    if (s.ok()) {
+      ++result_.feedback_ok;
+    } else {
+      ++result_.feedback_errors[CodeName(s.error_code())];
+    }
+  }
   BenchResult Finish(double seconds) {
     absl::MutexLock lock(&mu_);
     BenchResult r = result_;
@@ -93,6 +101,12 @@ struct Call {
   loracle::v1::PredictRequest req;
   loracle::v1::PredictResponse resp;
   absl::Time start;
+};
+
+struct FeedbackCall {
+  grpc::ClientContext ctx;
+  loracle::v1::FeedbackRequest req;
+  loracle::v1::FeedbackResponse resp;
 };
 
 }  // namespace
@@ -146,6 +160,26 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
     }
     stub->async()->Predict(&call->ctx, &call->req, &call->resp, [&, call](grpc::Status s) {
       recorder.Record(call->start, s, call->resp);
+      if (o.feedback && s.ok()) {
+        auto* fb = new FeedbackCall();
+        for (const auto& p : call->resp.predictions()) {
+          loracle::v1::FeedbackItem* item = fb->req.add_items();
+          item->set_prediction_id(p.prediction_id());
+          item->set_true_label(p.label());
+        }
+        fb->ctx.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::milliseconds(o.timeout_ms));
+        {
+          absl::MutexLock lock(&mu);
+          ++outstanding;
+        }
+        stub->async()->Feedback(&fb->ctx, &fb->req, &fb->resp, [&, fb](grpc::Status fs) {
+          recorder.RecordFeedback(fs);
+          delete fb;
+          absl::MutexLock lock(&mu);
+          --outstanding;
+        });
+      }
       delete call;
       const bool again = o.rate <= 0 && absl::Now() < stop_at;  // closed loop: keep C in flight
       if (again) issue();
@@ -187,6 +221,12 @@ void PrintBench(const BenchOptions& o, const BenchResult& r, std::ostream& out) 
                          r.inputs_per_s);
   out << absl::StrFormat("  latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f  mean %.2f\n",
                          r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms, r.mean_ms);
+  if (o.feedback) {
+    std::vector<std::string> fe;
+    for (const auto& [code, n] : r.feedback_errors) fe.push_back(absl::StrFormat("%s=%d", code, n));
+    out << absl::StrFormat("  feedback: %d ok, errors: %s\n", r.feedback_ok,
+                           fe.empty() ? "none" : absl::StrJoin(fe, " "));
+  }
 }
 
 std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
@@ -202,6 +242,9 @@ std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
         {"mc_samples", o.mc_samples}}},
       {"ok", r.ok},
       {"errors", r.errors},
+      {"feedback", o.feedback},
+      {"feedback_ok", r.feedback_ok},
+      {"feedback_errors", r.feedback_errors},
       {"requests_per_s", r.requests_per_s},
       {"inputs_per_s", r.inputs_per_s},
       {"mean_tokens", r.mean_tokens},

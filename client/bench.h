@@ -23,6 +23,9 @@ struct BenchOptions {
   int inputs_per_request = 1;
   int mc_samples = 0;  // 0 = the adapter's default
   int timeout_ms = 30000;
+  // After each successful Predict, send Feedback for its predictions (true label: the predicted
+  // one), without delaying the next Predict: load with the feedback loop on.
+  bool feedback = false;
 };
 
 struct BenchResult {
@@ -33,6 +36,8 @@ struct BenchResult {
   double inputs_per_s = 0;
   double mean_tokens = 0;  // tokens per input as the server counted them
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
+  int64_t feedback_ok = 0;                         // Feedback calls (with `feedback`)
+  std::map<std::string, int64_t> feedback_errors;  // by status code name
 };
 
 // "OK", "INVALID_ARGUMENT", ... for a gRPC status code.

@@ -49,6 +49,7 @@ int BenchCommand(const Args& args, const Channel& channel, std::ostream& out, st
       return 2;
     }
   }
+  o.feedback = Flag(args, "feedback") == "true";
   if (o.duration_s <= 0) {
     err << "loracle bench: --duration_s must be > 0\n";
     return 2;

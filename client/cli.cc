@@ -22,7 +22,7 @@ commands:
   adapters [list | get NAME]
           list the adapters the server holds, or show one
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
-        [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--json_out=FILE]
+        [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--feedback] [--json_out=FILE]
           load-test Predict: throughput, p50/p90/p99 latency, errors by status code
   finetune --name=ADAPTER (--data=FILE | --server_data=PATH)
         [--validation=FILE | --server_validation=PATH | --validation_split=F]
@@ -62,8 +62,8 @@ const std::vector<Command>& Commands() {
       {"adapters", AdaptersCommand, {}},
       {"bench",
        BenchCommand,
-       {"adapter", "adapters", "concurrency", "duration_s", "input_tokens", "inputs", "json_out",
-        "mc_samples", "rate", "warmup_s"}},
+       {"adapter", "adapters", "concurrency", "duration_s", "feedback", "input_tokens", "inputs",
+        "json_out", "mc_samples", "rate", "warmup_s"}},
       {"finetune",
        FinetuneCommand,
        {"alpha",

@@ -495,6 +495,15 @@ TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
             0)
       << err2.str();
   EXPECT_NE(out2.str().find("duplicates 1"), std::string::npos) << out2.str();
+  // A load with the feedback loop on: every prediction labelled, none refused.
+  std::ostringstream bench_out, bench_err;
+  ASSERT_EQ(client::RunCli({server, "bench", "--adapters=topics", "--concurrency=2",
+                            "--duration_s=0.5", "--warmup_s=0", "--input_tokens=8", "--feedback"},
+                           bench_out, bench_err),
+            0)
+      << bench_err.str();
+  EXPECT_NE(bench_out.str().find("feedback: "), std::string::npos) << bench_out.str();
+  EXPECT_NE(bench_out.str().find("errors: none\n"), std::string::npos) << bench_out.str();
   testing::TempDir dir;
   testing::WriteFile(dir.path() + "/f.jsonl",
                      "{\"prediction_id\": \"nope\", \"label\": \"tech\"}\n");
