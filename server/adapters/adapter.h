@@ -11,6 +11,10 @@
 
 #include "server/adapters/adapter_config.h"
 
+namespace loracle::metrics {
+class AdapterSeries;
+}
+
 namespace loracle::adapters {
 
 // The M members' LoRA factors and heads; defined in adapter_weights.h (torch).
@@ -27,6 +31,9 @@ struct Adapter {
   int members = 1;      // M: the number of member weight sets in `weights`
   // Null only for adapters built by torch-free tests.
   std::shared_ptr<const AdapterWeights> weights;
+  // This version's metric series (metrics.h), set by whoever loads it; null without metrics.
+  // Recording into them is thread-safe; they leave the exposition with the version.
+  std::shared_ptr<metrics::AdapterSeries> series;
   int num_labels() const { return static_cast<int>(serving.labels.size()); }
 };
 

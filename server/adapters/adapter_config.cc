@@ -276,6 +276,24 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       }
     }
   }
+  if (auto it = j.find("validation"); it != j.end() && !it->is_null()) {
+    const auto examples = it->is_object() ? it->find("examples") : it->end();
+    if (!it->is_object() || examples == it->end() || !examples->is_number_integer() ||
+        examples->get<int64_t>() < 0) {
+      return Bad(source, "\"validation\" must be an object with an integer \"examples\" >= 0");
+    }
+    c.validation.examples = examples->get<int64_t>();
+    for (auto [key, field] :
+         {std::pair{"accuracy", &c.validation.accuracy}, std::pair{"ece", &c.validation.ece},
+          std::pair{"mce", &c.validation.mce}, std::pair{"nll", &c.validation.nll},
+          std::pair{"brier", &c.validation.brier}}) {
+      const auto v = it->find(key);
+      if (v == it->end() || !v->is_number() || v->get<double>() < 0) {
+        return Bad(source, absl::StrCat("\"validation.", key, "\" must be a number >= 0"));
+      }
+      *field = v->get<double>();
+    }
+  }
   return c;
 }
 
@@ -296,6 +314,11 @@ std::string ServingConfigToJson(const ServingConfig& c) {
     j["reference"] = {{"examples", c.reference.examples},
                       {"confidence", c.reference.confidence},
                       {"mutual_information", c.reference.mutual_information}};
+  }
+  if (c.validation.examples > 0) {
+    j["validation"] = {{"examples", c.validation.examples}, {"accuracy", c.validation.accuracy},
+                       {"ece", c.validation.ece},           {"mce", c.validation.mce},
+                       {"nll", c.validation.nll},           {"brier", c.validation.brier}};
   }
   return j.dump(2) + "\n";
 }

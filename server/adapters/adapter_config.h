@@ -74,6 +74,13 @@ struct ServingConfig {
     std::vector<double> mutual_information;
   };
   Reference reference;
+  // The calibrated ensemble's report on the validation data ("validation" in loracle.json,
+  // written by the fine-tune job; examples == 0: none). Exported as gauges per loaded version.
+  struct Validation {
+    int64_t examples = 0;
+    double accuracy = 0, ece = 0, mce = 0, nll = 0, brier = 0;
+  };
+  Validation validation;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

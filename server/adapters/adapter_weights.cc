@@ -124,18 +124,17 @@ const std::vector<model::LoraMember>& MembersOf(const Adapter& adapter) {
   return adapter.weights->members;
 }
 
-std::shared_ptr<const Adapter> MakeAdapter(Adapter identity,
-                                           std::vector<model::LoraMember> members) {
+std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members) {
   auto weights = std::make_shared<AdapterWeights>();
   weights->members = std::move(members);
   identity.members = static_cast<int>(weights->members.size());
   identity.weights = std::move(weights);
-  return std::make_shared<const Adapter>(std::move(identity));
+  return std::make_shared<Adapter>(std::move(identity));
 }
 
-absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
-                                                           const std::string& name, int64_t version,
-                                                           const model::BaseModel& base) {
+absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
+                                                     const std::string& name, int64_t version,
+                                                     const model::BaseModel& base) {
   if (!util::IsDirectory(dir)) {
     return absl::NotFoundError(absl::StrCat("adapter directory ", dir, " does not exist"));
   }
@@ -166,8 +165,8 @@ absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& di
   return MakeAdapter(std::move(adapter), std::move(members));
 }
 
-absl::StatusOr<std::shared_ptr<const Adapter>> BaseHeadAdapter(const model::BaseModel& base,
-                                                               const std::string& name) {
+absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel& base,
+                                                         const std::string& name) {
   if (base.head == nullptr) {
     return absl::NotFoundError(absl::StrCat(base.dir, " has no sequence-classification head"));
   }

@@ -27,22 +27,21 @@ struct AdapterWeights {
 const std::vector<model::LoraMember>& MembersOf(const Adapter& adapter);
 
 // An adapter named `name` with `members` as its weights; adapter.members = members.size().
-std::shared_ptr<const Adapter> MakeAdapter(Adapter identity,
-                                           std::vector<model::LoraMember> members);
+std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members);
 
 // Loads the adapter directory `dir` against `base`. Head tensors the adapter lacks come from the
 // base checkpoint's own head when it has one. Errors name the file and tensor: NOT_FOUND
 // (missing file), INVALID_ARGUMENT (bad config, missing or mis-shaped tensor, labels that
 // disagree with the head), DATA_LOSS (corrupt safetensors). Thread-safe (reads `base` only).
-absl::StatusOr<std::shared_ptr<const Adapter>> LoadAdapter(const std::string& dir,
-                                                           const std::string& name, int64_t version,
-                                                           const model::BaseModel& base);
+absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
+                                                     const std::string& name, int64_t version,
+                                                     const model::BaseModel& base);
 
 // The base checkpoint's own classification head (*ForSequenceClassification) as a head-only
 // adapter named `name`: no LoRA layers, labels from config.json's id2label, version 0, path = the
 // model directory. NOT_FOUND when the checkpoint has no head.
-absl::StatusOr<std::shared_ptr<const Adapter>> BaseHeadAdapter(const model::BaseModel& base,
-                                                               const std::string& name);
+absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel& base,
+                                                         const std::string& name);
 
 // Writes `adapter` into `dir` (created if needed) as PEFT saves a LoRA sequence-classification
 // adapter of `base`'s architecture: adapter_config.json (adapter.lora, with the head modules as

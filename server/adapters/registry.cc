@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "server/adapters/store.h"
 #include "server/metrics/metrics.h"
 
@@ -155,12 +156,16 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
     }
     if (unchanged.has_value()) return *std::move(unchanged);
   }
+  const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<const Adapter>> loaded =
       resolved.ok() ? options_.loader(dir, name, version) : resolved;
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   absl::StatusOr<AdapterInfo> result;
+  bool swap = false;
   {
     absl::MutexLock lock(&mu_);
     Entry& e = entries_[name];
+    swap = e.current != nullptr;
     if (loaded.ok()) {
       e.current = *std::move(loaded);  // the old version retires when its last request lets go
       e.info = InfoOf(*e.current);
@@ -178,6 +183,9 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
         e.info.error = std::string(loaded.status().message());
       }
     }
+  }
+  if (options_.metrics != nullptr && resolved.ok()) {  // the loader ran
+    options_.metrics->RecordAdapterLoad(loaded.ok(), swap, seconds);
   }
   return result;
 }
@@ -206,6 +214,7 @@ absl::Status Registry::RunUnload(const std::string& name) {
       status = absl::NotFoundError(absl::StrCat("adapter \"", name, "\" is not loaded"));
     }
   }
+  if (status.ok() && options_.metrics != nullptr) options_.metrics->RecordAdapterUnload();
   return status;
 }
 

@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <cstdio>
@@ -26,6 +27,20 @@
 #include "server/training/job_queue.h"
 
 namespace loracle::app {
+namespace {
+
+// `loaded` with its metric series attached (none without `metrics`).
+absl::StatusOr<std::shared_ptr<const adapters::Adapter>> WithSeries(
+    absl::StatusOr<std::shared_ptr<adapters::Adapter>> loaded, metrics::Metrics* metrics) {
+  if (!loaded.ok() || metrics == nullptr) return loaded;
+  adapters::Adapter& a = **loaded;
+  const adapters::ServingConfig::Validation& v = a.serving.validation;
+  const metrics::ValidationGauges gauges{v.examples, v.accuracy, v.ece, v.mce, v.nll, v.brier};
+  a.series = metrics->NewAdapterSeries(a.name, a.version, a.serving.temperature, &gauges);
+  return loaded;
+}
+
+}  // namespace
 
 LoracleServer::LoracleServer(const Options& options) : options_(options) {}
 
@@ -42,15 +57,25 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
       calibration::FeedbackStore::Create(options.feedback);
   if (!feedback.ok()) return feedback.status();
   s->feedback_ = *std::move(feedback);
+  metrics::Metrics::Options metrics_options;
+  metrics_options.bind_address = options.metrics_address;
+  metrics_options.build_info = {{"version", LORACLE_VERSION},
+                                {"git_commit", LORACLE_GIT_COMMIT},
+                                {"torch_version", TORCH_VERSION},
+                                {"device", "cpu"}};
   absl::StatusOr<std::unique_ptr<metrics::Metrics>> metrics =
-      metrics::Metrics::Create({options.metrics_address});
+      metrics::Metrics::Create(metrics_options);
   if (!metrics.ok()) return metrics.status();
   s->metrics_ = *std::move(metrics);
   metrics::Metrics* m = s->metrics_.get();
   // Online calibration per adapter version, for the versions the registry still holds; adapters
   // and fine-tune jobs by state.
   s->metrics_->AddCollector(
-      [feedback = s->feedback_.get(), registry = &s->registry_slot_, jobs = &s->jobs_slot_] {
+      [feedback = s->feedback_.get(), registry = &s->registry_slot_, jobs = &s->jobs_slot_,
+       threads = std::map<std::string, int64_t>{
+           {"serving", options.threads > 0 ? options.threads : model::Cores()},
+           {"training", options.training_threads > 0 ? options.training_threads : model::Cores()},
+           {"batch", options.batcher.num_batch_threads}}] {
         std::map<std::string, int64_t> adapter_states;
         for (adapters::AdapterState state :
              {adapters::AdapterState::kLoading, adapters::AdapterState::kReady,
@@ -72,6 +97,11 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
         families.push_back(metrics::GaugeFamily("loracle_adapters",
                                                 "Adapter versions the registry holds, by state",
                                                 "state", adapter_states));
+        families.push_back(metrics::GaugeFamily(
+            "loracle_compute_threads",
+            "Threads each kind of work may use (serving: BLAS for a batch; training: per job; "
+            "batch: batch threads)",
+            "use", threads));
         if (const training::JobQueue* q = jobs->get(); q != nullptr) {
           const training::JobQueue::Summary summary = q->Summarize();
           std::map<std::string, int64_t> by_state;
@@ -143,9 +173,10 @@ absl::Status LoracleServer::LoadEngine() {
 
   adapters::Registry::Options registry_options;
   registry_options.store = store_.get();
-  registry_options.loader = [base_model](const std::string& dir, const std::string& name,
-                                         int64_t version) {
-    return adapters::LoadAdapter(dir, name, version, *base_model);
+  metrics::Metrics* m = metrics_.get();
+  registry_options.loader = [base_model, m](const std::string& dir, const std::string& name,
+                                            int64_t version) {
+    return WithSeries(adapters::LoadAdapter(dir, name, version, *base_model), m);
   };
   registry_options.load_threads = options_.adapter_load_threads;
   registry_options.metrics = metrics_.get();
@@ -156,7 +187,7 @@ absl::Status LoracleServer::LoadEngine() {
   if (absl::Status s = registry_->LoadAll(); !s.ok()) return s;
   if (!options_.base_head_adapter.empty()) {
     absl::StatusOr<std::shared_ptr<const adapters::Adapter>> head =
-        adapters::BaseHeadAdapter(*base_model, options_.base_head_adapter);
+        WithSeries(adapters::BaseHeadAdapter(*base_model, options_.base_head_adapter), m);
     absl::Status s = head.ok() ? registry_->Add(*std::move(head)) : head.status();
     if (!s.ok() && !absl::IsNotFound(s))
       std::fprintf(stderr, "loracle: %s\n", s.ToString().c_str());
@@ -190,6 +221,7 @@ absl::Status LoracleServer::LoadEngine() {
     jobs.jobs_dir = options_.jobs_dir;
     jobs.workers = options_.training_workers;
     jobs.max_queued = options_.max_queued_jobs;
+    jobs.metrics = m;
     jobs.runner = [env](const loracle::v1::SubmitRequest& request, training::JobContext& context) {
       return training::RunFineTune(request, context, env);
     };

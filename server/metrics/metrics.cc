@@ -1,10 +1,16 @@
 #include "server/metrics/metrics.h"
 
 #include <prometheus/text_serializer.h>
+#include <unistd.h>
 
 #include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace loracle::metrics {
 namespace {
@@ -14,6 +20,11 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
 const prometheus::Histogram::BucketBoundaries kRowBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 const prometheus::Histogram::BucketBoundaries kProbBuckets = {0.1, 0.2, 0.3, 0.4,  0.5, 0.6,
                                                               0.7, 0.8, 0.9, 0.95, 0.99};
+const prometheus::Histogram::BucketBoundaries kPassBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+const prometheus::Histogram::BucketBoundaries kJobBuckets = {
+    10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400};
+const prometheus::Histogram::BucketBoundaries kEntropyBuckets = {0.01, 0.05, 0.1, 0.2, 0.3, 0.4,
+                                                                 0.5,  0.6,  0.7, 1.0, 1.5, 2.0};
 const prometheus::Histogram::BucketBoundaries kMiBuckets = {0.001, 0.005, 0.01, 0.025, 0.05,
                                                             0.1,   0.2,   0.3,  0.5,   0.7};
 
@@ -49,7 +60,73 @@ prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string&
   return GaugeFamily(name, help, label, d);
 }
 
-Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+struct AdapterSeries::Families {
+  std::shared_ptr<prometheus::Registry> registry;  // owns the families
+  prometheus::Family<prometheus::Counter>* predictions;
+  prometheus::Family<prometheus::Counter>* abstained;
+  prometheus::Family<prometheus::Histogram>* confidence;
+  prometheus::Family<prometheus::Histogram>* mutual_information;
+  prometheus::Family<prometheus::Histogram>* predictive_entropy;
+  // Validation report and temperature of the version, in this order.
+  std::vector<prometheus::Family<prometheus::Gauge>*> gauges;
+
+  struct Live {
+    int handles = 0;
+    // The series, shared by every handle.
+    prometheus::Counter* predictions = nullptr;
+    prometheus::Counter* abstained = nullptr;
+    prometheus::Histogram* confidence = nullptr;
+    prometheus::Histogram* mutual_information = nullptr;
+    prometheus::Histogram* predictive_entropy = nullptr;
+    std::vector<prometheus::Gauge*> gauges;
+  };
+  absl::Mutex mu;
+  // Series of one {adapter, version} exist while a handle does: prometheus-cpp's Add hands the
+  // same series to equal labels, so they are removed with the last handle, never before.
+  std::map<std::pair<std::string, int64_t>, Live> live ABSL_GUARDED_BY(mu);
+};
+
+AdapterSeries::~AdapterSeries() {
+  absl::MutexLock lock(&families_->mu);
+  auto it = families_->live.find(key_);
+  if (it == families_->live.end() || --it->second.handles > 0) return;
+  families_->predictions->Remove(predictions_);
+  families_->abstained->Remove(abstained_);
+  families_->confidence->Remove(confidence_);
+  families_->mutual_information->Remove(mutual_information_);
+  families_->predictive_entropy->Remove(predictive_entropy_);
+  for (size_t i = 0; i < it->second.gauges.size(); ++i) {
+    if (it->second.gauges[i] != nullptr) families_->gauges[i]->Remove(it->second.gauges[i]);
+  }
+  families_->live.erase(it);
+}
+
+void AdapterSeries::RecordPrediction(bool abstained, double confidence, double mutual_information,
+                                     double predictive_entropy) {
+  predictions_->Increment();
+  if (abstained) abstained_->Increment();
+  confidence_->Observe(confidence);
+  mutual_information_->Observe(mutual_information);
+  predictive_entropy_->Observe(predictive_entropy);
+}
+
+void MethodSeries::Record(int code, const char* code_name, double seconds) {
+  if (code < 0 || code >= kCodes) code = 2, code_name = "UNKNOWN";
+  prometheus::Counter* counter = by_code_[code].load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    absl::MutexLock lock(&mu_);
+    counter = by_code_[code].load(std::memory_order_relaxed);
+    if (counter == nullptr) {
+      counter = &requests_->Add({{"method", method_}, {"code", code_name}});
+      by_code_[code].store(counter, std::memory_order_release);
+    }
+  }
+  counter->Increment();
+  latency_->Observe(seconds);
+}
+
+Metrics::Metrics(const Options& options)
+    : registry_(std::make_shared<prometheus::Registry>()), started_(absl::Now()) {
   using namespace prometheus;  // NOLINT: builder DSL
   requests_ = &BuildCounter()
                    .Name("loracle_requests_total")
@@ -57,24 +134,51 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Register(*registry_);
   latency_ = &BuildHistogram()
                   .Name("loracle_request_latency_seconds")
-                  .Help("gRPC call latency from arrival to Finish, by method")
+                  .Help(
+                      "gRPC call latency from arrival to Finish (queue wait + forward + the rest), "
+                      "by method")
                   .Register(*registry_);
-  predictions_ = &BuildCounter()
-                      .Name("loracle_predictions_total")
-                      .Help("Inputs classified, by adapter")
-                      .Register(*registry_);
-  abstained_ = &BuildCounter()
-                    .Name("loracle_abstained_total")
-                    .Help("Predictions flagged abstained (uncertainty above threshold), by adapter")
-                    .Register(*registry_);
-  confidence_ = &BuildHistogram()
-                     .Name("loracle_prediction_confidence")
-                     .Help("max of the ensemble-averaged probabilities, by adapter")
-                     .Register(*registry_);
-  mutual_information_ = &BuildHistogram()
-                             .Name("loracle_prediction_mutual_information")
-                             .Help("Epistemic uncertainty (nats), by adapter")
-                             .Register(*registry_);
+  auto families = std::make_shared<AdapterSeries::Families>();
+  families->registry = registry_;
+  families->predictions = &BuildCounter()
+                               .Name("loracle_predictions_total")
+                               .Help("Inputs classified, by adapter version")
+                               .Register(*registry_);
+  families->abstained =
+      &BuildCounter()
+           .Name("loracle_abstained_total")
+           .Help(
+               "Predictions flagged abstained (mutual information above the adapter's "
+               "threshold), by adapter version")
+           .Register(*registry_);
+  families->confidence =
+      &BuildHistogram()
+           .Name("loracle_prediction_confidence")
+           .Help("max of the ensemble-averaged probabilities, by adapter version")
+           .Register(*registry_);
+  families->mutual_information = &BuildHistogram()
+                                      .Name("loracle_prediction_mutual_information")
+                                      .Help("Epistemic uncertainty (nats), by adapter version")
+                                      .Register(*registry_);
+  families->predictive_entropy =
+      &BuildHistogram()
+           .Name("loracle_prediction_entropy")
+           .Help("Predictive entropy of the averaged probabilities (nats), by adapter version")
+           .Register(*registry_);
+  for (const auto& [name, help] : std::vector<std::pair<const char*, const char*>>{
+           {"loracle_adapter_validation_accuracy",
+            "Accuracy of the calibrated ensemble on the validation data it was trained with"},
+           {"loracle_adapter_validation_ece",
+            "Expected calibration error (15 bins) on its validation data"},
+           {"loracle_adapter_validation_mce",
+            "Maximum calibration error (15 bins) on its validation data"},
+           {"loracle_adapter_validation_nll", "Negative log-likelihood on its validation data"},
+           {"loracle_adapter_validation_brier", "Brier score on its validation data"},
+           {"loracle_adapter_validation_examples", "Validation examples behind those gauges"},
+           {"loracle_adapter_temperature", "Temperature applied to each pass's logits"}}) {
+    families->gauges.push_back(&BuildGauge().Name(name).Help(help).Register(*registry_));
+  }
+  adapter_families_ = std::move(families);
   batch_rows_ = &BuildHistogram()
                      .Name("loracle_batch_rows")
                      .Help("Rows (inputs x members x samples) per forward pass")
@@ -90,11 +194,26 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                           .Help("Time of one batched forward pass")
                           .Register(*registry_)
                           .Add({}, kLatencyBuckets);
+  queue_seconds_ = &BuildHistogram()
+                        .Name("loracle_queue_wait_seconds")
+                        .Help("Time a Predict request waited in the batch queue")
+                        .Register(*registry_)
+                        .Add({}, kLatencyBuckets);
+  request_passes_ = &BuildHistogram()
+                         .Name("loracle_request_passes")
+                         .Help("K = members x MC samples per Predict request")
+                         .Register(*registry_)
+                         .Add({}, kPassBuckets);
   queued_rows_ = &BuildGauge()
                       .Name("loracle_queued_rows")
                       .Help("Rows waiting in the batch queue")
                       .Register(*registry_)
                       .Add({});
+  queued_requests_ = &BuildGauge()
+                          .Name("loracle_queued_requests")
+                          .Help("Requests waiting in the batch queue")
+                          .Register(*registry_)
+                          .Add({});
   model_ready_ = &BuildGauge()
                       .Name("loracle_model_ready")
                       .Help("1 once the base model is loaded and the server is SERVING")
@@ -105,12 +224,45 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                          .Help("Adapters in state READY")
                          .Register(*registry_)
                          .Add({});
+  auto& loads = BuildCounter()
+                    .Name("loracle_adapter_loads_total")
+                    .Help("Adapter version loads by result (ok, error)")
+                    .Register(*registry_);
+  loads_ok_ = &loads.Add({{"result", "ok"}});
+  loads_failed_ = &loads.Add({{"result", "error"}});
+  swaps_ = &BuildCounter()
+                .Name("loracle_adapter_swaps_total")
+                .Help("Loads that replaced a served version (hot swaps)")
+                .Register(*registry_)
+                .Add({});
+  unloads_ = &BuildCounter()
+                  .Name("loracle_adapter_unloads_total")
+                  .Help("Adapter unloads")
+                  .Register(*registry_)
+                  .Add({});
+  load_seconds_ = &BuildHistogram()
+                       .Name("loracle_adapter_load_seconds")
+                       .Help("Time to read and prepare one adapter version")
+                       .Register(*registry_)
+                       .Add({}, kLatencyBuckets);
+  job_seconds_ = &BuildHistogram()
+                      .Name("loracle_training_job_duration_seconds")
+                      .Help("Fine-tune jobs that ended, by final state: time from start to end")
+                      .Register(*registry_);
+  prometheus::Labels build = {{"version", "unknown"}};
+  for (const auto& [key, value] : options.build_info) build[key] = value;
+  BuildGauge()
+      .Name("loracle_build_info")
+      .Help("Always 1; the labels say what is running")
+      .Register(*registry_)
+      .Add(build)
+      .Set(1);
 }
 
 Metrics::~Metrics() { exposer_.reset(); }  // stop scrapes before the families go
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const Options& options) {
-  std::unique_ptr<Metrics> m(new Metrics());
+  std::unique_ptr<Metrics> m(new Metrics(options));
   if (!options.bind_address.empty()) {
     Metrics* raw = m.get();
     absl::StatusOr<std::unique_ptr<HttpExposer>> exposer =
@@ -128,20 +280,51 @@ int Metrics::port() const {
   return exposer_->port();
 }
 
-void Metrics::RecordRpc(const std::string& method, const std::string& code, double seconds) {
-  prometheus::Counter* counter;
-  prometheus::Histogram* histogram;
-  {
-    absl::MutexLock lock(&mu_);
-    auto& c = request_series_[{method, code}];
-    if (c == nullptr) c = &requests_->Add({{"method", method}, {"code", code}});
-    counter = c;
-    auto& h = latency_series_[method];
-    if (h == nullptr) h = &latency_->Add({{"method", method}}, kLatencyBuckets);
-    histogram = h;
+MethodSeries* Metrics::Method(const std::string& method) {
+  absl::MutexLock lock(&mu_);
+  std::unique_ptr<MethodSeries>& s = methods_[method];
+  if (s == nullptr) {
+    s.reset(
+        new MethodSeries(requests_, method, &latency_->Add({{"method", method}}, kLatencyBuckets)));
   }
-  counter->Increment();
-  histogram->Observe(seconds);
+  return s.get();
+}
+
+std::shared_ptr<AdapterSeries> Metrics::NewAdapterSeries(const std::string& adapter,
+                                                         int64_t version, double temperature,
+                                                         const ValidationGauges* validation) {
+  AdapterSeries::Families& f = *adapter_families_;
+  std::shared_ptr<AdapterSeries> s(new AdapterSeries());
+  s->families_ = adapter_families_;
+  s->key_ = {adapter, version};
+  absl::MutexLock lock(&f.mu);
+  AdapterSeries::Families::Live& live = f.live[s->key_];
+  if (live.handles++ == 0) {
+    const prometheus::Labels labels = {{"adapter", adapter}, {"version", absl::StrCat(version)}};
+    live.predictions = &f.predictions->Add(labels);
+    live.abstained = &f.abstained->Add(labels);
+    live.confidence = &f.confidence->Add(labels, kProbBuckets);
+    live.mutual_information = &f.mutual_information->Add(labels, kMiBuckets);
+    live.predictive_entropy = &f.predictive_entropy->Add(labels, kEntropyBuckets);
+    live.gauges.assign(f.gauges.size(), nullptr);
+    if (validation != nullptr && validation->examples > 0) {
+      const double values[] = {validation->accuracy, validation->ece,
+                               validation->mce,      validation->nll,
+                               validation->brier,    static_cast<double>(validation->examples)};
+      for (size_t i = 0; i < 6; ++i) {
+        live.gauges[i] = &f.gauges[i]->Add(labels);
+        live.gauges[i]->Set(values[i]);
+      }
+    }
+    live.gauges.back() = &f.gauges.back()->Add(labels);
+    live.gauges.back()->Set(temperature);
+  }
+  s->predictions_ = live.predictions;
+  s->abstained_ = live.abstained;
+  s->confidence_ = live.confidence;
+  s->mutual_information_ = live.mutual_information;
+  s->predictive_entropy_ = live.predictive_entropy;
+  return s;
 }
 
 void Metrics::RecordBatch(int64_t rows, int64_t requests, double forward_seconds) {
@@ -150,33 +333,38 @@ void Metrics::RecordBatch(int64_t rows, int64_t requests, double forward_seconds
   forward_seconds_->Observe(forward_seconds);
 }
 
-void Metrics::SetQueuedRows(int64_t rows) { queued_rows_->Set(static_cast<double>(rows)); }
+void Metrics::RecordDequeued(double queue_seconds, int passes) {
+  queue_seconds_->Observe(queue_seconds);
+  request_passes_->Observe(passes);
+}
 
-void Metrics::RecordPrediction(const std::string& adapter, bool abstained, double confidence,
-                               double mutual_information) {
-  AdapterSeries s;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = adapter_series_.find(adapter);
-    if (it == adapter_series_.end()) {
-      const prometheus::Labels labels = {{"adapter", adapter}};
-      it = adapter_series_
-               .emplace(adapter, AdapterSeries{&predictions_->Add(labels), &abstained_->Add(labels),
-                                               &confidence_->Add(labels, kProbBuckets),
-                                               &mutual_information_->Add(labels, kMiBuckets)})
-               .first;
-    }
-    s = it->second;
-  }
-  s.predictions->Increment();
-  if (abstained) s.abstained->Increment();
-  s.confidence->Observe(confidence);
-  s.mutual_information->Observe(mutual_information);
+void Metrics::SetQueued(int64_t requests, int64_t rows) {
+  queued_requests_->Set(static_cast<double>(requests));
+  queued_rows_->Set(static_cast<double>(rows));
 }
 
 void Metrics::SetModelReady(bool ready) { model_ready_->Set(ready ? 1 : 0); }
 
 void Metrics::SetAdaptersReady(int count) { adapters_ready_->Set(count); }
+
+void Metrics::RecordAdapterLoad(bool ok, bool swap, double seconds) {
+  (ok ? loads_ok_ : loads_failed_)->Increment();
+  if (ok && swap) swaps_->Increment();
+  load_seconds_->Observe(seconds);
+}
+
+void Metrics::RecordAdapterUnload() { unloads_->Increment(); }
+
+void Metrics::RecordJobEnded(const std::string& state, double seconds) {
+  prometheus::Histogram* h;
+  {
+    absl::MutexLock lock(&mu_);
+    prometheus::Histogram*& series = job_series_[state];
+    if (series == nullptr) series = &job_seconds_->Add({{"state", state}}, kJobBuckets);
+    h = series;
+  }
+  h->Observe(seconds);
+}
 
 void Metrics::AddCollector(Collector collector) {
   absl::MutexLock lock(&mu_);
@@ -190,10 +378,54 @@ std::string Metrics::Scrape() const {
     absl::MutexLock lock(&mu_);
     collectors = collectors_;
   }
+  for (prometheus::MetricFamily& f : ProcessFamilies(started_)) families.push_back(std::move(f));
   for (const Collector& c : collectors) {
     for (prometheus::MetricFamily& f : c()) families.push_back(std::move(f));
   }
   return prometheus::TextSerializer().Serialize(families);
+}
+
+std::vector<prometheus::MetricFamily> ProcessFamilies(absl::Time started) {
+  std::vector<prometheus::MetricFamily> out;
+  auto gauge = [&out](const char* name, const char* help, double value) {
+    out.push_back(GaugeFamily(name, help, "", std::map<std::string, double>{{"", value}}));
+  };
+  // /proc/self/stat: fields after the command's closing paren; utime, stime (14, 15), threads
+  // (20), rss pages (24).
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  if (std::getline(stat, line)) {
+    const size_t paren = line.rfind(')');
+    std::istringstream fields(paren == std::string::npos ? "" : line.substr(paren + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields),
+                               std::istream_iterator<std::string>()};
+    // f[0] is field 3 (state).
+    if (f.size() > 21) {
+      const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+      const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+      prometheus::MetricFamily cpu;
+      cpu.name = "process_cpu_seconds_total";
+      cpu.help = "User and system CPU time spent in seconds";
+      cpu.type = prometheus::MetricType::Counter;
+      prometheus::ClientMetric m;
+      m.counter.value = (std::stod(f[11]) + std::stod(f[12])) / tick;
+      cpu.metric.push_back(m);
+      out.push_back(std::move(cpu));
+      gauge("process_threads", "Threads of the process", std::stod(f[17]));
+      gauge("process_resident_memory_bytes", "Resident memory size in bytes",
+            std::stod(f[21]) * page);
+    }
+  }
+  std::error_code ec;
+  int fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  if (!ec) gauge("process_open_fds", "Open file descriptors", fds);
+  gauge("process_start_time_seconds", "Start time of the process since the Unix epoch in seconds",
+        absl::ToDoubleSeconds(started - absl::UnixEpoch()));
+  return out;
 }
 
 }  // namespace loracle::metrics

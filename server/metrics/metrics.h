@@ -12,6 +12,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/metrics/http_exposer.h"
 
 namespace loracle::metrics {
@@ -35,12 +39,74 @@ prometheus::MetricFamily GaugeFamily(const std::string& name, const std::string&
                                      const std::string& label,
                                      const std::map<std::string, int64_t>& values);
 
+class Metrics;
+
+// The series of one gRPC method: calls by status code (each code's series created on its first
+// use) and latency from arrival to Finish. Owned by Metrics; cache the pointer (Metrics::Method)
+// so that recording a call looks nothing up. Thread-safe.
+class MethodSeries {
+ public:
+  static constexpr int kCodes = 17;  // grpc::StatusCode OK .. UNAUTHENTICATED
+  // `code` is the canonical code's number; `code_name` its upper-case name (used once per code).
+  void Record(int code, const char* code_name, double seconds) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  friend class Metrics;
+  MethodSeries(prometheus::Family<prometheus::Counter>* requests, std::string method,
+               prometheus::Histogram* latency)
+      : requests_(requests), method_(std::move(method)), latency_(latency) {}
+
+  prometheus::Family<prometheus::Counter>* const requests_;
+  const std::string method_;
+  prometheus::Histogram* const latency_;
+  absl::Mutex mu_;  // creating a code's series
+  std::array<std::atomic<prometheus::Counter*>, kCodes> by_code_{};
+};
+
+// What a published adapter version measured on its validation data (the calibrated ensemble's
+// report; `examples` == 0: none, e.g. trained elsewhere).
+struct ValidationGauges {
+  int64_t examples = 0;
+  double accuracy = 0, ece = 0, mce = 0, nll = 0, brier = 0;
+};
+
+// The series of one loaded adapter version, labelled {adapter, version}: predictions,
+// abstentions, confidence / mutual information / predictive entropy histograms, and its
+// validation report and temperature as gauges. Created when the version loads and held by it
+// (adapters::Adapter::series), so the request path records without a lookup; the destructor
+// removes them from the exposition once the last handle on that {adapter, version} goes, so the
+// label set follows the versions loaded. Thread-safe; may outlive the Metrics that made it.
+class AdapterSeries {
+ public:
+  ~AdapterSeries();
+  AdapterSeries(const AdapterSeries&) = delete;
+  AdapterSeries& operator=(const AdapterSeries&) = delete;
+
+  void RecordPrediction(bool abstained, double confidence, double mutual_information,
+                        double predictive_entropy);
+
+ private:
+  friend class Metrics;
+  struct Families;  // the families and a count of handles per {adapter, version} (metrics.cc)
+  AdapterSeries() = default;
+
+  std::shared_ptr<Families> families_;
+  std::pair<std::string, int64_t> key_;
+  prometheus::Counter* predictions_ = nullptr;
+  prometheus::Counter* abstained_ = nullptr;
+  prometheus::Histogram* confidence_ = nullptr;
+  prometheus::Histogram* mutual_information_ = nullptr;
+  prometheus::Histogram* predictive_entropy_ = nullptr;
+};
+
 class Metrics {
  public:
   struct Options {
     // "PORT" or "HOST:PORT" for the /metrics HTTP endpoint (port 0 = any free port); empty = no
     // endpoint (Scrape() still works).
     std::string bind_address;
+    // Labels of loracle_build_info (version, git_commit, torch_version, device, ...).
+    std::map<std::string, std::string> build_info;
   };
   // UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const Options& options);
@@ -52,14 +118,25 @@ class Metrics {
   // what the collectors read goes away; not concurrent with port().
   void StopEndpoint();
 
-  void RecordRpc(const std::string& method, const std::string& code, double seconds)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // The series of `method` (a gRPC method name), created on the first call; valid as long as this.
+  MethodSeries* Method(const std::string& method) ABSL_LOCKS_EXCLUDED(mu_);
+  // Series for a version as it loads (see AdapterSeries). `validation` may be null.
+  std::shared_ptr<AdapterSeries> NewAdapterSeries(const std::string& adapter, int64_t version,
+                                                  double temperature,
+                                                  const ValidationGauges* validation);
+
+  // Serving.
   void RecordBatch(int64_t rows, int64_t requests, double forward_seconds);
-  void SetQueuedRows(int64_t rows);
-  void RecordPrediction(const std::string& adapter, bool abstained, double confidence,
-                        double mutual_information) ABSL_LOCKS_EXCLUDED(mu_);
+  // One request taken from the queue into a batch: its wait, and its K = members x samples.
+  void RecordDequeued(double queue_seconds, int passes);
+  void SetQueued(int64_t requests, int64_t rows);
   void SetModelReady(bool ready);
   void SetAdaptersReady(int count);
+  // The adapter registry: a load attempt (a swap when it replaced a served version), an unload.
+  void RecordAdapterLoad(bool ok, bool swap, double seconds);
+  void RecordAdapterUnload();
+  // Training: a job that ended in `state` (SUCCEEDED, FAILED, CANCELLED) after running `seconds`.
+  void RecordJobEnded(const std::string& state, double seconds) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Families built afresh at every scrape, after the registry's: for series that exist only while
   // their source does (per adapter version online calibration). Called on the scraping thread.
@@ -70,36 +147,39 @@ class Metrics {
   std::string Scrape() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  Metrics();
-  using Key = std::pair<std::string, std::string>;
+  explicit Metrics(const Options& options);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<HttpExposer> exposer_;
+  std::shared_ptr<AdapterSeries::Families> adapter_families_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
-  prometheus::Family<prometheus::Counter>* predictions_;
-  prometheus::Family<prometheus::Counter>* abstained_;
-  prometheus::Family<prometheus::Histogram>* confidence_;
-  prometheus::Family<prometheus::Histogram>* mutual_information_;
   prometheus::Histogram* batch_rows_;
   prometheus::Histogram* batch_requests_;
   prometheus::Histogram* forward_seconds_;
+  prometheus::Histogram* queue_seconds_;
+  prometheus::Histogram* request_passes_;
   prometheus::Gauge* queued_rows_;
+  prometheus::Gauge* queued_requests_;
   prometheus::Gauge* model_ready_;
   prometheus::Gauge* adapters_ready_;
+  prometheus::Counter* loads_ok_;
+  prometheus::Counter* loads_failed_;
+  prometheus::Counter* swaps_;
+  prometheus::Counter* unloads_;
+  prometheus::Histogram* load_seconds_;
+  prometheus::Family<prometheus::Histogram>* job_seconds_;
+  const absl::Time started_;
 
   mutable absl::Mutex mu_;
   std::vector<Collector> collectors_ ABSL_GUARDED_BY(mu_);
-  std::map<Key, prometheus::Counter*> request_series_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, prometheus::Histogram*> latency_series_ ABSL_GUARDED_BY(mu_);
-  struct AdapterSeries {
-    prometheus::Counter* predictions;
-    prometheus::Counter* abstained;
-    prometheus::Histogram* confidence;
-    prometheus::Histogram* mutual_information;
-  };
-  std::map<std::string, AdapterSeries> adapter_series_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<MethodSeries>> methods_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Histogram*> job_series_ ABSL_GUARDED_BY(mu_);
 };
+
+// The process's own series, read from /proc/self at each scrape: resident memory, threads, CPU
+// seconds, open file descriptors, start time (Prometheus's process_* names).
+std::vector<prometheus::MetricFamily> ProcessFamilies(absl::Time started);
 
 }  // namespace loracle::metrics
 

@@ -47,7 +47,7 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
 grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* ctx,
                                                 const loracle::v1::ListAdaptersRequest*,
                                                 loracle::v1::ListAdaptersResponse* response) {
-  const UnaryCall call(ctx, metrics_, kListAdaptersMethod);
+  const UnaryCall call(ctx, list_);
   const adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   for (const adapters::AdapterInfo& info : registry->List())
@@ -58,7 +58,7 @@ grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* ctx,
                                                const loracle::v1::GetAdapterRequest* request,
                                                loracle::v1::AdapterInfo* response) {
-  const UnaryCall call(ctx, metrics_, kGetAdapterMethod);
+  const UnaryCall call(ctx, get_);
   const adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   absl::StatusOr<adapters::AdapterInfo> info = registry->Get(request->name());
@@ -69,7 +69,7 @@ grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* ctx,
                                                 const loracle::v1::LoadAdapterRequest* request,
                                                 loracle::v1::AdapterInfo* response) {
-  const UnaryCall call(ctx, metrics_, kLoadAdapterMethod);
+  const UnaryCall call(ctx, load_);
   adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   adapters::LoadRequest load;
@@ -88,7 +88,7 @@ grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* AdaptersService::Unload(grpc::CallbackServerContext* ctx,
                                                   const loracle::v1::UnloadAdapterRequest* request,
                                                   loracle::v1::UnloadAdapterResponse*) {
-  const UnaryCall call(ctx, metrics_, kUnloadAdapterMethod);
+  const UnaryCall call(ctx, unload_);
   adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   registry->UnloadAsync(request->name(), [call](absl::Status s) { call.Finish(s); });

@@ -3,6 +3,7 @@
 
 #include "loracle/v1/adapters.grpc.pb.h"
 #include "server/rpc/engine.h"
+#include "server/rpc/unary_call.h"
 
 namespace loracle::metrics {
 class Metrics;
@@ -16,7 +17,11 @@ class AdaptersService final : public loracle::v1::Adapters::CallbackService {
  public:
   // Neither pointer is owned; both outlive the service. `metrics` may be null.
   AdaptersService(const Published<adapters::Registry>* registry, metrics::Metrics* metrics)
-      : registry_(registry), metrics_(metrics) {}
+      : registry_(registry),
+        list_(SeriesOf(metrics, kListAdaptersMethod)),
+        get_(SeriesOf(metrics, kGetAdapterMethod)),
+        load_(SeriesOf(metrics, kLoadAdapterMethod)),
+        unload_(SeriesOf(metrics, kUnloadAdapterMethod)) {}
 
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
                                  const loracle::v1::ListAdaptersRequest* request,
@@ -33,7 +38,10 @@ class AdaptersService final : public loracle::v1::Adapters::CallbackService {
 
  private:
   const Published<adapters::Registry>* const registry_;
-  metrics::Metrics* const metrics_;
+  metrics::MethodSeries* const list_;
+  metrics::MethodSeries* const get_;
+  metrics::MethodSeries* const load_;
+  metrics::MethodSeries* const unload_;
 };
 
 }  // namespace loracle::rpc

@@ -31,8 +31,7 @@ std::string NewPredictionId() {
 
 void FillResponse(const serving::InferenceRequest& req, const serving::InferenceResult& result,
                   const std::vector<bool>& truncated, bool return_members,
-                  calibration::FeedbackStore* feedback, metrics::Metrics* metrics,
-                  PredictResponse* response) {
+                  calibration::FeedbackStore* feedback, PredictResponse* response) {
   const absl::Time now = absl::Now();
   const adapters::Adapter& adapter = *req.adapter;
   response->set_adapter(adapter.name);
@@ -72,9 +71,10 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
         for (float v : in.passes[k]) m->add_probs(v);
       }
     }
-    if (metrics != nullptr) {
-      metrics->RecordPrediction(adapter.name, in.abstained, in.summary.confidence,
-                                in.summary.mutual_information);
+    if (adapter.series != nullptr) {
+      adapter.series->RecordPrediction(in.abstained, in.summary.confidence,
+                                       in.summary.mutual_information,
+                                       in.summary.predictive_entropy);
     }
   }
 }
@@ -106,7 +106,7 @@ loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
 grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
                                                     const PredictRequest* request,
                                                     PredictResponse* response) {
-  const UnaryCall call(ctx, metrics_, kPredictMethod);
+  const UnaryCall call(ctx, predict_);
   auto fail = [&call](const absl::Status& s) { return call.Finish(s); };
   const InferenceBackend* backend = call.Require(*backend_);
   if (backend == nullptr) return call.reactor();
@@ -174,11 +174,10 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
   const bool return_members = request->return_members();
   serving::InferenceRequest* raw = req.get();
-  req->done = [call, feedback = feedback_, metrics = metrics_, response, raw,
-               truncated = std::move(truncated),
+  req->done = [call, feedback = feedback_, response, raw, truncated = std::move(truncated),
                return_members](absl::StatusOr<serving::InferenceResult> result) {
     if (result.ok()) {
-      FillResponse(*raw, *result, truncated, return_members, feedback, metrics, response);
+      FillResponse(*raw, *result, truncated, return_members, feedback, response);
     }
     call.Finish(result.status());
   };
@@ -189,7 +188,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
                                                      const loracle::v1::FeedbackRequest* request,
                                                      loracle::v1::FeedbackResponse* response) {
-  const UnaryCall call(ctx, metrics_, kFeedbackMethod);
+  const UnaryCall call(ctx, feedback_calls_);
   if (feedback_ == nullptr) {
     return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
   }
@@ -236,7 +235,7 @@ grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
     grpc::CallbackServerContext* ctx, const loracle::v1::OnlineCalibrationRequest* request,
     loracle::v1::OnlineCalibrationResponse* response) {
-  const UnaryCall call(ctx, metrics_, kOnlineCalibrationMethod);
+  const UnaryCall call(ctx, online_calibration_);
   const InferenceBackend* backend = call.Require(*backend_);
   if (backend == nullptr) return call.reactor();
   if (feedback_ == nullptr) {

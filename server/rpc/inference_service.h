@@ -5,6 +5,7 @@
 
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/rpc/engine.h"
+#include "server/rpc/unary_call.h"
 
 namespace loracle::metrics {
 class Metrics;
@@ -31,7 +32,12 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   // Feedback answers UNIMPLEMENTED.
   InferenceService(const Options& options, const Published<const InferenceBackend>* backend,
                    calibration::FeedbackStore* feedback, metrics::Metrics* metrics)
-      : options_(options), backend_(backend), feedback_(feedback), metrics_(metrics) {}
+      : options_(options),
+        backend_(backend),
+        feedback_(feedback),
+        predict_(SeriesOf(metrics, kPredictMethod)),
+        feedback_calls_(SeriesOf(metrics, kFeedbackMethod)),
+        online_calibration_(SeriesOf(metrics, kOnlineCalibrationMethod)) {}
 
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx,
                                     const loracle::v1::PredictRequest* request,
@@ -47,7 +53,9 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   const Options options_;
   const Published<const InferenceBackend>* const backend_;
   calibration::FeedbackStore* const feedback_;
-  metrics::Metrics* const metrics_;
+  metrics::MethodSeries* const predict_;
+  metrics::MethodSeries* const feedback_calls_;
+  metrics::MethodSeries* const online_calibration_;
 };
 
 }  // namespace loracle::rpc

@@ -13,7 +13,7 @@ namespace loracle::rpc {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // "OK", "INVALID_ARGUMENT", ... (the label value used in metrics).
-std::string CodeName(grpc::StatusCode code);
+const char* CodeName(grpc::StatusCode code);
 
 }  // namespace loracle::rpc
 

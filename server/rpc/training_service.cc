@@ -31,9 +31,9 @@ absl::Status NoQueue() {
 // Answers a Watch with `status` at once.
 class Refuse final : public grpc::ServerWriteReactor<Job> {
  public:
-  Refuse(metrics::Metrics* m, const absl::Status& status) {
+  Refuse(metrics::MethodSeries* series, const absl::Status& status) {
     const grpc::Status s = ToGrpcStatus(status);
-    RecordCall(m, kWatchJobMethod, absl::Now(), s);
+    RecordCall(series, absl::Now(), s);
     Finish(s);
   }
   void OnDone() override { delete this; }
@@ -59,7 +59,7 @@ struct WatchSink {
 class WatchReactor final : public grpc::ServerWriteReactor<Job> {
  public:
   // `sink` is this stream's handle, registered with the service by the caller.
-  WatchReactor(training::JobQueue* jobs, const std::string& id, metrics::Metrics* metrics,
+  WatchReactor(training::JobQueue* jobs, const std::string& id, metrics::MethodSeries* metrics,
                std::shared_ptr<WatchSink> sink)
       : jobs_(jobs), metrics_(metrics), start_(absl::Now()), sink_(std::move(sink)) {
     {
@@ -130,7 +130,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<Job> {
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
-    RecordCall(metrics_, kWatchJobMethod, start_, status);
+    RecordCall(metrics_, start_, status);
     Finish(status);
   }
   void FinishWith(const grpc::Status& status) {
@@ -140,7 +140,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<Job> {
 
  private:
   training::JobQueue* const jobs_;
-  metrics::Metrics* const metrics_;
+  metrics::MethodSeries* const metrics_;
   const absl::Time start_;
   const std::shared_ptr<WatchSink> sink_;
   absl::Mutex mu_;
@@ -237,7 +237,7 @@ absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
 grpc::ServerUnaryReactor* TrainingService::Submit(grpc::CallbackServerContext* ctx,
                                                   const loracle::v1::SubmitRequest* request,
                                                   loracle::v1::Job* response) {
-  const UnaryCall call(ctx, metrics_, kSubmitJobMethod);
+  const UnaryCall call(ctx, submit_);
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   if (absl::Status s = ValidateSubmit(*request, options_); !s.ok()) return call.Finish(s);
@@ -249,7 +249,7 @@ grpc::ServerUnaryReactor* TrainingService::Submit(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
                                                const loracle::v1::GetJobRequest* request,
                                                loracle::v1::Job* response) {
-  const UnaryCall call(ctx, metrics_, kGetJobMethod);
+  const UnaryCall call(ctx, get_);
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   absl::StatusOr<Job> job = jobs->Get(request->id());
@@ -260,7 +260,7 @@ grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContext*,
                                                       const loracle::v1::GetJobRequest* request) {
   training::JobQueue* jobs = jobs_->get();
-  if (jobs == nullptr) return new Refuse(metrics_, NoQueue());
+  if (jobs == nullptr) return new Refuse(watch_, NoQueue());
   auto sink = std::make_shared<WatchSink>();
   {
     absl::MutexLock lock(&watches_mu_);
@@ -270,8 +270,8 @@ grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContex
                    watches_.end());
     watches_.push_back(sink);
   }
-  if (jobs == nullptr) return new Refuse(metrics_, ShuttingDown());
-  return new WatchReactor(jobs, request->id(), metrics_, std::move(sink));
+  if (jobs == nullptr) return new Refuse(watch_, ShuttingDown());
+  return new WatchReactor(jobs, request->id(), watch_, std::move(sink));
 }
 
 void TrainingService::StopWatches() {
@@ -293,7 +293,7 @@ void TrainingService::StopWatches() {
 grpc::ServerUnaryReactor* TrainingService::Cancel(grpc::CallbackServerContext* ctx,
                                                   const loracle::v1::GetJobRequest* request,
                                                   loracle::v1::Job* response) {
-  const UnaryCall call(ctx, metrics_, kCancelJobMethod);
+  const UnaryCall call(ctx, cancel_);
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   absl::StatusOr<Job> job = jobs->Cancel(request->id());
@@ -304,7 +304,7 @@ grpc::ServerUnaryReactor* TrainingService::Cancel(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TrainingService::List(grpc::CallbackServerContext* ctx,
                                                 const loracle::v1::ListJobsRequest* request,
                                                 loracle::v1::ListJobsResponse* response) {
-  const UnaryCall call(ctx, metrics_, kListJobsMethod);
+  const UnaryCall call(ctx, list_);
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   std::string next;

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "loracle/v1/training.grpc.pb.h"
 #include "server/rpc/engine.h"
+#include "server/rpc/unary_call.h"
 
 namespace loracle::metrics {
 class Metrics;
@@ -40,7 +41,13 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
   // published (this replica does not train), every method answers UNAVAILABLE.
   TrainingService(const Options& options, const Published<training::JobQueue>* jobs,
                   metrics::Metrics* metrics)
-      : options_(options), jobs_(jobs), metrics_(metrics) {}
+      : options_(options),
+        jobs_(jobs),
+        submit_(SeriesOf(metrics, kSubmitJobMethod)),
+        get_(SeriesOf(metrics, kGetJobMethod)),
+        watch_(SeriesOf(metrics, kWatchJobMethod)),
+        cancel_(SeriesOf(metrics, kCancelJobMethod)),
+        list_(SeriesOf(metrics, kListJobsMethod)) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const loracle::v1::SubmitRequest* request,
@@ -65,7 +72,11 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
  private:
   const Options options_;
   const Published<training::JobQueue>* const jobs_;
-  metrics::Metrics* const metrics_;
+  metrics::MethodSeries* const submit_;
+  metrics::MethodSeries* const get_;
+  metrics::MethodSeries* const watch_;
+  metrics::MethodSeries* const cancel_;
+  metrics::MethodSeries* const list_;
   absl::Mutex watches_mu_;
   std::vector<std::weak_ptr<WatchSink>> watches_ ABSL_GUARDED_BY(watches_mu_);
   bool stopping_ ABSL_GUARDED_BY(watches_mu_) = false;

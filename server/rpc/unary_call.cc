@@ -8,20 +8,22 @@ namespace loracle::rpc {
 
 absl::Status NotReadyError() { return absl::UnavailableError("the base model is still loading"); }
 
-void RecordCall(metrics::Metrics* metrics, const char* method, absl::Time start,
-                const grpc::Status& status) {
-  if (metrics == nullptr) return;
-  metrics->RecordRpc(method, CodeName(status.error_code()),
-                     absl::ToDoubleSeconds(absl::Now() - start));
+metrics::MethodSeries* SeriesOf(metrics::Metrics* metrics, const char* method) {
+  return metrics == nullptr ? nullptr : metrics->Method(method);
 }
 
-UnaryCall::UnaryCall(grpc::CallbackServerContext* ctx, metrics::Metrics* metrics,
-                     const char* method)
-    : reactor_(ctx->DefaultReactor()), metrics_(metrics), method_(method), start_(absl::Now()) {}
+void RecordCall(metrics::MethodSeries* series, absl::Time start, const grpc::Status& status) {
+  if (series == nullptr) return;
+  series->Record(static_cast<int>(status.error_code()), CodeName(status.error_code()),
+                 absl::ToDoubleSeconds(absl::Now() - start));
+}
+
+UnaryCall::UnaryCall(grpc::CallbackServerContext* ctx, metrics::MethodSeries* series)
+    : reactor_(ctx->DefaultReactor()), series_(series), start_(absl::Now()) {}
 
 grpc::ServerUnaryReactor* UnaryCall::Finish(const absl::Status& status) const {
   const grpc::Status s = ToGrpcStatus(status);
-  RecordCall(metrics_, method_, start_, s);
+  RecordCall(series_, start_, s);
   reactor_->Finish(s);
   return reactor_;
 }

@@ -12,7 +12,8 @@
 
 namespace loracle::metrics {
 class Metrics;
-}
+class MethodSeries;
+}  // namespace loracle::metrics
 
 namespace loracle::rpc {
 
@@ -33,15 +34,18 @@ inline constexpr char kListJobsMethod[] = "loracle.v1.Training/List";
 // UNAVAILABLE: the base model is still loading.
 absl::Status NotReadyError();
 
-// Records one finished call (any kind of reactor) in `metrics` (may be null).
-void RecordCall(metrics::Metrics* metrics, const char* method, absl::Time start,
-                const grpc::Status& status);
+// `metrics`'s series for `method`, or null without metrics. For a service's constructor.
+metrics::MethodSeries* SeriesOf(metrics::Metrics* metrics, const char* method);
+
+// Records one finished call (any kind of reactor) in `series` (may be null).
+void RecordCall(metrics::MethodSeries* series, absl::Time start, const grpc::Status& status);
 
 // One unary call from arrival to Finish. Cheap to copy into a callback; Finish may run on any
 // thread, exactly once per call (gRPC's rule for a reactor).
 class UnaryCall {
  public:
-  UnaryCall(grpc::CallbackServerContext* ctx, metrics::Metrics* metrics, const char* method);
+  // `series` (may be null) records the call.
+  UnaryCall(grpc::CallbackServerContext* ctx, metrics::MethodSeries* series);
 
   grpc::ServerUnaryReactor* reactor() const { return reactor_; }
   // Records the call and finishes it with `status`; returns the reactor for the handler to return.
@@ -56,8 +60,7 @@ class UnaryCall {
 
  private:
   grpc::ServerUnaryReactor* reactor_;
-  metrics::Metrics* metrics_;
-  const char* method_;
+  metrics::MethodSeries* series_;
   absl::Time start_;
 };
 

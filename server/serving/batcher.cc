@@ -43,8 +43,9 @@ absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
                                                      " rows queued); retry with backoff"));
   }
   queued_rows_ += rows;
+  request->enqueued = absl::Now();
   queue_.push_back(std::move(request));
-  if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
+  if (metrics_ != nullptr) metrics_->SetQueued(static_cast<int64_t>(queue_.size()), queued_rows_);
   return absl::OkStatus();
 }
 
@@ -107,10 +108,19 @@ void Batcher::Loop() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      if (metrics_ != nullptr) metrics_->SetQueuedRows(queued_rows_);
+      if (metrics_ != nullptr) {
+        metrics_->SetQueued(static_cast<int64_t>(queue_.size()), queued_rows_);
+      }
     }
     for (auto& [request, status] : dropped) request->done(status);
     if (batch.empty()) continue;
+    if (metrics_ != nullptr) {
+      const absl::Time now = absl::Now();
+      for (const auto& r : batch) {
+        metrics_->RecordDequeued(absl::ToDoubleSeconds(now - r->enqueued),
+                                 r->members * r->mc_samples);
+      }
+    }
     const absl::Time start = absl::Now();
     run_(std::move(batch));
     const absl::Duration took = absl::Now() - start;

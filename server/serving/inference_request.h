@@ -37,6 +37,7 @@ struct InferenceRequest {
   uint64_t seed = 0;
   double abstain_threshold = 0;  // mutual information above which to abstain; 0 = never
   absl::Time deadline = absl::InfiniteFuture();
+  absl::Time enqueued;  // set by Batcher::Submit
   // True once the caller has gone away; checked before the request runs. May be empty. Must be
   // callable from any thread.
   std::function<bool()> cancelled;

@@ -222,6 +222,13 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
       trained->report.validation_confidence, trained->report.validation_mutual_information);
   identity.serving.reference = {reference.examples, reference.confidence,
                                 reference.mutual_information};
+  const calibration::CalibrationReport& calibrated = trained->report.calibrated;
+  identity.serving.validation = {static_cast<int64_t>(calibrated.examples),
+                                 calibrated.accuracy,
+                                 calibrated.ece,
+                                 calibrated.mce,
+                                 calibrated.nll,
+                                 calibrated.brier};
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;

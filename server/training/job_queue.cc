@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "server/metrics/metrics.h"
 #include "server/util/file_util.h"
 
 namespace loracle::training {
@@ -113,6 +114,7 @@ absl::Status JobQueue::Recover() {
     if (job.state() == loracle::v1::JOB_STATE_RUNNING) {
       job.set_state(loracle::v1::JOB_STATE_FAILED);
       job.set_error("server restarted during training");
+      RecordEnded(job, job.updated_unix_ms());
       job.set_updated_unix_ms(NowMs());
       restarted.push_back(job);
     } else if (job.state() == loracle::v1::JOB_STATE_QUEUED) {
@@ -259,6 +261,13 @@ void JobQueue::Notify(const Job& changed) {
   for (const Watcher& w : targets) w(current);
 }
 
+void JobQueue::RecordEnded(const Job& job, int64_t end_unix_ms) const {
+  if (options_.metrics == nullptr || !JobEnded(job.state()) || job.started_unix_ms() <= 0) return;
+  options_.metrics->RecordJobEnded(
+      loracle::v1::JobState_Name(job.state()).substr(10),  // drop "JOB_STATE_"
+      static_cast<double>(std::max<int64_t>(0, end_unix_ms - job.started_unix_ms())) / 1000.0);
+}
+
 void JobQueue::Persist(const Job& job) const {
   std::string json;
   google::protobuf::util::JsonPrintOptions o;
@@ -289,6 +298,7 @@ void JobQueue::WorkerLoop() {
       r.cancel_requested = false;
       r.job.set_state(loracle::v1::JOB_STATE_RUNNING);
       r.job.set_updated_unix_ms(NowMs());
+      r.job.set_started_unix_ms(r.job.updated_unix_ms());
       running = r.job;
     }
     Persist(running);
@@ -330,6 +340,7 @@ void JobQueue::WorkerLoop() {
       done = job;
     }
     Persist(done);
+    RecordEnded(done, done.updated_unix_ms());
     Notify(done);
   }
 }

@@ -31,6 +31,10 @@
 #include "absl/synchronization/mutex.h"
 #include "loracle/v1/training.pb.h"
 
+namespace loracle::metrics {
+class Metrics;
+}
+
 namespace loracle::training {
 
 // What a running job sees: whether it was cancelled, and a way to publish its progress.
@@ -62,6 +66,11 @@ class JobQueue {
     int workers = 1;       // jobs running at once; 0 = none run here (queue only)
     int max_queued = 16;   // QUEUED jobs; Submit beyond it is RESOURCE_EXHAUSTED
     Runner runner;         // required when workers > 0
+    // Optional, not owned: each job that ends after it started is recorded (RecordJobEnded)
+    // with its time from its last start; a job found RUNNING after a restart counts as FAILED
+    // with the time it had run until its last recorded update. Jobs cancelled while queued are
+    // not recorded.
+    metrics::Metrics* metrics = nullptr;
   };
   // Reads the jobs directory (see above). INVALID_ARGUMENT for bad options, the file system's
   // errors for an unreadable directory.
@@ -113,6 +122,8 @@ class JobQueue {
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; }
   // Persists `job` (job.json). Logged on failure: the in-memory state stays authoritative.
   void Persist(const loracle::v1::Job& job) const;
+  // Records an ended job that had started, as of `end_unix_ms`, in options_.metrics.
+  void RecordEnded(const loracle::v1::Job& job, int64_t end_unix_ms) const;
   // Calls the job's watchers with `job` (outside the lock); drops them once it has ended.
   void Notify(const loracle::v1::Job& job) ABSL_LOCKS_EXCLUDED(mu_, notify_mu_);
   std::string JobDir(const std::string& id) const { return options_.jobs_dir + "/" + id; }

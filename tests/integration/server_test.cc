@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <set>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "client/cli.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "loracle/v1/adapters.grpc.pb.h"
@@ -526,9 +528,99 @@ TEST_F(ServerTest, MetricsEndpointCountsCalls) {
   EXPECT_NE(
       body.find("loracle_requests_total{code=\"OK\",method=\"loracle.v1.Inference/Predict\"}"),
       std::string::npos);
-  EXPECT_NE(body.find("loracle_predictions_total{adapter=\"sentiment\"}"), std::string::npos);
-  EXPECT_NE(body.find("loracle_model_ready 1"), std::string::npos);
+  EXPECT_NE(body.find("loracle_predictions_total{adapter=\"sentiment\",version=\"1\"}"),
+            std::string::npos);
+  // Per-version series exist from load, before any prediction.
+  EXPECT_NE(body.find("loracle_predictions_total{adapter=\"hk\",version=\"1\"}"),
+            std::string::npos);
+  EXPECT_NE(body.find("loracle_adapter_temperature{adapter=\"topics\",version=\"1\"} 1"),
+            std::string::npos);
+  for (const char* series :
+       {"loracle_model_ready 1", "loracle_queue_wait_seconds_count ", "loracle_request_passes_sum ",
+        "loracle_adapter_loads_total{result=\"ok\"} ", "loracle_adapter_load_seconds_count ",
+        "loracle_build_info{device=\"cpu\",git_commit=\"", "process_resident_memory_bytes ",
+        "process_threads ", "loracle_compute_threads{use=\"serving\"} "}) {
+    EXPECT_NE(body.find(series), std::string::npos) << series;
+  }
   EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
+}
+
+// The exposition's series (names and labels, without values), sorted.
+std::vector<std::string> SeriesOf(const std::string& exposition) {
+  std::vector<std::string> out;
+  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    out.emplace_back(line.substr(0, line.rfind(' ')));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_F(ServerTest, AThousandLoadUnloadCyclesLeaveNoStaleSeries) {
+  auto adapters_stub = loracle::v1::Adapters::NewStub(*channel_);
+  auto inference = loracle::v1::Inference::NewStub(*channel_);
+  auto store = adapters::Store::Create({test_server_->store().root()});
+  ASSERT_TRUE(store.ok());
+  std::vector<std::string> baseline;
+  size_t baseline_bytes = 0;
+  constexpr int kCycles = 1000;
+  for (int cycle = 0; cycle < kCycles; ++cycle) {
+    // A new version every cycle: the label values seen over the run are unbounded.
+    ASSERT_TRUE((*store)
+                    ->Publish("churn",
+                              [&](const std::string& dir) {
+                                return adapters::WriteRandomAdapter(
+                                    dir, testing::TinyConfig(),
+                                    testing::TinyAdapterSpec({"x", "y"}, 1, 7));
+                              })
+                    .ok());
+    grpc::ClientContext load_ctx;
+    loracle::v1::LoadAdapterRequest load;
+    load.set_name("churn");
+    loracle::v1::AdapterInfo info;
+    ASSERT_TRUE(adapters_stub->Load(&load_ctx, load, &info).ok()) << cycle;
+    PredictResponse resp;
+    ASSERT_TRUE(Predict(Request("churn", {"cycle"}), &resp).ok());
+    grpc::ClientContext feedback_ctx;
+    loracle::v1::FeedbackRequest feedback;
+    auto* item = feedback.add_items();
+    item->set_prediction_id(resp.predictions(0).prediction_id());
+    item->set_true_label("y");
+    loracle::v1::FeedbackResponse feedback_resp;
+    ASSERT_TRUE(inference->Feedback(&feedback_ctx, feedback, &feedback_resp).ok());
+    if (cycle == 0) {  // while loaded, every per-version family has its series
+      const std::string live = testing::HttpGet(server_->metrics_port(), "/metrics");
+      for (const char* family : {"loracle_predictions_total", "loracle_prediction_entropy_count",
+                                 "loracle_adapter_temperature", "loracle_online_labelled",
+                                 "loracle_feedback_predictions_total"}) {
+        EXPECT_NE(live.find(absl::StrCat(family, "{adapter=\"churn\"")), std::string::npos)
+            << family;
+      }
+    }
+    grpc::ClientContext unload_ctx;
+    loracle::v1::UnloadAdapterRequest unload;
+    unload.set_name("churn");
+    loracle::v1::UnloadAdapterResponse unloaded;
+    ASSERT_TRUE(adapters_stub->Unload(&unload_ctx, unload, &unloaded).ok());
+    if (cycle == 0 || cycle == kCycles - 1) {
+      std::string scrape = testing::HttpGet(server_->metrics_port(), "/metrics");
+      scrape = scrape.substr(scrape.find("\r\n\r\n") + 4);
+      EXPECT_EQ(scrape.find("churn"), std::string::npos) << "cycle " << cycle;
+      // Only the process series and the histograms of other calls may differ in values; the
+      // series themselves may not.
+      std::vector<std::string> series = SeriesOf(scrape);
+      if (cycle == 0) {
+        baseline = series;
+        baseline_bytes = scrape.size();
+      } else {
+        EXPECT_EQ(series, baseline);
+        // The same series; only values changed (counters and sums gain a few digits).
+        EXPECT_LT(scrape.size(), baseline_bytes * 102 / 100)
+            << scrape.size() << " vs " << baseline_bytes;
+      }
+    }
+  }
+  EXPECT_EQ(*(*store)->LatestVersion("churn"), kCycles);
 }
 
 TEST_F(ServerTest, CliPrintsTablesAndJson) {

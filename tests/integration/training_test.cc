@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "client/cli.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
@@ -158,6 +159,22 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_EQ(cal.versions(0).predictions(), 2u);
   EXPECT_TRUE(cal.versions(0).has_psi_confidence());
   EXPECT_EQ(cal.versions(0).drift_reference(), "validation");
+
+  // The published version's validation report and the job's duration are on /metrics.
+  const std::string metrics = testing::HttpGet(server_->server().metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find(absl::StrFormat(
+                "loracle_adapter_validation_examples{adapter=\"spam\",version=\"1\"} %d",
+                done.validation_examples())),
+            std::string::npos);
+  const std::string ece_series = "loracle_adapter_validation_ece{adapter=\"spam\",version=\"1\"} ";
+  const size_t ece_at = metrics.find(ece_series);
+  ASSERT_NE(ece_at, std::string::npos);
+  EXPECT_NEAR(std::stod(metrics.substr(ece_at + ece_series.size())),
+              serving["validation"]["ece"].get<double>(), 1e-9);
+  EXPECT_NEAR(serving["validation"]["ece"].get<double>(), done.report().calibrated().ece(), 1e-6);
+  EXPECT_NE(metrics.find("loracle_training_job_duration_seconds_count{state=\"SUCCEEDED\"} 1"),
+            std::string::npos);
+  EXPECT_NE(metrics.find("loracle_training_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos);
 }
 
 // The bundled SpamAssassin files, named server-side through --data_dir (a few steps: the numbers

@@ -64,6 +64,32 @@ TEST(AdapterConfigTest, ServingConfigValidatesLabelsAndRanges) {
   EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "temperature": 0})", "l").ok());
 }
 
+TEST(AdapterConfigTest, ServingConfigKeepsTheValidationReportAndReference) {
+  ServingConfig c;
+  c.labels = {"ham", "spam"};
+  c.temperature = 1.25;
+  c.validation = {200, 0.9, 0.03, 0.2, 0.31, 0.08};
+  c.reference = {200, {0.25, 0.75}, {1.0, 0.0}};
+  auto back = ParseServingConfig(ServingConfigToJson(c), "loracle.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->validation.examples, 200);
+  EXPECT_DOUBLE_EQ(back->validation.accuracy, 0.9);
+  EXPECT_DOUBLE_EQ(back->validation.ece, 0.03);
+  EXPECT_DOUBLE_EQ(back->validation.mce, 0.2);
+  EXPECT_DOUBLE_EQ(back->validation.nll, 0.31);
+  EXPECT_DOUBLE_EQ(back->validation.brier, 0.08);
+  EXPECT_EQ(back->reference.confidence, c.reference.confidence);
+  // Without a report nothing is written, and nothing is read back.
+  c.validation = {};
+  auto none = ParseServingConfig(ServingConfigToJson(c), "loracle.json");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->validation.examples, 0);
+  auto bad = ParseServingConfig(
+      R"({"labels": ["a", "b"], "validation": {"examples": 3, "accuracy": "high"}})", "l.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("validation.accuracy"), std::string::npos) << bad.status();
+}
+
 TEST(AdapterConfigTest, AdapterNamesAreSafePathComponents) {
   EXPECT_TRUE(ValidateAdapterName("spam-filter_v2.1").ok());
   EXPECT_FALSE(ValidateAdapterName("").ok());
