@@ -6,8 +6,15 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -35,7 +42,114 @@ std::mutex& BlasMutex() {
 }
 int training_scopes = 0;  // guarded by BlasMutex()
 
+// Helper threads for RunInParallel: a queue of tasks, each one part of a caller's batch.
+class HelperPool {
+ public:
+  static HelperPool& Get() {
+    static HelperPool* pool = new HelperPool();  // never destroyed: threads outlive main's end
+    return *pool;
+  }
+
+  void Run(int parts, const std::function<void(int)>& fn) {
+    struct Batch {
+      std::mutex mu;
+      std::condition_variable done;
+      int pending = 0;
+      std::exception_ptr error;  // the first part's that threw
+    } batch;
+    batch.pending = parts - 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (static_cast<int>(threads_.size()) < parts - 1) {
+        threads_.emplace_back([this] { Loop(); });
+      }
+      queued_.fetch_add(parts - 1, std::memory_order_relaxed);
+      for (int p = 1; p < parts; ++p) {
+        tasks_.push_back([&batch, &fn, p] {
+          std::exception_ptr error;
+          try {
+            fn(p);
+          } catch (...) {
+            error = std::current_exception();
+          }
+          std::lock_guard<std::mutex> l(batch.mu);
+          if (error && !batch.error) batch.error = error;
+          if (--batch.pending == 0) batch.done.notify_one();
+        });
+      }
+    }
+    work_.notify_all();
+    std::exception_ptr error;
+    try {
+      fn(0);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lock(batch.mu);
+    batch.done.wait(lock, [&batch] { return batch.pending == 0; });
+    if (!error) error = batch.error;
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      // A forward issues its split GEMMs a few hundred microseconds apart: spin for the next
+      // part for a while before sleeping, as OpenBLAS's own threads do, so the core stays with
+      // serving for the whole forward instead of going to a (low-priority) trainer in between.
+      const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+      while (queued_.load(std::memory_order_relaxed) == 0 &&
+             std::chrono::steady_clock::now() < spin_until) {
+        CpuRelax();
+      }
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_.wait(lock, [this] { return !tasks_.empty(); });
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      task();
+    }
+  }
+
+  static void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  static constexpr std::chrono::microseconds kSpin{2000};
+
+  std::mutex mu_;
+  std::condition_variable work_;
+  std::deque<std::function<void()>> tasks_;
+  std::atomic<int> queued_{0};        // tasks_.size(), readable without mu_
+  std::vector<std::thread> threads_;  // detached in effect: the pool is never destroyed
+};
+
+thread_local int token_parallel_parts = 1;
+
 }  // namespace
+
+void RunInParallel(int parts, const std::function<void(int)>& fn) {
+  if (parts <= 1) {
+    fn(0);
+    return;
+  }
+  HelperPool::Get().Run(parts, fn);
+}
+
+TokenParallelScope::TokenParallelScope(int parts) : previous_(token_parallel_parts) {
+  token_parallel_parts = std::max(parts, 1);
+}
+
+TokenParallelScope::~TokenParallelScope() { token_parallel_parts = previous_; }
+
+int TokenParallelParts() { return token_parallel_parts; }
 
 TrainingScope::TrainingScope() {
   std::lock_guard<std::mutex> lock(BlasMutex());

@@ -3,6 +3,8 @@
 
 // Process-wide CPU settings for inference. Torch-free header.
 
+#include <functional>
+
 namespace loracle::model {
 
 // Thread counts for the two pools a forward uses: the BLAS library's (OpenBLAS pthreads: every
@@ -65,6 +67,30 @@ class IdlePriorityScope {
 
 // std::thread::hardware_concurrency(), at least 1.
 int Cores();
+
+// Runs fn(0) on the calling thread and fn(1) .. fn(parts - 1) on helper threads (a process-wide
+// pool, started on first use, at normal priority), and returns when all are done; then rethrows
+// the first exception a part threw. `fn` must not call RunInParallel itself. Thread-safe;
+// concurrent callers share the helpers.
+void RunInParallel(int parts, const std::function<void(int)>& fn);
+
+// While one lives on a thread, FusedLinear (lora.h) on that thread splits its tokens into
+// `parts` chunks, one GEMM each on RunInParallel's threads. For a serving forward that cannot be
+// split by rows while BLAS runs single-threaded (TrainingScope): one long sequence still uses
+// every core. Nests (the innermost wins); parts <= 1 turns splitting off.
+class TokenParallelScope {
+ public:
+  explicit TokenParallelScope(int parts);
+  ~TokenParallelScope();
+  TokenParallelScope(const TokenParallelScope&) = delete;
+  TokenParallelScope& operator=(const TokenParallelScope&) = delete;
+
+ private:
+  int previous_;
+};
+
+// The calling thread's token parts (1 outside a TokenParallelScope).
+int TokenParallelParts();
 
 // Keeps memory freed by tensors inside the process (glibc malloc: no mmap per large tensor, no
 // trimming of the heap), so a forward's activations reuse pages already mapped instead of

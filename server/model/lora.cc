@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "server/model/cpu_runtime.h"
+
 namespace loracle::model {
 namespace {
 
@@ -23,7 +25,25 @@ torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
                           const torch::Tensor& bias) {
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = weight.size(0);
-  return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight.t()).view(shape);
+  const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
+  const int64_t tokens = x2.size(0);
+  // Below this many tokens per chunk a split costs more in hand-offs than it gains.
+  constexpr int64_t kMinTokensPerPart = 16;
+  const int parts =
+      static_cast<int>(std::min<int64_t>(TokenParallelParts(), tokens / kMinTokensPerPart));
+  if (parts <= 1 || !c10::InferenceMode::is_enabled()) {
+    return torch::addmm(bias, x2, weight.t()).view(shape);
+  }
+  // Each chunk of tokens writes its own rows of the output: one GEMM per helper thread.
+  torch::Tensor out = torch::empty({tokens, weight.size(0)}, x2.options());
+  const torch::Tensor wt = weight.t();
+  RunInParallel(parts, [&](int p) {
+    c10::InferenceMode guard;
+    const int64_t begin = tokens * p / parts, end = tokens * (p + 1) / parts;
+    torch::Tensor rows = out.narrow(0, begin, end - begin);
+    torch::addmm_out(rows, bias, x2.narrow(0, begin, end - begin), wt);
+  });
+  return out.view(shape);
 }
 
 torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed) {

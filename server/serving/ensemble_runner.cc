@@ -104,7 +104,10 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     if (options_.parallel_rows && model::TrainingActive()) {
       parts = static_cast<int>(std::clamp<int64_t>(n, 1, cores));
     }
-    model::SetServingBlasThreads(parts > 1 ? 1 : cores);
+    const int blas = model::SetServingBlasThreads(parts > 1 ? 1 : cores);
+    // One part with BLAS pinned to one thread (a job trains): split the tokens instead.
+    model::TokenParallelScope token_split(
+        parts == 1 && blas < cores && options_.parallel_rows ? cores : 1);
     model::Encoder encoder = options_.base->encoder;  // a handle: forwards only read it
     absl::StatusOr<torch::Tensor> pooled =
         model::ForwardInParts(encoder, ids, mask, types, routing, parts);

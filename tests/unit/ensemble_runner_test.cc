@@ -7,6 +7,7 @@
 #include "server/metrics/metrics.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
+#include "server/model/lora.h"
 #include "tests/support/test_util.h"
 
 namespace loracle::serving {
@@ -93,6 +94,66 @@ TEST_F(EnsembleRunnerTest, ShortAndLongRequestsRunInSeparateLengthBuckets) {
     EXPECT_NEAR(long_mixed.summary.mean_probs[c], long_alone.summary.mean_probs[c], 1e-6);
   }
   EXPECT_EQ(short_mixed.passes.size(), 2u) << "two members";
+}
+
+// While a job trains BLAS runs on one thread, and a single long row is split by tokens across
+// the cores instead (model::TokenParallelScope): the answer must not change.
+TEST_F(EnsembleRunnerTest, TokenSplitWhileTrainingGivesTheSameAnswer) {
+  auto two_cores = EnsembleRunner::Create({base_.get(), 2, true, metrics_.get()});
+  ASSERT_TRUE(two_cores.ok()) << two_cores.status();
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += "free money ";
+  InputResult alone, during_training;
+  {
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    batch.push_back(Request(long_text, &alone));
+    (*two_cores)->Run(std::move(batch));
+  }
+  {
+    model::TrainingScope training;
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    batch.push_back(Request(long_text, &during_training));
+    (*two_cores)->Run(std::move(batch));
+  }
+  ASSERT_EQ(during_training.passes.size(), alone.passes.size());
+  for (size_t k = 0; k < alone.passes.size(); ++k) {
+    for (size_t c = 0; c < 2; ++c) {
+      EXPECT_NEAR(during_training.passes[k][c], alone.passes[k][c], 1e-5) << k << " " << c;
+    }
+  }
+}
+
+TEST(TokenParallelTest, FusedLinearSplitsTokensWithoutChangingTheResult) {
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({2, 40, 24});
+  const torch::Tensor w = torch::randn({12, 24});
+  const torch::Tensor b = torch::randn({12});
+  c10::InferenceMode inference;
+  const torch::Tensor plain = model::FusedLinear(x, w, b);
+  EXPECT_EQ(model::TokenParallelParts(), 1);
+  model::TokenParallelScope split(3);
+  EXPECT_EQ(model::TokenParallelParts(), 3);
+  const torch::Tensor parted = model::FusedLinear(x, w, b);
+  EXPECT_EQ(parted.sizes(), plain.sizes());
+  EXPECT_TRUE(torch::allclose(parted, plain, 1e-5, 1e-5));
+  {
+    model::TokenParallelScope off(1);
+    EXPECT_EQ(model::TokenParallelParts(), 1);
+  }
+  EXPECT_EQ(model::TokenParallelParts(), 3);
+}
+
+TEST(TokenParallelTest, RunInParallelRunsEveryPartAndRethrows) {
+  std::vector<int> hits(4, 0);
+  model::RunInParallel(4, [&](int p) { hits[static_cast<size_t>(p)] += 1; });
+  EXPECT_EQ(hits, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_THROW(model::RunInParallel(3,
+                                    [](int p) {
+                                      if (p == 2) throw std::runtime_error("part 2");
+                                    }),
+               std::runtime_error);
+  model::RunInParallel(2, [&](int p) { hits[static_cast<size_t>(p)] += 1; });  // still works
+  EXPECT_EQ(hits[1], 2);
 }
 
 }  // namespace
