@@ -2,13 +2,17 @@
 #                    (or here:  podman build --isolation chroot -t loracle .)
 # Run:    docker run -p 50051:50051 -p 9464:9464 -v loracle-adapters:/var/lib/loracle/adapters loracle
 # Every dependency comes from Debian packages via deploy/install-deps.sh, as on a developer machine.
+# .git is not in the build context: pass the commit for loracle_build_info with
+#   --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD)
 
 FROM debian:bookworm AS build
 WORKDIR /src
 COPY deploy/install-deps.sh deploy/install-deps.sh
 RUN deploy/install-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
+ARG GIT_COMMIT=unknown
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DLORACLE_BUILD_TESTS=OFF \
+    -DLORACLE_GIT_COMMIT="${GIT_COMMIT}" \
  && cmake --build /build -j"$(nproc)" \
  && cmake --install /build --prefix /opt/loracle --strip
 
