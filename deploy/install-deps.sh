@@ -16,6 +16,7 @@ build_pkgs=(
   nlohmann-json3-dev libutf8proc-dev
   prometheus curl  # tests: a real Prometheus server scrapes loracle; promtool checks the format
   clang  # CI: the -Wthread-safety build of the torch-free targets (tests/thread_safety_build.sh)
+  libclang-rt-14-dev python3  # CI: libFuzzer + sanitizer runtimes, the fuzz seeds (tests/fuzz)
 )
 
 pkgs=("${build_pkgs[@]}")

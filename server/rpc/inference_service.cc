@@ -103,6 +103,46 @@ loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
 
 }  // namespace
 
+absl::Status ValidatePredict(const PredictRequest& request,
+                             const InferenceService::Options& options) {
+  if (request.adapter().empty()) {
+    return absl::InvalidArgumentError("adapter is required: name the adapter to predict with");
+  }
+  if (request.inputs().empty()) {
+    return absl::InvalidArgumentError("inputs is empty: send at least one text");
+  }
+  if (request.inputs_size() > options.max_inputs_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat("inputs has ", request.inputs_size(),
+                                                   " texts; the limit per request is ",
+                                                   options.max_inputs_per_request));
+  }
+  if (request.text_pairs_size() != 0 && request.text_pairs_size() != request.inputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("text_pairs has ", request.text_pairs_size(),
+                                                   " entries; it must be empty or match the ",
+                                                   request.inputs_size(), " inputs"));
+  }
+  if (request.has_mc_samples() &&
+      (request.mc_samples() < 1 ||
+       request.mc_samples() > static_cast<uint32_t>(options.max_mc_samples))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mc_samples must be in [1, ", options.max_mc_samples, "], got ", request.mc_samples()));
+  }
+  if (request.has_abstain_threshold() && !(request.abstain_threshold() >= 0)) {
+    return absl::InvalidArgumentError("abstain_threshold must be >= 0");
+  }
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    for (const std::string* text :
+         {&request.inputs(i), i < request.text_pairs_size() ? &request.text_pairs(i) : nullptr}) {
+      if (text != nullptr && static_cast<int64_t>(text->size()) > options.max_input_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(text == &request.inputs(i) ? "inputs[" : "text_pairs[", i, "] is ",
+                         text->size(), " bytes; the limit is ", options.max_input_bytes));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
                                                     const PredictRequest* request,
                                                     PredictResponse* response) {
@@ -111,32 +151,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   const InferenceBackend* backend = call.Require(*backend_);
   if (backend == nullptr) return call.reactor();
 
-  if (request->adapter().empty()) {
-    return fail(
-        absl::InvalidArgumentError("adapter is required: name the adapter to predict with"));
-  }
-  if (request->inputs().empty()) {
-    return fail(absl::InvalidArgumentError("inputs is empty: send at least one text"));
-  }
-  if (request->inputs_size() > options_.max_inputs_per_request) {
-    return fail(absl::InvalidArgumentError(absl::StrCat("inputs has ", request->inputs_size(),
-                                                        " texts; the limit per request is ",
-                                                        options_.max_inputs_per_request)));
-  }
-  if (request->text_pairs_size() != 0 && request->text_pairs_size() != request->inputs_size()) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "text_pairs has ", request->text_pairs_size(), " entries; it must be empty or match the ",
-        request->inputs_size(), " inputs")));
-  }
-  if (request->has_mc_samples() &&
-      (request->mc_samples() < 1 ||
-       request->mc_samples() > static_cast<uint32_t>(options_.max_mc_samples))) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "mc_samples must be in [1, ", options_.max_mc_samples, "], got ", request->mc_samples())));
-  }
-  if (request->has_abstain_threshold() && !(request->abstain_threshold() >= 0)) {
-    return fail(absl::InvalidArgumentError("abstain_threshold must be >= 0"));
-  }
+  if (absl::Status s = ValidatePredict(*request, options_); !s.ok()) return fail(s);
 
   absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter =
       backend->registry->Acquire(request->adapter());
@@ -154,10 +169,6 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   std::vector<bool> truncated;
   for (int i = 0; i < request->inputs_size(); ++i) {
     const std::string& text = request->inputs(i);
-    if (static_cast<int64_t>(text.size()) > options_.max_input_bytes) {
-      return fail(absl::InvalidArgumentError(absl::StrCat(
-          "inputs[", i, "] is ", text.size(), " bytes; the limit is ", options_.max_input_bytes)));
-    }
     std::optional<absl::string_view> pair;
     if (request->text_pairs_size() > 0) pair = request->text_pairs(i);
     absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, backend->max_length);

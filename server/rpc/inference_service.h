@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/unary_call.h"
@@ -57,6 +58,12 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   metrics::MethodSeries* const feedback_calls_;
   metrics::MethodSeries* const online_calibration_;
 };
+
+// The request's problems a person can fix, checked before any lookup (exposed for tests and
+// fuzzers): adapter named, 1..max_inputs_per_request inputs, text_pairs empty or matching,
+// mc_samples in range, abstain_threshold >= 0, every text within max_input_bytes.
+absl::Status ValidatePredict(const loracle::v1::PredictRequest& request,
+                             const InferenceService::Options& options);
 
 }  // namespace loracle::rpc
 

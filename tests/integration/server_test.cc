@@ -520,6 +520,20 @@ TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
   EXPECT_NE(err4.str().find("bad.jsonl:1"), std::string::npos) << err4.str();
 }
 
+TEST_F(ServerTest, OversizedTextOrPairIsInvalidBeforeAnyLookup) {
+  PredictResponse resp;
+  PredictRequest req = Request("no-such-adapter", {"short"});
+  req.add_text_pairs(std::string((1 << 20) + 1, 'x'));
+  const grpc::Status s = Predict(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("text_pairs[0] is 1048577 bytes; the limit is 1048576"),
+            std::string::npos)
+      << s.error_message();
+  const grpc::Status t = Predict(Request("sentiment", {std::string((1 << 20) + 1, 'y')}), &resp);
+  EXPECT_EQ(t.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(t.error_message().find("inputs[0] is 1048577 bytes"), std::string::npos);
+}
+
 TEST_F(ServerTest, MetricsEndpointCountsCalls) {
   PredictResponse resp;
   ASSERT_TRUE(Predict(Request("sentiment", {"count me"}), &resp).ok());

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpora into OUT_DIR/<fuzzer>/ from tests/data and small valid
+examples of each format (the first byte of a seed selects the fuzzer's mode, see each fuzzer).
+Usage: make_seeds.py OUT_DIR"""
+import json, os, struct, sys
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+out = sys.argv[1]
+data = os.path.join(root, "tests", "data")
+
+
+def seed(fuzzer, name, payload):
+    d = os.path.join(out, fuzzer)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(payload if isinstance(payload, bytes) else payload.encode())
+
+
+def read(*parts):
+    with open(os.path.join(data, *parts), "rb") as f:
+        return f.read()
+
+
+def safetensors(tensors, metadata=None):
+    header, blob = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(blob), len(blob) + len(raw)]}
+        blob += raw
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + blob
+
+
+seed("safetensors_fuzzer", "two_tensors", safetensors(
+    {"a.weight": ("F32", [2, 3], struct.pack("<6f", *range(6))),
+     "b.bias": ("F16", [4], b"\x00\x3c" * 4)}, {"format": "pt"}))
+seed("safetensors_fuzzer", "bf16_i64", safetensors(
+    {"x": ("BF16", [1, 2], b"\x80\x3f\x00\x40"), "ids": ("I64", [2], struct.pack("<2q", 1, 2))}))
+seed("safetensors_fuzzer", "empty", safetensors({}))
+
+bert = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "hidden_size": 32,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "vocab_size": 100, "max_position_embeddings": 64, "type_vocab_size": 2,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-12, "id2label": {"0": "ham", "1": "spam"}}
+seed("config_fuzzer", "bert_config", b"\x00" + json.dumps(bert).encode())
+seed("config_fuzzer", "roberta_config", b"\x00" + json.dumps(dict(bert, model_type="roberta",
+     architectures=["RobertaForSequenceClassification"], pad_token_id=1)).encode())
+seed("config_fuzzer", "distilbert_config", b"\x00" + json.dumps(
+    {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
+     "vocab_size": 100, "max_position_embeddings": 64, "activation": "gelu"}).encode())
+seed("config_fuzzer", "peft", b"\x01" + json.dumps(
+    {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
+     "target_modules": ["query", "value"], "modules_to_save": ["classifier"], "use_rslora": False,
+     "rank_pattern": {"layer.0.attention.self.query": 4}, "alpha_pattern": {}}).encode())
+seed("config_fuzzer", "serving", b"\x02" + json.dumps(
+    {"labels": ["ham", "spam"], "members": 2, "mc_samples": 4, "temperature": 1.3,
+     "abstain_threshold": 0.2, "dropout": {"method": "LORA_DROPOUT", "rate": 0.1},
+     "reference": {"examples": 3, "confidence": [0.5, 0.5], "mutual_information": [1.0]},
+     "validation": {"examples": 3, "accuracy": 0.9, "ece": 0.1, "mce": 0.2, "nll": 0.3,
+                    "brier": 0.1}}).encode())
+
+vocab = read("tokenizers", "bert-uncased", "vocab.txt").split(b"\n")[:300]
+seed("tokenizer_files_fuzzer", "vocab_txt", b"\x01" + b"\n".join(vocab))
+wordpiece = {"model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                       "max_input_chars_per_word": 100,
+                       "vocab": {t.decode(errors="replace"): i for i, t in enumerate(vocab) if t}},
+             "normalizer": {"type": "BertNormalizer", "lowercase": True, "clean_text": True,
+                            "handle_chinese_chars": True, "strip_accents": None},
+             "added_tokens": [{"id": 100, "content": "[UNK]", "special": True}]}
+seed("tokenizer_files_fuzzer", "tokenizer_json_wordpiece", b"\x00" + json.dumps(wordpiece).encode())
+rvocab = json.loads(read("tokenizers", "roberta", "vocab.json"))
+small = {k: v for k, v in rvocab.items() if v < 400}
+merges = read("tokenizers", "roberta", "merges.txt").split(b"\n")[:200]
+seed("tokenizer_files_fuzzer", "vocab_json_merges", b"\x02" + json.dumps(small).encode() + b"\x00" +
+     b"\n".join(merges))
+bpe = {"model": {"type": "BPE", "vocab": small,
+                 "merges": [m.decode() for m in merges[1:] if m]},
+       "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+       "added_tokens": [{"id": 0, "content": "<s>", "special": True}]}
+seed("tokenizer_files_fuzzer", "tokenizer_json_bpe", b"\x00" + json.dumps(bpe).encode())
+
+reference = json.loads(read("tokenizers", "reference.json"))
+for t, name in enumerate(["bert-uncased", "bert-cased", "roberta"]):  # the fuzzer's order
+    for i, case in enumerate(reference.get(name, [])[:30]):
+        payload = case["text"].encode() + (b"\x00" + case["pair"].encode() if case.get("pair") else b"")
+        seed("tokenizer_text_fuzzer", f"{name}_{i}", bytes([t + 3 * 40]) + payload)
+seed("tokenizer_text_fuzzer", "mail", b"\x7f" + read("spam-assassin", "test.jsonl")[:1500])
+
+train = read("spam-assassin", "train.jsonl").split(b"\n")
+seed("training_data_fuzzer", "jsonl", b"\x00" + b"\n".join(l[:300] for l in train[:6]))
+seed("training_data_fuzzer", "jsonl_pairs", b"\x00" + b'{"text": "a", "text_pair": "b", "label": "x"}\n'
+     b'{"text": "c", "label": "y"}\n')
+seed("training_data_fuzzer", "csv", b"\x01" + b'text,text_pair,label\n"hello, ""world""",x,ham\n'
+     b'"multi\nline",,spam\n')
+
+# Requests: protobuf wire format by hand (fields: Predict adapter=1, inputs=2; Submit adapter=1).
+def field(num, value):
+    return bytes([num << 3 | 2, len(value)]) + value
+seed("request_fuzzer", "predict", b"\x00" + field(1, b"spam") + field(2, b"free money") + field(2, b"hi"))
+seed("request_fuzzer", "submit", b"\x01" + field(1, b"spam"))
