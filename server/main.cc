@@ -31,6 +31,12 @@ ABSL_FLAG(std::string, base_head_adapter, "base",
 ABSL_FLAG(bool, spam_demo, true,
           "With the built-in model, fine-tune the 'spam' ensemble on the bundled SpamAssassin "
           "data in the background when the store lacks it");
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the model, adapters and training run: cpu, cuda or cuda:N (needs a loracle "
+          "built against a CUDA LibTorch: README \"GPU\")");
+ABSL_FLAG(std::string, dtype, "float32",
+          "Floating type of the model's weights and activations: float32, bfloat16 or float16 "
+          "(float16: cuda only). Uncertainty math is float64 on the host regardless");
 ABSL_FLAG(int, threads, 0, "BLAS threads: every GEMM of a forward; 0 = all cores");
 ABSL_FLAG(int, intra_op_threads, 1,
           "Torch intra-op threads (element-wise ops); 0 = all cores. More than 1 makes torch's "
@@ -119,6 +125,8 @@ int main(int argc, char** argv) {
                              : absl::GetFlag(FLAGS_adapters_dir);
   options.spam_demo = absl::GetFlag(FLAGS_spam_demo);
   options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.dtype = absl::GetFlag(FLAGS_dtype);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   options.parallel_rows = absl::GetFlag(FLAGS_parallel_rows);
@@ -152,9 +160,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loracle-server: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  std::fprintf(stderr, "loracle-server: gRPC on port %d, metrics on port %d; loading model %s\n",
+  std::fprintf(stderr,
+               "loracle-server: gRPC on port %d, metrics on port %d; loading model %s on %s "
+               "(%s)\n",
                (*server)->grpc_port(), (*server)->metrics_port(),
-               options.model_dir.empty() ? "(built-in)" : options.model_dir.c_str());
+               options.model_dir.empty() ? "(built-in)" : options.model_dir.c_str(),
+               options.device.c_str(), options.dtype.c_str());
   const absl::Time start = absl::Now();
   if (absl::Status s = (*server)->WaitUntilReady(absl::InfiniteDuration()); !s.ok()) {
     std::fprintf(stderr, "loracle-server: cannot load the model: %s\n", s.ToString().c_str());

@@ -115,6 +115,7 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
     member.SetHeadTensor(head, name, std::move(t));
   }
   member.head_activation = head.activation;
+  member.To(base.placement.options());
   return member;
 }
 
@@ -220,7 +221,7 @@ absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
       std::vector<torch::Tensor> keep;
       std::vector<model::TensorToWrite> tensors;
       for (auto& [name, t] : named) {
-        keep.push_back(t.detach().to(torch::kFloat32).contiguous());
+        keep.push_back(t.detach().to(torch::kCPU, torch::kFloat32).contiguous());
         const torch::Tensor& c = keep.back();
         tensors.push_back({name, model::DType::kF32, c.sizes().vec(),
                            absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),

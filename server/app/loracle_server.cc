@@ -52,6 +52,9 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   if (options.model_dir.empty() && options.cache_dir.empty()) {
     return absl::InvalidArgumentError("cache_dir is required for the built-in model");
   }
+  absl::StatusOr<model::Placement> placement =
+      model::ResolvePlacement(options.device, options.dtype);
+  if (!placement.ok()) return placement.status();
   std::unique_ptr<LoracleServer> s(new LoracleServer(options));
   absl::StatusOr<std::unique_ptr<calibration::FeedbackStore>> feedback =
       calibration::FeedbackStore::Create(options.feedback);
@@ -62,7 +65,8 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   metrics_options.build_info = {{"version", LORACLE_VERSION},
                                 {"git_commit", LORACLE_GIT_COMMIT},
                                 {"torch_version", TORCH_VERSION},
-                                {"device", "cpu"}};
+                                {"device", placement->DeviceName()},
+                                {"dtype", placement->DTypeName()}};
   absl::StatusOr<std::unique_ptr<metrics::Metrics>> metrics =
       metrics::Metrics::Create(metrics_options);
   if (!metrics.ok()) return metrics.status();
@@ -156,7 +160,11 @@ absl::Status LoracleServer::LoadEngine() {
     model_dir = *dir;
   }
   model::SetComputeThreads({options_.threads, options_.intra_op_threads});  // process-wide
-  absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(model_dir);
+  absl::StatusOr<model::Placement> placement =
+      model::ResolvePlacement(options_.device, options_.dtype);  // checked by Create
+  if (!placement.ok()) return placement.status();
+  absl::StatusOr<std::unique_ptr<model::BaseModel>> base =
+      model::LoadBaseModel(model_dir, *placement);
   if (!base.ok()) return base.status();
   base_ = *std::move(base);
   const model::BaseModel* base_model = base_.get();

@@ -67,6 +67,10 @@ class LoracleServer {
     // When the checkpoint is a *ForSequenceClassification model, its own head is served as
     // this adapter (no LoRA); empty = not served.
     std::string base_head_adapter = "base";
+    // Where the model, adapters and training run (model/placement.h): cpu | cuda | cuda:N, and
+    // float32 | bfloat16 | float16.
+    std::string device = "cpu";
+    std::string dtype = "float32";
     int threads = 0;               // BLAS (GEMM) threads; 0 = all cores
     int intra_op_threads = 1;      // torch's element-wise pool; see model/cpu_runtime.h
     bool parallel_rows = true;     // see serving::EnsembleRunner::Options
@@ -88,7 +92,8 @@ class LoracleServer {
   };
 
   // Starts gRPC and /metrics, then loads the model on a background thread. Errors: the ports
-  // cannot be bound (UNAVAILABLE), bad options (INVALID_ARGUMENT).
+  // cannot be bound (UNAVAILABLE), bad options (INVALID_ARGUMENT), a device this build or
+  // machine lacks (FAILED_PRECONDITION: model/placement.h).
   static absl::StatusOr<std::unique_ptr<LoracleServer>> Create(const Options& options);
   ~LoracleServer();
 

@@ -146,7 +146,8 @@ std::vector<std::string> CheckpointWeights::names() const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
+                                                         const Placement& placement) {
   if (!util::IsDirectory(dir))
     return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
   auto model = std::make_unique<BaseModel>();
@@ -193,6 +194,8 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir)
       model->num_parameters += item.value().numel();
     }
     model->encoder->eval();
+    model->placement = placement;
+    if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->encoder->To(placement);
 
     // The checkpoint's own classification head, when it has one.
     const HeadLayout& head = HeadFor(config->architecture());
@@ -205,6 +208,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir)
       for (const auto& [name, shape] : HeadTensorShapes(*config, labels)) {
         torch::Tensor t = torch::empty(shape);
         if (absl::Status s = load(name, t); !s.ok()) return s;
+        t = t.to(placement.options());
         if (name == head.dense + ".weight") member->head_dense_weight = t;
         if (name == head.dense + ".bias") member->head_dense_bias = t;
         if (name == head.out + ".weight") member->classifier_weight = t;

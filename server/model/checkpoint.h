@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "server/model/encoder.h"
 #include "server/model/model_config.h"
+#include "server/model/placement.h"
 #include "server/model/safetensors.h"
 #include "server/model/tokenizer.h"
 
@@ -26,6 +27,7 @@ struct BaseModel {
   std::string dir;
   ModelConfig config;
   Encoder encoder{nullptr};  // eval mode, parameters frozen (requires_grad = false)
+  Placement placement;       // where the encoder's and every adapter's tensors live
   std::unique_ptr<Tokenizer> tokenizer;
   int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;
@@ -38,7 +40,9 @@ struct BaseModel {
 // Errors name the file and, for weights, the tensor: NOT_FOUND (missing file), INVALID_ARGUMENT
 // (bad config, unsupported architecture, missing or mis-shaped tensor), DATA_LOSS (corrupt
 // safetensors).
-absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir);
+// The weights are read on the host (float32) and then moved to `placement`.
+absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
+                                                         const Placement& placement = {});
 
 // Copies a safetensors view into a new float32 tensor (F16/BF16/F64 are converted).
 // INVALID_ARGUMENT for non-float dtypes.

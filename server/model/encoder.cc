@@ -15,6 +15,7 @@ namespace loracle::model {
 namespace {
 
 // Per row: the number of keys it attends when its mask is 1s then 0s (right padding), else -1.
+// `attention_mask` is on the host.
 std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
   const torch::Tensor m = attention_mask.to(torch::kInt64).contiguous();
   const int64_t rows = m.size(0), seq = m.size(1);
@@ -103,6 +104,22 @@ EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
   if (layout.has_pooler) pooler_ = AddLinear(linears.back());
 }
 
+void EncoderImpl::To(const Placement& placement) {
+  torch::NoGradGuard no_grad;
+  torch::nn::Module::to(placement.device, placement.dtype);
+  // Module::to gave query, key and value separate storage: fuse them again.
+  const int64_t h = config_.hidden_size;
+  for (Layer& l : layers_) {
+    l.qkv_weight = torch::cat({l.query->weight, l.key->weight, l.value->weight}, 0);
+    l.qkv_bias = torch::cat({l.query->bias, l.key->bias, l.value->bias}, 0);
+    LoraLinearImpl* parts[] = {l.query.get(), l.key.get(), l.value.get()};
+    for (int64_t i = 0; i < 3; ++i) {
+      parts[i]->weight.set_data(l.qkv_weight.narrow(0, i * h, h));
+      parts[i]->bias.set_data(l.qkv_bias.narrow(0, i * h, h));
+    }
+  }
+}
+
 int EncoderImpl::LinearIndex(const std::string& module_path) const {
   for (size_t i = 0; i < linear_names_.size(); ++i) {
     if (linear_names_[i] == module_path) return static_cast<int>(i);
@@ -137,14 +154,15 @@ torch::Tensor EncoderImpl::Embed(const torch::Tensor& input_ids,
 }
 
 EncoderImpl::AttentionMask EncoderImpl::MakeAttentionMask(const torch::Tensor& attention_mask,
+                                                          const torch::Tensor& host_mask,
                                                           torch::ScalarType dtype) const {
   AttentionMask m;
   m.mask = attention_mask;
-  m.key_lengths = PrefixLengths(attention_mask);
+  m.host_mask = host_mask;
+  m.key_lengths = PrefixLengths(host_mask);
   if (std::any_of(m.key_lengths.begin(), m.key_lengths.end(), [](int64_t l) { return l <= 0; })) {
     const int64_t rows = attention_mask.size(0), seq = attention_mask.size(1);
-    m.additive = (1.0 - attention_mask.to(dtype)).view({rows, 1, 1, seq}) *
-                 std::numeric_limits<float>::lowest();
+    m.additive = ((1.0 - attention_mask.to(dtype)) * LowestFinite(dtype)).view({rows, 1, 1, seq});
   }
   return m;
 }
@@ -154,9 +172,11 @@ EncoderImpl::HiddenKeyMasks EncoderImpl::DrawHiddenKeyMasks(
     const torch::TensorOptions& options) const {
   const int64_t rows = mask.mask.size(0), seq = mask.mask.size(1);
   const int64_t heads = config_.num_attention_heads;
-  HiddenKeyMasks out;
-  out.dropkey = torch::zeros({rows, heads, 1, seq}, options);
-  out.hiddencut = torch::ones({rows, seq, config_.intermediate_size}, options);
+  // Drawn on the host from the rows' seeds (the same masks on every device), then copied to the
+  // device once per layer.
+  const double lowest = LowestFinite(options.dtype().toScalarType());
+  torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq});
+  torch::Tensor hiddencut = torch::ones({rows, seq, config_.intermediate_size});
   const uint64_t li = static_cast<uint64_t>(layer);
   for (const LoraGroup& g : routing) {
     if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
@@ -167,17 +187,20 @@ EncoderImpl::HiddenKeyMasks EncoderImpl::DrawHiddenKeyMasks(
         torch::Tensor keep =
             torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
         // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
-        torch::Tensor valid = mask.mask[r].to(keep.scalar_type()).view({1, 1, seq});
+        torch::Tensor valid = mask.host_mask[r].to(keep.scalar_type()).view({1, 1, seq});
         torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
         keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
-        out.dropkey[r].copy_((1.0 - keep) * std::numeric_limits<float>::lowest());
+        dropkey[r].copy_((1.0 - keep) * lowest);
       }
       if (g.dropout->hiddencut_rate > 0) {
-        out.hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
-                                        MixSeed(seed, li, kMaskHiddenCut)));
+        hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
+                                    MixSeed(seed, li, kMaskHiddenCut)));
       }
     }
   }
+  HiddenKeyMasks out;
+  out.dropkey = dropkey.to(options);
+  out.hiddencut = hiddencut.to(options);
   return out;
 }
 
@@ -204,7 +227,7 @@ torch::Tensor EncoderImpl::SelfAttention(const torch::Tensor& qkv, const Attenti
     if (dropkey.defined()) {
       // Padding and DropKey may both add `lowest`; clamp so the sum stays finite.
       scores = torch::clamp_min(scores + dropkey[r].narrow(-1, 0, keys),
-                                std::numeric_limits<float>::lowest());
+                                LowestFinite(scores.scalar_type()));
     }
     torch::Tensor probs = torch::softmax(scores, -1);
     if (grad) {
@@ -240,12 +263,27 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
                                    const torch::Tensor& attention_mask,
                                    const torch::Tensor& token_type_ids,
                                    const LoraRouting* routing) {
-  torch::Tensor h = Embed(input_ids, token_type_ids);
+  const torch::Device device = this->device();
+  const torch::Tensor host_mask =
+      attention_mask.device().is_cpu() ? attention_mask : attention_mask.to(torch::kCPU);
+  torch::Tensor ids = input_ids, mask_on_device = attention_mask, types = token_type_ids;
+  if (input_ids.device() != device) {
+    // The batch's one host-to-device copy: ids, mask and token types stacked.
+    const std::vector<torch::Tensor> parts =
+        torch::stack({input_ids.to(torch::kInt64), attention_mask.to(torch::kInt64),
+                      token_type_ids.to(torch::kInt64)})
+            .to(device, /*non_blocking=*/false)
+            .unbind(0);
+    ids = parts[0];
+    mask_on_device = parts[1];
+    types = parts[2];
+  }
+  torch::Tensor h = Embed(ids, types);
   // Attention runs row by row on strided views of the fused QKV output, so heads are never
   // split or merged by copies. A right-padded row attends only its first `len` keys, which equals
   // transformers' additive mask (exp(lowest - max) is 0) without masking work; other masks are
   // added as transformers does: 0 where attended, the dtype's lowest value where not.
-  const AttentionMask mask = MakeAttentionMask(attention_mask, h.scalar_type());
+  const AttentionMask mask = MakeAttentionMask(mask_on_device, host_mask, h.scalar_type());
   bool hiddenkey = false;
   if (routing != nullptr) {
     for (const LoraGroup& g : *routing) {

@@ -22,6 +22,7 @@
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
 #include "server/model/model_config.h"
+#include "server/model/placement.h"
 
 namespace loracle::model {
 
@@ -30,7 +31,8 @@ class EncoderImpl : public torch::nn::Module {
   explicit EncoderImpl(const ModelConfig& config);
 
   // input_ids, attention_mask, token_type_ids: int64 [rows, seq] (token types are ignored when
-  // the model has none). Returns the [CLS] features the head reads, [rows, hidden]: BERT's pooled
+  // the model has none), on the host or on the encoder's device; host inputs cross to the device
+  // in one copy. Returns the [CLS] features the head reads, [rows, hidden]: BERT's pooled
   // output (tanh(W h_cls + b), BertPooler), or h_cls itself for RoBERTa and DistilBERT.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                         const torch::Tensor& token_type_ids, const LoraRouting* routing);
@@ -39,6 +41,12 @@ class EncoderImpl : public torch::nn::Module {
   // routing group, [end - begin, num_labels(member)].
   static std::vector<torch::Tensor> Classify(const torch::Tensor& features,
                                              const LoraRouting& routing);
+
+  // Moves every parameter to `placement` (device and floating type), keeping query, key and value
+  // views of one fused weight. Call before any forward; not thread-safe.
+  void To(const Placement& placement);
+  torch::Device device() const { return word_embeddings_->weight.device(); }
+  torch::ScalarType dtype() const { return word_embeddings_->weight.scalar_type(); }
 
   const ModelConfig& config() const { return config_; }
   // LoRA-adaptable linear layers by module path ("encoder.layer.0.attention.self.query").
@@ -57,7 +65,8 @@ class EncoderImpl : public torch::nn::Module {
   // Additive-mask bookkeeping for one forward: per row, the keys it attends when right-padded
   // (else -1, and `additive` [rows, 1, 1, seq] holds 0 / lowest per key).
   struct AttentionMask {
-    torch::Tensor mask;  // int64 [rows, seq]
+    torch::Tensor mask;       // int64 [rows, seq], on the device
+    torch::Tensor host_mask;  // the same, on the host
     std::vector<int64_t> key_lengths;
     torch::Tensor additive;  // defined only when some row is not right-padded
   };
@@ -69,7 +78,7 @@ class EncoderImpl : public torch::nn::Module {
   // embeddings.LayerNorm(word + position + token type).
   torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
   AttentionMask MakeAttentionMask(const torch::Tensor& attention_mask,
-                                  torch::ScalarType dtype) const;
+                                  const torch::Tensor& host_mask, torch::ScalarType dtype) const;
   HiddenKeyMasks DrawHiddenKeyMasks(const LoraRouting& routing, const AttentionMask& mask,
                                     int64_t layer, const torch::TensorOptions& options) const;
   // softmax(q k^T / sqrt(d) + mask + dropkey) v per row and head, from the fused QKV output

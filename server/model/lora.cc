@@ -31,7 +31,7 @@ torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
   constexpr int64_t kMinTokensPerPart = 16;
   const int parts =
       static_cast<int>(std::min<int64_t>(TokenParallelParts(), tokens / kMinTokensPerPart));
-  if (parts <= 1 || !c10::InferenceMode::is_enabled()) {
+  if (parts <= 1 || !c10::InferenceMode::is_enabled() || !x.device().is_cpu()) {
     return torch::addmm(bias, x2, weight.t()).view(shape);
   }
   // Each chunk of tokens writes its own rows of the output: one GEMM per helper thread.
@@ -88,7 +88,7 @@ void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
         masks.push_back(KeepMask(xs.sizes().slice(1), g.dropout->rate,
                                  MixSeed(seed, static_cast<uint64_t>(index_), kMaskInput)));
       }
-      xs = xs * torch::stack(masks);
+      xs = xs * torch::stack(masks).to(xs.options());
     } else if (g.dropout_on() && g.dropout->method == DropoutMethod::kLoraDropout &&
                g.dropout->rate > 0) {
       std::vector<torch::Tensor> a_masks, b_masks;  // one mask set per row (sample), not per token
@@ -98,14 +98,18 @@ void LoraLinearImpl::AddLora(const torch::Tensor& x, torch::Tensor y,
         a_masks.push_back(ma);
         b_masks.push_back(mb);
       }
-      xs = xs * Broadcastable(torch::stack(a_masks), xs.dim());
-      mask_b = Broadcastable(torch::stack(b_masks), xs.dim());
+      // Drawn on the host (the same masks on every device), one copy each to the device.
+      xs = xs * Broadcastable(torch::stack(a_masks).to(xs.options()), xs.dim());
+      mask_b = Broadcastable(torch::stack(b_masks).to(xs.options()), xs.dim());
     }
     // Plain 2-D GEMMs on contiguous operands: OpenBLAS is far slower on the skinny shapes that
     // matmul's 3-D folding and transposed views produce (measured: 4-5x per call here).
+    // Trained members keep float32 weights while the base may run in a 16-bit type: the delta
+    // runs in the activations' type (a no-op cast when they agree, as for loaded adapters).
     const int64_t in = xs.size(-1);
-    torch::Tensor h = torch::mm(xs.reshape({-1, in}), p.a.t().contiguous());
-    torch::Tensor delta = torch::mm(h, p.b.t().contiguous());
+    const torch::ScalarType type = xs.scalar_type();
+    torch::Tensor h = torch::mm(xs.reshape({-1, in}), p.a.to(type).t().contiguous());
+    torch::Tensor delta = torch::mm(h, p.b.to(type).t().contiguous());
     std::vector<int64_t> shape = xs.sizes().vec();
     shape.back() = delta.size(1);
     delta = delta.view(shape);
@@ -121,8 +125,22 @@ void LoraMember::SetHeadTensor(const HeadLayout& head, const std::string& name, 
   if (name == head.out + ".bias") classifier_bias = std::move(t);
 }
 
+void LoraMember::To(const torch::TensorOptions& options) {
+  auto move = [&options](torch::Tensor& t) {
+    if (t.defined()) t = t.to(options);
+  };
+  for (LoraPair& p : layers) {
+    move(p.a);
+    move(p.b);
+  }
+  move(head_dense_weight);
+  move(head_dense_bias);
+  move(classifier_weight);
+  move(classifier_bias);
+}
+
 torch::Tensor LoraMember::Head(const torch::Tensor& features) const {
-  torch::Tensor x = features;
+  torch::Tensor x = features.to(classifier_weight.scalar_type());
   if (head_dense_weight.defined()) {
     x = torch::nn::functional::linear(x, head_dense_weight, head_dense_bias);
     if (head_activation == HeadActivation::kTanh) x = torch::tanh(x);

@@ -32,7 +32,8 @@ enum MaskPurpose : uint64_t {
 torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
                           const torch::Tensor& bias);
 
-// One LoRA delta: y += scaling * (x A^T) B^T, with A [r, in], B [out, r].
+// One LoRA delta: y += scaling * (x A^T) B^T, with A [r, in], B [out, r], on the base model's
+// device; computed in the activations' floating type whatever A and B's own.
 struct LoraPair {
   torch::Tensor a;
   torch::Tensor b;
@@ -51,7 +52,9 @@ struct LoraMember {
   torch::Tensor classifier_weight;  // [num_labels, hidden]
   torch::Tensor classifier_bias;    // [num_labels]
 
-  // Classification logits of `features` [rows, hidden].
+  // Moves every tensor to `options`' device and floating type (not thread-safe).
+  void To(const torch::TensorOptions& options);
+  // Classification logits of `features` [rows, hidden], in the head's floating type.
   torch::Tensor Head(const torch::Tensor& features) const;
   // Stores `t` as the head tensor checkpoint-named `name` under `head` ("classifier.weight", ...);
   // names that are not head tensors are ignored.
@@ -78,7 +81,8 @@ using LoraRouting = std::vector<LoraGroup>;
 // edge keeps the seeds of its remaining rows, so those rows draw the same masks.
 LoraRouting SliceRouting(const LoraRouting& routing, int64_t begin, int64_t end);
 
-// A keep-mask of `shape` with entries in {0, 1/(1-p)}, drawn from `seed` (inverted dropout).
+// A keep-mask of `shape` with entries in {0, 1/(1-p)}, drawn from `seed` (inverted dropout), as
+// a float32 host tensor: masks are drawn on the host so a seed gives the same mask on any device.
 torch::Tensor KeepMask(c10::IntArrayRef shape, double p, uint64_t seed);
 
 // The LORA_DROPOUT masks of one row for linear layer `linear_index`: m_A [in] on A's input

@@ -97,23 +97,38 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     absl::MutexLock lock(&forward_mu_);
     start = absl::Now();
     c10::InferenceMode guard;
+    const bool cpu = options_.base->placement.on_cpu();
     const int cores = options_.cores > 0 ? options_.cores : model::Cores();
-    int parts = RowParts(n, seq, cores, options_.parallel_rows);
+    // A GPU runs the whole batch as one forward; the CPU splits it over its cores.
+    const bool parallel = options_.parallel_rows && cpu;
+    int parts = RowParts(n, seq, cores, parallel);
     // While a job trains, BLAS is single-threaded (model::TrainingScope): only row parts use
     // more than one core.
-    if (options_.parallel_rows && model::TrainingActive()) {
+    if (parallel && model::TrainingActive()) {
       parts = static_cast<int>(std::clamp<int64_t>(n, 1, cores));
     }
-    const int blas = model::SetServingBlasThreads(parts > 1 ? 1 : cores);
+    const int blas = cpu ? model::SetServingBlasThreads(parts > 1 ? 1 : cores) : cores;
     // One part with BLAS pinned to one thread (a job trains): split the tokens instead.
-    model::TokenParallelScope token_split(
-        parts == 1 && blas < cores && options_.parallel_rows ? cores : 1);
+    model::TokenParallelScope token_split(parts == 1 && blas < cores && parallel ? cores : 1);
     model::Encoder encoder = options_.base->encoder;  // a handle: forwards only read it
+    // ids, mask and types are host tensors: the encoder copies them to its device in one go.
     absl::StatusOr<torch::Tensor> pooled =
         model::ForwardInParts(encoder, ids, mask, types, routing, parts);
     if (!pooled.ok()) return pooled.status();
+    // Every group's logits, flattened into one tensor: one copy back to the host.
+    std::vector<torch::Tensor> flat;
+    std::vector<int64_t> classes;
     for (torch::Tensor& l : model::EncoderImpl::Classify(*pooled, routing)) {
-      logits.push_back(l.to(torch::kFloat64).contiguous());
+      classes.push_back(l.size(1));
+      flat.push_back(l.to(torch::kFloat64).reshape({-1}));
+    }
+    const torch::Tensor host = torch::cat(flat).to(torch::kCPU).contiguous();
+    int64_t offset = 0;
+    for (size_t g = 0; g < routing.size(); ++g) {
+      const int64_t rows_in_group = routing[g].end - routing[g].begin;
+      logits.push_back(
+          host.narrow(0, offset, rows_in_group * classes[g]).view({rows_in_group, classes[g]}));
+      offset += rows_in_group * classes[g];
     }
   }
   if (options_.metrics != nullptr) {

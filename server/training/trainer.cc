@@ -28,14 +28,15 @@ namespace {
 using model::LoraMember;
 
 // Rows for `copies` copies of the examples `idx` (copy-major: copy c, example i at c * n + i),
-// padded to the longest.
+// padded to the longest. Token tensors stay on the host (the encoder copies them to its device in
+// one go); labels go to `device`.
 struct Batch {
   torch::Tensor ids, mask, types, labels;
   int64_t examples = 0;
 };
 
-Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int copies,
-                int64_t pad_id) {
+Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int copies, int64_t pad_id,
+                torch::Device device) {
   const int64_t n = static_cast<int64_t>(idx.size());
   int64_t seq = 1;
   for (size_t i : idx) seq = std::max<int64_t>(seq, data.inputs[i].input_ids.size());
@@ -60,7 +61,7 @@ Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int cop
       }
     }
   }
-  b.labels = torch::tensor(labels, torch::kInt64);
+  b.labels = torch::tensor(labels, torch::kInt64).to(device);
   return b;
 }
 
@@ -124,11 +125,20 @@ void RunShards(int shards, bool idle_priority, const std::function<void(int)>& f
   }
 }
 
+// Threads that split a step's examples: the CPU's cores, or one on a GPU (which runs a whole batch
+// in parallel by itself).
+size_t ShardThreads(const model::BaseModel& base, const TrainerOptions& o) {
+  return base.placement.on_cpu() ? static_cast<size_t>(o.threads) : 1;
+}
+
 // PEFT's initialisation: A kaiming-uniform (a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), B zero; the
 // head as transformers initialises a Linear: N(0, 0.02) weights, zero biases.
 absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const TrainerOptions& o,
                                       int64_t num_labels, uint64_t seed) {
+  // Drawn on the host (the same initial weights on every device); float32 on the base's device,
+  // whatever its dtype (the forward casts them: lora.h).
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const torch::Device device = base.placement.device;
   const model::EncoderImpl& encoder = *base.encoder;
   const model::Architecture arch = encoder.config().architecture();
   const std::string& base_prefix = model::LayoutFor(arch).base_prefix;
@@ -142,8 +152,9 @@ absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const Traine
     const int64_t in = linear->in_features(), out = linear->out_features();
     const int rank = o.lora.RankFor(path);
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    m.layers[i].a = torch::empty({rank, in}).uniform_(-bound, bound, gen).requires_grad_(true);
-    m.layers[i].b = torch::zeros({out, rank}).requires_grad_(true);
+    m.layers[i].a =
+        torch::empty({rank, in}).uniform_(-bound, bound, gen).to(device).requires_grad_(true);
+    m.layers[i].b = torch::zeros({out, rank}, device).requires_grad_(true);
     m.layers[i].scaling = o.lora.ScalingFor(path);
     ++targeted;
   }
@@ -156,7 +167,8 @@ absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const Traine
   const model::HeadLayout& head = model::HeadFor(arch);
   for (const auto& [name, shape] : model::HeadTensorShapes(encoder.config(), num_labels)) {
     torch::Tensor t =
-        shape.size() == 2 ? torch::empty(shape).normal_(0.0, 0.02, gen) : torch::zeros(shape);
+        (shape.size() == 2 ? torch::empty(shape).normal_(0.0, 0.02, gen) : torch::zeros(shape))
+            .to(device);
     t.requires_grad_(true);
     m.SetHeadTensor(head, name, std::move(t));
   }
@@ -208,14 +220,14 @@ Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& mem
   const int copies = static_cast<int>(members.size()) * samples;
   Passes out(data.size());
   constexpr size_t kChunk = 32;
-  const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, o.threads));
+  const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, ShardThreads(base, o)));
   RunShards(shards, o.idle_priority, [&](int shard) {
     torch::NoGradGuard no_grad;
     const auto [first, last] = ShardRange(data.size(), shards, shard);
     for (size_t start = first; start < last; start += kChunk) {
       std::vector<size_t> idx(std::min(kChunk, last - start));
       std::iota(idx.begin(), idx.end(), start);
-      const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id());
+      const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id(), base.placement.device);
       // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks
       // from (seed, m, s) and the example's index, as serving seeds a request's passes.
       const model::LoraRouting routing = Routing(
@@ -225,7 +237,8 @@ Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& mem
           static_cast<int64_t>(start));
       const std::vector<torch::Tensor> logits = Logits(base, b, routing);
       for (int c = 0; c < copies; ++c) {
-        const torch::Tensor l = logits[static_cast<size_t>(c)].to(torch::kFloat64).contiguous();
+        const torch::Tensor l =
+            logits[static_cast<size_t>(c)].to(torch::kCPU, torch::kFloat64).contiguous();
         const double* p = l.data_ptr<double>();
         const int64_t classes = l.size(1);
         for (int64_t i = 0; i < b.examples; ++i) {
@@ -342,7 +355,8 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         // shards that run forward + backward on threads of their own.
         const int chunk =
             o.member_schedule == TrainerOptions::MemberSchedule::kOneForward ? m_count : 1;
-        const int shards = static_cast<int>(std::clamp<size_t>(idx.size(), 1, o.threads));
+        const int shards =
+            static_cast<int>(std::clamp<size_t>(idx.size(), 1, ShardThreads(base, o)));
         double step_loss = 0;
         for (int first_m = 0; first_m < m_count; first_m += chunk) {
           const int copies = std::min(chunk, m_count - first_m);
@@ -358,7 +372,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
             const auto [begin, end] = ShardRange(idx.size(), shards, shard);
             const std::vector<size_t> sub(idx.begin() + static_cast<int64_t>(begin),
                                           idx.begin() + static_cast<int64_t>(end));
-            const Batch b = MakeBatch(train, sub, copies, pad);
+            const Batch b = MakeBatch(train, sub, copies, pad, base.placement.device);
             auto routing_for = [&](uint64_t pass) {
               return Routing(
                   members, copies, b.examples, [first_m](int c) { return first_m + c; }, &o.dropout,
@@ -369,7 +383,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
                   static_cast<int64_t>(begin));
             };
             const std::vector<torch::Tensor> a = Logits(base, b, routing_for(1));
-            torch::Tensor loss = torch::zeros({});
+            torch::Tensor loss = torch::zeros({}, base.placement.device);
             if (hiddenkey) {
               const std::vector<torch::Tensor> bb = Logits(base, b, routing_for(2));
               for (int c = 0; c < copies; ++c) {

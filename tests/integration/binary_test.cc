@@ -150,5 +150,26 @@ TEST(BinaryTest, BadModelDirectoryExitsWithTheReason) {
   EXPECT_NE(text.find(dir.path() + "/config.json"), std::string::npos) << text;
 }
 
+TEST(BinaryTest, ADeviceOrTypeThisBuildCannotUseExitsAtStartWithTheReason) {
+  testing::TempDir cache;
+  // cuda:99: a CPU-only LibTorch says so (FAILED_PRECONDITION); a CUDA build counts its GPUs.
+  for (const auto& [flags, reason] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--device=cuda:99"}, "--device=cuda:99"},
+           {{"--device=cpu", "--dtype=float16"}, "--dtype=bfloat16"},
+           {{"--device=tpu"}, "expected cpu, cuda or cuda:N"}}) {
+    const std::string log = cache / "server.log";
+    std::vector<std::string> args = {"--grpc_port=0", "--metrics_port=-1", "--grpc_host=127.0.0.1",
+                                     "--cache_dir=" + cache.path()};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const absl::Time start = absl::Now();
+    const pid_t pid = Spawn(args, log);
+    EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 1);
+    EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "fails before loading anything";
+    const std::string text = testing::ReadFile(log);
+    EXPECT_NE(text.find(reason), std::string::npos) << text;
+    EXPECT_EQ(text.find("loading model"), std::string::npos) << text;
+  }
+}
+
 }  // namespace
 }  // namespace loracle

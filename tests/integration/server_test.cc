@@ -552,8 +552,9 @@ TEST_F(ServerTest, MetricsEndpointCountsCalls) {
   for (const char* series :
        {"loracle_model_ready 1", "loracle_queue_wait_seconds_count ", "loracle_request_passes_sum ",
         "loracle_adapter_loads_total{result=\"ok\"} ", "loracle_adapter_load_seconds_count ",
-        "loracle_build_info{device=\"cpu\",git_commit=\"", "process_resident_memory_bytes ",
-        "process_threads ", "loracle_compute_threads{use=\"serving\"} "}) {
+        "loracle_build_info{device=\"cpu\",dtype=\"float32\",git_commit=\"",
+        "process_resident_memory_bytes ", "process_threads ",
+        "loracle_compute_threads{use=\"serving\"} "}) {
     EXPECT_NE(body.find(series), std::string::npos) << series;
   }
   EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);

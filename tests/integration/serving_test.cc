@@ -125,6 +125,39 @@ TEST(ServingTest, TwoHundredConcurrentPredictsAcrossThreeAdaptersEqualSequential
   EXPECT_LT(single, total) << "every forward held a single request: no dynamic batching";
 }
 
+TEST(ServingTest, ABfloat16ServerAnswersAsTheFloat32OneWithinItsPrecision) {
+  const std::vector<testing::AdapterToPublish> adapters = {
+      {"ensemble", testing::TinyAdapterSpec({"a", "b", "c"}, 3, 2)}, {"sampled", Sampled()}};
+  auto f32 = testing::TestServer::Start(adapters);
+  auto bf16 = testing::TestServer::Start(
+      adapters, [](adapters::Store&, app::LoracleServer::Options& o) { o.dtype = "bfloat16"; });
+  ASSERT_NE(f32, nullptr);
+  ASSERT_NE(bf16, nullptr);
+  const std::vector<std::string> mail = Mail();
+  std::vector<PredictRequest> requests;
+  for (int i = 0; i < 12; ++i) {
+    PredictRequest r;
+    r.set_adapter(i % 2 == 0 ? "ensemble" : "sampled");
+    r.add_inputs(Prefix(mail[static_cast<size_t>(i) % mail.size()], 400));
+    r.set_seed(static_cast<uint64_t>(i));
+    requests.push_back(r);
+  }
+  std::vector<PredictResponse> want, got;
+  const std::vector<grpc::Status> a = SendConcurrently(f32->NewChannel(), requests, &want);
+  const std::vector<grpc::Status> b = SendConcurrently(bf16->NewChannel(), requests, &got);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(a[i].ok() && b[i].ok()) << a[i].error_message() << b[i].error_message();
+    const auto& w = want[i].predictions(0);
+    const auto& g = got[i].predictions(0);
+    ASSERT_EQ(g.probs_size(), w.probs_size());
+    for (int c = 0; c < w.probs_size(); ++c) EXPECT_NEAR(g.probs(c), w.probs(c), 0.06) << i;
+    EXPECT_NEAR(g.uncertainty().mutual_information(), w.uncertainty().mutual_information(), 0.03);
+  }
+  const std::string metrics = testing::HttpGet(bf16->server().metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("loracle_build_info{device=\"cpu\",dtype=\"bfloat16\""),
+            std::string::npos);
+}
+
 TEST(ServingTest, FullQueueAnswersResourceExhaustedAtOnce) {
   auto t = testing::TestServer::Start({{"single", testing::TinyAdapterSpec({"ham", "spam"}, 1, 1)}},
                                       [](adapters::Store&, app::LoracleServer::Options& o) {
