@@ -107,6 +107,7 @@ EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
 void EncoderImpl::To(const Placement& placement) {
   torch::NoGradGuard no_grad;
   torch::nn::Module::to(placement.device, placement.dtype);
+  batched_attention_ = !placement.on_cpu();
   // Module::to gave query, key and value separate storage: fuse them again.
   const int64_t h = config_.hidden_size;
   for (Layer& l : layers_) {
@@ -210,6 +211,24 @@ torch::Tensor EncoderImpl::SelfAttention(const torch::Tensor& qkv, const Attenti
   const int64_t hidden = config_.hidden_size, heads = config_.num_attention_heads;
   const int64_t head_dim = hidden / heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  if (batched_attention_) {
+    // [rows, heads, seq, head_dim] views of the fused output; padding masked additively.
+    torch::Tensor x = qkv.view({rows, seq, 3, heads, head_dim});
+    torch::Tensor q = x.select(2, 0).transpose(1, 2);
+    torch::Tensor k = x.select(2, 1).transpose(1, 2);
+    torch::Tensor v = x.select(2, 2).transpose(1, 2);
+    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)).mul_(scale);
+    const double lowest = LowestFinite(scores.scalar_type());
+    torch::Tensor additive =
+        mask.additive.defined()
+            ? mask.additive
+            : ((1.0 - mask.mask.to(scores.scalar_type())) * lowest).view({rows, 1, 1, seq});
+    scores = scores + additive;
+    if (dropkey.defined()) scores = torch::clamp_min(scores + dropkey, lowest);
+    return torch::matmul(torch::softmax(scores, -1), v)
+        .transpose(1, 2)
+        .reshape({rows, seq, hidden});
+  }
   // Under autograd (training) contexts are stacked; inference writes them in place.
   const bool grad = torch::GradMode::is_enabled();
   torch::Tensor context = grad ? torch::Tensor() : torch::empty({rows, seq, hidden}, qkv.options());

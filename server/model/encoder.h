@@ -47,6 +47,10 @@ class EncoderImpl : public torch::nn::Module {
   void To(const Placement& placement);
   torch::Device device() const { return word_embeddings_->weight.device(); }
   torch::ScalarType dtype() const { return word_embeddings_->weight.scalar_type(); }
+  // Attention of all rows in one batched product with an additive mask (what a GPU wants: one
+  // kernel, not one per row) instead of row by row on each row's own keys (what a CPU wants: no
+  // work on padding). To() turns it on off the CPU; tests set it to compare the two.
+  void set_batched_attention(bool on) { batched_attention_ = on; }
 
   const ModelConfig& config() const { return config_; }
   // LoRA-adaptable linear layers by module path ("encoder.layer.0.attention.self.query").
@@ -104,6 +108,7 @@ class EncoderImpl : public torch::nn::Module {
   std::vector<LoraLinear> linears_;
   std::vector<std::string> linear_names_;
   std::map<std::string, std::shared_ptr<torch::nn::Module>> submodules_;
+  bool batched_attention_ = false;
 };
 TORCH_MODULE(Encoder);
 
