@@ -3,6 +3,8 @@
 # Idempotent and non-interactive; the README, .ci/run and the Dockerfile all call it.
 #   deploy/install-deps.sh            build + test dependencies
 #   deploy/install-deps.sh --runtime  only what the loracle-server binary needs at run time
+#   ... --no-torch                    either set without Debian's LibTorch (the Dockerfile's CUDA
+#                                     variant brings its own)
 set -euo pipefail
 
 runtime_pkgs=(
@@ -20,8 +22,18 @@ build_pkgs=(
 )
 
 pkgs=("${build_pkgs[@]}")
-if [[ "${1:-}" == "--runtime" ]]; then
-  pkgs=("${runtime_pkgs[@]}")
+no_torch=0
+for arg in "$@"; do
+  case "$arg" in
+    --runtime) pkgs=("${runtime_pkgs[@]}") ;;
+    --no-torch) no_torch=1 ;;
+    *) echo "install-deps: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+if ((no_torch)); then
+  kept=()
+  for p in "${pkgs[@]}"; do [[ "$p" == libtorch* ]] || kept+=("$p"); done
+  pkgs=("${kept[@]}")
 fi
 
 SUDO=""
