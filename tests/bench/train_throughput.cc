@@ -3,7 +3,8 @@
 // other in each step (kSequential, the default). Each line reports examples x members per second.
 // THREADS is TrainerOptions::threads (the trainer's shards; BLAS is single-threaded in training).
 //   loracle-train-throughput MODEL_DIR [MEMBERS=4] [STEPS=12] [BATCH=16] [TOKENS=128] [THREADS=2]
-//                            [DROPOUT=lora_dropout|none]
+//                            [DROPOUT=lora_dropout|none] [DEVICE=cpu] [DTYPE=float32]
+// (DEVICE, DTYPE: as the server's --device and --dtype.)
 // (MODEL_DIR: e.g. the model loracle-bench-fixture writes.) Synthetic inputs of TOKENS tokens;
 // rank 8 on query and value; LORA_DROPOUT p = 0.1 unless DROPOUT is none (the setting that does
 // the same arithmetic as tests/bench/train_throughput_torch.py).
@@ -66,7 +67,13 @@ int main(int argc, char** argv) {
   const int tokens = argc > 5 ? std::atoi(argv[5]) : 128;
   const int threads = argc > 6 ? std::atoi(argv[6]) : 2;
   loracle::model::SetComputeThreads({1, 1});
-  auto base = loracle::model::LoadBaseModel(argv[1]);
+  auto placement =
+      loracle::model::ResolvePlacement(argc > 8 ? argv[8] : "cpu", argc > 9 ? argv[9] : "float32");
+  if (!placement.ok()) {
+    std::fprintf(stderr, "%s\n", placement.status().ToString().c_str());
+    return 2;
+  }
+  auto base = loracle::model::LoadBaseModel(argv[1], *placement);
   if (!base.ok()) {
     std::fprintf(stderr, "%s\n", base.status().ToString().c_str());
     return 1;
@@ -88,8 +95,9 @@ int main(int argc, char** argv) {
   const double together = Run(**base, train, val, o);
   o.member_schedule = TrainerOptions::MemberSchedule::kSequential;
   const double apart = Run(**base, train, val, o);
-  std::printf("M=1: %.2f examples/s (%.2f s for %d steps of %d x %d tokens)\n", examples / one, one,
-              steps, batch, tokens);
+  std::printf("M=1: %.2f examples/s (%.2f s for %d steps of %d x %d tokens on %s, %s)\n",
+              examples / one, one, steps, batch, tokens, placement->DeviceName().c_str(),
+              placement->DTypeName().c_str());
   std::printf("M=%d in one forward: %.2f examples x members/s (%.2fx M=1)\n", members,
               examples * members / together, one * members / together);
   std::printf("M=%d one after another: %.2f examples x members/s (%.2fx M=1)\n", members,

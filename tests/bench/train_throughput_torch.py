@@ -5,7 +5,11 @@ the LoRA factors and the classifier, the same batch and token count. Prints exam
 
     /usr/bin/python3 tests/bench/train_throughput_torch.py [LAYERS=4] [HIDDEN=512] [STEPS=12]
                                                            [BATCH=16] [TOKENS=128] [THREADS=2]
-                                                           [RANK=8]
+                                                           [RANK=8] [DEVICE=cpu]
+                                                           [DTYPE=float32]
+
+DEVICE and DTYPE as loracle-train-throughput's: the base's weights in DTYPE, the LoRA factors and
+the classifier in float32 (cast to DTYPE in the forward), as loracle trains.
 
 (/usr/bin/python3: Debian's, where python3-torch installs; deploy/install-deps.sh does not
 install it, since only this benchmark needs it.)
@@ -29,7 +33,7 @@ class LoraLinear(nn.Module):
         self.scaling = alpha / rank
 
     def forward(self, x):
-        return self.base(x) + (x @ self.a.t() @ self.b.t()) * self.scaling
+        return self.base(x) + (x @ self.a.t().to(x.dtype) @ self.b.t().to(x.dtype)) * self.scaling
 
 
 class Layer(nn.Module):
@@ -68,26 +72,32 @@ class Model(nn.Module):
         self.classifier = nn.Linear(h, 2)
 
     def forward(self, ids):
-        pos = torch.arange(ids.shape[1]).unsqueeze(0)
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         x = self.ln(self.word(ids) + self.pos(pos) + self.token_type.weight[0])
         for layer in self.layers:
             x = layer(x)
-        return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+        return self.classifier(torch.tanh(self.pooler(x[:, 0])).float())
 
 
 def main():
-    args = [int(a) for a in sys.argv[1:]] + [None] * 7
+    args = [int(a) for a in sys.argv[1:8]] + [None] * 7
     layers, hidden, steps, batch, tokens, threads, rank = (
         a or d for a, d in zip(args[:7], (4, 512, 12, 16, 128, 2, 8)))
+    device = torch.device(sys.argv[8] if len(sys.argv) > 8 else "cpu")
+    dtype = getattr(torch, sys.argv[9] if len(sys.argv) > 9 else "float32")
     torch.manual_seed(1)
     torch.set_num_threads(threads)
     model = Model(layers, hidden, 12192, rank)
     for name, p in model.named_parameters():
         p.requires_grad = name.endswith(".a") or name.endswith(".b") or name.startswith("classifier")
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
+    model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=5e-4, weight_decay=0.01)
-    ids = torch.randint(5, 12192, (steps * batch, tokens))
-    labels = torch.arange(steps * batch) % 2
+    ids = torch.randint(5, 12192, (steps * batch, tokens)).to(device)
+    labels = (torch.arange(steps * batch) % 2).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def epoch():
         for s in range(steps):
@@ -99,11 +109,14 @@ def main():
             opt.step()
 
     epoch()  # warm-up
+    sync()
     start = time.time()
     epoch()
+    sync()
     seconds = time.time() - start
     print(f"PyTorch {torch.__version__}: {steps * batch / seconds:.2f} examples/s "
-          f"({seconds:.2f} s for {steps} steps of {batch} x {tokens} tokens, {threads} threads)")
+          f"({seconds:.2f} s for {steps} steps of {batch} x {tokens} tokens, {threads} threads, "
+          f"{device}, {dtype})")
 
 
 if __name__ == "__main__":
