@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/str_join.h"
@@ -66,6 +67,21 @@ model::ModelConfig TinyConfig() {
 void WriteTinyModel(const std::string& dir, uint64_t seed) {
   absl::Status s = model::WriteRandomBertCheckpoint(dir, TinyConfig(), TinyVocab(), seed);
   ASSERT_TRUE(s.ok()) << s;
+}
+
+std::vector<std::pair<std::string, int>> SpamHamTexts(int n, uint64_t seed) {
+  const std::vector<std::string> spam = {"free", "money", "win", "now", "!"};
+  const std::vector<std::string> ham = {"meeting", "please", "review", "invoice", "hello"};
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::vector<std::pair<std::string, int>> out;
+  for (int i = 0; i < n; ++i) {
+    const int label = i % 2;
+    const auto& words = label == 1 ? spam : ham;
+    std::string text = "the mail";
+    for (int w = 0; w < 4; ++w) text += " " + words[rng() % words.size()];
+    out.emplace_back(std::move(text), label);
+  }
+  return out;
 }
 
 adapters::RandomAdapterSpec TinyAdapterSpec(std::vector<std::string> labels, int members,

@@ -49,6 +49,10 @@ model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig 
                                      const std::string& tokenizer, int64_t positions,
                                      const CheckpointLayout& layout, uint64_t seed);
 
+// `n` labelled texts of a task the tiny vocabulary can express: label 1 ("spam") texts draw four
+// money-words, label 0 ("ham") four office words; labels alternate, words seeded by `seed`.
+std::vector<std::pair<std::string, int>> SpamHamTexts(int n, uint64_t seed);
+
 std::string ReadFile(const std::string& path);
 
 // GET `path` from 127.0.0.1:`port` over a real socket (HTTP/1.0); the raw response, or "" when

@@ -217,21 +217,15 @@ TEST_P(DeviceTest, SampledEnsemblesMatchTheCpuFloat32Reference) {
 }
 
 TEST_P(DeviceTest, TrainsOnTheDeviceAndSavesFloat32) {
-  const std::vector<std::string> spam = {"free", "money", "win", "now", "!"};
-  const std::vector<std::string> ham = {"meeting", "please", "review", "invoice", "hello"};
-  std::mt19937 rng(4);
-  auto data = [&](int n) {
+  auto data = [&](int n, uint64_t seed) {
     training::EncodedData d;
-    for (int i = 0; i < n; ++i) {
-      const auto& words = i % 2 == 1 ? spam : ham;
-      std::string text = "the mail";
-      for (int w = 0; w < 4; ++w) text += " " + words[rng() % words.size()];
+    for (const auto& [text, label] : testing::SpamHamTexts(n, seed)) {
       d.inputs.push_back(*base_->tokenizer->Encode(text, std::nullopt, 32));
-      d.labels.push_back(i % 2);
+      d.labels.push_back(label);
     }
     return d;
   };
-  const training::EncodedData train = data(64), validation = data(32);
+  const training::EncodedData train = data(64, 4), validation = data(32, 5);
   training::TrainerOptions o;
   o.lora.rank = 4;
   o.lora.lora_alpha = 8;

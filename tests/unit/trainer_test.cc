@@ -32,17 +32,9 @@ class TrainerTest : public ::testing::Test {
     delete dir_;
   }
 
-  // `n` examples: spam texts draw from money-words, ham texts from office words.
   static EncodedData Data(int n, uint64_t seed) {
-    const std::vector<std::string> spam = {"free", "money", "win", "now", "!"};
-    const std::vector<std::string> ham = {"meeting", "please", "review", "invoice", "hello"};
-    std::mt19937 rng(static_cast<uint32_t>(seed));
     EncodedData d;
-    for (int i = 0; i < n; ++i) {
-      const int label = i % 2;
-      const auto& words = label == 1 ? spam : ham;
-      std::string text = "the mail";
-      for (int w = 0; w < 4; ++w) text += " " + words[rng() % words.size()];
+    for (const auto& [text, label] : testing::SpamHamTexts(n, seed)) {
       d.inputs.push_back(*base_->tokenizer->Encode(text, std::nullopt, 32));
       d.labels.push_back(label);
     }
