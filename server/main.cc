@@ -54,7 +54,23 @@ ABSL_FLAG(int, num_batch_threads, 1,
           "Batch threads: each prepares batches and delivers results; forwards themselves run "
           "one at a time, each on all --threads cores");
 ABSL_FLAG(int, adapter_load_threads, 1, "Adapters (distinct names) loading at once");
-ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on PredictRequest.mc_samples");
+// Request limits: a request past one is INVALID_ARGUMENT naming the flag (RESOURCE_EXHAUSTED for
+// the message size and the Watch streams); nothing is stored or queued for it.
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC request message, in bytes");
+ABSL_FLAG(int, max_inputs_per_request, 256, "Texts per Predict request");
+ABSL_FLAG(int64_t, max_input_bytes, 1 << 20, "Bytes per text (and per text pair) in Predict");
+ABSL_FLAG(int, max_mc_samples, 32, "Upper bound on mc_samples in Predict and fine-tune jobs");
+ABSL_FLAG(int, max_passes_per_request, 256,
+          "Forward passes per input in Predict: the adapter's members x mc_samples");
+ABSL_FLAG(int, max_feedback_items, 10000, "Items per Feedback call");
+ABSL_FLAG(int64_t, max_examples_per_job, 1000000,
+          "Training + validation examples per fine-tune job, inline or from a file");
+ABSL_FLAG(int64_t, max_dataset_bytes, 256 << 20,
+          "Bytes per fine-tune dataset: a data file's size, or the inline texts and labels");
+ABSL_FLAG(int, max_labels, 1000, "Classes per fine-tune job");
+ABSL_FLAG(int, max_label_bytes, 128, "Bytes per class name in a fine-tune job");
+ABSL_FLAG(int, max_ensemble_members, 16, "ensemble_members per fine-tune job");
+ABSL_FLAG(int, max_watch_streams, 64, "Open Training.Watch streams");
 ABSL_FLAG(std::string, jobs_dir, "",
           "Where fine-tune jobs are persisted; empty = <cache_dir>/jobs. One server process per "
           "directory");
@@ -152,7 +168,19 @@ int main(int argc, char** argv) {
   }
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.training.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.inference.max_inputs_per_request = absl::GetFlag(FLAGS_max_inputs_per_request);
+  options.inference.max_input_bytes = absl::GetFlag(FLAGS_max_input_bytes);
   options.inference.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);
+  options.inference.max_passes_per_request = absl::GetFlag(FLAGS_max_passes_per_request);
+  options.inference.max_feedback_items = absl::GetFlag(FLAGS_max_feedback_items);
+  options.training.limits.max_examples = absl::GetFlag(FLAGS_max_examples_per_job);
+  options.training.limits.max_bytes = absl::GetFlag(FLAGS_max_dataset_bytes);
+  options.training.limits.max_labels = absl::GetFlag(FLAGS_max_labels);
+  options.training.limits.max_label_bytes = absl::GetFlag(FLAGS_max_label_bytes);
+  options.training.max_members = absl::GetFlag(FLAGS_max_ensemble_members);
+  options.training.max_mc_samples = absl::GetFlag(FLAGS_max_mc_samples);
+  options.training.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams);
 
   absl::StatusOr<std::unique_ptr<loracle::app::LoracleServer>> server =
       loracle::app::LoracleServer::Create(options);

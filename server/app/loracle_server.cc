@@ -49,6 +49,27 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   if (options.training_workers > 0 && options.jobs_dir.empty()) {
     return absl::InvalidArgumentError("jobs_dir is required when training_workers > 0");
   }
+  for (const auto& [name, value] : std::initializer_list<std::pair<const char*, int64_t>>{
+           {"max_inputs_per_request", options.inference.max_inputs_per_request},
+           {"max_input_bytes", options.inference.max_input_bytes},
+           {"max_mc_samples", options.inference.max_mc_samples},
+           {"max_passes_per_request", options.inference.max_passes_per_request},
+           {"max_feedback_items", options.inference.max_feedback_items},
+           {"max_examples_per_job", options.training.limits.max_examples},
+           {"max_dataset_bytes", options.training.limits.max_bytes},
+           {"max_labels", options.training.limits.max_labels},
+           {"max_label_bytes", options.training.limits.max_label_bytes},
+           {"max_ensemble_members", options.training.max_members},
+           {"max_watch_streams", options.training.max_watch_streams},
+           {"max_queued_jobs", options.max_queued_jobs}}) {
+    if (value < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", value));
+    }
+  }
+  if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes must be in [1024, 2^31), got ", options.max_message_bytes));
+  }
   if (options.model_dir.empty() && options.cache_dir.empty()) {
     return absl::InvalidArgumentError("cache_dir is required for the built-in model");
   }
@@ -134,7 +155,7 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   builder.RegisterService(s->inference_service_.get());
   builder.RegisterService(s->adapters_service_.get());
   builder.RegisterService(s->training_service_.get());
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address,
@@ -223,6 +244,7 @@ absl::Status LoracleServer::LoadEngine() {
         store_.get(),
         registry_.get(),
         options_.training.data_dir,
+        options_.training.limits,
         options_.training_threads > 0 ? options_.training_threads : model::Cores(),
         options_.training_idle_priority};
     training::JobQueue::Options jobs;

@@ -76,7 +76,8 @@ class LoracleServer {
     bool parallel_rows = true;     // see serving::EnsembleRunner::Options
     int adapter_load_threads = 1;  // adapters loading at once (adapters::Registry)
     serving::Batcher::Options batcher;
-    rpc::InferenceService::Options inference;
+    rpc::InferenceService::Options inference;  // request limits
+    int64_t max_message_bytes = 64 << 20;      // largest gRPC request; beyond: RESOURCE_EXHAUSTED
     // Fine-tune jobs (training::JobQueue): persisted under jobs_dir (required when
     // training_workers > 0); 0 workers = this replica does not train.
     std::string jobs_dir;

@@ -163,6 +163,12 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
   req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
                                               : (*adapter)->serving.mc_samples;
   req->seed = request->seed();
+  if (const int passes = req->members * req->mc_samples; passes > options_.max_passes_per_request) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "adapter ", request->adapter(), " has ", req->members, " members x ", req->mc_samples,
+        " samples = ", passes, " forward passes per input; the limit is ",
+        options_.max_passes_per_request, " (--max_passes_per_request): ask for fewer mc_samples")));
+  }
   req->abstain_threshold = request->has_abstain_threshold() ? request->abstain_threshold()
                                                             : (*adapter)->serving.abstain_threshold;
   const model::Tokenizer& tokenizer = *backend->tokenizer;

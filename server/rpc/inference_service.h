@@ -26,6 +26,7 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   struct Options {
     int max_inputs_per_request = 256;
     int max_mc_samples = 32;            // bound on PredictRequest.mc_samples
+    int max_passes_per_request = 256;   // members x mc_samples: forward passes per input
     int64_t max_input_bytes = 1 << 20;  // per text
     int max_feedback_items = 10000;     // per Feedback call
   };

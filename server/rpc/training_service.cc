@@ -1,5 +1,7 @@
 #include "server/rpc/training_service.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -174,15 +176,21 @@ absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
   if (r.validation_examples_size() > 0 && !r.validation_path().empty()) {
     return absl::InvalidArgumentError("validation_examples and validation_path are exclusive");
   }
-  if (r.examples_size() + r.validation_examples_size() > o.max_examples) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("at most ", o.max_examples, " examples per Submit; got ",
-                     r.examples_size() + r.validation_examples_size()));
+  if (r.examples_size() + r.validation_examples_size() > o.limits.max_examples) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "at most ", o.limits.max_examples, " examples per job (--max_examples_per_job); got ",
+        r.examples_size() + r.validation_examples_size()));
   }
   for (const std::string& path : {r.data_path(), r.validation_path()}) {
     if (path.empty()) continue;
     absl::StatusOr<std::string> resolved = training::ResolveDataPath(o.data_dir, path);
     if (!resolved.ok()) return resolved.status();
+    struct stat st;
+    if (::stat(resolved->c_str(), &st) == 0 && st.st_size > o.limits.max_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is ", st.st_size,
+                                                     " bytes; the limit is ", o.limits.max_bytes,
+                                                     " per dataset (--max_dataset_bytes)"));
+    }
   }
   if (r.ensemble_members() > static_cast<uint32_t>(o.max_members)) {
     return OutOfRange("ensemble_members", r.ensemble_members(),
@@ -226,6 +234,7 @@ absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
         all.push_back({e.text(), e.text_pair(), e.label()});
     }
     std::vector<std::string> labels(r.labels().begin(), r.labels().end());
+    if (absl::Status s = training::CheckDataLimits(all, labels, o.limits); !s.ok()) return s;
     if (absl::StatusOr<std::vector<std::string>> l = training::ResolveLabels(all, labels);
         !l.ok()) {
       return l.status();
@@ -268,9 +277,19 @@ grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContex
     watches_.erase(std::remove_if(watches_.begin(), watches_.end(),
                                   [](const std::weak_ptr<WatchSink>& w) { return w.expired(); }),
                    watches_.end());
-    watches_.push_back(sink);
+    if (static_cast<int>(watches_.size()) >= options_.max_watch_streams) {
+      sink = nullptr;
+    } else {
+      watches_.push_back(sink);
+    }
   }
   if (jobs == nullptr) return new Refuse(watch_, ShuttingDown());
+  if (sink == nullptr) {
+    return new Refuse(watch_, absl::ResourceExhaustedError(absl::StrCat(
+                                  options_.max_watch_streams,
+                                  " Watch streams are open, the limit (--max_watch_streams); "
+                                  "close one or poll with Get")));
+  }
   return new WatchReactor(jobs, request->id(), watch_, std::move(sink));
 }
 

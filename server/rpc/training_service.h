@@ -12,6 +12,7 @@
 #include "loracle/v1/training.grpc.pb.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/unary_call.h"
+#include "server/training/dataset.h"
 
 namespace loracle::metrics {
 class Metrics;
@@ -32,10 +33,11 @@ struct WatchSink;  // a live Watch stream (training_service.cc)
 class TrainingService final : public loracle::v1::Training::CallbackService {
  public:
   struct Options {
-    std::string data_dir;            // server-side data files must lie inside; empty = none
-    int64_t max_examples = 1000000;  // per Submit, inline or from a file
-    int max_members = 16;            // ensemble_members
-    int max_mc_samples = 32;         // mc_samples
+    std::string data_dir;         // server-side data files must lie inside; empty = none
+    training::DataLimits limits;  // examples, bytes and labels per job, inline or from a file
+    int max_members = 16;         // ensemble_members
+    int max_mc_samples = 32;      // mc_samples
+    int max_watch_streams = 64;   // open Watch streams; beyond it Watch is RESOURCE_EXHAUSTED
   };
   // Neither pointer is owned; both outlive the service. `metrics` may be null. With no queue
   // published (this replica does not train), every method answers UNAVAILABLE.

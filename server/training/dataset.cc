@@ -2,6 +2,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <map>
@@ -154,12 +155,61 @@ absl::StatusOr<std::vector<Example>> ParseCsv(absl::string_view contents,
   return out;
 }
 
-absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path) {
+absl::Status CheckDataLimits(const std::vector<Example>& examples,
+                             const std::vector<std::string>& requested, const DataLimits& limits) {
+  if (static_cast<int64_t>(examples.size()) > limits.max_examples) {
+    return absl::InvalidArgumentError(absl::StrCat(examples.size(), " examples; the limit is ",
+                                                   limits.max_examples,
+                                                   " per job (--max_examples_per_job)"));
+  }
+  int64_t bytes = 0;
+  for (const Example& e : examples) bytes += e.text.size() + e.text_pair.size() + e.label.size();
+  if (bytes > limits.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the examples hold ", bytes,
+                                                   " bytes of text and labels; the limit is ",
+                                                   limits.max_bytes, " (--max_dataset_bytes)"));
+  }
+  auto label_error = [&](absl::string_view label) -> absl::Status {
+    if (static_cast<int64_t>(label.size()) <= limits.max_label_bytes) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("label \"", label.substr(0, 32), "...\" is ",
+                                                   label.size(), " bytes; the limit is ",
+                                                   limits.max_label_bytes, " (--max_label_bytes)"));
+  };
+  auto count_error = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("more than ", limits.max_labels, " ", what,
+                                                   "; the limit is ", limits.max_labels,
+                                                   " classes (--max_labels)"));
+  };
+  if (!requested.empty()) {
+    if (static_cast<int64_t>(requested.size()) > limits.max_labels) return count_error("labels");
+    for (const std::string& l : requested) {
+      if (absl::Status s = label_error(l); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  std::set<absl::string_view> distinct;
+  for (const Example& e : examples) {
+    if (absl::Status s = label_error(e.label); !s.ok()) return s;
+    distinct.insert(e.label);
+    if (static_cast<int64_t>(distinct.size()) > limits.max_labels) {
+      return count_error("distinct labels in the examples");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path, int64_t max_bytes) {
   const bool jsonl = absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json");
   const bool csv = absl::EndsWith(path, ".csv");
   if (!jsonl && !csv) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": unknown data format (expected a .jsonl or .csv file)"));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && st.st_size > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is ", st.st_size,
+                                                   " bytes; the limit is ", max_bytes,
+                                                   " per dataset (--max_dataset_bytes)"));
   }
   absl::StatusOr<std::string> contents = util::ReadFileToString(path);
   if (!contents.ok()) return contents.status();

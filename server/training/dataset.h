@@ -31,9 +31,26 @@ absl::StatusOr<std::vector<Example>> ParseJsonl(absl::string_view contents,
                                                 absl::string_view source);
 absl::StatusOr<std::vector<Example>> ParseCsv(absl::string_view contents, absl::string_view source);
 
-// Reads `path` as JSONL (.jsonl, .json) or CSV (.csv). INVALID_ARGUMENT for another extension;
-// the file's own errors as above; NOT_FOUND when missing.
-absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path);
+// Bounds on one fine-tune job's data (the server's --max_examples_per_job, --max_dataset_bytes,
+// --max_labels and --max_label_bytes).
+struct DataLimits {
+  int64_t max_examples = 1000000;  // training + validation examples
+  int64_t max_bytes = 256 << 20;   // a data file's size; inline: the bytes of texts and labels
+  int max_labels = 1000;           // classes
+  int max_label_bytes = 128;       // per class name
+};
+
+// INVALID_ARGUMENT, naming the bound and its flag, when `examples` (training and validation
+// together) or the `requested` labels (or, when none are requested, the examples' distinct
+// labels) exceed `limits`. Reads every example once; stops counting labels past the bound.
+absl::Status CheckDataLimits(const std::vector<Example>& examples,
+                             const std::vector<std::string>& requested, const DataLimits& limits);
+
+// Reads `path` as JSONL (.jsonl, .json) or CSV (.csv). INVALID_ARGUMENT for another extension or
+// a file larger than `max_bytes` (checked before reading); the file's own errors as above;
+// NOT_FOUND when missing.
+absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path,
+                                                  int64_t max_bytes = INT64_MAX);
 
 // `path` resolved inside `data_dir` (relative paths are relative to it), with every symlink
 // followed. PERMISSION_DENIED, naming `flag`, when `data_dir` is empty (server-side files are

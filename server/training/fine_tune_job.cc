@@ -48,11 +48,11 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
 // Inline examples, or the file at `path` under `data_dir`.
 absl::StatusOr<std::vector<Example>> ExamplesOf(
     const google::protobuf::RepeatedPtrField<loracle::v1::Example>& inline_examples,
-    const std::string& path, const std::string& data_dir) {
+    const std::string& path, const std::string& data_dir, int64_t max_bytes) {
   if (!path.empty()) {
     absl::StatusOr<std::string> resolved = ResolveDataPath(data_dir, path);
     if (!resolved.ok()) return resolved.status();
-    return ReadExamples(*resolved);
+    return ReadExamples(*resolved, max_bytes);
   }
   std::vector<Example> out;
   for (const loracle::v1::Example& e : inline_examples) {
@@ -140,14 +140,18 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
                                        const FineTuneContext& env) {
   const model::BaseModel& base = *env.base;
   absl::StatusOr<std::vector<Example>> train_ex =
-      ExamplesOf(r.examples(), r.data_path(), env.data_dir);
+      ExamplesOf(r.examples(), r.data_path(), env.data_dir, env.limits.max_bytes);
   if (!train_ex.ok()) return train_ex.status();
   absl::StatusOr<std::vector<Example>> val_ex =
-      ExamplesOf(r.validation_examples(), r.validation_path(), env.data_dir);
+      ExamplesOf(r.validation_examples(), r.validation_path(), env.data_dir, env.limits.max_bytes);
   if (!val_ex.ok()) return val_ex.status();
 
   std::vector<Example> all = *train_ex;
   all.insert(all.end(), val_ex->begin(), val_ex->end());
+  if (absl::Status s = CheckDataLimits(all, {r.labels().begin(), r.labels().end()}, env.limits);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::vector<std::string>> labels =
       ResolveLabels(all, {r.labels().begin(), r.labels().end()});
   if (!labels.ok()) return labels.status();

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "loracle/v1/training.pb.h"
+#include "server/training/dataset.h"
 #include "server/training/job_queue.h"
 #include "server/training/trainer.h"
 
@@ -35,6 +36,7 @@ struct FineTuneContext {
   adapters::Store* store = nullptr;        // not owned
   adapters::Registry* registry = nullptr;  // not owned
   std::string data_dir;                    // server-side files must lie inside; empty = none
+  DataLimits limits;                       // checked again when the job reads its data
   int threads = 1;                         // TrainerOptions::threads
   bool idle_priority = true;               // TrainerOptions::idle_priority
 };
