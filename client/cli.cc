@@ -9,6 +9,7 @@
 #include "absl/algorithm/container.h"
 #include "absl/strings/string_view.h"
 #include "client/args.h"
+#include "client/channel.h"
 #include "client/commands.h"
 
 namespace loracle::client {
@@ -44,11 +45,17 @@ commands:
 options:
   --server=HOST:PORT   server address (default localhost:50051, or $LORACLE_SERVER)
   --timeout_ms=MS      per-call deadline (default 30000)
+  --tls                TLS, trusting the system's CA certificates
+  --tls_ca=FILE        TLS, trusting this PEM CA bundle
+  --tls_cert=FILE --tls_key=FILE
+                       a client certificate, for servers that require one (mutual TLS)
+  --token_file=FILE    bearer token for servers with role tokens (default $LORACLE_TOKEN)
   --json               machine-readable output
 )";
 
 // Flags every command takes.
-constexpr absl::string_view kCommonFlags[] = {"server", "timeout_ms", "json", "help"};
+constexpr absl::string_view kCommonFlags[] = {"server", "timeout_ms", "json",    "help",      "tls",
+                                              "tls_ca", "tls_cert",   "tls_key", "token_file"};
 
 struct Command {
   const char* name;
@@ -128,14 +135,12 @@ int RunCli(const std::vector<std::string>& argv, std::ostream& out, std::ostream
     const char* env = std::getenv("LORACLE_SERVER");
     server = env != nullptr && *env ? env : "localhost:50051";
   }
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel =
-      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), channel_args);
   const std::string& cmd = args.positional[0];
   for (const Command& command : Commands()) {
     if (cmd != command.name) continue;
     if (!CheckFlags(args, command, err)) return 2;
+    const std::shared_ptr<grpc::Channel> channel = MakeChannel(server, args, err);
+    if (channel == nullptr) return 2;
     return command.run(args, channel, out, err);
   }
   err << "loracle: unknown command '" << cmd << "'\n" << kUsage;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -41,7 +42,15 @@ std::string JobLine(const Job& job) {
   if (job.published_version() > 0) {
     absl::StrAppendFormat(&line, " -> %s v%d", job.adapter(), job.published_version());
   }
-  if (!job.error().empty()) absl::StrAppend(&line, "  (", job.error(), ")");
+  if (!job.error().empty()) {
+    absl::StrAppend(
+        &line, "  (",
+        job.error_code() != 0
+            ? absl::StrCat(
+                  absl::StatusCodeToString(static_cast<absl::StatusCode>(job.error_code())), ": ")
+            : "",
+        job.error(), ")");
+  }
   return line;
 }
 

@@ -9,13 +9,14 @@ set -euo pipefail
 
 runtime_pkgs=(
   libtorch1.13 libopenblas0-pthread libgrpc++1.51 libgrpc29 libprotobuf32
-  libprometheus-cpp-core1.0 libutf8proc2 libabsl20220623 ca-certificates
+  libprometheus-cpp-core1.0 libutf8proc2 libabsl20220623 libssl3 ca-certificates
 )
 build_pkgs=(
   build-essential g++ cmake ninja-build pkg-config git
   libtorch-dev libopenblas0-pthread libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libutf8proc-dev
+  libssl-dev openssl  # role tokens: SHA-256 (libcrypto); tests: openssl makes TLS certificates
   prometheus curl  # tests: a real Prometheus server scrapes loracle; promtool checks the format
   clang  # CI: the -Wthread-safety build of the torch-free targets (tests/thread_safety_build.sh)
   libclang-rt-14-dev python3  # CI: libFuzzer + sanitizer runtimes, the fuzz seeds (tests/fuzz)

@@ -17,6 +17,16 @@
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 picks a free one)");
 ABSL_FLAG(std::string, grpc_host, "0.0.0.0", "Address to listen on for gRPC");
 ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables the endpoint");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address /metrics listens on (e.g. 127.0.0.1 or a pod-internal address); empty = all "
+          "IPv4 interfaces");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require clients to present a certificate it signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Bearer tokens (or sha256:<hex> digests) and their roles, one per line; reloaded on "
+          "SIGHUP. Empty = open: every caller may call every method");
 ABSL_FLAG(std::string, model_dir, "",
           "Hugging Face BERT checkpoint directory (config.json, model.safetensors, vocab.txt); "
           "empty = the built-in default model");
@@ -120,11 +130,15 @@ int main(int argc, char** argv) {
       "  loracle-server --model_dir=/models/bert-base-uncased --adapters_dir=/adapters");
   absl::ParseCommandLine(argc, argv);
 
-  // Block the shutdown signals in every thread; main waits for them with sigwait.
+  // Past a file-size limit (RLIMIT_FSIZE), a write then fails with EFBIG, which the store reports
+  // (RESOURCE_EXHAUSTED), instead of SIGXFSZ killing the server.
+  ::signal(SIGXFSZ, SIG_IGN);
+  // Block the shutdown and reload signals in every thread; main waits for them with sigwait.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   loracle::app::LoracleServer::Options options;
@@ -132,7 +146,14 @@ int main(int argc, char** argv) {
       absl::StrCat(absl::GetFlag(FLAGS_grpc_host), ":", absl::GetFlag(FLAGS_grpc_port));
   const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   // civetweb syntax: a bare port listens on every IPv4 interface.
-  options.metrics_address = metrics_port < 0 ? "" : absl::StrCat(metrics_port);
+  const std::string metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.metrics_address = metrics_port < 0       ? ""
+                            : metrics_host.empty() ? absl::StrCat(metrics_port)
+                                                   : absl::StrCat(metrics_host, ":", metrics_port);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   options.model_dir = absl::GetFlag(FLAGS_model_dir);
   options.cache_dir =
       absl::GetFlag(FLAGS_cache_dir).empty() ? DefaultCacheDir() : absl::GetFlag(FLAGS_cache_dir);
@@ -205,7 +226,15 @@ int main(int argc, char** argv) {
                options.adapters_dir.c_str());
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (absl::Status s = (*server)->ReloadAuthTokens(); s.ok()) {
+      std::fprintf(stderr, "loracle-server: SIGHUP: reloaded %s\n",
+                   options.auth_tokens_file.c_str());
+    } else {
+      std::fprintf(stderr, "loracle-server: SIGHUP: kept the previous tokens: %s\n",
+                   s.ToString().c_str());
+    }
+  }
   std::fprintf(stderr, "loracle-server: %s received, draining in-flight calls\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));

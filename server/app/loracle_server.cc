@@ -10,6 +10,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
@@ -21,13 +22,58 @@
 #include "server/model/cpu_runtime.h"
 #include "server/model/default_model.h"
 #include "server/rpc/adapters_service.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/training_service.h"
 #include "server/serving/ensemble_runner.h"
 #include "server/training/fine_tune_job.h"
 #include "server/training/job_queue.h"
+#include "server/util/file_util.h"
 
 namespace loracle::app {
 namespace {
+
+// A PEM file's contents, or INVALID_ARGUMENT naming `flag` when it cannot be read or holds no
+// `block` ("CERTIFICATE", "PRIVATE KEY").
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag,
+                                    absl::string_view block) {
+  absl::StatusOr<std::string> pem = util::ReadFileToString(path);
+  if (!pem.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", pem.status().message()));
+  }
+  if (!absl::StrContains(*pem, absl::StrCat(block, "-----"))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", path, " holds no PEM ", block, " block"));
+  }
+  return pem;
+}
+
+// Insecure, TLS, or mutual TLS, from the options' files.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
+    const LoracleServer::Options& o) {
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together: set both or neither");
+  }
+  if (o.tls_cert_file.empty()) {
+    if (!o.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  absl::StatusOr<std::string> cert = ReadPem(o.tls_cert_file, "--tls_cert", "CERTIFICATE");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(o.tls_key_file, "--tls_key", "PRIVATE KEY");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!o.tls_client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadPem(o.tls_client_ca_file, "--tls_client_ca", "CERTIFICATE");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
 
 // `loaded` with its metric series attached (none without `metrics`).
 absl::StatusOr<std::shared_ptr<const adapters::Adapter>> WithSeries(
@@ -142,24 +188,45 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
         }
         return families;
       });
+  if (!options.auth_tokens_file.empty()) {
+    absl::StatusOr<std::unique_ptr<rpc::TokenAuth>> auth =
+        rpc::TokenAuth::Create(options.auth_tokens_file);
+    if (!auth.ok()) {
+      return absl::Status(auth.status().code(),
+                          absl::StrCat("--auth_tokens_file: ", auth.status().message()));
+    }
+    s->auth_ = *std::move(auth);
+  } else {
+    std::fprintf(stderr,
+                 "loracle-server: WARNING: no --auth_tokens_file: every caller may predict, "
+                 "train, and load or unload adapters\n");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  const rpc::TokenAuth* auth = s->auth_.get();
   s->inference_service_ = std::make_unique<rpc::InferenceService>(
-      options.inference, &s->inference_backend_, s->feedback_.get(), m);
-  s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, m);
+      options.inference, &s->inference_backend_, s->feedback_.get(), auth, m);
+  s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, auth, m);
   s->training_service_ =
-      std::make_unique<rpc::TrainingService>(options.training, &s->jobs_slot_, m);
+      std::make_unique<rpc::TrainingService>(options.training, &s->jobs_slot_, auth, m);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_address, grpc::InsecureServerCredentials(), &s->grpc_port_);
+  builder.AddListeningPort(options.grpc_address, *credentials, &s->grpc_port_);
   builder.RegisterService(s->inference_service_.get());
   builder.RegisterService(s->adapters_service_.get());
   builder.RegisterService(s->training_service_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->grpc_port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address,
-                                               " (address in use or not allowed?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", options.grpc_address,
+                     options.tls_cert_file.empty()
+                         ? " (address in use or not allowed?)"
+                         : " (address in use or not allowed, or a TLS key that does not match the "
+                           "certificate?)"));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(false);
   s->loader_ = std::thread([p = s.get()] {
@@ -281,6 +348,13 @@ absl::Status LoracleServer::WaitUntilReady(absl::Duration timeout) {
     return absl::DeadlineExceededError("the model did not finish loading in time");
   }
   return load_status_;
+}
+
+absl::Status LoracleServer::ReloadAuthTokens() {
+  if (auth_ == nullptr) {
+    return absl::FailedPreconditionError("the server runs without --auth_tokens_file");
+  }
+  return auth_->Reload();
 }
 
 std::string LoracleServer::model_dir() const {

@@ -46,6 +46,7 @@ class EnsembleRunner;
 }
 namespace loracle::rpc {
 class AdaptersService;
+class TokenAuth;
 }  // namespace loracle::rpc
 namespace loracle::training {
 class JobQueue;
@@ -78,6 +79,13 @@ class LoracleServer {
     serving::Batcher::Options batcher;
     rpc::InferenceService::Options inference;  // request limits
     int64_t max_message_bytes = 64 << 20;      // largest gRPC request; beyond: RESOURCE_EXHAUSTED
+    // gRPC over TLS when tls_cert_file and tls_key_file (PEM) are set; with tls_client_ca_file,
+    // mutual TLS: clients must present a certificate that CA signed.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_client_ca_file;
+    // Role tokens (rpc/auth.h); empty = every caller may call every method (a warning is logged).
+    std::string auth_tokens_file;
     // Fine-tune jobs (training::JobQueue): persisted under jobs_dir (required when
     // training_workers > 0); 0 workers = this replica does not train.
     std::string jobs_dir;
@@ -108,6 +116,10 @@ class LoracleServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const;
+  // Reads auth_tokens_file again (on SIGHUP); on error keeps the tokens it had and returns the
+  // error. FAILED_PRECONDITION when the server runs without tokens.
+  absl::Status ReloadAuthTokens();
+
   // Where the base model was loaded from (after WaitUntilReady).
   std::string model_dir() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -122,6 +134,7 @@ class LoracleServer {
   // Built by Create, in this order; destroyed in reverse.
   std::unique_ptr<calibration::FeedbackStore> feedback_;
   std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<rpc::TokenAuth> auth_;
   rpc::Published<const rpc::InferenceBackend> inference_backend_;
   rpc::Published<adapters::Registry> registry_slot_;
   rpc::Published<training::JobQueue> jobs_slot_;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "server/adapters/registry.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/unary_call.h"
 
 namespace loracle::rpc {
@@ -48,6 +49,7 @@ grpc::ServerUnaryReactor* AdaptersService::List(grpc::CallbackServerContext* ctx
                                                 const loracle::v1::ListAdaptersRequest*,
                                                 loracle::v1::ListAdaptersResponse* response) {
   const UnaryCall call(ctx, list_);
+  if (!call.Allow(auth_, kAnyRole)) return call.reactor();
   const adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   for (const adapters::AdapterInfo& info : registry->List())
@@ -59,6 +61,7 @@ grpc::ServerUnaryReactor* AdaptersService::Get(grpc::CallbackServerContext* ctx,
                                                const loracle::v1::GetAdapterRequest* request,
                                                loracle::v1::AdapterInfo* response) {
   const UnaryCall call(ctx, get_);
+  if (!call.Allow(auth_, kAnyRole)) return call.reactor();
   const adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   absl::StatusOr<adapters::AdapterInfo> info = registry->Get(request->name());
@@ -70,6 +73,7 @@ grpc::ServerUnaryReactor* AdaptersService::Load(grpc::CallbackServerContext* ctx
                                                 const loracle::v1::LoadAdapterRequest* request,
                                                 loracle::v1::AdapterInfo* response) {
   const UnaryCall call(ctx, load_);
+  if (!call.Allow(auth_, kAdminRole)) return call.reactor();
   adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   adapters::LoadRequest load;
@@ -89,6 +93,7 @@ grpc::ServerUnaryReactor* AdaptersService::Unload(grpc::CallbackServerContext* c
                                                   const loracle::v1::UnloadAdapterRequest* request,
                                                   loracle::v1::UnloadAdapterResponse*) {
   const UnaryCall call(ctx, unload_);
+  if (!call.Allow(auth_, kAdminRole)) return call.reactor();
   adapters::Registry* registry = call.Require(*registry_);
   if (registry == nullptr) return call.reactor();
   registry->UnloadAsync(request->name(), [call](absl::Status s) { call.Finish(s); });

@@ -15,9 +15,11 @@ namespace loracle::rpc {
 // on the registry's load threads, which finish the call. Never blocks a reactor; thread-safe.
 class AdaptersService final : public loracle::v1::Adapters::CallbackService {
  public:
-  // Neither pointer is owned; both outlive the service. `metrics` may be null.
-  AdaptersService(const Published<adapters::Registry>* registry, metrics::Metrics* metrics)
+  // No pointer is owned; all outlive the service. `metrics` may be null; `auth` null = open.
+  AdaptersService(const Published<adapters::Registry>* registry, const TokenAuth* auth,
+                  metrics::Metrics* metrics)
       : registry_(registry),
+        auth_(auth),
         list_(SeriesOf(metrics, kListAdaptersMethod)),
         get_(SeriesOf(metrics, kGetAdapterMethod)),
         load_(SeriesOf(metrics, kLoadAdapterMethod)),
@@ -38,6 +40,7 @@ class AdaptersService final : public loracle::v1::Adapters::CallbackService {
 
  private:
   const Published<adapters::Registry>* const registry_;
+  const TokenAuth* const auth_;
   metrics::MethodSeries* const list_;
   metrics::MethodSeries* const get_;
   metrics::MethodSeries* const load_;

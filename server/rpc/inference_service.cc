@@ -15,6 +15,7 @@
 #include "server/calibration/feedback_store.h"
 #include "server/metrics/metrics.h"
 #include "server/model/tokenizer.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/unary_call.h"
 #include "server/serving/batcher.h"
 
@@ -147,6 +148,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
                                                     const PredictRequest* request,
                                                     PredictResponse* response) {
   const UnaryCall call(ctx, predict_);
+  if (!call.Allow(auth_, kPredictRole)) return call.reactor();
   auto fail = [&call](const absl::Status& s) { return call.Finish(s); };
   const InferenceBackend* backend = call.Require(*backend_);
   if (backend == nullptr) return call.reactor();
@@ -206,6 +208,7 @@ grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext
                                                      const loracle::v1::FeedbackRequest* request,
                                                      loracle::v1::FeedbackResponse* response) {
   const UnaryCall call(ctx, feedback_calls_);
+  if (!call.Allow(auth_, kFeedbackRole)) return call.reactor();
   if (feedback_ == nullptr) {
     return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
   }
@@ -253,6 +256,7 @@ grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
     grpc::CallbackServerContext* ctx, const loracle::v1::OnlineCalibrationRequest* request,
     loracle::v1::OnlineCalibrationResponse* response) {
   const UnaryCall call(ctx, online_calibration_);
+  if (!call.Allow(auth_, kPredictRole)) return call.reactor();
   const InferenceBackend* backend = call.Require(*backend_);
   if (backend == nullptr) return call.reactor();
   if (feedback_ == nullptr) {

@@ -31,12 +31,14 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
     int max_feedback_items = 10000;     // per Feedback call
   };
   // No pointer is owned; all outlive the service. `metrics` may be null; without `feedback`,
-  // Feedback answers UNIMPLEMENTED.
+  // Feedback answers UNIMPLEMENTED; `auth` null = open.
   InferenceService(const Options& options, const Published<const InferenceBackend>* backend,
-                   calibration::FeedbackStore* feedback, metrics::Metrics* metrics)
+                   calibration::FeedbackStore* feedback, const TokenAuth* auth,
+                   metrics::Metrics* metrics)
       : options_(options),
         backend_(backend),
         feedback_(feedback),
+        auth_(auth),
         predict_(SeriesOf(metrics, kPredictMethod)),
         feedback_calls_(SeriesOf(metrics, kFeedbackMethod)),
         online_calibration_(SeriesOf(metrics, kOnlineCalibrationMethod)) {}
@@ -55,6 +57,7 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
   const Options options_;
   const Published<const InferenceBackend>* const backend_;
   calibration::FeedbackStore* const feedback_;
+  const TokenAuth* const auth_;
   metrics::MethodSeries* const predict_;
   metrics::MethodSeries* const feedback_calls_;
   metrics::MethodSeries* const online_calibration_;

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/adapters/adapter_config.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/unary_call.h"
 #include "server/training/dataset.h"
@@ -247,6 +248,7 @@ grpc::ServerUnaryReactor* TrainingService::Submit(grpc::CallbackServerContext* c
                                                   const loracle::v1::SubmitRequest* request,
                                                   loracle::v1::Job* response) {
   const UnaryCall call(ctx, submit_);
+  if (!call.Allow(auth_, kTrainRole)) return call.reactor();
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   if (absl::Status s = ValidateSubmit(*request, options_); !s.ok()) return call.Finish(s);
@@ -259,6 +261,7 @@ grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
                                                const loracle::v1::GetJobRequest* request,
                                                loracle::v1::Job* response) {
   const UnaryCall call(ctx, get_);
+  if (!call.Allow(auth_, kTrainRole)) return call.reactor();
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   absl::StatusOr<Job> job = jobs->Get(request->id());
@@ -266,8 +269,11 @@ grpc::ServerUnaryReactor* TrainingService::Get(grpc::CallbackServerContext* ctx,
   return call.Finish(job.status());
 }
 
-grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<Job>* TrainingService::Watch(grpc::CallbackServerContext* ctx,
                                                       const loracle::v1::GetJobRequest* request) {
+  if (auth_ != nullptr) {
+    if (absl::Status s = auth_->Check(*ctx, kTrainRole); !s.ok()) return new Refuse(watch_, s);
+  }
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return new Refuse(watch_, NoQueue());
   auto sink = std::make_shared<WatchSink>();
@@ -313,6 +319,7 @@ grpc::ServerUnaryReactor* TrainingService::Cancel(grpc::CallbackServerContext* c
                                                   const loracle::v1::GetJobRequest* request,
                                                   loracle::v1::Job* response) {
   const UnaryCall call(ctx, cancel_);
+  if (!call.Allow(auth_, kTrainRole)) return call.reactor();
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   absl::StatusOr<Job> job = jobs->Cancel(request->id());
@@ -324,6 +331,7 @@ grpc::ServerUnaryReactor* TrainingService::List(grpc::CallbackServerContext* ctx
                                                 const loracle::v1::ListJobsRequest* request,
                                                 loracle::v1::ListJobsResponse* response) {
   const UnaryCall call(ctx, list_);
+  if (!call.Allow(auth_, kTrainRole)) return call.reactor();
   training::JobQueue* jobs = jobs_->get();
   if (jobs == nullptr) return call.Finish(NoQueue());
   std::string next;

@@ -39,12 +39,14 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
     int max_mc_samples = 32;      // mc_samples
     int max_watch_streams = 64;   // open Watch streams; beyond it Watch is RESOURCE_EXHAUSTED
   };
-  // Neither pointer is owned; both outlive the service. `metrics` may be null. With no queue
+  // No pointer is owned; all outlive the service. `metrics` may be null; `auth` null = open
+  // (every method needs the train role otherwise). With no queue
   // published (this replica does not train), every method answers UNAVAILABLE.
   TrainingService(const Options& options, const Published<training::JobQueue>* jobs,
-                  metrics::Metrics* metrics)
+                  const TokenAuth* auth, metrics::Metrics* metrics)
       : options_(options),
         jobs_(jobs),
+        auth_(auth),
         submit_(SeriesOf(metrics, kSubmitJobMethod)),
         get_(SeriesOf(metrics, kGetJobMethod)),
         watch_(SeriesOf(metrics, kWatchJobMethod)),
@@ -74,6 +76,7 @@ class TrainingService final : public loracle::v1::Training::CallbackService {
  private:
   const Options options_;
   const Published<training::JobQueue>* const jobs_;
+  const TokenAuth* const auth_;
   metrics::MethodSeries* const submit_;
   metrics::MethodSeries* const get_;
   metrics::MethodSeries* const watch_;

@@ -2,6 +2,7 @@
 
 #include "absl/time/clock.h"
 #include "server/metrics/metrics.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/status_util.h"
 
 namespace loracle::rpc {
@@ -19,7 +20,14 @@ void RecordCall(metrics::MethodSeries* series, absl::Time start, const grpc::Sta
 }
 
 UnaryCall::UnaryCall(grpc::CallbackServerContext* ctx, metrics::MethodSeries* series)
-    : reactor_(ctx->DefaultReactor()), series_(series), start_(absl::Now()) {}
+    : ctx_(ctx), reactor_(ctx->DefaultReactor()), series_(series), start_(absl::Now()) {}
+
+bool UnaryCall::Allow(const TokenAuth* auth, uint32_t roles) const {
+  if (auth == nullptr) return true;
+  absl::Status s = auth->Check(*ctx_, roles);
+  if (!s.ok()) Finish(s);
+  return s.ok();
+}
 
 grpc::ServerUnaryReactor* UnaryCall::Finish(const absl::Status& status) const {
   const grpc::Status s = ToGrpcStatus(status);

@@ -6,6 +6,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/rpc/engine.h"
@@ -16,6 +18,8 @@ class MethodSeries;
 }  // namespace loracle::metrics
 
 namespace loracle::rpc {
+
+class TokenAuth;
 
 // Metric label values: the methods' full gRPC names, without the leading '/'.
 inline constexpr char kPredictMethod[] = "loracle.v1.Inference/Predict";
@@ -48,6 +52,9 @@ class UnaryCall {
   UnaryCall(grpc::CallbackServerContext* ctx, metrics::MethodSeries* series);
 
   grpc::ServerUnaryReactor* reactor() const { return reactor_; }
+  // True when `auth` (null: the server is open) lets the call's token use one of `roles`;
+  // otherwise finishes the call with UNAUTHENTICATED or PERMISSION_DENIED (rpc/auth.h).
+  bool Allow(const TokenAuth* auth, uint32_t roles) const;
   // Records the call and finishes it with `status`; returns the reactor for the handler to return.
   grpc::ServerUnaryReactor* Finish(const absl::Status& status) const;
   // The published engine part, or null after finishing the call with NotReadyError().
@@ -59,6 +66,7 @@ class UnaryCall {
   }
 
  private:
+  grpc::CallbackServerContext* ctx_;
   grpc::ServerUnaryReactor* reactor_;
   metrics::MethodSeries* series_;
   absl::Time start_;

@@ -114,6 +114,7 @@ absl::Status JobQueue::Recover() {
     if (job.state() == loracle::v1::JOB_STATE_RUNNING) {
       job.set_state(loracle::v1::JOB_STATE_FAILED);
       job.set_error("server restarted during training");
+      job.set_error_code(static_cast<int32_t>(absl::StatusCode::kAborted));
       RecordEnded(job, job.updated_unix_ms());
       job.set_updated_unix_ms(NowMs());
       restarted.push_back(job);
@@ -201,6 +202,7 @@ absl::StatusOr<Job> JobQueue::Cancel(const std::string& id) {
       queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
       r.job.set_state(loracle::v1::JOB_STATE_CANCELLED);
       r.job.set_error("cancelled before it started");
+      r.job.set_error_code(static_cast<int32_t>(absl::StatusCode::kCancelled));
       r.job.set_updated_unix_ms(NowMs());
       changed = true;
     } else if (r.job.state() == loracle::v1::JOB_STATE_RUNNING) {
@@ -332,9 +334,11 @@ void JobQueue::WorkerLoop() {
       } else if (r.cancel_requested && absl::IsCancelled(outcome.status())) {
         job.set_state(loracle::v1::JOB_STATE_CANCELLED);
         job.set_error("cancelled while running; nothing was published");
+        job.set_error_code(static_cast<int32_t>(absl::StatusCode::kCancelled));
       } else {
         job.set_state(loracle::v1::JOB_STATE_FAILED);
         job.set_error(std::string(outcome.status().message()));
+        job.set_error_code(static_cast<int32_t>(outcome.status().code()));
       }
       job.set_updated_unix_ms(NowMs());
       done = job;

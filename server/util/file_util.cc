@@ -28,7 +28,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(msg);
-    case ENOSPC:
+    case ENOSPC:  // the filesystem is full
+    case EDQUOT:  // the user's quota is
+    case EFBIG:   // past RLIMIT_FSIZE or the filesystem's largest file
       return absl::ResourceExhaustedError(msg);
     default:
       return absl::InternalError(msg);
@@ -68,7 +70,11 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
     ::unlink(tmp.c_str());
     return ErrnoStatus(err, absl::StrCat(tmp, ": fsync"));
   }
-  ::close(fd);
+  if (::close(fd) != 0) {  // NFS may report a full disk only here
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoStatus(err, absl::StrCat(tmp, ": close"));
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -99,3 +99,7 @@ def field(num, value):
     return bytes([num << 3 | 2, len(value)]) + value
 seed("request_fuzzer", "predict", b"\x00" + field(1, b"spam") + field(2, b"free money") + field(2, b"hi"))
 seed("request_fuzzer", "submit", b"\x01" + field(1, b"spam"))
+
+seed("auth_tokens_fuzzer", "tokens", b"# roles\nsha256:" + b"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+     + b" predict,feedback\nops-token-0123456789\tadmin,train\n\0Bearer ops-token-0123456789")
+seed("auth_tokens_fuzzer", "digest", b"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 predict\0bearer test")

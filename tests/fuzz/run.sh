@@ -15,7 +15,7 @@ CXX=clang++ cmake -S . -B "$dir" -G Ninja -DLORACLE_TORCH_FREE_ONLY=ON -DLORACLE
   -DLORACLE_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 fuzzers=(safetensors_fuzzer config_fuzzer tokenizer_files_fuzzer tokenizer_text_fuzzer
-         training_data_fuzzer request_fuzzer)
+         training_data_fuzzer request_fuzzer auth_tokens_fuzzer)
 cmake --build "$dir" -j"$(nproc)" --target "${fuzzers[@]}" >/dev/null
 echo "fuzz: built in $(( $(date +%s) - start )) s"
 seeds="$dir/seeds"

@@ -171,5 +171,57 @@ TEST(BinaryTest, ADeviceOrTypeThisBuildCannotUseExitsAtStartWithTheReason) {
   }
 }
 
+TEST(BinaryTest, SighupReloadsTheTokensFileAndABrokenOneIsLoggedAndIgnored) {
+  testing::TempDir dir;
+  testing::WriteTinyModel(dir / "model");
+  auto store = adapters::Store::Create({dir / "adapters"});
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)
+                  ->Publish("one",
+                            [&](const std::string& d) {
+                              return adapters::WriteRandomAdapter(
+                                  d, testing::TinyConfig(),
+                                  testing::TinyAdapterSpec({"neg", "pos"}, 1, 1));
+                            })
+                  .ok());
+  const std::string tokens = dir / "tokens";
+  testing::WriteFile(tokens, "first-token-0123456789 predict\n");
+  const std::string log = dir / "server.log";
+  const pid_t pid = Spawn(
+      {"--grpc_port=0", "--metrics_port=0", "--metrics_host=127.0.0.1", "--grpc_host=127.0.0.1",
+       "--model_dir=" + (dir / "model"), "--adapters_dir=" + (dir / "adapters"),
+       "--training_workers=0", "--auth_tokens_file=" + tokens, "--threads=1"},
+      log);
+  const std::string port = WaitForLog(log, "gRPC on port ([0-9]+)", absl::Seconds(30));
+  ASSERT_FALSE(port.empty()) << testing::ReadFile(log);
+  ASSERT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
+  EXPECT_EQ(testing::ReadFile(log).find("WARNING: no --auth_tokens_file"), std::string::npos);
+
+  const std::string cli = absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port,
+                                       " predict --adapter=one hello 2>&1; echo rc=$?");
+  auto predict_as = [&](const std::string& token) {
+    return RunCommand("LORACLE_TOKEN=" + token + " " + cli);
+  };
+  EXPECT_NE(predict_as("first-token-0123456789").find("rc=0"), std::string::npos);
+  EXPECT_NE(predict_as("second-token-0123456789").find("UNAUTHENTICATED"), std::string::npos);
+
+  testing::WriteFile(tokens, "second-token-0123456789 predict\n");
+  ::kill(pid, SIGHUP);
+  ASSERT_FALSE(WaitForLog(log, "SIGHUP: reloaded", absl::Seconds(10)).empty())
+      << testing::ReadFile(log);
+  EXPECT_NE(predict_as("second-token-0123456789").find("rc=0"), std::string::npos);
+  EXPECT_NE(predict_as("first-token-0123456789").find("UNAUTHENTICATED"), std::string::npos);
+
+  testing::WriteFile(tokens, "second-token-0123456789 predict,everything\n");
+  ::kill(pid, SIGHUP);
+  ASSERT_FALSE(
+      WaitForLog(log, "SIGHUP: kept the previous tokens: .*everything", absl::Seconds(10)).empty())
+      << testing::ReadFile(log);
+  EXPECT_NE(predict_as("second-token-0123456789").find("rc=0"), std::string::npos);
+
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0) << testing::ReadFile(log);
+}
+
 }  // namespace
 }  // namespace loracle

@@ -3,7 +3,13 @@
 // published.
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
@@ -176,6 +182,101 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
             std::string::npos);
   EXPECT_NE(metrics.find("loracle_training_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos);
 }
+
+// A publish that runs out of room: the store on a 160 KiB tmpfs (ENOSPC; needs the right to
+// mount, else skipped) or a process file-size limit of 64 KiB (EFBIG; always runs). A rank-4
+// version fits, a rank-256 one does not: its job fails with RESOURCE_EXHAUSTED naming the path,
+// no partial version is listed, the previous one keeps serving, and once there is room again the
+// next job publishes.
+class FullStoreTest : public TrainingTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void TearDown() override {
+    RestoreLimit();
+    server_.reset();
+    if (mounted_) ::umount2(store_dir_.path().c_str(), MNT_DETACH);
+  }
+  void RestoreLimit() {
+    if (limited_) ::setrlimit(RLIMIT_FSIZE, &saved_);
+    limited_ = false;
+  }
+  Job Train(int rank) {
+    SubmitRequest r = Request("spam");
+    r.mutable_lora()->set_rank(rank);
+    r.set_epochs(1);
+    r.set_max_steps(2);
+    Job job;
+    EXPECT_TRUE(Submit(r, &job).ok());
+    return WatchToEnd(job.id());
+  }
+  loracle::v1::PredictResponse Predict() {
+    loracle::v1::PredictRequest req;
+    req.set_adapter("spam");
+    req.add_inputs("the mail free money win now");
+    loracle::v1::PredictResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(loracle::v1::Inference::NewStub(channel_)->Predict(&ctx, req, &resp).ok());
+    return resp;
+  }
+
+  testing::TempDir store_dir_;
+  bool mounted_ = false, limited_ = false;
+  rlimit saved_{};
+};
+
+TEST_P(FullStoreTest, AFailedPublishFailsTheJobAndKeepsThePreviousVersionServing) {
+  const std::string root = store_dir_ / "store";
+  if (GetParam() == "tmpfs") {
+    if (::mount("tmpfs", store_dir_.path().c_str(), "tmpfs", 0, "size=160k") != 0) {
+      GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+    }
+    mounted_ = true;
+  }
+  Start([&](adapters::Store&, app::LoracleServer::Options& o) {
+    o.adapters_dir = root;
+    o.spam_demo = false;
+  });
+  const Job first = Train(4);
+  ASSERT_EQ(first.state(), loracle::v1::JOB_STATE_SUCCEEDED) << first.error();
+  const loracle::v1::PredictResponse before = Predict();
+  ASSERT_EQ(before.version(), 1);
+
+  if (GetParam() == "rlimit") {
+    ::signal(SIGXFSZ, SIG_IGN);  // as loracle-server does: EFBIG instead of a kill
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved_), 0);
+    rlimit small = saved_;
+    small.rlim_cur = 64 << 10;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    limited_ = true;
+  }
+  const Job failed = Train(256);
+  RestoreLimit();
+  EXPECT_EQ(failed.state(), loracle::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(failed.error_code(), static_cast<int>(absl::StatusCode::kResourceExhausted))
+      << failed.error();
+  EXPECT_NE(failed.error().find(root + "/.tmp-spam-"), std::string::npos) << failed.error();
+  EXPECT_EQ(failed.published_version(), 0);
+
+  auto store = adapters::Store::Create({root});
+  ASSERT_TRUE(store.ok());
+  auto versions = (*store)->ListVersions("spam");
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  EXPECT_EQ(*versions, std::vector<int64_t>{1});
+  for (const auto& e : std::filesystem::directory_iterator(root)) {
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp-", 0), std::string::npos) << e.path();
+  }
+  const loracle::v1::PredictResponse after = Predict();
+  EXPECT_EQ(after.version(), 1);
+  ASSERT_EQ(after.predictions_size(), 1);
+  EXPECT_EQ(after.predictions(0).probs(0), before.predictions(0).probs(0));
+
+  const Job next = Train(4);
+  EXPECT_EQ(next.state(), loracle::v1::JOB_STATE_SUCCEEDED) << next.error();
+  EXPECT_EQ(next.published_version(), 2);
+  EXPECT_EQ(Predict().version(), 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Limits, FullStoreTest, ::testing::Values("tmpfs", "rlimit"),
+                         [](const auto& info) { return info.param; });
 
 // The bundled SpamAssassin files, named server-side through --data_dir (a few steps: the numbers
 // on real data are in tests/bench/README.md).
