@@ -35,6 +35,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)(*auth)->Check(header, roles);
     }
   }
-  ::unlink(path);
+  ::unlink(path.c_str());
   return 0;
 }

@@ -16,7 +16,11 @@ CXX=clang++ cmake -S . -B "$dir" -G Ninja -DLORACLE_TORCH_FREE_ONLY=ON -DLORACLE
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 fuzzers=(safetensors_fuzzer config_fuzzer tokenizer_files_fuzzer tokenizer_text_fuzzer
          training_data_fuzzer request_fuzzer auth_tokens_fuzzer)
-cmake --build "$dir" -j"$(nproc)" --target "${fuzzers[@]}" >/dev/null
+if ! cmake --build "$dir" -j"$(nproc)" --target "${fuzzers[@]}" >"$dir/build.log" 2>&1; then
+  grep -E "error|FAILED" -A5 "$dir/build.log" | head -40
+  echo "fuzz: the build failed (log: $dir/build.log)"
+  exit 1
+fi
 echo "fuzz: built in $(( $(date +%s) - start )) s"
 seeds="$dir/seeds"
 rm -rf "$seeds" && python3 tests/fuzz/make_seeds.py "$seeds"
