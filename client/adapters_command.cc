@@ -83,7 +83,39 @@ int AdaptersCommand(const Args& args, const Channel& channel, std::ostream& out,
     out << AdapterJson(resp).dump(2) << "\n";
     return 0;
   }
-  err << "loracle adapters: expected 'list' or 'get NAME'\n";
+  if (sub == "load" && args.positional.size() == 3) {
+    loracle::v1::LoadAdapterRequest req;
+    req.set_name(args.positional[2]);
+    if (const std::string v = Flag(args, "version"); !v.empty()) {
+      int64_t version = 0;
+      if (!absl::SimpleAtoi(v, &version) || version < 1) {
+        err << "loracle adapters load: --version must be a positive integer\n";
+        return 2;
+      }
+      req.set_version(version);
+    }
+    req.set_path(Flag(args, "path"));
+    loracle::v1::AdapterInfo resp;
+    grpc::Status s = stub->Load(&ctx, req, &resp);
+    if (!s.ok()) return Fail(err, s);
+    if (json) {
+      out << AdapterJson(resp).dump(2) << "\n";
+    } else {
+      out << "loaded " << resp.name() << " version " << resp.version() << "\n";
+    }
+    return 0;
+  }
+  if (sub == "unload" && args.positional.size() == 3) {
+    loracle::v1::UnloadAdapterRequest req;
+    req.set_name(args.positional[2]);
+    loracle::v1::UnloadAdapterResponse resp;
+    grpc::Status s = stub->Unload(&ctx, req, &resp);
+    if (!s.ok()) return Fail(err, s);
+    if (!json) out << "unloaded " << req.name() << "\n";
+    return 0;
+  }
+  err << "loracle adapters: expected 'list', 'get NAME', 'load NAME [--version=V | --path=DIR]' "
+         "or 'unload NAME'\n";
   return 2;
 }
 

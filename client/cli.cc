@@ -20,8 +20,9 @@ constexpr char kUsage[] = R"(usage: loracle [--server=HOST:PORT] COMMAND [option
 commands:
   predict --adapter=NAME [--mc_samples=N] [--seed=S] [--members] [--json] TEXT...
           classify TEXTs (or lines of stdin when TEXT is -) with an adapter or ensemble
-  adapters [list | get NAME]
-          list the adapters the server holds, or show one
+  adapters [list | get NAME | load NAME [--version=V | --path=DIR] | unload NAME]
+          list the adapters the server holds, show one, or (admin) load the newest or a
+          given version from the store, or unload one
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
         [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--feedback] [--json_out=FILE]
           load-test Predict: throughput, p50/p90/p99 latency, errors by status code
@@ -66,7 +67,7 @@ struct Command {
 const std::vector<Command>& Commands() {
   static const std::vector<Command>* commands = new std::vector<Command>{
       {"predict", PredictCommand, {"adapter", "mc_samples", "members", "seed"}},
-      {"adapters", AdaptersCommand, {}},
+      {"adapters", AdaptersCommand, {"path", "version"}},
       {"bench",
        BenchCommand,
        {"adapter", "adapters", "concurrency", "duration_s", "feedback", "input_tokens", "inputs",

@@ -318,6 +318,26 @@ TEST_F(AuthTest, TheCliSendsTheTokenFromAFileOrTheEnvironment) {
   EXPECT_EQ(Cli({at, "predict", "--adapter=one", "hi"}, &err), 0) << err;
   EXPECT_EQ(Cli({at, "jobs", "list"}, &err), 1);
   EXPECT_NE(err.find("PERMISSION_DENIED"), std::string::npos) << err;
+  EXPECT_EQ(Cli({at, "adapters", "unload", "one"}, &err), 1);
+  EXPECT_NE(err.find("PERMISSION_DENIED"), std::string::npos) << err;
+
+  // An admin loads a version published into the store, then unloads the adapter.
+  ASSERT_TRUE(server_->store()
+                  .Publish("one",
+                           [](const std::string& dir) {
+                             return adapters::WriteRandomAdapter(
+                                 dir, testing::TinyConfig(),
+                                 testing::TinyAdapterSpec({"neg", "pos"}, 1, 2));
+                           })
+                  .ok());
+  ::setenv("LORACLE_TOKEN", kAdmin, 1);
+  std::ostringstream out, err_stream;
+  EXPECT_EQ(client::RunCli({at, "adapters", "load", "one"}, out, err_stream), 0)
+      << err_stream.str();
+  EXPECT_EQ(out.str(), "loaded one version 2\n");
+  EXPECT_EQ(Cli({at, "adapters", "load", "one", "--version=zero"}, &err), 2);
+  EXPECT_EQ(Cli({at, "adapters", "unload", "one"}, &err), 0) << err;
+  EXPECT_EQ(Predict(channel_, Bearer(kAdmin)).error_code(), grpc::StatusCode::NOT_FOUND);
   ::unsetenv("LORACLE_TOKEN");
 }
 

@@ -14,9 +14,7 @@ class BlockingCounter {
     MutexLock lock(&mu_);
     return --count_ == 0;
   }
-  void Wait() {
-    MutexLock lock(&mu_, Condition(this, &BlockingCounter::Done));
-  }
+  void Wait() { MutexLock lock(&mu_, Condition(this, &BlockingCounter::Done)); }
 
  private:
   bool Done() const { return count_ <= 0; }
@@ -26,6 +24,5 @@ class BlockingCounter {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
-
 
 #endif  // LORACLE_TESTS_TSAN_ABSL_SYNCHRONIZATION_BLOCKING_COUNTER_H_

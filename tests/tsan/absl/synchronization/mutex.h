@@ -26,7 +26,8 @@ class Condition {
   template <typename T>
   Condition(bool (*func)(T*), T* arg) : eval_([func, arg] { return func(arg); }) {}
   template <typename T>
-  Condition(T* object, bool (T::*method)()) : eval_([object, method] { return (object->*method)(); }) {}
+  Condition(T* object, bool (T::*method)())
+      : eval_([object, method] { return (object->*method)(); }) {}
   template <typename T>
   Condition(const T* object, bool (T::*method)() const)
       : eval_([object, method] { return (object->*method)(); }) {}
@@ -152,6 +153,5 @@ class CondVar {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
-
 
 #endif  // LORACLE_TESTS_TSAN_ABSL_SYNCHRONIZATION_MUTEX_H_

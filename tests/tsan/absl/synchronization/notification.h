@@ -19,9 +19,7 @@ class Notification {
     MutexLock lock(&mu_);
     return notified_;
   }
-  void WaitForNotification() const {
-    MutexLock lock(&mu_, Condition(&notified_));
-  }
+  void WaitForNotification() const { MutexLock lock(&mu_, Condition(&notified_)); }
   bool WaitForNotificationWithTimeout(absl::Duration timeout) const {
     MutexLock lock(&mu_);
     return mu_.AwaitWithTimeout(Condition(&notified_), timeout);
@@ -38,6 +36,5 @@ class Notification {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
-
 
 #endif  // LORACLE_TESTS_TSAN_ABSL_SYNCHRONIZATION_NOTIFICATION_H_
