@@ -32,8 +32,14 @@ absl::StatusOr<std::unique_ptr<ByteLevelBpeTokenizer>> ByteLevelBpeTokenizer::Cr
   ByteAlphabet(t->byte_chars_);
   int64_t max_id = -1;
   for (const auto& [token, id] : vocab) {
-    if (id < 0)
-      return absl::InvalidArgumentError(absl::StrCat("token \"", token, "\" has id ", id));
+    // Ids index a table; gaps (e.g. between the vocabulary and added tokens) are allowed, a table
+    // mostly of gaps (an id of 1e18 in a hostile file) is not.
+    const int64_t id_limit = 2 * static_cast<int64_t>(vocab.size()) + 1024;
+    if (id < 0 || id >= id_limit) {
+      return absl::InvalidArgumentError(absl::StrCat("token \"", token, "\" has id ", id,
+                                                     "; ids must be in 0..", id_limit - 1, " for ",
+                                                     vocab.size(), " tokens"));
+    }
     if (!t->ids_.emplace(token, id).second) {
       return absl::InvalidArgumentError(absl::StrCat("vocabulary repeats token \"", token, "\""));
     }

@@ -326,15 +326,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromBpeFiles(const std::string& dir,
   return std::unique_ptr<Tokenizer>(std::move(*t));
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
-                                                         int* model_max_length) {
-  FileConfig fc;
-  if (absl::Status s = ReadFileConfig(dir, &fc, model_max_length); !s.ok()) return s;
-  if (util::FileExists(dir + "/tokenizer.json")) {
-    return FromTokenizerJson(dir + "/tokenizer.json", fc);
-  }
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadClassicTokenizer(const std::string& dir,
+                                                                const FileConfig& fc) {
   if (util::FileExists(dir + "/vocab.txt")) {
     WordPieceTokenizer::Options o;
     o.lowercase = fc.lowercase.value_or(true);
@@ -354,6 +347,27 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
   }
   return absl::NotFoundError(absl::StrCat(
       dir, ": no tokenizer files (tokenizer.json, vocab.txt, or vocab.json + merges.txt)"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
+                                                         int* model_max_length) {
+  // The readers above check the fields they need; a value of the wrong JSON type deeper in a
+  // file (e.g. "model": 6) surfaces as nlohmann's type_error, reported here as the file's fault.
+  const char* reading = "tokenizer_config.json or special_tokens_map.json";
+  try {
+    FileConfig fc;
+    if (absl::Status s = ReadFileConfig(dir, &fc, model_max_length); !s.ok()) return s;
+    if (util::FileExists(dir + "/tokenizer.json")) {
+      reading = "tokenizer.json";
+      return FromTokenizerJson(dir + "/tokenizer.json", fc);
+    }
+    reading = "vocab.json";
+    return LoadClassicTokenizer(dir, fc);
+  } catch (const json::exception& e) {
+    return Bad(absl::StrCat(dir, "/", reading), absl::StrCat("malformed: ", e.what()));
+  }
 }
 
 }  // namespace loracle::model

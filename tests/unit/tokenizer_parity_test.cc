@@ -156,5 +156,44 @@ TEST(TokenizerTest, UnsupportedTokenizerJsonIsNamed) {
   EXPECT_EQ(LoadTokenizer(empty.path(), &max_length).status().code(), absl::StatusCode::kNotFound);
 }
 
+// Found by tests/fuzz/tokenizer_files_fuzzer (regressions/tokenizer_files_fuzzer/): a field of the
+// wrong JSON type used to throw out of LoadTokenizer and abort the server.
+TEST(TokenizerTest, WrongJsonTypesAreInvalidArgumentNotACrash) {
+  for (const char* text : {
+           R"({"model": 6})",
+           R"({"model": {"type": 7}})",
+           R"({"model": {"type": "WordPiece", "vocab": {"a": 0}}, "normalizer": 3})",
+           R"({"model": {"type": "WordPiece", "vocab": {"a": 0}},
+               "added_tokens": [{"content": 5, "id": 0}]})",
+           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]},
+               "post_processor": {"type": "TemplateProcessing", "single": [{"Sequence": 2}]}})",
+       }) {
+    testing::TempDir tmp;
+    testing::WriteFile(tmp / "tokenizer.json", text);
+    int max_length = 512;
+    auto t = LoadTokenizer(tmp.path(), &max_length);
+    ASSERT_FALSE(t.ok()) << text;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+    EXPECT_NE(t.status().message().find("tokenizer.json"), std::string::npos) << t.status();
+  }
+  // An id far past the vocabulary would size the id table by it (a length_error, or memory).
+  testing::TempDir huge_id;
+  testing::WriteFile(huge_id / "vocab.json",
+                     R"({"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 9000000000000000000})");
+  testing::WriteFile(huge_id / "merges.txt", "#version: 0.2\n");
+  int huge_max_length = 512;
+  auto huge = LoadTokenizer(huge_id.path(), &huge_max_length);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument) << huge.status();
+  EXPECT_NE(huge.status().message().find("ids must be in"), std::string::npos) << huge.status();
+  testing::TempDir classic;
+  testing::WriteFile(classic / "vocab.json", R"({"a": "zero"})");
+  testing::WriteFile(classic / "merges.txt", "#version: 0.2\n");
+  int max_length = 512;
+  auto t = LoadTokenizer(classic.path(), &max_length);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+}
+
 }  // namespace
 }  // namespace loracle::model
