@@ -1,6 +1,7 @@
 #include "server/model/tokenizer_files.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -20,6 +21,32 @@ using json = nlohmann::json;
 
 absl::Status Bad(const std::string& source, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+}
+
+// A field of the wrong type deep in a file; LoadTokenizer reports it as INVALID_ARGUMENT.
+struct BadField : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// An integer field. A float (1e40) or a string is the file's fault, never a narrowing cast.
+int64_t IntValue(const json& v, absl::string_view what) {
+  if (!v.is_number_integer()) {
+    throw BadField(absl::StrCat(what, " must be an integer, not ", v.dump().substr(0, 40)));
+  }
+  return v.get<int64_t>();
+}
+
+int64_t IntOr(const json& object, const char* key, int64_t fallback) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  return it == object.end() ? fallback : IntValue(*it, key);
+}
+
+// A template piece's token type: a small non-negative integer (BERT's are 0 and 1).
+int TypeId(const json& piece) {
+  const int64_t t = IntOr(piece, "type_id", 0);
+  if (t < 0 || t > 255) throw BadField(absl::StrCat("type_id must be in 0..255, not ", t));
+  return static_cast<int>(t);
 }
 
 absl::StatusOr<json> ReadJson(const std::string& path) {
@@ -116,7 +143,7 @@ absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp,
         if (piece.contains("Sequence")) {
           const std::string id = piece["Sequence"].value("id", "A");
           p.sequence = id == "B" ? 1 : 0;
-          p.type_id = piece["Sequence"].value("type_id", 0);
+          p.type_id = TypeId(piece["Sequence"]);
         } else if (piece.contains("SpecialToken")) {
           const std::string name = piece["SpecialToken"].value("id", "");
           auto it = specials.find(name);
@@ -124,8 +151,8 @@ absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp,
             return Bad(source, absl::StrCat("post_processor special token \"", name,
                                             "\" must have exactly one id"));
           }
-          p.id = (*it)["ids"][0].get<int64_t>();
-          p.type_id = piece["SpecialToken"].value("type_id", 0);
+          p.id = IntValue((*it)["ids"][0], "post_processor special token id");
+          p.type_id = TypeId(piece["SpecialToken"]);
         } else {
           return Bad(source, "post_processor template piece is neither Sequence nor SpecialToken");
         }
@@ -151,7 +178,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
   const json added_json = j.value("added_tokens", json::array());
   for (const json& a : added_json) {
     if (!a.contains("content") || !a.contains("id")) continue;
-    added.push_back({a["content"].get<std::string>(), a["id"].get<int64_t>(),
+    added.push_back({a["content"].get<std::string>(), IntValue(a["id"], "added_tokens id"),
                      a.value("lstrip", false), a.value("rstrip", false)});
   }
   absl::StatusOr<SpecialTokensTemplate> special =
@@ -185,7 +212,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     }
     o.unk_token = model.value("unk_token", "[UNK]");
     o.continuing_subword_prefix = model.value("continuing_subword_prefix", "##");
-    o.max_input_chars_per_word = model.value("max_input_chars_per_word", 100);
+    const int64_t max_chars = IntOr(model, "max_input_chars_per_word", 100);
+    if (max_chars <= 0 || max_chars > 1000000) {
+      return Bad(path, absl::StrCat("model.max_input_chars_per_word must be in 1..1000000, not ",
+                                    max_chars));
+    }
+    o.max_input_chars_per_word = static_cast<int>(max_chars);
     o.cls_token = TokenOr(fc, "cls_token", "[CLS]");
     o.sep_token = TokenOr(fc, "sep_token", "[SEP]");
     o.pad_token = TokenOr(fc, "pad_token", "[PAD]");
@@ -367,6 +399,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
     return LoadClassicTokenizer(dir, fc);
   } catch (const json::exception& e) {
     return Bad(absl::StrCat(dir, "/", reading), absl::StrCat("malformed: ", e.what()));
+  } catch (const BadField& e) {
+    return Bad(absl::StrCat(dir, "/", reading), e.what());
   }
 }
 

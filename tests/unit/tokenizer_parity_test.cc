@@ -159,15 +159,19 @@ TEST(TokenizerTest, UnsupportedTokenizerJsonIsNamed) {
 // Found by tests/fuzz/tokenizer_files_fuzzer (regressions/tokenizer_files_fuzzer/): a field of the
 // wrong JSON type used to throw out of LoadTokenizer and abort the server.
 TEST(TokenizerTest, WrongJsonTypesAreInvalidArgumentNotACrash) {
-  for (const char* text : {
-           R"({"model": 6})",
-           R"({"model": {"type": 7}})",
-           R"({"model": {"type": "WordPiece", "vocab": {"a": 0}}, "normalizer": 3})",
-           R"({"model": {"type": "WordPiece", "vocab": {"a": 0}},
+  for (
+      const char* text : {
+          R"({"model": 6})",
+          R"({"model": {"type": 7}})",
+          R"({"model": {"type": "WordPiece", "vocab": {"a": 0}},
+               "added_tokens": [{"content": "a", "id": 7.5e40}]})",
+          R"({"model": {"type": "WordPiece", "vocab": {"a": 0}, "max_input_chars_per_word": 1e30}})",
+          R"({"model": {"type": "WordPiece", "vocab": {"a": 0}}, "normalizer": 3})",
+          R"({"model": {"type": "WordPiece", "vocab": {"a": 0}},
                "added_tokens": [{"content": 5, "id": 0}]})",
-           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]},
+          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]},
                "post_processor": {"type": "TemplateProcessing", "single": [{"Sequence": 2}]}})",
-       }) {
+      }) {
     testing::TempDir tmp;
     testing::WriteFile(tmp / "tokenizer.json", text);
     int max_length = 512;
