@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -64,6 +65,11 @@ ABSL_FLAG(int, num_batch_threads, 1,
           "Batch threads: each prepares batches and delivers results; forwards themselves run "
           "one at a time, each on all --threads cores");
 ABSL_FLAG(int, adapter_load_threads, 1, "Adapters (distinct names) loading at once");
+ABSL_FLAG(double, store_poll_s, 5,
+          "Seconds between scans of --adapters_dir for versions other processes published or "
+          "deleted (replicas sharing a store); 0 = serve only what this process loads");
+ABSL_FLAG(bool, store_inotify, true,
+          "Also scan on inotify events (local filesystems; network volumes rely on polling)");
 // Request limits: a request past one is INVALID_ARGUMENT naming the flag (RESOURCE_EXHAUSTED for
 // the message size and the Watch streams); nothing is stored or queued for it.
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC request message, in bytes");
@@ -173,6 +179,8 @@ int main(int argc, char** argv) {
   options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
   options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   options.adapter_load_threads = absl::GetFlag(FLAGS_adapter_load_threads);
+  options.store_poll_interval = absl::Seconds(std::max(0.0, absl::GetFlag(FLAGS_store_poll_s)));
+  options.store_inotify = absl::GetFlag(FLAGS_store_inotify);
   options.jobs_dir = absl::GetFlag(FLAGS_jobs_dir).empty() ? options.cache_dir + "/jobs"
                                                            : absl::GetFlag(FLAGS_jobs_dir);
   options.training_workers = absl::GetFlag(FLAGS_training_workers);

@@ -146,8 +146,16 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
       absl::MutexLock lock(&mu_);
       Entry& e = entries_[name];
       const bool same_dir = e.current != nullptr && e.current->path == dir;
-      if (e.current != nullptr && !request.pin &&
-          (version < e.current->version || (version == e.current->version && same_dir))) {
+      auto high = store_high_water_.find(name);
+      if (request.only_past_served && high != store_high_water_.end() && version <= high->second) {
+        if (e.current != nullptr) {
+          unchanged = e.info;
+        } else {
+          resolved = absl::AbortedError(absl::StrCat("adapter \"", name, "\" version ", version,
+                                                     " was served here before; not reloaded"));
+        }
+      } else if (e.current != nullptr && !request.pin &&
+                 (version < e.current->version || (version == e.current->version && same_dir))) {
         unchanged = e.info;  // versions only move forward; or already serving this one
       } else if (e.current == nullptr) {
         e.info.version = version;
@@ -167,6 +175,10 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
     Entry& e = entries_[name];
     swap = e.current != nullptr;
     if (loaded.ok()) {
+      if (request.path.empty()) {
+        int64_t& high = store_high_water_[name];
+        high = std::max(high, version);
+      }
       e.current = *std::move(loaded);  // the old version retires when its last request lets go
       e.info = InfoOf(*e.current);
       result = e.info;
@@ -188,6 +200,17 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
     options_.metrics->RecordAdapterLoad(loaded.ok(), swap, seconds);
   }
   return result;
+}
+
+int64_t Registry::HighestStoreVersion(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = store_high_water_.find(name);
+  return it == store_high_water_.end() ? 0 : it->second;
+}
+
+void Registry::ForgetStoreVersions(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  store_high_water_.erase(name);
 }
 
 void Registry::UnloadAsync(const std::string& name, StatusCallback done) {

@@ -53,6 +53,9 @@ struct LoadRequest {
   // Pinned loads (an operator's explicit version or path) may move a name back to an older
   // version; unpinned ones (the newest at start, a publish, a watcher) only forward.
   bool pin = false;
+  // The store watcher's loads: ABORTED, changing nothing, when this registry already loaded this
+  // store version or a later one of the name (see HighestStoreVersion), checked when it runs.
+  bool only_past_served = false;
 };
 
 class Registry {
@@ -108,6 +111,13 @@ class Registry {
   std::vector<AdapterInfo> List() const ABSL_LOCKS_EXCLUDED(mu_);
   int ready_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The highest store version of `name` this registry ever loaded (0: none), kept after an
+  // unload: the store watcher loads only versions past it, so an operator's unload or pinned
+  // older version stands until something newer is published. Forget drops the mark (the name
+  // left the store).
+  int64_t HighestStoreVersion(const std::string& name) const ABSL_LOCKS_EXCLUDED(mu_);
+  void ForgetStoreVersions(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   // Runs the operation (run = true) or refuses it (false: shutting down) and returns the reply
   // to its caller, which the registry sends once the entry's bookkeeping is done, without its
@@ -143,6 +153,7 @@ class Registry {
   const Options options_;
   mutable absl::Mutex mu_;
   mutable std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> store_high_water_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> runnable_ ABSL_GUARDED_BY(mu_);  // names with an op ready to run
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -1,5 +1,7 @@
 #include "server/adapters/store.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +16,8 @@
 
 namespace loracle::adapters {
 namespace {
+
+constexpr int kPublishAttempts = 16;  // versions taken by other publishers before ABORTED
 
 bool ParseVersion(const std::string& s, int64_t* v) {
   if (s.empty() || s.size() > 18) return false;
@@ -75,10 +79,13 @@ absl::StatusOr<int64_t> Store::Publish(
   absl::MutexLock lock(&publish_mu_);
   absl::StatusOr<int64_t> latest = LatestVersion(name);
   const int64_t version = latest.ok() ? *latest + 1 : 1;
-  const std::string tmp =
-      absl::StrCat(options_.root, "/.tmp-", name, "-", ::getpid(), "-", version);
-  if (absl::Status s = util::RemoveTree(tmp); !s.ok()) return s;
-  if (absl::Status s = util::MakeDirs(tmp); !s.ok()) return s;
+  // A name no other publisher can take, in this process or another on any host (replicas in
+  // containers share pids): mkdtemp's random suffix.
+  std::string tmp = absl::StrCat(options_.root, "/.tmp-", name, "-XXXXXX");
+  if (::mkdtemp(tmp.data()) == nullptr) {
+    return util::ErrnoStatus(errno, absl::StrCat("publishing ", name, ": mkdtemp in ",
+                                                 options_.root));
+  }
   absl::Status s = write(tmp);
   if (s.ok()) {
     absl::StatusOr<std::vector<std::string>> files = util::ListDir(tmp);
@@ -90,16 +97,34 @@ absl::StatusOr<int64_t> Store::Publish(
     s = util::FsyncDir(tmp);
   }
   if (s.ok()) s = util::MakeDirs(options_.root + "/" + name);
-  if (s.ok() && std::rename(tmp.c_str(), VersionDir(name, version).c_str()) != 0) {
-    s = absl::InternalError(absl::StrCat("publishing ", name, " version ", version,
-                                         ": rename: ", std::strerror(errno)));
+  // Other processes (replicas, trainers sharing the store) may publish the same name: the rename
+  // never replaces a version, and a version taken meanwhile moves this one to the next number.
+  int64_t published = version;
+  for (int attempt = 0; s.ok(); ++attempt) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, VersionDir(name, published).c_str(),
+                    RENAME_NOREPLACE) == 0) {
+      break;
+    }
+    const int err = errno;
+    if ((err == EEXIST || err == ENOTEMPTY) && attempt < kPublishAttempts) {
+      absl::StatusOr<int64_t> now = LatestVersion(name);
+      published = std::max(published, now.ok() ? *now : 0) + 1;
+      continue;
+    }
+    if (err == EEXIST || err == ENOTEMPTY) {
+      s = absl::AbortedError(absl::StrCat("publishing ", name, ": ", kPublishAttempts,
+                                          " other publishers took the next version first"));
+    } else {
+      s = util::ErrnoStatus(
+          err, absl::StrCat("publishing ", name, " version ", published, ": rename ", tmp));
+    }
   }
   if (!s.ok()) {
     util::RemoveTree(tmp).IgnoreError();
     return s;
   }
   util::FsyncDir(options_.root + "/" + name).IgnoreError();
-  return version;
+  return published;
 }
 
 }  // namespace loracle::adapters

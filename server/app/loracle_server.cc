@@ -15,6 +15,7 @@
 #include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
+#include "server/adapters/watcher.h"
 #include "server/app/spam_demo.h"
 #include "server/calibration/feedback_exposition.h"
 #include "server/metrics/metrics.h"
@@ -294,6 +295,12 @@ absl::Status LoracleServer::LoadEngine() {
                    info.error.c_str());
     }
   }
+  if (options_.store_poll_interval > absl::ZeroDuration()) {
+    absl::StatusOr<std::unique_ptr<adapters::Watcher>> watcher = adapters::Watcher::Create(
+        {store_.get(), registry_.get(), options_.store_poll_interval, options_.store_inotify});
+    if (!watcher.ok()) return watcher.status();
+    watcher_ = *std::move(watcher);
+  }
 
   serving::EnsembleRunner* r = runner_.get();
   absl::StatusOr<std::unique_ptr<serving::Batcher>> batcher = serving::Batcher::Create(
@@ -376,6 +383,7 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   // In-flight calls finish on the batch threads, which keep running until the server is down.
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
   if (loader_.joinable()) loader_.join();
+  watcher_.reset();                         // no loads or unloads while draining
   if (jobs_ != nullptr) jobs_->Shutdown();  // a running job is put back in the queue
   if (batcher_ != nullptr) batcher_->Shutdown();
   server_->Wait();

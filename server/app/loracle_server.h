@@ -34,6 +34,7 @@
 namespace loracle::adapters {
 class Registry;
 class Store;
+class Watcher;
 }  // namespace loracle::adapters
 namespace loracle::metrics {
 class Metrics;
@@ -76,6 +77,10 @@ class LoracleServer {
     int intra_op_threads = 1;      // torch's element-wise pool; see model/cpu_runtime.h
     bool parallel_rows = true;     // see serving::EnsembleRunner::Options
     int adapter_load_threads = 1;  // adapters loading at once (adapters::Registry)
+    // Follow the store as other processes change it (adapters::Watcher): a scan every
+    // store_poll_interval, and on inotify events when store_inotify. Zero: no watcher.
+    absl::Duration store_poll_interval = absl::Seconds(5);
+    bool store_inotify = true;
     serving::Batcher::Options batcher;
     rpc::InferenceService::Options inference;  // request limits
     int64_t max_message_bytes = 64 << 20;      // largest gRPC request; beyond: RESOURCE_EXHAUSTED
@@ -149,6 +154,7 @@ class LoracleServer {
   std::unique_ptr<serving::EnsembleRunner> runner_;
   std::unique_ptr<adapters::Store> store_;
   std::unique_ptr<adapters::Registry> registry_;
+  std::unique_ptr<adapters::Watcher> watcher_;  // stops before the registry goes
   std::unique_ptr<serving::Batcher> batcher_;
   std::unique_ptr<training::JobQueue> jobs_;
   rpc::InferenceBackend backend_;

@@ -18,7 +18,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace loracle::util {
-namespace {
 
 absl::Status ErrnoStatus(int err, absl::string_view what) {
   const std::string msg = absl::StrCat(what, ": ", std::strerror(err));
@@ -36,8 +35,6 @@ absl::Status ErrnoStatus(int err, absl::string_view what) {
       return absl::InternalError(msg);
   }
 }
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

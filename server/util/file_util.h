@@ -10,6 +10,10 @@
 
 namespace loracle::util {
 
+// `what: strerror(err)` with the canonical code for errno `err`: NOT_FOUND (ENOENT),
+// PERMISSION_DENIED (EACCES, EPERM), RESOURCE_EXHAUSTED (ENOSPC, EDQUOT, EFBIG), else INTERNAL.
+absl::Status ErrnoStatus(int err, absl::string_view what);
+
 // Reads a whole file. NOT_FOUND / PERMISSION_DENIED / INTERNAL from errno, naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
