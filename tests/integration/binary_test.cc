@@ -223,5 +223,102 @@ TEST(BinaryTest, SighupReloadsTheTokensFileAndABrokenOneIsLoggedAndIgnored) {
   EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0) << testing::ReadFile(log);
 }
 
+// Replicas sharing one store (issue 14): A trains through the Training RPC (the CLI's finetune)
+// and publishes; B, a serving-only replica polling the store as on a network volume, serves the
+// new version within its interval with A's probabilities; deleting it from the store unloads it
+// on B.
+TEST(BinaryTest, ReplicasSharingAStoreServeWhatEitherPublishes) {
+  testing::TempDir dir;
+  const std::string store = dir / "adapters";
+  auto start = [&](const std::string& who, std::vector<std::string> extra, std::string* port) {
+    std::vector<std::string> args = {"--grpc_port=0",
+                                     "--metrics_port=-1",
+                                     "--grpc_host=127.0.0.1",
+                                     "--cache_dir=" + (dir / ("cache-" + who)),
+                                     "--adapters_dir=" + store,
+                                     "--spam_demo=false",
+                                     "--threads=1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const std::string log = dir / (who + ".log");
+    const pid_t pid = Spawn(args, log);
+    *port = WaitForLog(log, "gRPC on port ([0-9]+)", absl::Seconds(60));
+    EXPECT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
+    return pid;
+  };
+  std::string port_a, port_b;
+  const pid_t trainer = start("a", {"--training_workers=1"}, &port_a);
+  const pid_t replica =
+      start("b", {"--training_workers=0", "--store_poll_s=1", "--store_inotify=false"}, &port_b);
+  struct KillOnFailure {  // a failed ASSERT must not leave the two servers running
+    std::vector<pid_t> pids;
+    ~KillOnFailure() {
+      for (pid_t pid : pids) {
+        if (::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } guard{{trainer, replica}};
+  ASSERT_FALSE(port_a.empty());
+  ASSERT_FALSE(port_b.empty());
+  const std::string cli_a = absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port_a);
+  const std::string cli_b = absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port_b);
+
+  // 40 mails from the bundled training split, uploaded with the job.
+  std::string data;
+  {
+    const std::string all = testing::ReadFile(std::string(LORACLE_SOURCE_DIR) +
+                                              "/tests/data/spam-assassin/train.jsonl");
+    size_t at = 0;
+    for (int i = 0; i < 40 && at != std::string::npos; ++i) at = all.find('\n', at + 1);
+    data = all.substr(0, at + 1);
+  }
+  testing::WriteFile(dir / "train.jsonl", data);
+  const std::string job =
+      RunCommand(absl::StrCat(cli_a, " finetune --name=shared --data=", dir / "train.jsonl",
+                              " --epochs=1 --max_steps=4 --json 2>&1"));
+  ASSERT_NE(job.find("SUCCEEDED"), std::string::npos) << job;
+  const absl::Time published = absl::Now();
+
+  // B serves it within its poll interval (1 s), plus the load.
+  std::string on_b;
+  while (absl::Now() - published < absl::Seconds(20)) {
+    on_b = RunCommand(cli_b + " adapters get shared 2>&1");
+    if (on_b.find("READY") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  const double seen_s = absl::ToDoubleSeconds(absl::Now() - published);
+  ASSERT_NE(on_b.find("READY"), std::string::npos) << on_b << testing::ReadFile(dir / "b.log");
+  EXPECT_LT(seen_s, 5.0) << "a 1 s poll";
+  std::printf("published by A, READY on B after %.2f s\n", seen_s);
+  const std::string text = " --json 'Free money!!! Click now to win'";
+  auto a =
+      nlohmann::json::parse(RunCommand(cli_a + " predict --adapter=shared" + text), nullptr, false);
+  auto b =
+      nlohmann::json::parse(RunCommand(cli_b + " predict --adapter=shared" + text), nullptr, false);
+  ASSERT_FALSE(a.is_discarded());
+  ASSERT_FALSE(b.is_discarded());
+  EXPECT_EQ(a["version"], b["version"]);
+  ASSERT_EQ(a["predictions"][0]["probs"].size(), 2u) << a.dump();
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_NEAR(a["predictions"][0]["probs"][k].get<double>(),
+                b["predictions"][0]["probs"][k].get<double>(), 1e-6);
+  }
+
+  // Retired from the store: gone from B within the interval.
+  ASSERT_EQ(std::system(("rm -rf " + store + "/shared").c_str()), 0);
+  const absl::Time deleted = absl::Now();
+  while (absl::Now() - deleted < absl::Seconds(20) &&
+         RunCommand(cli_b + " adapters get shared 2>&1").find("NOT_FOUND") == std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_NE(RunCommand(cli_b + " adapters get shared 2>&1").find("NOT_FOUND"), std::string::npos);
+  EXPECT_LT(absl::Now() - deleted, absl::Seconds(5));
+
+  for (pid_t pid : {trainer, replica}) {
+    ::kill(pid, SIGTERM);
+    EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0);
+  }
+  guard.pids.clear();
+}
+
 }  // namespace
 }  // namespace loracle
