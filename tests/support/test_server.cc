@@ -34,6 +34,10 @@ std::unique_ptr<TestServer> TestServer::Start(
   o.jobs_dir = t->jobs_dir_.path();
   o.threads = 2;
   o.batcher.max_queue_delay_us = 1000;
+  // These servers serve what their tests load. The store watcher has its own tests
+  // (unit/watcher_test.cc; BinaryTest.ReplicasSharingAStore... on the real binary); a prepare
+  // callback may turn it on.
+  o.store_poll_interval = absl::ZeroDuration();
   if (prepare) prepare(*t->store_, o);
   auto server = app::LoracleServer::Create(o);
   if (!server.ok()) {
