@@ -102,11 +102,6 @@ Watcher::~Watcher() {
   }
 }
 
-int64_t Watcher::scans() const {
-  absl::MutexLock lock(&mu_);
-  return scans_;
-}
-
 void Watcher::WatchDir(const std::string& dir) {
   if (inotify_fd_ < 0 || watched_.contains(dir)) return;
   if (const int wd = ::inotify_add_watch(inotify_fd_, dir.c_str(), kEvents); wd >= 0) {
@@ -166,10 +161,6 @@ void Watcher::Run() {
 
 void Watcher::ScanNow() {
   absl::MutexLock scan_lock(&scan_mu_);
-  {
-    absl::MutexLock lock(&mu_);
-    ++scans_;
-  }
   Store& store = *options_.store;
   Registry& registry = *options_.registry;
   const std::string prefix = store.root() + "/";

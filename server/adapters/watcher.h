@@ -49,18 +49,17 @@ class Watcher {
   // INVALID_ARGUMENT without a store or registry, or with a poll interval <= 0. An inotify
   // instance that cannot be made (limits, a filesystem without it) leaves polling, and says so.
   static absl::StatusOr<std::unique_ptr<Watcher>> Create(const Options& options);
-  ~Watcher() ABSL_LOCKS_EXCLUDED(mu_);  // stops and joins the thread
+  ~Watcher();  // stops and joins the thread
 
   // Reconciles once on the calling thread and returns when the loads and unloads it asked for
   // have been queued (not finished). Scans are serialised.
   void ScanNow() ABSL_LOCKS_EXCLUDED(scan_mu_);
 
   bool inotify() const { return inotify_fd_ >= 0; }
-  int64_t scans() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   explicit Watcher(const Options& options);
-  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  void Run();
   void WatchDir(const std::string& dir) ABSL_EXCLUSIVE_LOCKS_REQUIRED(scan_mu_);
   // Reads the queued inotify events; true when there were any.
   bool DrainEvents() ABSL_LOCKS_EXCLUDED(scan_mu_);
@@ -75,8 +74,6 @@ class Watcher {
   absl::flat_hash_map<std::string, int64_t> seen_ ABSL_GUARDED_BY(scan_mu_);  // name -> newest
   absl::flat_hash_set<std::string> watched_ ABSL_GUARDED_BY(scan_mu_);  // inotify'd directories
   absl::flat_hash_map<int, std::string> watch_paths_ ABSL_GUARDED_BY(scan_mu_);  // wd -> dir
-  mutable absl::Mutex mu_;
-  int64_t scans_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 
