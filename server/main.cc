@@ -2,8 +2,8 @@
 
 #include <signal.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -65,6 +65,10 @@ ABSL_FLAG(int, num_batch_threads, 1,
           "Batch threads: each prepares batches and delivers results; forwards themselves run "
           "one at a time, each on all --threads cores");
 ABSL_FLAG(int, adapter_load_threads, 1, "Adapters (distinct names) loading at once");
+ABSL_FLAG(int64_t, adapter_memory_bytes, 0,
+          "Bytes of adapter weights kept in memory (rank and ensemble members count); adapters "
+          "past it are evicted least recently used and reloaded from the store on their next "
+          "request. 0 = keep every loaded adapter resident");
 ABSL_FLAG(double, store_poll_s, 5,
           "Seconds between scans of --adapters_dir for versions other processes published or "
           "deleted (replicas sharing a store); 0 = serve only what this process loads");
@@ -179,6 +183,7 @@ int main(int argc, char** argv) {
   options.batcher.max_queued_rows = absl::GetFlag(FLAGS_max_queued_rows);
   options.batcher.num_batch_threads = absl::GetFlag(FLAGS_num_batch_threads);
   options.adapter_load_threads = absl::GetFlag(FLAGS_adapter_load_threads);
+  options.adapter_memory_bytes = absl::GetFlag(FLAGS_adapter_memory_bytes);
   options.store_poll_interval = absl::Seconds(std::max(0.0, absl::GetFlag(FLAGS_store_poll_s)));
   options.store_inotify = absl::GetFlag(FLAGS_store_inotify);
   options.jobs_dir = absl::GetFlag(FLAGS_jobs_dir).empty() ? options.cache_dir + "/jobs"

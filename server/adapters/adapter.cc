@@ -10,6 +10,8 @@ AdapterInfo InfoOf(const Adapter& adapter) {
   info.path = adapter.path;
   info.serving = adapter.serving;
   info.lora = adapter.lora;
+  info.resident = true;
+  info.memory_bytes = adapter.memory_bytes;
   return info;
 }
 

@@ -27,8 +27,9 @@ struct Adapter {
   int64_t version = 0;
   std::string path;  // the directory it was loaded from
   ServingConfig serving;
-  PeftLoraConfig lora;  // member 0's
-  int members = 1;      // M: the number of member weight sets in `weights`
+  PeftLoraConfig lora;       // member 0's
+  int members = 1;           // M: the number of member weight sets in `weights`
+  int64_t memory_bytes = 0;  // the bytes of `weights`' tensors (the registry's memory budget)
   // Null only for adapters built by torch-free tests.
   std::shared_ptr<const AdapterWeights> weights;
   // This version's metric series (metrics.h), set by whoever loads it; null without metrics.

@@ -111,6 +111,10 @@ struct AdapterInfo {
   std::string path;
   ServingConfig serving;
   PeftLoraConfig lora;  // of member 0
+  // READY versions: whether the weights are in memory (false: evicted for the memory budget and
+  // reloaded on the next request), and their size.
+  bool resident = false;
+  int64_t memory_bytes = 0;
 };
 
 }  // namespace loracle::adapters

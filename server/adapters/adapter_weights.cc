@@ -31,6 +31,10 @@ absl::StatusOr<torch::Tensor> Tensor(const model::SafetensorsFile& file, const s
                                                    "\" has shape ", Shape(t->sizes()),
                                                    ", expected ", Shape(expected)));
   }
+  if (!torch::isfinite(*t).all().item<bool>()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.source(), ": tensor \"", key, "\" holds NaN or infinite values"));
+  }
   return *std::move(t);
 }
 
@@ -129,6 +133,16 @@ std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMe
   auto weights = std::make_shared<AdapterWeights>();
   weights->members = std::move(members);
   identity.members = static_cast<int>(weights->members.size());
+  identity.memory_bytes = 0;
+  for (const model::LoraMember& m : weights->members) {
+    for (const model::LoraPair& p : m.layers) {
+      if (p.a.defined()) identity.memory_bytes += static_cast<int64_t>(p.a.nbytes() + p.b.nbytes());
+    }
+    for (const torch::Tensor* t :
+         {&m.head_dense_weight, &m.head_dense_bias, &m.classifier_weight, &m.classifier_bias}) {
+      if (t->defined()) identity.memory_bytes += static_cast<int64_t>(t->nbytes());
+    }
+  }
   identity.weights = std::move(weights);
   return std::make_shared<Adapter>(std::move(identity));
 }

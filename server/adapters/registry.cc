@@ -32,6 +32,9 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Create(const Options& option
     return absl::InvalidArgumentError("Registry needs a store and a loader");
   }
   if (options.load_threads < 1) return absl::InvalidArgumentError("load_threads must be >= 1");
+  if (options.memory_budget_bytes < 0) {
+    return absl::InvalidArgumentError("memory_budget_bytes must be >= 0 (0: no limit)");
+  }
   std::unique_ptr<Registry> r(new Registry(options));
   for (int i = 0; i < options.load_threads; ++i) {
     r->threads_.emplace_back([p = r.get()] { p->WorkerLoop(); });
@@ -69,9 +72,13 @@ absl::Status Registry::Enqueue(const std::string& name, bool create,
   }
   Entry& e = it->second;
   if (prepare) prepare(e);
+  EnqueueLocked(name, e, std::move(op));
+  return absl::OkStatus();
+}
+
+void Registry::EnqueueLocked(const std::string& name, Entry& e, Op op) {
   e.ops.push_back(std::move(op));
   if (!e.running && e.ops.size() == 1) runnable_.push_back(name);
-  return absl::OkStatus();
 }
 
 void Registry::WorkerLoop() {
@@ -111,7 +118,8 @@ void Registry::LoadAsync(LoadRequest request, InfoCallback done) {
   }
   const std::string name = request.name;
   auto show_loading = [&request](Entry& e) {
-    if (e.current != nullptr) return;  // the served version shows until the new one is READY
+    // The served version (resident or evicted) shows until the new one is READY.
+    if (e.current != nullptr || e.evicted) return;
     e.info = AdapterInfo();
     e.info.name = request.name;
     e.info.version = request.version;
@@ -145,19 +153,20 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
     {
       absl::MutexLock lock(&mu_);
       Entry& e = entries_[name];
-      const bool same_dir = e.current != nullptr && e.current->path == dir;
+      const bool served = e.current != nullptr || e.evicted;  // info shows what is served
+      const bool same_dir = served && e.info.path == dir;
       auto high = store_high_water_.find(name);
       if (request.only_past_served && high != store_high_water_.end() && version <= high->second) {
-        if (e.current != nullptr) {
+        if (served) {
           unchanged = e.info;
         } else {
           resolved = absl::AbortedError(absl::StrCat("adapter \"", name, "\" version ", version,
                                                      " was served here before; not reloaded"));
         }
-      } else if (e.current != nullptr && !request.pin &&
-                 (version < e.current->version || (version == e.current->version && same_dir))) {
+      } else if (served && !request.pin &&
+                 (version < e.info.version || (version == e.info.version && same_dir))) {
         unchanged = e.info;  // versions only move forward; or already serving this one
-      } else if (e.current == nullptr) {
+      } else if (!served) {
         e.info.version = version;
         e.info.path = dir;
       }
@@ -170,24 +179,28 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   absl::StatusOr<AdapterInfo> result;
   bool swap = false;
+  int evictions = 0;
   {
     absl::MutexLock lock(&mu_);
     Entry& e = entries_[name];
-    swap = e.current != nullptr;
+    swap = e.current != nullptr || e.evicted;
     if (loaded.ok()) {
       if (request.path.empty()) {
         int64_t& high = store_high_water_[name];
         high = std::max(high, version);
       }
       e.current = *std::move(loaded);  // the old version retires when its last request lets go
+      e.evicted = false;
+      e.evictable = true;
+      e.last_used = ++use_clock_;
       e.info = InfoOf(*e.current);
       result = e.info;
+      evictions = EvictOverBudget(name);
     } else {
       result = loaded.status();
-      if (e.current != nullptr) {
-        e.info.error =
-            absl::StrCat("loading version ", version, " failed (version ", e.current->version,
-                         " keeps serving): ", loaded.status().message());
+      if (swap) {
+        e.info.error = absl::StrCat("loading version ", version, " failed (version ",
+                                    e.info.version, " keeps serving): ", loaded.status().message());
       } else if (!resolved.ok()) {
         e.info.state = AdapterState::kLoading;  // nothing by that name: the entry goes away
       } else {
@@ -198,8 +211,128 @@ absl::StatusOr<AdapterInfo> Registry::RunLoad(const LoadRequest& request) {
   }
   if (options_.metrics != nullptr && resolved.ok()) {  // the loader ran
     options_.metrics->RecordAdapterLoad(loaded.ok(), swap, seconds);
+    options_.metrics->RecordAdapterEvictions(evictions);
   }
   return result;
+}
+
+int Registry::EvictOverBudget(const std::string& keep) {
+  if (options_.memory_budget_bytes <= 0) return 0;
+  int64_t resident = ResidentBytesLocked();
+  int evicted = 0;
+  while (resident > options_.memory_budget_bytes) {
+    Entry* lru = nullptr;
+    for (auto& [name, e] : entries_) {
+      if (e.current == nullptr || !e.evictable || name == keep) continue;
+      if (lru == nullptr || e.last_used < lru->last_used) lru = &e;
+    }
+    if (lru == nullptr) break;
+    resident -= lru->current->memory_bytes;
+    lru->current.reset();  // in-flight requests keep their own references
+    lru->evicted = true;
+    lru->info.resident = false;
+    ++evicted;
+  }
+  return evicted;
+}
+
+int64_t Registry::ResidentBytesLocked() const {
+  int64_t bytes = 0;
+  for (const auto& [name, e] : entries_) {
+    if (e.current != nullptr) bytes += e.current->memory_bytes;
+  }
+  return bytes;
+}
+
+int64_t Registry::resident_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return ResidentBytesLocked();
+}
+
+void Registry::AcquireAsync(const std::string& name, absl::Time deadline, AdapterCallback done) {
+  absl::StatusOr<std::shared_ptr<const Adapter>> now;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end() && it->second.evicted && !stopping_) {
+      Entry& e = it->second;
+      e.waiters.push_back({deadline, std::move(done)});
+      if (!e.reload_queued) {
+        e.reload_queued = true;
+        EnqueueLocked(name, e, [this, name](bool run) { return RunReload(name, run); });
+      }
+      return;
+    }
+    now = it == entries_.end()
+              ? absl::NotFoundError(absl::StrCat("adapter \"", name, "\" not found"))
+              : Lookup(name, it->second);
+    if (now.ok()) it->second.last_used = ++use_clock_;
+  }
+  done(std::move(now));
+}
+
+Registry::Reply Registry::RunReload(const std::string& name, bool run) {
+  std::vector<Entry::Waiter> waiters;
+  std::string dir;
+  int64_t version = 0;
+  bool reload = false;
+  absl::StatusOr<std::shared_ptr<const Adapter>> result = ShuttingDown();
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& e = entries_[name];
+    e.reload_queued = false;
+    if (!run) {
+      waiters.swap(e.waiters);
+    } else if (e.evicted) {
+      reload = true;
+      dir = e.info.path;
+      version = e.info.version;
+    } else {  // a newer version was loaded, or the name unloaded, since the reload was queued
+      waiters.swap(e.waiters);
+      result = Lookup(name, e);
+    }
+  }
+  if (reload) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::shared_ptr<const Adapter>> loaded = options_.loader(dir, name, version);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    int evictions = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      Entry& e = entries_[name];
+      waiters.swap(e.waiters);
+      e.evicted = false;
+      if (loaded.ok()) {
+        e.current = *loaded;
+        e.last_used = ++use_clock_;
+        e.info.resident = true;
+        evictions = EvictOverBudget(name);
+        result = *std::move(loaded);
+      } else {
+        e.info.state = AdapterState::kFailed;
+        e.info.resident = false;
+        e.info.error = absl::StrCat("reloading evicted version ", version,
+                                    " failed: ", loaded.status().message());
+        result = Lookup(name, e);
+      }
+    }
+    if (options_.metrics != nullptr) {
+      options_.metrics->RecordAdapterReload(loaded.ok(), seconds);
+      options_.metrics->RecordAdapterEvictions(evictions);
+    }
+  }
+  return [waiters = std::move(waiters), result = std::move(result)]() {
+    const absl::Time now = absl::Now();
+    for (const Entry::Waiter& w : waiters) {
+      if (result.ok() && now > w.deadline) {
+        w.done(
+            absl::DeadlineExceededError("the deadline passed while the evicted adapter was "
+                                        "reloaded"));
+      } else {
+        w.done(result);
+      }
+    }
+  };
 }
 
 int64_t Registry::HighestStoreVersion(const std::string& name) const {
@@ -226,9 +359,10 @@ absl::Status Registry::RunUnload(const std::string& name) {
   {
     absl::MutexLock lock(&mu_);
     Entry& e = entries_[name];
-    if (e.current != nullptr) {
-      e.draining.push_back(e.current);  // requests holding it finish on it
+    if (e.current != nullptr || e.evicted) {
+      if (e.current != nullptr) e.draining.push_back(e.current);  // requests finish on it
       e.current.reset();
+      e.evicted = false;
       e.info.state = AdapterState::kUnloading;
       e.info.error.clear();
     } else if (e.info.state == AdapterState::kFailed) {
@@ -290,6 +424,7 @@ absl::Status Registry::Add(std::shared_ptr<const Adapter> adapter) {
     Entry& e = entries_[adapter->name];
     e.info = InfoOf(*adapter);
     e.current = std::move(adapter);
+    e.last_used = ++use_clock_;
   }
   ReportMetrics();
   return absl::OkStatus();
@@ -301,8 +436,18 @@ absl::StatusOr<std::shared_ptr<const Adapter>> Registry::Acquire(const std::stri
   if (it == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("adapter \"", name, "\" not found"));
   }
-  const Entry& e = it->second;
+  absl::StatusOr<std::shared_ptr<const Adapter>> result = Lookup(name, it->second);
+  if (result.ok()) it->second.last_used = ++use_clock_;
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const Adapter>> Registry::Lookup(const std::string& name,
+                                                                const Entry& e) {
   if (e.current != nullptr) return e.current;
+  if (e.evicted) {
+    return absl::UnavailableError(
+        absl::StrCat("adapter \"", name, "\" is evicted from memory; it reloads on request"));
+  }
   switch (e.info.state) {
     case AdapterState::kFailed:
       return absl::FailedPreconditionError(
@@ -335,7 +480,7 @@ std::vector<AdapterInfo> Registry::List() const {
 int Registry::ready_count() const {
   absl::MutexLock lock(&mu_);
   int n = 0;
-  for (const auto& [name, e] : entries_) n += e.current != nullptr;
+  for (const auto& [name, e] : entries_) n += e.current != nullptr || e.evicted;
   return n;
 }
 
@@ -343,7 +488,7 @@ void Registry::MaybeErase(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) return;
   const Entry& e = it->second;
-  if (e.running || !e.ops.empty() || e.current != nullptr ||
+  if (e.running || !e.ops.empty() || e.current != nullptr || e.evicted ||
       e.info.state == AdapterState::kFailed || Draining(e.draining)) {
     return;
   }
@@ -363,7 +508,9 @@ void Registry::Purge() const {
 }
 
 void Registry::ReportMetrics() const {
-  if (options_.metrics != nullptr) options_.metrics->SetAdaptersReady(ready_count());
+  if (options_.metrics == nullptr) return;
+  options_.metrics->SetAdaptersReady(ready_count());
+  options_.metrics->SetAdapterResidentBytes(resident_bytes());
 }
 
 }  // namespace loracle::adapters

@@ -15,6 +15,10 @@
 //   resolves to a version older than the one served changes nothing.
 // - A failed load leaves a served version serving (its error is shown); with nothing served the
 //   name shows FAILED with the error.
+// - With a memory budget (Options::memory_budget_bytes), loaded versions past it are evicted
+//   least recently acquired first: the name stays READY with `resident` false, and AcquireAsync
+//   reloads the same version from its directory on the next request (one reload however many
+//   requests wait). Evicting only drops the registry's reference: in-flight requests keep theirs.
 //
 // Thread-safety: every public method is thread-safe. The blocking ones (Load, Unload, LoadAll)
 // must not be called from a Callback or a Loader (they would wait on their own load thread).
@@ -33,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/adapters/adapter.h"
 #include "server/adapters/adapter_config.h"
 
@@ -66,14 +71,19 @@ class Registry {
       const std::string& dir, const std::string& name, int64_t version)>;
   using InfoCallback = std::function<void(absl::StatusOr<AdapterInfo>)>;
   using StatusCallback = std::function<void(absl::Status)>;
+  using AdapterCallback = std::function<void(absl::StatusOr<std::shared_ptr<const Adapter>>)>;
 
   struct Options {
     Store* store = nullptr;               // not owned; outlives the registry
     Loader loader;                        // required
     int load_threads = 1;                 // names loading at once
     metrics::Metrics* metrics = nullptr;  // optional, not owned: adapters by state
+    // Bytes of adapter weights kept resident (Adapter::memory_bytes: rank and members count);
+    // 0 = no limit. Versions added with Add are never evicted. One version larger than the
+    // budget is still served, alone.
+    int64_t memory_budget_bytes = 0;
   };
-  // INVALID_ARGUMENT without a store or loader.
+  // INVALID_ARGUMENT without a store or loader, or with a negative budget.
   static absl::StatusOr<std::unique_ptr<Registry>> Create(const Options& options);
   // Shutdown(), then waits for the operations still running.
   ~Registry() ABSL_LOCKS_EXCLUDED(mu_);
@@ -103,13 +113,22 @@ class Registry {
   absl::Status Add(std::shared_ptr<const Adapter> adapter) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The served version, for one request. NOT_FOUND (unknown or unloading), FAILED_PRECONDITION
-  // (failed to load, with the reason), UNAVAILABLE (still loading its first version).
+  // (failed to load, with the reason), UNAVAILABLE (still loading its first version, or evicted:
+  // Acquire never reloads). Marks the version used, for eviction.
   absl::StatusOr<std::shared_ptr<const Adapter>> Acquire(const std::string& name) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // As Acquire, but an evicted version is reloaded first: `done` then runs on a load thread once
+  // the reload ended (DEADLINE_EXCEEDED if that was after `deadline`; the reload's error, which
+  // also marks the name FAILED; UNAVAILABLE at shutdown). Otherwise `done` runs on this thread
+  // before AcquireAsync returns.
+  void AcquireAsync(const std::string& name, absl::Time deadline, AdapterCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   absl::StatusOr<AdapterInfo> Get(const std::string& name) const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<AdapterInfo> List() const ABSL_LOCKS_EXCLUDED(mu_);
   int ready_count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Bytes of the versions the registry holds resident (Adapter::memory_bytes summed).
+  int64_t resident_bytes() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // The highest store version of `name` this registry ever loaded (0: none), kept after an
   // unload: the store watcher loads only versions past it, so an operator's unload or pinned
@@ -131,6 +150,17 @@ class Registry {
     std::vector<std::weak_ptr<const Adapter>> draining;
     std::deque<Op> ops;  // queued operations on this name, run one at a time
     bool running = false;
+    // READY but dropped for the memory budget: info.path / info.version are reloaded on demand.
+    bool evicted = false;
+    bool evictable = false;  // loaded from a directory (not Add)
+    uint64_t last_used = 0;  // use_clock_ at the last Acquire or load
+    // AcquireAsync callers waiting for the queued reload of an evicted version.
+    struct Waiter {
+      absl::Time deadline;
+      AdapterCallback done;
+    };
+    std::vector<Waiter> waiters;
+    bool reload_queued = false;
   };
 
   explicit Registry(const Options& options) : options_(options) {}
@@ -138,12 +168,22 @@ class Registry {
   // shutting down; NOT_FOUND when !create and the name has no entry (`op` is then dropped).
   absl::Status Enqueue(const std::string& name, bool create,
                        const std::function<void(Entry&)>& prepare, Op op) ABSL_LOCKS_EXCLUDED(mu_);
+  void EnqueueLocked(const std::string& name, Entry& e, Op op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !runnable_.empty() || stopping_;
   }
   absl::StatusOr<AdapterInfo> RunLoad(const LoadRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status RunUnload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+  // Reloads `name`'s evicted version and answers its waiters (run = false: UNAVAILABLE).
+  Reply RunReload(const std::string& name, bool run) ABSL_LOCKS_EXCLUDED(mu_);
+  // What Acquire answers for `e` (resident or not).
+  static absl::StatusOr<std::shared_ptr<const Adapter>> Lookup(const std::string& name,
+                                                               const Entry& e);
+  // Evicts least recently used resident versions other than `keep` until the budget holds.
+  // Returns how many it evicted.
+  int EvictOverBudget(const std::string& keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t ResidentBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops an entry that serves nothing, drains nothing and has nothing queued.
   void MaybeErase(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Entries that finished draining are gone (const: lazily, on every read).
@@ -155,6 +195,7 @@ class Registry {
   mutable std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> store_high_water_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> runnable_ ABSL_GUARDED_BY(mu_);  // names with an op ready to run
+  mutable uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

@@ -83,8 +83,8 @@ absl::StatusOr<int64_t> Store::Publish(
   // containers share pids): mkdtemp's random suffix.
   std::string tmp = absl::StrCat(options_.root, "/.tmp-", name, "-XXXXXX");
   if (::mkdtemp(tmp.data()) == nullptr) {
-    return util::ErrnoStatus(errno, absl::StrCat("publishing ", name, ": mkdtemp in ",
-                                                 options_.root));
+    return util::ErrnoStatus(errno,
+                             absl::StrCat("publishing ", name, ": mkdtemp in ", options_.root));
   }
   absl::Status s = write(tmp);
   if (s.ok()) {

@@ -117,6 +117,10 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be in [1024, 2^31), got ", options.max_message_bytes));
   }
+  if (options.adapter_memory_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adapter_memory_bytes must be >= 0 (0: no limit), got ", options.adapter_memory_bytes));
+  }
   if (options.model_dir.empty() && options.cache_dir.empty()) {
     return absl::InvalidArgumentError("cache_dir is required for the built-in model");
   }
@@ -276,6 +280,7 @@ absl::Status LoracleServer::LoadEngine() {
     return WithSeries(adapters::LoadAdapter(dir, name, version, *base_model), m);
   };
   registry_options.load_threads = options_.adapter_load_threads;
+  registry_options.memory_budget_bytes = options_.adapter_memory_bytes;
   registry_options.metrics = metrics_.get();
   absl::StatusOr<std::unique_ptr<adapters::Registry>> registry =
       adapters::Registry::Create(registry_options);

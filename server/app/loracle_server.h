@@ -73,10 +73,11 @@ class LoracleServer {
     // float32 | bfloat16 | float16.
     std::string device = "cpu";
     std::string dtype = "float32";
-    int threads = 0;               // BLAS (GEMM) threads; 0 = all cores
-    int intra_op_threads = 1;      // torch's element-wise pool; see model/cpu_runtime.h
-    bool parallel_rows = true;     // see serving::EnsembleRunner::Options
-    int adapter_load_threads = 1;  // adapters loading at once (adapters::Registry)
+    int threads = 0;                   // BLAS (GEMM) threads; 0 = all cores
+    int intra_op_threads = 1;          // torch's element-wise pool; see model/cpu_runtime.h
+    bool parallel_rows = true;         // see serving::EnsembleRunner::Options
+    int adapter_load_threads = 1;      // adapters loading at once (adapters::Registry)
+    int64_t adapter_memory_bytes = 0;  // Registry::Options::memory_budget_bytes (0: no limit)
     // Follow the store as other processes change it (adapters::Watcher): a scan every
     // store_poll_interval, and on inotify events when store_inotify. Zero: no watcher.
     absl::Duration store_poll_interval = absl::Seconds(5);

@@ -240,6 +240,31 @@ Metrics::Metrics(const Options& options)
                   .Help("Adapter unloads")
                   .Register(*registry_)
                   .Add({});
+  adapter_resident_bytes_ = &BuildGauge()
+                                 .Name("loracle_adapter_resident_bytes")
+                                 .Help(
+                                     "Bytes of adapter weights held in memory (the budget is "
+                                     "--adapter_memory_bytes)")
+                                 .Register(*registry_)
+                                 .Add({});
+  evictions_ = &BuildCounter()
+                    .Name("loracle_adapter_evictions_total")
+                    .Help(
+                        "Adapter versions evicted from memory to keep within "
+                        "--adapter_memory_bytes (they stay READY and reload on request)")
+                    .Register(*registry_)
+                    .Add({});
+  auto& reloads = BuildCounter()
+                      .Name("loracle_adapter_reloads_total")
+                      .Help("Evicted adapter versions reloaded for a request, by result")
+                      .Register(*registry_);
+  reloads_ok_ = &reloads.Add({{"result", "ok"}});
+  reloads_failed_ = &reloads.Add({{"result", "error"}});
+  reload_seconds_ = &BuildHistogram()
+                         .Name("loracle_adapter_reload_seconds")
+                         .Help("Time to reload one evicted adapter version (requests wait for it)")
+                         .Register(*registry_)
+                         .Add({}, kLatencyBuckets);
   load_seconds_ = &BuildHistogram()
                        .Name("loracle_adapter_load_seconds")
                        .Help("Time to read and prepare one adapter version")
@@ -354,6 +379,19 @@ void Metrics::RecordAdapterLoad(bool ok, bool swap, double seconds) {
 }
 
 void Metrics::RecordAdapterUnload() { unloads_->Increment(); }
+
+void Metrics::RecordAdapterEvictions(int count) {
+  if (count > 0) evictions_->Increment(count);
+}
+
+void Metrics::RecordAdapterReload(bool ok, double seconds) {
+  (ok ? reloads_ok_ : reloads_failed_)->Increment();
+  reload_seconds_->Observe(seconds);
+}
+
+void Metrics::SetAdapterResidentBytes(int64_t bytes) {
+  adapter_resident_bytes_->Set(static_cast<double>(bytes));
+}
 
 void Metrics::RecordJobEnded(const std::string& state, double seconds) {
   prometheus::Histogram* h;

@@ -135,6 +135,11 @@ class Metrics {
   // The adapter registry: a load attempt (a swap when it replaced a served version), an unload.
   void RecordAdapterLoad(bool ok, bool swap, double seconds);
   void RecordAdapterUnload();
+  // The memory budget (--adapter_memory_bytes): versions evicted, an evicted version reloaded on
+  // request (its result and time), the bytes of adapter weights resident.
+  void RecordAdapterEvictions(int count);
+  void RecordAdapterReload(bool ok, double seconds);
+  void SetAdapterResidentBytes(int64_t bytes);
   // Training: a job that ended in `state` (SUCCEEDED, FAILED, CANCELLED) after running `seconds`.
   void RecordJobEnded(const std::string& state, double seconds) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -163,6 +168,11 @@ class Metrics {
   prometheus::Gauge* queued_requests_;
   prometheus::Gauge* model_ready_;
   prometheus::Gauge* adapters_ready_;
+  prometheus::Gauge* adapter_resident_bytes_;
+  prometheus::Counter* evictions_;
+  prometheus::Counter* reloads_ok_;
+  prometheus::Counter* reloads_failed_;
+  prometheus::Histogram* reload_seconds_;
   prometheus::Counter* loads_ok_;
   prometheus::Counter* loads_failed_;
   prometheus::Counter* swaps_;

@@ -41,6 +41,8 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
   out->set_lora_alpha(static_cast<float>(info.lora.lora_alpha));
   for (const std::string& t : info.lora.target_modules) out->add_target_modules(t);
   out->set_path(info.path);
+  out->set_resident(info.resident);
+  out->set_memory_bytes(info.memory_bytes);
 }
 
 }  // namespace

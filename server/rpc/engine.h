@@ -32,7 +32,7 @@ class Published {
 
 // What Inference.Predict uses: the adapter handles, the tokenizer and the batch queue.
 struct InferenceBackend {
-  const adapters::Registry* registry = nullptr;
+  adapters::Registry* registry = nullptr;  // AcquireAsync reloads evicted adapters
   const model::Tokenizer* tokenizer = nullptr;
   int max_length = 512;  // tokens per input, special tokens included
   serving::Batcher* batcher = nullptr;

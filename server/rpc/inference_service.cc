@@ -155,26 +155,11 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
 
   if (absl::Status s = ValidatePredict(*request, options_); !s.ok()) return fail(s);
 
-  absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter =
-      backend->registry->Acquire(request->adapter());
-  if (!adapter.ok()) return fail(adapter.status());
-
-  auto req = std::make_unique<serving::InferenceRequest>();
-  req->adapter = *adapter;
-  req->members = (*adapter)->members;
-  req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
-                                              : (*adapter)->serving.mc_samples;
-  req->seed = request->seed();
-  if (const int passes = req->members * req->mc_samples; passes > options_.max_passes_per_request) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "adapter ", request->adapter(), " has ", req->members, " members x ", req->mc_samples,
-        " samples = ", passes, " forward passes per input; the limit is ",
-        options_.max_passes_per_request, " (--max_passes_per_request): ask for fewer mc_samples")));
-  }
-  req->abstain_threshold = request->has_abstain_threshold() ? request->abstain_threshold()
-                                                            : (*adapter)->serving.abstain_threshold;
+  // Tokenized before the adapter is acquired: an evicted adapter's reload (below) then finishes
+  // the call on a load thread with little left to do.
   const model::Tokenizer& tokenizer = *backend->tokenizer;
   std::vector<bool> truncated;
+  std::vector<model::Encoding> inputs;
   for (int i = 0; i < request->inputs_size(); ++i) {
     const std::string& text = request->inputs(i);
     std::optional<absl::string_view> pair;
@@ -185,22 +170,50 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
           absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
     }
     truncated.push_back(e->truncated);
-    req->inputs.push_back(*std::move(e));
+    inputs.push_back(*std::move(e));
   }
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
-    req->deadline = absl::FromChrono(ctx->deadline());
-  }
-  req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
-  const bool return_members = request->return_members();
-  serving::InferenceRequest* raw = req.get();
-  req->done = [call, feedback = feedback_, response, raw, truncated = std::move(truncated),
-               return_members](absl::StatusOr<serving::InferenceResult> result) {
-    if (result.ok()) {
-      FillResponse(*raw, *result, truncated, return_members, feedback, response);
+  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(ctx->deadline());
+  // Runs here, or on a registry load thread after an evicted adapter was reloaded; ctx, request
+  // and response stay valid until call.Finish.
+  auto submit = [this, call, ctx, request, response, backend, deadline,
+                 truncated = std::move(truncated), inputs = std::move(inputs)](
+                    absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter) mutable {
+    if (!adapter.ok()) return call.Finish(adapter.status());
+    auto req = std::make_unique<serving::InferenceRequest>();
+    req->adapter = *adapter;
+    req->members = (*adapter)->members;
+    req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
+                                                : (*adapter)->serving.mc_samples;
+    req->seed = request->seed();
+    if (const int passes = req->members * req->mc_samples;
+        passes > options_.max_passes_per_request) {
+      return call.Finish(absl::InvalidArgumentError(
+          absl::StrCat("adapter ", request->adapter(), " has ", req->members, " members x ",
+                       req->mc_samples, " samples = ", passes,
+                       " forward passes per input; the limit is ", options_.max_passes_per_request,
+                       " (--max_passes_per_request): ask for fewer mc_samples")));
     }
-    call.Finish(result.status());
+    req->abstain_threshold = request->has_abstain_threshold()
+                                 ? request->abstain_threshold()
+                                 : (*adapter)->serving.abstain_threshold;
+    req->inputs = std::move(inputs);
+    if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
+    req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
+    const bool return_members = request->return_members();
+    serving::InferenceRequest* raw = req.get();
+    req->done = [call, feedback = feedback_, response, raw, truncated = std::move(truncated),
+                 return_members](absl::StatusOr<serving::InferenceResult> result) {
+      if (result.ok()) {
+        FillResponse(*raw, *result, truncated, return_members, feedback, response);
+      }
+      call.Finish(result.status());
+    };
+    if (absl::Status s = backend->batcher->Submit(std::move(req)); !s.ok()) call.Finish(s);
+    return call.reactor();
   };
-  if (absl::Status s = backend->batcher->Submit(std::move(req)); !s.ok()) return fail(s);
+  backend->registry->AcquireAsync(request->adapter(), deadline, std::move(submit));
   return call.reactor();
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -726,6 +727,91 @@ TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
   late.set_adapter("spam");
   late.add_inputs("too late");
   EXPECT_FALSE(stub->Predict(&ctx, late, &resp).ok());
+}
+
+// --adapter_memory_bytes smaller than any adapter: one resident at a time, so concurrent
+// requests over six adapters evict and reload constantly. Every request must still succeed with
+// the probabilities an all-resident server gives.
+TEST(MemoryBudgetTest, EvictedAdaptersReloadTransparentlyUnderConcurrentLoad) {
+  std::vector<testing::AdapterToPublish> adapters;
+  for (int i = 0; i < 6; ++i) {
+    adapters.push_back({absl::StrCat("t", i),
+                        testing::TinyAdapterSpec({"x", "y", "z"}, i % 2 == 0 ? 1 : 3, 40 + i)});
+  }
+  auto all_resident = testing::TestServer::Start(adapters);
+  auto budgeted = testing::TestServer::Start(
+      adapters,
+      [](adapters::Store&, app::LoracleServer::Options& o) { o.adapter_memory_bytes = 1; });
+  ASSERT_NE(all_resident, nullptr);
+  ASSERT_NE(budgeted, nullptr);
+  auto predict = [](const std::shared_ptr<grpc::Channel>& channel, const std::string& adapter,
+                    PredictResponse* resp) {
+    auto stub = loracle::v1::Inference::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    PredictRequest req;
+    req.set_adapter(adapter);
+    req.add_inputs("the budget holds one adapter at a time");
+    return stub->Predict(&ctx, req, resp);
+  };
+  std::map<std::string, std::vector<float>> expected;
+  auto reference = all_resident->NewChannel();
+  for (const auto& a : adapters) {
+    PredictResponse resp;
+    ASSERT_TRUE(predict(reference, a.name, &resp).ok());
+    expected[a.name] = {resp.predictions(0).probs().begin(), resp.predictions(0).probs().end()};
+  }
+  auto channel = budgeted->NewChannel();
+  constexpr int kThreads = 8, kCalls = 24;
+  std::atomic<int> failures{0}, mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        const std::string& name = adapters[(t + c) % adapters.size()].name;
+        PredictResponse resp;
+        grpc::Status s = predict(channel, name, &resp);
+        if (!s.ok()) {
+          ADD_FAILURE() << name << ": " << s.error_message();
+          ++failures;
+          continue;
+        }
+        const std::vector<float> got(resp.predictions(0).probs().begin(),
+                                     resp.predictions(0).probs().end());
+        for (size_t k = 0; k < got.size(); ++k) {
+          if (std::abs(got[k] - expected[name][k]) > 1e-5f) {
+            ++mismatches;
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+
+  auto stub = loracle::v1::Adapters::NewStub(channel);
+  grpc::ClientContext ctx;
+  loracle::v1::ListAdaptersResponse list;
+  ASSERT_TRUE(stub->List(&ctx, {}, &list).ok());
+  int resident = 0;
+  for (const auto& a : list.adapters()) {
+    EXPECT_EQ(a.state(), loracle::v1::ADAPTER_STATE_READY) << a.name() << ": " << a.error();
+    EXPECT_GT(a.memory_bytes(), 0) << a.name();
+    resident += a.resident();
+  }
+  EXPECT_EQ(resident, 1) << "a budget below one adapter keeps the most recent one alone";
+  const std::string scrape = testing::HttpGet(budgeted->server().metrics_port(), "/metrics");
+  auto value = [&scrape](const std::string& series) {
+    const size_t at = scrape.find("\n" + series + " ");
+    return at == std::string::npos ? -1.0 : std::stod(scrape.substr(at + series.size() + 2));
+  };
+  EXPECT_GT(value("loracle_adapter_evictions_total"), 0);
+  EXPECT_GT(value("loracle_adapter_reloads_total{result=\"ok\"}"), 0);
+  EXPECT_EQ(value("loracle_adapter_reloads_total{result=\"error\"}"), 0);
+  EXPECT_EQ(value("loracle_adapters_ready"), 6);
+  EXPECT_GT(value("loracle_adapter_resident_bytes"), 0);
 }
 
 }  // namespace

@@ -100,6 +100,11 @@ TEST(MetricsTest, LoadsSwapsUnloadsQueueAndJobs) {
   (*m)->RecordAdapterLoad(true, true, 0.03);
   (*m)->RecordAdapterLoad(false, false, 0.001);
   (*m)->RecordAdapterUnload();
+  (*m)->RecordAdapterEvictions(3);
+  (*m)->RecordAdapterEvictions(0);
+  (*m)->RecordAdapterReload(true, 0.002);
+  (*m)->RecordAdapterReload(false, 0.001);
+  (*m)->SetAdapterResidentBytes(123456);
   (*m)->RecordDequeued(0.004, 8);
   (*m)->SetQueued(3, 40);
   (*m)->RecordJobEnded("FAILED", 12);
@@ -108,6 +113,9 @@ TEST(MetricsTest, LoadsSwapsUnloadsQueueAndJobs) {
        {"loracle_adapter_loads_total{result=\"ok\"} 2",
         "loracle_adapter_loads_total{result=\"error\"} 1", "loracle_adapter_swaps_total 1",
         "loracle_adapter_unloads_total 1", "loracle_adapter_load_seconds_count 3",
+        "loracle_adapter_evictions_total 3", "loracle_adapter_reloads_total{result=\"ok\"} 1",
+        "loracle_adapter_reloads_total{result=\"error\"} 1",
+        "loracle_adapter_reload_seconds_count 2", "loracle_adapter_resident_bytes 123456",
         "loracle_queue_wait_seconds_count 1", "loracle_request_passes_sum 8",
         "loracle_queued_requests 3", "loracle_queued_rows 40",
         "loracle_training_job_duration_seconds_count{state=\"FAILED\"} 1"}) {

@@ -41,6 +41,18 @@ class FakeLoader {
     failures_[{name, version}] = std::move(error);
   }
 
+  // Every adapter loaded from now on reports `bytes` of weights.
+  void SetBytes(int64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    bytes_ = bytes;
+  }
+  // Successful loads of (name, version) so far.
+  int Loads(const std::string& name, int64_t version) {
+    absl::MutexLock lock(&mu_);
+    auto it = loads_.find({name, version});
+    return it == loads_.end() ? 0 : it->second;
+  }
+
   Registry::Loader loader() {
     return [this](const std::string& dir, const std::string& name,
                   int64_t version) -> absl::StatusOr<std::shared_ptr<const Adapter>> {
@@ -57,6 +69,11 @@ class FakeLoader {
       a.name = name;
       a.version = version;
       a.path = dir;
+      {
+        absl::MutexLock lock(&mu_);
+        a.memory_bytes = bytes_;
+        ++loads_[{name, version}];
+      }
       a.serving.labels = {"a", "b"};
       return std::make_shared<const Adapter>(std::move(a));
     };
@@ -74,6 +91,8 @@ class FakeLoader {
   absl::Mutex mu_;
   std::map<std::pair<std::string, int64_t>, std::unique_ptr<Gate>> gates_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, int64_t>, absl::Status> failures_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int64_t>, int> loads_ ABSL_GUARDED_BY(mu_);
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Collects an async result.
@@ -300,6 +319,202 @@ TEST_F(RegistryTest, AddServesAnAdapterBuiltElsewhere) {
   ASSERT_TRUE(registry_->Add(head).ok());
   EXPECT_EQ(registry_->Get("base")->state, AdapterState::kReady);
   EXPECT_EQ(registry_->Add(head).code(), absl::StatusCode::kAlreadyExists);
+}
+
+}  // namespace
+}  // namespace loracle::adapters
+
+namespace loracle::adapters {
+namespace {
+
+// The memory budget: 100-byte adapters under a 250-byte budget hold two resident at a time.
+class RegistryBudgetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = *Store::Create({dir_.path()});
+    loader_.SetBytes(100);
+    Registry::Options o{store_.get(), loader_.loader(), /*load_threads=*/2};
+    o.memory_budget_bytes = 250;
+    registry_ = *Registry::Create(o);
+  }
+  int64_t Publish(const std::string& name) {
+    return *store_->Publish(name, [](const std::string&) { return absl::OkStatus(); });
+  }
+  void LoadNew(const std::string& name) {
+    Publish(name);
+    ASSERT_TRUE(registry_->Load({name, 0, "", false}).ok());
+  }
+  bool Resident(const std::string& name) {
+    absl::StatusOr<AdapterInfo> info = registry_->Get(name);
+    EXPECT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->state, AdapterState::kReady) << name << ": " << info->error;
+    return info->resident;
+  }
+  absl::StatusOr<std::shared_ptr<const Adapter>> AcquireAsync(
+      const std::string& name, absl::Time deadline = absl::InfiniteFuture()) {
+    Result<absl::StatusOr<std::shared_ptr<const Adapter>>> r;
+    registry_->AcquireAsync(name, deadline, [&](absl::StatusOr<std::shared_ptr<const Adapter>> a) {
+      r.Set(std::move(a));
+    });
+    return r.Wait();
+  }
+
+  TempDir dir_;
+  FakeLoader loader_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Registry> registry_;
+};
+
+TEST_F(RegistryBudgetTest, LeastRecentlyUsedIsEvictedStaysReadyAndReloadsOnRequest) {
+  LoadNew("a");
+  LoadNew("b");
+  ASSERT_TRUE(registry_->Acquire("a").ok());  // b is now the least recently used
+  LoadNew("c");
+  EXPECT_TRUE(Resident("a"));
+  EXPECT_FALSE(Resident("b"));
+  EXPECT_TRUE(Resident("c"));
+  EXPECT_EQ(registry_->resident_bytes(), 200);
+  EXPECT_EQ(registry_->ready_count(), 3) << "an evicted adapter is still served";
+  EXPECT_EQ(registry_->Acquire("b").status().code(), absl::StatusCode::kUnavailable)
+      << "Acquire never reloads";
+
+  absl::StatusOr<std::shared_ptr<const Adapter>> b = AcquireAsync("b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->version, 1);
+  EXPECT_EQ(loader_.Loads("b", 1), 2) << "loaded, evicted, reloaded";
+  EXPECT_TRUE(Resident("b"));
+  EXPECT_FALSE(Resident("a")) << "a was used before c was loaded: the LRU one goes";
+  EXPECT_TRUE(Resident("c"));
+  EXPECT_EQ(registry_->resident_bytes(), 200);
+
+  // A resident adapter is answered at once, on this thread, without loading.
+  ASSERT_TRUE(AcquireAsync("c").ok());
+  EXPECT_EQ(loader_.Loads("c", 1), 1);
+}
+
+TEST_F(RegistryBudgetTest, ManyRequestsWaitingOnOneEvictedAdapterShareOneReload) {
+  LoadNew("a");
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  ASSERT_FALSE(Resident("a"));
+  loader_.Block("a", 1);
+  constexpr int kWaiters = 16;
+  std::vector<std::unique_ptr<Result<absl::StatusOr<std::shared_ptr<const Adapter>>>>> results;
+  for (int i = 0; i < kWaiters; ++i) {
+    results.push_back(std::make_unique<Result<absl::StatusOr<std::shared_ptr<const Adapter>>>>());
+    registry_->AcquireAsync("a", absl::InfiniteFuture(),
+                            [r = results.back().get()](
+                                absl::StatusOr<std::shared_ptr<const Adapter>> a) { r->Set(a); });
+  }
+  loader_.WaitEntered("a", 1);
+  for (auto& r : results) EXPECT_FALSE(r->done.HasBeenNotified()) << "waits for the reload";
+  loader_.Release("a", 1);
+  const Adapter* first = nullptr;
+  for (auto& r : results) {
+    ASSERT_TRUE(r->Wait().ok()) << r->value.status();
+    if (first == nullptr) first = r->value->get();
+    EXPECT_EQ(r->value->get(), first) << "every waiter gets the one reloaded version";
+  }
+  EXPECT_EQ(loader_.Loads("a", 1), 2);
+}
+
+TEST_F(RegistryBudgetTest, EvictionLeavesInFlightRequestsTheirVersion) {
+  LoadNew("a");
+  std::shared_ptr<const Adapter> in_flight = *registry_->Acquire("a");
+  std::weak_ptr<const Adapter> watch = in_flight;
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  ASSERT_FALSE(Resident("a"));
+  EXPECT_FALSE(watch.expired()) << "the request holding a keeps its weights";
+  in_flight.reset();
+  EXPECT_TRUE(watch.expired()) << "and they are freed when it lets go";
+}
+
+TEST_F(RegistryBudgetTest, AReloadThatFailsMarksTheAdapterFailed) {
+  LoadNew("a");
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  ASSERT_TRUE(util::RemoveTree(store_->VersionDir("a", 1)).ok());
+  absl::StatusOr<std::shared_ptr<const Adapter>> a = AcquireAsync("a");
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition) << a.status();
+  absl::StatusOr<AdapterInfo> info = registry_->Get("a");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->state, AdapterState::kFailed);
+  EXPECT_NE(info->error.find("reloading evicted version 1 failed"), std::string::npos)
+      << info->error;
+  EXPECT_TRUE(Resident("b"));
+  EXPECT_TRUE(Resident("c"));
+}
+
+TEST_F(RegistryBudgetTest, AReloadEndingPastTheDeadlineAnswersDeadlineExceeded) {
+  LoadNew("a");
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  loader_.Block("a", 1);
+  Result<absl::StatusOr<std::shared_ptr<const Adapter>>> r;
+  registry_->AcquireAsync("a", absl::Now() + absl::Milliseconds(1),
+                          [&](absl::StatusOr<std::shared_ptr<const Adapter>> a) { r.Set(a); });
+  loader_.WaitEntered("a", 1);
+  absl::SleepFor(absl::Milliseconds(5));
+  loader_.Release("a", 1);
+  EXPECT_EQ(r.Wait().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(Resident("a")) << "the reload itself is kept for the next request";
+}
+
+TEST_F(RegistryBudgetTest, NewerVersionOrUnloadOfAnEvictedAdapter) {
+  LoadNew("a");
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  ASSERT_FALSE(Resident("a"));
+  Publish("a");
+  absl::StatusOr<AdapterInfo> v2 = registry_->Load({"a", 0, "", false});
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->version, 2);
+  EXPECT_TRUE(Resident("a"));
+  EXPECT_EQ((*AcquireAsync("a"))->version, 2);
+  EXPECT_EQ(loader_.Loads("a", 1), 1) << "version 1 was never reloaded";
+
+  LoadNew("d");  // evicts b
+  ASSERT_FALSE(Resident("b"));
+  ASSERT_TRUE(registry_->Unload("b").ok());
+  EXPECT_EQ(registry_->Get("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(AcquireAsync("b").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RegistryBudgetTest, AnAdapterLargerThanTheBudgetIsStillServedAlone) {
+  LoadNew("a");
+  loader_.SetBytes(1000);
+  LoadNew("big");
+  EXPECT_TRUE(Resident("big"));
+  EXPECT_FALSE(Resident("a"));
+  EXPECT_EQ(registry_->resident_bytes(), 1000);
+  ASSERT_TRUE(AcquireAsync("big").ok());
+}
+
+TEST_F(RegistryBudgetTest, ShutdownAnswersLaterWaitersUnavailableAndLetsARunningReloadFinish) {
+  LoadNew("a");
+  LoadNew("b");
+  LoadNew("c");  // evicts a
+  loader_.Block("a", 1);
+  Result<absl::StatusOr<std::shared_ptr<const Adapter>>> first, second;
+  registry_->AcquireAsync("a", absl::InfiniteFuture(),
+                          [&](absl::StatusOr<std::shared_ptr<const Adapter>> r) { first.Set(r); });
+  loader_.WaitEntered("a", 1);
+  registry_->Shutdown();
+  registry_->AcquireAsync("a", absl::InfiniteFuture(),
+                          [&](absl::StatusOr<std::shared_ptr<const Adapter>> r) { second.Set(r); });
+  EXPECT_EQ(second.Wait().status().code(), absl::StatusCode::kUnavailable);
+  loader_.Release("a", 1);
+  EXPECT_TRUE(first.Wait().ok()) << "a reload already running finishes";
+}
+
+TEST(RegistryBudgetOptionsTest, NegativeBudgetIsRejected) {
+  TempDir dir;
+  FakeLoader loader;
+  std::unique_ptr<Store> store = *Store::Create({dir.path()});
+  Registry::Options o{store.get(), loader.loader(), 1};
+  o.memory_budget_bytes = -1;
+  EXPECT_EQ(Registry::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
