@@ -619,6 +619,21 @@ TEST_F(ServerTest, AThousandLoadUnloadCyclesLeaveNoStaleSeries) {
     loracle::v1::UnloadAdapterResponse unloaded;
     ASSERT_TRUE(adapters_stub->Unload(&unload_ctx, unload, &unloaded).ok());
     if (cycle == 0 || cycle == kCycles - 1) {
+      // The version's series leave with it, when the last request holding it lets go: the batch
+      // thread drops its request just after the reply, so the name may show UNLOADING briefly.
+      const absl::Time end = absl::Now() + absl::Seconds(10);
+      for (;;) {
+        grpc::ClientContext get_ctx;
+        loracle::v1::GetAdapterRequest get;
+        get.set_name("churn");
+        loracle::v1::AdapterInfo gone;
+        grpc::Status s = adapters_stub->Get(&get_ctx, get, &gone);
+        if (s.error_code() == grpc::StatusCode::NOT_FOUND) break;
+        ASSERT_TRUE(s.ok()) << s.error_message();
+        ASSERT_EQ(gone.state(), loracle::v1::ADAPTER_STATE_UNLOADING);
+        ASSERT_LT(absl::Now(), end) << "churn still held 10 s after its unload";
+        absl::SleepFor(absl::Milliseconds(1));
+      }
       std::string scrape = testing::HttpGet(server_->metrics_port(), "/metrics");
       scrape = scrape.substr(scrape.find("\r\n\r\n") + 4);
       EXPECT_EQ(scrape.find("churn"), std::string::npos) << "cycle " << cycle;
