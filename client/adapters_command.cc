@@ -42,7 +42,9 @@ nlohmann::json AdapterJson(const loracle::v1::AdapterInfo& a) {
           {"temperature", a.temperature()},
           {"rank", a.rank()},
           {"lora_alpha", a.lora_alpha()},
-          {"path", a.path()}};
+          {"path", a.path()},
+          {"resident", a.resident()},
+          {"memory_bytes", a.memory_bytes()}};
 }
 
 }  // namespace
@@ -64,11 +66,16 @@ int AdaptersCommand(const Args& args, const Channel& channel, std::ostream& out,
       out << j.dump(2) << "\n";
       return 0;
     }
-    out << absl::StrFormat("%-24s %-8s %-8s %-8s %-5s %s\n", "name", "version", "state", "members",
-                           "rank", "labels");
+    out << absl::StrFormat("%-24s %-8s %-8s %-8s %-5s %-10s %s\n", "name", "version", "state",
+                           "members", "rank", "memory", "labels");
     for (const auto& a : resp.adapters()) {
-      out << absl::StrFormat("%-24s %-8d %-8s %-8d %-5d %s%s\n", a.name(), a.version(),
-                             StateName(a.state()), a.members(), a.rank(),
+      // Evicted under --adapter_memory_bytes: served, reloaded on the next request.
+      const std::string memory = a.state() != loracle::v1::ADAPTER_STATE_READY ? "-"
+                                 : a.resident()
+                                     ? absl::StrFormat("%.1f MiB", a.memory_bytes() / 1048576.0)
+                                     : "evicted";
+      out << absl::StrFormat("%-24s %-8d %-8s %-8d %-5d %-10s %s%s\n", a.name(), a.version(),
+                             StateName(a.state()), a.members(), a.rank(), memory,
                              absl::StrJoin(a.labels(), ","),
                              a.error().empty() ? "" : "  error: " + a.error());
     }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -143,10 +144,31 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
   absl::Mutex mu;
   int64_t outstanding = 0;  // guarded by mu
 
+  std::vector<double> zipf_cdf;
+  if (o.zipf_s > 0) {
+    double total = 0;
+    for (size_t i = 0; i < o.adapters.size(); ++i) {
+      total += 1.0 / std::pow(static_cast<double>(i + 1), o.zipf_s);
+      zipf_cdf.push_back(total);
+    }
+    for (double& c : zipf_cdf) c /= total;
+  }
+  auto pick = [&](int64_t n) -> const std::string& {
+    if (zipf_cdf.empty()) return o.adapters[static_cast<size_t>(n) % o.adapters.size()];
+    uint64_t z = static_cast<uint64_t>(n) + 0x9e3779b97f4a7c15ULL;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+    const size_t i = static_cast<size_t>(std::upper_bound(zipf_cdf.begin(), zipf_cdf.end(), u) -
+                                         zipf_cdf.begin());
+    return o.adapters[std::min(i, o.adapters.size() - 1)];
+  };
+
   std::function<void()> issue = [&] {
     const int64_t n = sequence.fetch_add(1);
     auto* call = new Call();
-    call->req.set_adapter(o.adapters[static_cast<size_t>(n) % o.adapters.size()]);
+    call->req.set_adapter(pick(n));
     for (int i = 0; i < o.inputs_per_request; ++i) {
       call->req.add_inputs(Text(o.input_tokens, static_cast<int>((n + i) % 30)));
     }
@@ -211,7 +233,12 @@ void PrintBench(const BenchOptions& o, const BenchResult& r, std::ostream& out) 
                          o.duration_s, o.warmup_s);
   out << absl::StrFormat(
       "  adapters: %s; %d input(s)/request of ~%d tokens (server counted %.1f)%s\n",
-      absl::StrJoin(o.adapters, ","), o.inputs_per_request, o.input_tokens, r.mean_tokens,
+      absl::StrCat(o.adapters.size() <= 8
+                       ? absl::StrJoin(o.adapters, ",")
+                       : absl::StrCat(o.adapters.front(), ",...,", o.adapters.back(), " (",
+                                      o.adapters.size(), ")"),
+                   o.zipf_s > 0 ? absl::StrFormat(", Zipf s=%g", o.zipf_s) : ""),
+      o.inputs_per_request, o.input_tokens, r.mean_tokens,
       o.mc_samples > 0 ? absl::StrFormat("; mc_samples %d", o.mc_samples) : "");
   std::vector<std::string> errors;
   for (const auto& [code, n] : r.errors) errors.push_back(absl::StrFormat("%s=%d", code, n));
@@ -233,6 +260,7 @@ std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
   nlohmann::json j = {
       {"options",
        {{"adapters", o.adapters},
+        {"zipf_s", o.zipf_s},
         {"concurrency", o.concurrency},
         {"rate", o.rate},
         {"duration_s", o.duration_s},

@@ -14,12 +14,15 @@ namespace loracle::client {
 
 // A load generator for Inference.Predict, in the manner of Triton's perf_analyzer.
 struct BenchOptions {
-  std::vector<std::string> adapters;  // requests cycle through these
-  int concurrency = 8;                // closed loop: this many calls always in flight
-  double rate = 0;                    // > 0: open loop at this many requests per second instead
-  double duration_s = 10;             // measured window
-  double warmup_s = 1;                // before it, not measured
-  int input_tokens = 128;             // approximate tokens per input, including [CLS]/[SEP]
+  std::vector<std::string> adapters;  // requests cycle through these (or see zipf_s)
+  // > 0: the adapter of each request is drawn Zipf-distributed instead, P(adapters[i]) ∝
+  // 1/(i+1)^zipf_s (deterministic given the request's sequence number): many tenants, few hot.
+  double zipf_s = 0;
+  int concurrency = 8;     // closed loop: this many calls always in flight
+  double rate = 0;         // > 0: open loop at this many requests per second instead
+  double duration_s = 10;  // measured window
+  double warmup_s = 1;     // before it, not measured
+  int input_tokens = 128;  // approximate tokens per input, including [CLS]/[SEP]
   int inputs_per_request = 1;
   int mc_samples = 0;  // 0 = the adapter's default
   int timeout_ms = 30000;

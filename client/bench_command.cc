@@ -42,7 +42,7 @@ int BenchCommand(const Args& args, const Channel& channel, std::ostream& out, st
     double* value;
   };
   for (DoubleFlag f : {DoubleFlag{"rate", &o.rate}, DoubleFlag{"duration_s", &o.duration_s},
-                       DoubleFlag{"warmup_s", &o.warmup_s}}) {
+                       DoubleFlag{"warmup_s", &o.warmup_s}, DoubleFlag{"zipf_s", &o.zipf_s}}) {
     if (std::string v = Flag(args, f.name);
         !v.empty() && (!absl::SimpleAtod(v, f.value) || *f.value < 0)) {
       err << "loracle bench: --" << f.name << " must be a number >= 0\n";

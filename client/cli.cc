@@ -25,7 +25,9 @@ commands:
           given version from the store, or unload one
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
         [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--feedback] [--json_out=FILE]
-          load-test Predict: throughput, p50/p90/p99 latency, errors by status code
+        [--zipf_s=S]
+          load-test Predict: throughput, p50/p90/p99 latency, errors by status code; requests
+          cycle through the adapters, or pick them Zipf(S)-distributed (the first the hottest)
   finetune --name=ADAPTER (--data=FILE | --server_data=PATH)
         [--validation=FILE | --server_validation=PATH | --validation_split=F]
         [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
@@ -71,7 +73,7 @@ const std::vector<Command>& Commands() {
       {"bench",
        BenchCommand,
        {"adapter", "adapters", "concurrency", "duration_s", "feedback", "input_tokens", "inputs",
-        "json_out", "mc_samples", "rate", "warmup_s"}},
+        "json_out", "mc_samples", "rate", "warmup_s", "zipf_s"}},
       {"finetune",
        FinetuneCommand,
        {"alpha",
