@@ -9,7 +9,8 @@
 namespace loracle::client {
 namespace {
 
-const char* const kBoolFlags[] = {"json", "members", "help", "detach", "rslora", "feedback"};
+const char* const kBoolFlags[] = {"json",   "members",  "help",          "detach",
+                                  "rslora", "feedback", "check_versions"};
 
 bool IsBool(const std::string& name) {
   for (const char* b : kBoolFlags)

@@ -1,11 +1,14 @@
 #include "client/bench.h"
 
+#include <httplib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -44,12 +47,16 @@ double Percentile(const std::vector<double>& sorted, double q) {
 class Recorder {
  public:
   Recorder(absl::Time measure_from, absl::Time measure_to) : from_(measure_from), to_(measure_to) {}
-  void Record(absl::Time start, const grpc::Status& s, const loracle::v1::PredictResponse& resp) {
+  // `variants`: the Text variant of each input of the request.
+  void Record(absl::Time start, const grpc::Status& s, const loracle::v1::PredictRequest& req,
+              const loracle::v1::PredictResponse& resp, const std::vector<int>& variants,
+              bool check_versions) {
     // A completion inside the window counts, as in perf_analyzer: throughput = completions /
     // window.
     const absl::Time end = absl::Now();
-    if (end < from_ || end > to_) return;
     absl::MutexLock lock(&mu_);
+    if (check_versions && s.ok()) CheckVersion(req, resp, variants);
+    if (end < from_ || end > to_) return;
     if (s.ok()) {
       ++result_.ok;
       latencies_ms_.push_back(absl::ToDoubleMilliseconds(end - start));
@@ -68,6 +75,26 @@ class Recorder {
     } else {
       ++result_.feedback_errors[CodeName(s.error_code())];
     }
+  }
+  void CheckVersion(const loracle::v1::PredictRequest& req,
+                    const loracle::v1::PredictResponse& resp, const std::vector<int>& variants)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++result_.versions[resp.version()];
+    auto& by_variant = result_.version_probs[req.adapter()][resp.version()];
+    bool consistent = true;
+    for (int i = 0; i < resp.predictions_size() && i < static_cast<int>(variants.size()); ++i) {
+      const auto& probs = resp.predictions(i).probs();
+      auto [it, first] = by_variant.try_emplace(variants[i], probs.begin(), probs.end());
+      if (first) continue;
+      if (it->second.size() != static_cast<size_t>(probs.size())) {
+        consistent = false;
+        continue;
+      }
+      for (int k = 0; k < probs.size(); ++k) {
+        if (std::abs(it->second[k] - probs[k]) > 1e-5f) consistent = false;
+      }
+    }
+    if (!consistent) ++result_.inconsistent;
   }
   BenchResult Finish(double seconds) {
     absl::MutexLock lock(&mu_);
@@ -102,6 +129,7 @@ struct Call {
   loracle::v1::PredictRequest req;
   loracle::v1::PredictResponse resp;
   absl::Time start;
+  std::vector<int> variants;  // Text variant of each input
 };
 
 struct FeedbackCall {
@@ -134,7 +162,113 @@ const char* CodeName(grpc::StatusCode code) {
   return c >= 0 && c <= 16 ? kNames[c] : "UNKNOWN";
 }
 
+namespace {
+
+grpc::StatusCode CodeForHttp(int status) {
+  switch (status) {
+    case 200:
+      return grpc::StatusCode::OK;
+    case 400:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case 401:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case 403:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case 404:
+      return grpc::StatusCode::NOT_FOUND;
+    case 429:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case 503:
+      return grpc::StatusCode::UNAVAILABLE;
+    case 504:
+      return grpc::StatusCode::DEADLINE_EXCEEDED;
+    default:
+      return grpc::StatusCode::UNKNOWN;
+  }
+}
+
+// The REST reply's fields the recorder reads, as a PredictResponse.
+void FromRest(const nlohmann::json& j, loracle::v1::PredictResponse* out) {
+  int64_t version = 0;
+  absl::SimpleAtoi(j.value("model_version", "0"), &version);
+  out->set_version(version);
+  const nlohmann::json* probs = nullptr;
+  const nlohmann::json* tokens = nullptr;
+  for (const nlohmann::json& o : j["outputs"]) {
+    if (o["name"] == "probabilities") probs = &o;
+    if (o["name"] == "num_tokens") tokens = &o;
+  }
+  if (probs == nullptr || tokens == nullptr) return;
+  const size_t n = (*tokens)["data"].size();
+  const size_t c = n > 0 ? (*probs)["data"].size() / n : 0;
+  for (size_t i = 0; i < n; ++i) {
+    loracle::v1::Prediction* p = out->add_predictions();
+    p->set_num_tokens((*tokens)["data"][i].get<uint32_t>());
+    for (size_t k = 0; k < c; ++k) p->add_probs((*probs)["data"][i * c + k].get<float>());
+  }
+}
+
+BenchResult RunRestBench(const BenchOptions& o) {
+  const absl::Time begin = absl::Now();
+  const absl::Time measure_from = begin + absl::Seconds(o.warmup_s);
+  const absl::Time stop_at = measure_from + absl::Seconds(o.duration_s);
+  Recorder recorder(measure_from, stop_at);
+  std::atomic<int64_t> sequence{0};
+  const size_t colon = o.rest_address.rfind(':');
+  const std::string host = o.rest_address.substr(0, colon);
+  int port = 0;
+  absl::SimpleAtoi(o.rest_address.substr(colon + 1), &port);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < o.concurrency; ++c) {
+    clients.emplace_back([&] {
+      httplib::Client http(host, port);
+      http.set_keep_alive(true);
+      http.set_read_timeout(std::chrono::milliseconds(o.timeout_ms));
+      while (absl::Now() < stop_at) {
+        const int64_t n = sequence.fetch_add(1);
+        loracle::v1::PredictRequest req;
+        req.set_adapter(o.adapters[static_cast<size_t>(n) % o.adapters.size()]);
+        std::vector<int> variants;
+        nlohmann::json texts = nlohmann::json::array();
+        for (int i = 0; i < o.inputs_per_request; ++i) {
+          variants.push_back(static_cast<int>((n + i) % 30));
+          texts.push_back(Text(o.input_tokens, variants.back()));
+        }
+        nlohmann::json body = {{"inputs",
+                                {{{"name", "text"},
+                                  {"datatype", "BYTES"},
+                                  {"shape", {o.inputs_per_request}},
+                                  {"data", texts}}}}};
+        if (o.mc_samples > 0) body["parameters"] = {{"mc_samples", o.mc_samples}};
+        const absl::Time start = absl::Now();
+        auto res = http.Post(absl::StrCat("/v2/models/", req.adapter(), "/infer"), body.dump(),
+                             "application/json");
+        loracle::v1::PredictResponse resp;
+        grpc::Status status;
+        if (!res) {
+          status = grpc::Status(grpc::StatusCode::UNAVAILABLE, httplib::to_string(res.error()));
+        } else if (res->status != 200) {
+          status = grpc::Status(CodeForHttp(res->status), res->body);
+        } else {
+          const nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
+          if (j.is_discarded() || !j.contains("outputs")) {
+            status = grpc::Status(grpc::StatusCode::INTERNAL, "unparsable reply");
+          } else {
+            FromRest(j, &resp);
+          }
+        }
+        recorder.Record(start, status, req, resp, variants, o.check_versions);
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  return recorder.Finish(o.duration_s);
+}
+
+}  // namespace
+
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& o) {
+  if (!o.rest_address.empty()) return RunRestBench(o);
   auto stub = loracle::v1::Inference::NewStub(channel);
   const absl::Time begin = absl::Now();
   const absl::Time measure_from = begin + absl::Seconds(o.warmup_s);
@@ -170,7 +304,8 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
     auto* call = new Call();
     call->req.set_adapter(pick(n));
     for (int i = 0; i < o.inputs_per_request; ++i) {
-      call->req.add_inputs(Text(o.input_tokens, static_cast<int>((n + i) % 30)));
+      call->variants.push_back(static_cast<int>((n + i) % 30));
+      call->req.add_inputs(Text(o.input_tokens, call->variants.back()));
     }
     if (o.mc_samples > 0) call->req.set_mc_samples(static_cast<uint32_t>(o.mc_samples));
     call->ctx.set_deadline(std::chrono::system_clock::now() +
@@ -181,7 +316,7 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
       ++outstanding;
     }
     stub->async()->Predict(&call->ctx, &call->req, &call->resp, [&, call](grpc::Status s) {
-      recorder.Record(call->start, s, call->resp);
+      recorder.Record(call->start, s, call->req, call->resp, call->variants, o.check_versions);
       if (o.feedback && s.ok()) {
         auto* fb = new FeedbackCall();
         for (const auto& p : call->resp.predictions()) {
@@ -227,7 +362,8 @@ BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchO
 }
 
 void PrintBench(const BenchOptions& o, const BenchResult& r, std::ostream& out) {
-  out << absl::StrFormat("loracle bench: %s, %.1f s measured after %.1f s warm-up\n",
+  out << absl::StrFormat("loracle bench%s: %s, %.1f s measured after %.1f s warm-up\n",
+                         o.rest_address.empty() ? "" : " (REST)",
                          o.rate > 0 ? absl::StrFormat("open loop at %.1f req/s", o.rate)
                                     : absl::StrFormat("concurrency %d", o.concurrency),
                          o.duration_s, o.warmup_s);
@@ -254,6 +390,16 @@ void PrintBench(const BenchOptions& o, const BenchResult& r, std::ostream& out) 
     out << absl::StrFormat("  feedback: %d ok, errors: %s\n", r.feedback_ok,
                            fe.empty() ? "none" : absl::StrJoin(fe, " "));
   }
+  if (o.check_versions) {
+    std::vector<std::string> versions;
+    for (const auto& [v, n] : r.versions) versions.push_back(absl::StrFormat("%d", v));
+    out << absl::StrFormat(
+        "  versions: %d answered (%s), %d response(s) inconsistent with their version\n",
+        r.versions.size(),
+        versions.size() <= 8 ? absl::StrJoin(versions, ",")
+                             : absl::StrCat(versions.front(), "..", versions.back()),
+        r.inconsistent);
+  }
 }
 
 std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
@@ -267,7 +413,9 @@ std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
         {"warmup_s", o.warmup_s},
         {"input_tokens", o.input_tokens},
         {"inputs_per_request", o.inputs_per_request},
-        {"mc_samples", o.mc_samples}}},
+        {"mc_samples", o.mc_samples},
+        {"check_versions", o.check_versions},
+        {"protocol", o.rest_address.empty() ? "grpc" : "rest"}}},
       {"ok", r.ok},
       {"errors", r.errors},
       {"feedback", o.feedback},
@@ -283,6 +431,21 @@ std::string BenchJson(const BenchOptions& o, const BenchResult& r) {
         {"max", r.max_ms},
         {"mean", r.mean_ms}}},
   };
+  if (o.check_versions) {
+    nlohmann::json versions = nlohmann::json::object();
+    for (const auto& [v, n] : r.versions) versions[std::to_string(v)] = n;
+    nlohmann::json probs = nlohmann::json::object();
+    for (const auto& [adapter, by_version] : r.version_probs) {
+      for (const auto& [v, by_variant] : by_version) {
+        for (const auto& [variant, p] : by_variant) {
+          probs[adapter][std::to_string(v)][std::to_string(variant)] = p;
+        }
+      }
+    }
+    j["versions"] = versions;
+    j["inconsistent"] = r.inconsistent;
+    j["version_probs"] = probs;
+  }
   return j.dump(2) + "\n";
 }
 

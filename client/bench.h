@@ -29,6 +29,14 @@ struct BenchOptions {
   // After each successful Predict, send Feedback for its predictions (true label: the predicted
   // one), without delaying the next Predict: load with the feedback loop on.
   bool feedback = false;
+  // Check that every response is one version's answer: all responses naming the same adapter
+  // version give one input the same probabilities (within 1e-5). For adapters whose answers are
+  // deterministic (no test-time sampling, or a fixed seed); checks every completion, warm-up too.
+  bool check_versions = false;
+  // "HOST:PORT" of a server's REST port: the same closed-loop load over HTTP/JSON
+  // (POST /v2/models/{adapter}/infer, one keep-alive connection per client) instead of gRPC.
+  // Closed loop only (rate must be 0); feedback is not sent.
+  std::string rest_address;
 };
 
 struct BenchResult {
@@ -41,6 +49,12 @@ struct BenchResult {
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0, mean_ms = 0;
   int64_t feedback_ok = 0;                         // Feedback calls (with `feedback`)
   std::map<std::string, int64_t> feedback_errors;  // by status code name
+  // With check_versions: responses by the version they name; responses whose probabilities
+  // differ from the first of the same (adapter, version, input); and that first answer's
+  // probabilities by adapter, version and input variant (0..29).
+  std::map<int64_t, int64_t> versions;
+  int64_t inconsistent = 0;
+  std::map<std::string, std::map<int64_t, std::map<int, std::vector<float>>>> version_probs;
 };
 
 // "OK", "INVALID_ARGUMENT", ... for a gRPC status code.

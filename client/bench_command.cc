@@ -50,6 +50,13 @@ int BenchCommand(const Args& args, const Channel& channel, std::ostream& out, st
     }
   }
   o.feedback = Flag(args, "feedback") == "true";
+  o.check_versions = Flag(args, "check_versions") == "true";
+  o.rest_address = Flag(args, "rest");
+  if (!o.rest_address.empty() &&
+      (o.rate > 0 || o.feedback || o.rest_address.find(':') == std::string::npos)) {
+    err << "loracle bench: --rest=HOST:PORT is closed-loop only (no --rate, no --feedback)\n";
+    return 2;
+  }
   if (o.duration_s <= 0) {
     err << "loracle bench: --duration_s must be > 0\n";
     return 2;

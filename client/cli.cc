@@ -25,9 +25,11 @@ commands:
           given version from the store, or unload one
   bench --adapters=A[,B...] [--concurrency=8 | --rate=R] [--duration_s=10] [--warmup_s=1]
         [--input_tokens=128] [--inputs=1] [--mc_samples=N] [--feedback] [--json_out=FILE]
-        [--zipf_s=S]
+        [--zipf_s=S] [--check_versions] [--rest=HOST:PORT]
           load-test Predict: throughput, p50/p90/p99 latency, errors by status code; requests
-          cycle through the adapters, or pick them Zipf(S)-distributed (the first the hottest)
+          cycle through the adapters, or pick them Zipf(S)-distributed (the first the hottest);
+          --check_versions: every answer must be one version's (for deterministic adapters);
+          --rest: the same load over the REST port (POST /v2/models/{adapter}/infer)
   finetune --name=ADAPTER (--data=FILE | --server_data=PATH)
         [--validation=FILE | --server_validation=PATH | --validation_split=F]
         [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
@@ -72,8 +74,8 @@ const std::vector<Command>& Commands() {
       {"adapters", AdaptersCommand, {"path", "version"}},
       {"bench",
        BenchCommand,
-       {"adapter", "adapters", "concurrency", "duration_s", "feedback", "input_tokens", "inputs",
-        "json_out", "mc_samples", "rate", "warmup_s", "zipf_s"}},
+       {"adapter", "adapters", "check_versions", "concurrency", "duration_s", "feedback",
+        "input_tokens", "inputs", "rest", "json_out", "mc_samples", "rate", "warmup_s", "zipf_s"}},
       {"finetune",
        FinetuneCommand,
        {"alpha",

@@ -1,15 +1,21 @@
 // loracle-server: flags -> Options -> LoracleServer. Flags live here only.
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/app/loracle_server.h"
@@ -21,6 +27,13 @@ ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables the en
 ABSL_FLAG(std::string, metrics_host, "",
           "Address /metrics listens on (e.g. 127.0.0.1 or a pod-internal address); empty = all "
           "IPv4 interfaces");
+ABSL_FLAG(int, http_port, 8000,
+          "REST inference port (Open Inference Protocol / KServe v2 JSON: /v2/models/{adapter}/"
+          "infer); -1 disables it; 0 picks a free one");
+ABSL_FLAG(std::string, http_host, "", "Address REST listens on; empty = --grpc_host");
+ABSL_FLAG(int, http_threads, 64, "REST requests served at once (each waits for its batch)");
+ABSL_FLAG(double, http_timeout_s, 30,
+          "An infer request's deadline unless its parameters.timeout_ms says otherwise");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -34,8 +47,8 @@ ABSL_FLAG(std::string, model_dir, "",
 ABSL_FLAG(std::string, adapters_dir, "",
           "Adapter store (<dir>/<name>/<version>/); empty = <cache_dir>/adapters");
 ABSL_FLAG(std::string, cache_dir, "",
-          "Where the built-in model is generated; empty = $LORACLE_CACHE_DIR, "
-          "$XDG_CACHE_HOME/loracle or ~/.cache/loracle");
+          "Where the built-in model is generated; empty = $XDG_CACHE_HOME/loracle or "
+          "~/.cache/loracle");
 ABSL_FLAG(std::string, base_head_adapter, "base",
           "when --model_dir is a *ForSequenceClassification checkpoint, serve its own head as "
           "this adapter (empty: do not)");
@@ -121,13 +134,41 @@ ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish on S
 namespace {
 
 std::string DefaultCacheDir() {
-  if (const char* d = std::getenv("LORACLE_CACHE_DIR"); d != nullptr && *d) return d;
   if (const char* d = std::getenv("XDG_CACHE_HOME"); d != nullptr && *d) {
     return absl::StrCat(d, "/loracle");
   }
   if (const char* h = std::getenv("HOME"); h != nullptr && *h)
     return absl::StrCat(h, "/.cache/loracle");
   return "/var/cache/loracle";
+}
+
+// Every flag of this file may also come from the environment as LORACLE_<FLAG> (upper case:
+// LORACLE_THREADS=4), for container platforms; the command line wins. A value that does not parse
+// exits 2 naming the variable.
+// A LORACLE_* variable that names no flag is reported (a typo would otherwise go unnoticed).
+void FlagsFromEnvironment() {
+  absl::flat_hash_set<std::string> known = {"LORACLE_TOKEN"};  // the CLI's
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::EndsWith(flag->Filename(), "server/main.cc")) continue;  // not abseil's own
+    const std::string var = absl::StrCat("LORACLE_", absl::AsciiStrToUpper(name));
+    known.insert(var);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      std::fprintf(stderr, "loracle-server: %s=%s: %s\n", var.c_str(), value, error.c_str());
+      std::exit(2);
+    }
+  }
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const absl::string_view var = entry.substr(0, entry.find('='));
+    if (absl::StartsWith(var, "LORACLE_") && !known.contains(var)) {
+      std::fprintf(stderr,
+                   "loracle-server: WARNING: %.*s in the environment is not a flag; ignored\n",
+                   static_cast<int>(var.size()), var.data());
+    }
+  }
 }
 
 }  // namespace
@@ -137,7 +178,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "loracle-server: gRPC model server for LoRA adapters with ensemble uncertainty.\n"
       "  loracle-server                      # built-in model, gRPC :50051, metrics :9464\n"
-      "  loracle-server --model_dir=/models/bert-base-uncased --adapters_dir=/adapters");
+      "  loracle-server --model_dir=/models/bert-base-uncased --adapters_dir=/adapters\n"
+      "Every flag may also be set as LORACLE_<FLAG> in the environment (LORACLE_THREADS=4);\n"
+      "the command line wins.");
+  FlagsFromEnvironment();
   absl::ParseCommandLine(argc, argv);
 
   // Past a file-size limit (RLIMIT_FSIZE), a write then fails with EFBIG, which the store reports
@@ -160,6 +204,14 @@ int main(int argc, char** argv) {
   options.metrics_address = metrics_port < 0       ? ""
                             : metrics_host.empty() ? absl::StrCat(metrics_port)
                                                    : absl::StrCat(metrics_host, ":", metrics_port);
+  if (const int http_port = absl::GetFlag(FLAGS_http_port); http_port >= 0) {
+    const std::string host = absl::GetFlag(FLAGS_http_host).empty()
+                                 ? absl::GetFlag(FLAGS_grpc_host)
+                                 : absl::GetFlag(FLAGS_http_host);
+    options.http_address = absl::StrCat(host, ":", http_port);
+  }
+  options.http_threads = absl::GetFlag(FLAGS_http_threads);
+  options.http_timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_s));
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
@@ -223,9 +275,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr,
-               "loracle-server: gRPC on port %d, metrics on port %d; loading model %s on %s "
-               "(%s)\n",
-               (*server)->grpc_port(), (*server)->metrics_port(),
+               "loracle-server: gRPC on port %d, metrics on port %d, REST on port %d; loading "
+               "model %s on %s (%s)\n",
+               (*server)->grpc_port(), (*server)->metrics_port(), (*server)->http_port(),
                options.model_dir.empty() ? "(built-in)" : options.model_dir.c_str(),
                options.device.c_str(), options.dtype.c_str());
   const absl::Time start = absl::Now();

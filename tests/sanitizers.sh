@@ -25,7 +25,7 @@ case "$mode" in
       exit 1
     fi
     echo "tsan: built in $(( $(date +%s) - start )) s"
-    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 history_size=4"
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 history_size=4 suppressions=$PWD/tests/tsan.supp"
     if ! "$dir/tests/unit_tests" --gtest_brief=1 >"$dir/tsan.log" 2>&1; then
       grep -E "WARNING: ThreadSanitizer|SUMMARY|FAILED" -A12 "$dir/tsan.log" | head -80
       echo "tsan: FAILED (log: $dir/tsan.log)"
@@ -40,9 +40,10 @@ case "$mode" in
     cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CXX_FLAGS="$flags -O1 -g0" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
       -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
-    # What ctest runs (the test binaries, the server and the CLI they spawn), not the bench tools.
+    # What ctest runs (the test binaries, the server, the CLI and the fixture maker the scripted
+    # tests spawn), not the bench tools.
     if ! cmake --build "$dir" -j"$(nproc)" --target unit_tests model_tests integration_tests \
-        loracle-server loracle >"$dir/build.log" 2>&1; then
+        loracle-server loracle loracle-bench-fixture >"$dir/build.log" 2>&1; then
       grep -E "error|FAILED" -A5 "$dir/build.log" | head -40
       echo "asan: the build failed (log: $dir/build.log)"
       exit 1
@@ -51,6 +52,9 @@ case "$mode" in
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_odr_violation=0:strict_string_checks=1"
     export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    # Each SIGKILL round of BinaryTest.SigkillDuringPublish... is a server start and a fine-tune:
+    # 4 here (the plain build runs 20), to keep CI within its time.
+    export LORACLE_SIGKILL_ROUNDS=4
     if ! ctest --test-dir "$dir" -j"$(nproc)" --output-on-failure >"$dir/ctest.log" 2>&1; then
       grep -E "tests passed|Failed|\*\*\*|ERROR: AddressSanitizer|runtime error|SUMMARY" \
         "$dir/ctest.log" | head -60

@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/adapters/adapter_config.h"
 #include "server/util/file_util.h"
 
@@ -125,6 +126,22 @@ absl::StatusOr<int64_t> Store::Publish(
   }
   util::FsyncDir(options_.root + "/" + name).IgnoreError();
   return published;
+}
+
+absl::StatusOr<std::vector<std::string>> Store::RemoveStaleStaging(absl::Duration age) const {
+  absl::StatusOr<std::vector<std::string>> entries = util::ListDir(options_.root);
+  if (!entries.ok()) return entries.status();
+  const int64_t cutoff = absl::ToUnixNanos(absl::Now() - age);
+  std::vector<std::string> removed;
+  for (const std::string& e : *entries) {
+    const std::string path = absl::StrCat(options_.root, "/", e);
+    if (e.rfind(".tmp-", 0) != 0 || !util::IsDirectory(path)) continue;
+    // mtime only: a live publisher's writes move it (ctime would also move on a backup's chmod).
+    if (util::NewestChangeNanos(path, /*ctime=*/false) >= cutoff) continue;
+    if (absl::Status s = util::RemoveTree(path); !s.ok()) return s;
+    removed.push_back(path);
+  }
+  return removed;
 }
 
 }  // namespace loracle::adapters

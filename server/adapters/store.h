@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace loracle::adapters {
 
@@ -41,6 +42,12 @@ class Store {
   absl::StatusOr<int64_t> Publish(const std::string& name,
                                   const std::function<absl::Status(const std::string& dir)>& write)
       ABSL_LOCKS_EXCLUDED(publish_mu_);
+
+  // Removes the staging directories (<root>/.tmp-*) in which nothing changed for `age`: left by
+  // publishers that died mid-publish (SIGKILL, a lost node). Younger ones may be a live
+  // publisher's in another process sharing the store, and stay. Never lists or touches versions.
+  // Returns the paths removed.
+  absl::StatusOr<std::vector<std::string>> RemoveStaleStaging(absl::Duration age) const;
 
  private:
   explicit Store(const Options& options) : options_(options) {}

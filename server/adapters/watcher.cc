@@ -3,14 +3,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/inotify.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -28,35 +26,15 @@ namespace {
 constexpr uint32_t kEvents =
     IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE_SELF | IN_ONLYDIR;
 
-// The latest change to anything in `dir` (its entries, recursively), in ns; 0 when unreadable.
-// A failed version is retried when this moves: a directory copied in by hand, seen half-written.
-int64_t NewestChange(const std::string& dir) {
-  std::error_code ec;
-  int64_t newest = 0;
-  auto note = [&newest](const std::string& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0) {
-      newest = std::max<int64_t>(
-          newest, static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
-      newest = std::max<int64_t>(
-          newest, static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec);
-    }
-  };
-  note(dir);
-  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end;
-       it.increment(ec)) {
-    note(it->path().string());
-  }
-  return newest;
-}
-
 }  // namespace
 
 struct Watcher::Shared {
   absl::Mutex mu;
   // Loads queued and not answered yet, by name: a scan does not queue a second.
   absl::flat_hash_set<std::string> pending ABSL_GUARDED_BY(mu);
-  // A name whose newest version failed to load: that version and its files' latest change.
+  // A name whose newest version failed to load: that version and its files' latest change
+  // (util::NewestChangeNanos). It is retried when that moves: a directory copied in by hand,
+  // seen half-written.
   absl::flat_hash_map<std::string, std::pair<int64_t, int64_t>> failed ABSL_GUARDED_BY(mu);
 };
 
@@ -192,7 +170,7 @@ void Watcher::ScanNow() {
       if (shared_->pending.contains(name)) continue;  // seen_ kept: the change is still to do
       if (auto f = shared_->failed.find(name); f != shared_->failed.end()) {
         if (f->second.first == newest &&
-            f->second.second == NewestChange(store.VersionDir(name, newest))) {
+            f->second.second == util::NewestChangeNanos(store.VersionDir(name, newest))) {
           seen_[name] = newest;
           continue;  // failed as it is now: not retried until it changes
         }
@@ -218,7 +196,7 @@ void Watcher::ScanNow() {
             {{name, newest, "", /*pin=*/true}, newest});  // a new version, or fixed files
       } else {  // failed before this watcher looked (the server's first LoadAll): as it is now
         absl::MutexLock lock(&shared_->mu);
-        shared_->failed[name] = {newest, NewestChange(store.VersionDir(name, newest))};
+        shared_->failed[name] = {newest, util::NewestChangeNanos(store.VersionDir(name, newest))};
       }
     } else if (!std::binary_search(versions->begin(), versions->end(), info->version) &&
                !util::IsDirectory(store.VersionDir(name, info->version))) {
@@ -257,7 +235,7 @@ void Watcher::ScanNow() {
     const std::string dir = store.VersionDir(request.name, newest);
     registry.LoadAsync(request, [shared = shared_, name = request.name, version = newest,
                                  dir](absl::StatusOr<AdapterInfo> result) {
-      const int64_t change = result.ok() ? 0 : NewestChange(dir);
+      const int64_t change = result.ok() ? 0 : util::NewestChangeNanos(dir);
       absl::MutexLock lock(&shared->mu);
       shared->pending.erase(name);
       if (result.ok()) {

@@ -113,6 +113,9 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
       return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", value));
     }
   }
+  if (options.http_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("http_timeout must be > 0");
+  }
   if (options.max_message_bytes < 1024 || options.max_message_bytes > INT32_MAX) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes must be in [1024, 2^31), got ", options.max_message_bytes));
@@ -234,6 +237,27 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
                            "certificate?)"));
   }
   s->server_->GetHealthCheckService()->SetServingStatus(false);
+  if (!options.http_address.empty()) {
+    rpc::RestService::Options rest;
+    rest.inference = options.inference;
+    rest.default_timeout = options.http_timeout;
+    s->rest_service_ = std::make_unique<rpc::RestService>(
+        rest, &s->inference_backend_, s->feedback_.get(), auth, m, [p = s.get()] {
+          absl::MutexLock lock(&p->mu_);
+          return p->load_done_ && p->load_status_.ok() && !p->shut_down_;
+        });
+    http::HttpServer::Options ho;
+    ho.bind_address = options.http_address;
+    ho.threads = options.http_threads;
+    ho.max_body_bytes = static_cast<size_t>(options.max_message_bytes);
+    absl::StatusOr<std::unique_ptr<http::HttpServer>> http =
+        http::HttpServer::Create(ho, s->rest_service_->Routes());
+    if (!http.ok()) {
+      return absl::Status(http.status().code(),
+                          absl::StrCat("REST (--http_port): ", http.status().message()));
+    }
+    s->http_ = *std::move(http);
+  }
   s->loader_ = std::thread([p = s.get()] {
     absl::Status status = p->LoadEngine();
     if (status.ok()) p->metrics_->SetModelReady(true);
@@ -271,6 +295,17 @@ absl::Status LoracleServer::LoadEngine() {
       adapters::Store::Create({options_.adapters_dir});
   if (!store.ok()) return store.status();
   store_ = *std::move(store);
+  // Staging directories untouched for an hour are from publishers that died mid-publish.
+  if (absl::StatusOr<std::vector<std::string>> stale = store_->RemoveStaleStaging(absl::Hours(1));
+      stale.ok()) {
+    for (const std::string& path : *stale) {
+      std::fprintf(stderr, "loracle: removed %s, left by a publish that did not finish\n",
+                   path.c_str());
+    }
+  } else {
+    std::fprintf(stderr, "loracle: cleaning the adapter store's staging: %s\n",
+                 stale.status().ToString().c_str());
+  }
 
   adapters::Registry::Options registry_options;
   registry_options.store = store_.get();
@@ -387,6 +422,7 @@ void LoracleServer::Shutdown(absl::Duration grace) {
   training_service_->StopWatches();  // streams that would last as long as their job
   // In-flight calls finish on the batch threads, which keep running until the server is down.
   server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  http_.reset();  // closes the port, then waits for in-flight REST calls (the batcher answers)
   if (loader_.joinable()) loader_.join();
   watcher_.reset();                         // no loads or unloads while draining
   if (jobs_ != nullptr) jobs_->Shutdown();  // a running job is put back in the queue

@@ -26,8 +26,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/calibration/feedback_store.h"
+#include "server/http/http_server.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
+#include "server/rpc/rest_service.h"
 #include "server/rpc/training_service.h"
 #include "server/serving/batcher.h"
 
@@ -60,6 +62,10 @@ class LoracleServer {
   struct Options {
     std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
     std::string metrics_address = "9464";  // "PORT" or "HOST:PORT" (port 0 = any); empty = none
+    // REST inference (rpc/rest_service.h): "PORT" or "HOST:PORT" (port 0 = any); empty = none.
+    std::string http_address;
+    int http_threads = 64;  // REST requests served at once (each waits for its batch)
+    absl::Duration http_timeout = absl::Seconds(30);  // an infer request's default deadline
     std::string model_dir;     // empty = the built-in default model, generated in cache_dir
     std::string cache_dir;     // required when model_dir is empty
     std::string adapters_dir;  // the adapter store; required
@@ -122,6 +128,7 @@ class LoracleServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const;
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   // Reads auth_tokens_file again (on SIGHUP); on error keeps the tokens it had and returns the
   // error. FAILED_PRECONDITION when the server runs without tokens.
   absl::Status ReloadAuthTokens();
@@ -147,7 +154,9 @@ class LoracleServer {
   std::unique_ptr<rpc::InferenceService> inference_service_;
   std::unique_ptr<rpc::AdaptersService> adapters_service_;
   std::unique_ptr<rpc::TrainingService> training_service_;
+  std::unique_ptr<rpc::RestService> rest_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<http::HttpServer> http_;  // stopped by Shutdown, before the batcher
   int grpc_port_ = 0;
 
   // Built by the loader thread in data-flow order; read-only once load_done_.

@@ -290,8 +290,22 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const Options& options)
   std::unique_ptr<Metrics> m(new Metrics(options));
   if (!options.bind_address.empty()) {
     Metrics* raw = m.get();
-    absl::StatusOr<std::unique_ptr<HttpExposer>> exposer =
-        HttpExposer::Create(options.bind_address, [raw] { return raw->Scrape(); });
+    // Scrapes are small and rare: two workers, so one stalled client never delays another
+    // scrape by more than its read timeout; request bodies are not expected at all.
+    http::HttpServer::Options o;
+    o.bind_address = options.bind_address;
+    o.threads = 2;
+    o.read_timeout = absl::Seconds(2);
+    o.write_timeout = absl::Seconds(5);
+    o.max_requests_per_connection = 1;  // a scrape every few seconds gains nothing from it
+    o.max_body_bytes = 16 * 1024;
+    absl::StatusOr<std::unique_ptr<http::HttpServer>> exposer =
+        http::HttpServer::Create(o, {{"GET", "/metrics", [raw](const http::Request&) {
+                                        http::Response r;
+                                        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                                        r.body = raw->Scrape();
+                                        return r;
+                                      }}});
     if (!exposer.ok()) return exposer.status();
     m->exposer_ = *std::move(exposer);
   }

@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/metrics/http_exposer.h"
+#include "server/http/http_server.h"
 
 namespace loracle::metrics {
 
@@ -155,7 +155,12 @@ class Metrics {
   explicit Metrics(const Options& options);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<HttpExposer> exposer_;
+  // /metrics over cpp-httplib. Not prometheus::Exposer: the civetweb 1.15 it wraps starts its
+  // worker threads with a fixed 102,400-byte stack (USE_STACK_SIZE), and glibc places a
+  // thread's static TLS inside its stack; the libraries a loracle-server loads need 108,498 bytes
+  // of static TLS (OpenBLAS 61,440, glog 30,457, libtorch_cpu 9,777, ...), so pthread_create
+  // fails with EINVAL: "Cannot create first worker thread" (README, Metrics).
+  std::unique_ptr<http::HttpServer> exposer_;
   std::shared_ptr<AdapterSeries::Families> adapter_families_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;

@@ -144,103 +144,108 @@ absl::Status ValidatePredict(const PredictRequest& request,
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
-                                                    const PredictRequest* request,
-                                                    PredictResponse* response) {
-  const UnaryCall call(ctx, predict_);
-  if (!call.Allow(auth_, kPredictRole)) return call.reactor();
-  auto fail = [&call](const absl::Status& s) { return call.Finish(s); };
-  const InferenceBackend* backend = call.Require(*backend_);
-  if (backend == nullptr) return call.reactor();
-
-  if (absl::Status s = ValidatePredict(*request, options_); !s.ok()) return fail(s);
+void StartPredict(const InferenceService::Options& options, const InferenceBackend& backend,
+                  calibration::FeedbackStore* feedback, const PredictRequest& request,
+                  PredictResponse* response, absl::Time deadline, std::function<bool()> cancelled,
+                  std::function<void(absl::Status)> finish) {
+  if (absl::Status s = ValidatePredict(request, options); !s.ok()) return finish(s);
 
   // Tokenized before the adapter is acquired: an evicted adapter's reload (below) then finishes
   // the call on a load thread with little left to do.
-  const model::Tokenizer& tokenizer = *backend->tokenizer;
+  const model::Tokenizer& tokenizer = *backend.tokenizer;
   std::vector<bool> truncated;
   std::vector<model::Encoding> inputs;
-  for (int i = 0; i < request->inputs_size(); ++i) {
-    const std::string& text = request->inputs(i);
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const std::string& text = request.inputs(i);
     std::optional<absl::string_view> pair;
-    if (request->text_pairs_size() > 0) pair = request->text_pairs(i);
-    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, backend->max_length);
+    if (request.text_pairs_size() > 0) pair = request.text_pairs(i);
+    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, backend.max_length);
     if (!e.ok()) {
-      return fail(
+      return finish(
           absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
     }
     truncated.push_back(e->truncated);
     inputs.push_back(*std::move(e));
   }
-  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
-                                  ? absl::InfiniteFuture()
-                                  : absl::FromChrono(ctx->deadline());
-  // Runs here, or on a registry load thread after an evicted adapter was reloaded; ctx, request
-  // and response stay valid until call.Finish.
-  auto submit = [this, call, ctx, request, response, backend, deadline,
-                 truncated = std::move(truncated), inputs = std::move(inputs)](
+  // Runs here, or on a registry load thread after an evicted adapter was reloaded; request and
+  // response stay valid until finish.
+  auto submit = [options, feedback, &request, response, &backend, deadline,
+                 cancelled = std::move(cancelled), finish, truncated = std::move(truncated),
+                 inputs = std::move(inputs)](
                     absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter) mutable {
-    if (!adapter.ok()) return call.Finish(adapter.status());
+    if (!adapter.ok()) return finish(adapter.status());
     auto req = std::make_unique<serving::InferenceRequest>();
     req->adapter = *adapter;
     req->members = (*adapter)->members;
-    req->mc_samples = request->has_mc_samples() ? static_cast<int>(request->mc_samples())
-                                                : (*adapter)->serving.mc_samples;
-    req->seed = request->seed();
+    req->mc_samples = request.has_mc_samples() ? static_cast<int>(request.mc_samples())
+                                               : (*adapter)->serving.mc_samples;
+    req->seed = request.seed();
     if (const int passes = req->members * req->mc_samples;
-        passes > options_.max_passes_per_request) {
-      return call.Finish(absl::InvalidArgumentError(
-          absl::StrCat("adapter ", request->adapter(), " has ", req->members, " members x ",
+        passes > options.max_passes_per_request) {
+      return finish(absl::InvalidArgumentError(
+          absl::StrCat("adapter ", request.adapter(), " has ", req->members, " members x ",
                        req->mc_samples, " samples = ", passes,
-                       " forward passes per input; the limit is ", options_.max_passes_per_request,
+                       " forward passes per input; the limit is ", options.max_passes_per_request,
                        " (--max_passes_per_request): ask for fewer mc_samples")));
     }
-    req->abstain_threshold = request->has_abstain_threshold()
-                                 ? request->abstain_threshold()
+    req->abstain_threshold = request.has_abstain_threshold()
+                                 ? request.abstain_threshold()
                                  : (*adapter)->serving.abstain_threshold;
     req->inputs = std::move(inputs);
     if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
-    req->cancelled = [ctx] { return ctx->IsCancelled(); };  // valid until Finish
-    const bool return_members = request->return_members();
+    req->cancelled = std::move(cancelled);
+    const bool return_members = request.return_members();
     serving::InferenceRequest* raw = req.get();
-    req->done = [call, feedback = feedback_, response, raw, truncated = std::move(truncated),
+    req->done = [finish, feedback, response, raw, truncated = std::move(truncated),
                  return_members](absl::StatusOr<serving::InferenceResult> result) {
       if (result.ok()) {
         FillResponse(*raw, *result, truncated, return_members, feedback, response);
       }
-      call.Finish(result.status());
+      finish(result.status());
     };
-    if (absl::Status s = backend->batcher->Submit(std::move(req)); !s.ok()) call.Finish(s);
-    return call.reactor();
+    if (absl::Status s = backend.batcher->Submit(std::move(req)); !s.ok()) finish(s);
   };
-  backend->registry->AcquireAsync(request->adapter(), deadline, std::move(submit));
+  backend.registry->AcquireAsync(request.adapter(), deadline, std::move(submit));
+}
+
+grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
+                                                    const PredictRequest* request,
+                                                    PredictResponse* response) {
+  const UnaryCall call(ctx, predict_);
+  if (!call.Allow(auth_, kPredictRole)) return call.reactor();
+  const InferenceBackend* backend = call.Require(*backend_);
+  if (backend == nullptr) return call.reactor();
+  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(ctx->deadline());
+  StartPredict(
+      options_, *backend, feedback_, *request, response, deadline,
+      [ctx] { return ctx->IsCancelled(); },  // valid until Finish
+      [call](const absl::Status& s) { call.Finish(s); });
   return call.reactor();
 }
 
-grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
-                                                     const loracle::v1::FeedbackRequest* request,
-                                                     loracle::v1::FeedbackResponse* response) {
-  const UnaryCall call(ctx, feedback_calls_);
-  if (!call.Allow(auth_, kFeedbackRole)) return call.reactor();
-  if (feedback_ == nullptr) {
-    return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
+absl::Status RecordFeedback(const InferenceService::Options& options,
+                            calibration::FeedbackStore* feedback,
+                            const loracle::v1::FeedbackRequest& request,
+                            loracle::v1::FeedbackResponse* response) {
+  if (feedback == nullptr) return absl::UnimplementedError("this server keeps no feedback");
+  const bool single = request.items_size() == 0;
+  if (single == request.prediction_id().empty()) {
+    return absl::InvalidArgumentError(
+        "send prediction_id and true_label, or items (a batch), not both and not neither");
   }
-  const bool single = request->items_size() == 0;
-  if (single == request->prediction_id().empty()) {
-    return call.Finish(absl::InvalidArgumentError(
-        "send prediction_id and true_label, or items (a batch), not both and not neither"));
-  }
-  if (request->items_size() > options_.max_feedback_items) {
-    return call.Finish(absl::InvalidArgumentError(absl::StrCat("items has ", request->items_size(),
-                                                               " entries; the limit per call is ",
-                                                               options_.max_feedback_items)));
+  if (request.items_size() > options.max_feedback_items) {
+    return absl::InvalidArgumentError(absl::StrCat("items has ", request.items_size(),
+                                                   " entries; the limit per call is ",
+                                                   options.max_feedback_items));
   }
   const absl::Time now = absl::Now();
   absl::Status first;
   auto record = [&](const std::string& id, const std::string& label) {
     loracle::v1::FeedbackResult* r = response->add_results();
     r->set_prediction_id(id);
-    absl::StatusOr<calibration::FeedbackStore::Result> result = feedback_->Record(id, label, now);
+    absl::StatusOr<calibration::FeedbackStore::Result> result = feedback->Record(id, label, now);
     if (!result.ok()) {
       r->set_code(static_cast<int32_t>(result.status().code()));
       r->set_message(std::string(result.status().message()));
@@ -256,13 +261,21 @@ grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext
     }
   };
   if (single) {
-    record(request->prediction_id(), request->true_label());
-    return call.Finish(first);
+    record(request.prediction_id(), request.true_label());
+    return first;
   }
-  for (const loracle::v1::FeedbackItem& item : request->items()) {
+  for (const loracle::v1::FeedbackItem& item : request.items()) {
     record(item.prediction_id(), item.true_label());
   }
-  return call.Finish(absl::OkStatus());
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
+                                                     const loracle::v1::FeedbackRequest* request,
+                                                     loracle::v1::FeedbackResponse* response) {
+  const UnaryCall call(ctx, feedback_calls_);
+  if (!call.Allow(auth_, kFeedbackRole)) return call.reactor();
+  return call.Finish(RecordFeedback(options_, feedback_, *request, response));
 }
 
 grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(

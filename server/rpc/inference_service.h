@@ -2,8 +2,10 @@
 #define LORACLE_SERVER_RPC_INFERENCE_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/unary_call.h"
@@ -68,6 +70,24 @@ class InferenceService final : public loracle::v1::Inference::CallbackService {
 // mc_samples in range, abstain_threshold >= 0, every text within max_input_bytes.
 absl::Status ValidatePredict(const loracle::v1::PredictRequest& request,
                              const InferenceService::Options& options);
+
+// One Predict, whatever the transport (gRPC here, REST in rest_service.cc): validates, tokenises,
+// acquires the adapter (reloading an evicted one), enqueues on the batcher; `finish` is called
+// exactly once, with `response` filled when OK, on this thread (an early error) or on a batch or
+// registry load thread. `request`, `response` and `backend` must stay valid until then;
+// `cancelled` is polled by the batcher (may be empty); `deadline` InfiniteFuture() = none.
+void StartPredict(const InferenceService::Options& options, const InferenceBackend& backend,
+                  calibration::FeedbackStore* feedback, const loracle::v1::PredictRequest& request,
+                  loracle::v1::PredictResponse* response, absl::Time deadline,
+                  std::function<bool()> cancelled, std::function<void(absl::Status)> finish);
+
+// One Feedback call, whatever the transport: records each item in `feedback` (null:
+// UNIMPLEMENTED) and fills `response`. A single item's failure is the call's status; a batch's
+// failures are per item (FeedbackResult.code) and the call is OK.
+absl::Status RecordFeedback(const InferenceService::Options& options,
+                            calibration::FeedbackStore* feedback,
+                            const loracle::v1::FeedbackRequest& request,
+                            loracle::v1::FeedbackResponse* response);
 
 }  // namespace loracle::rpc
 

@@ -117,6 +117,25 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
   return names;
 }
 
+int64_t NewestChangeNanos(const std::string& path, bool ctime) {
+  int64_t newest = 0;
+  auto note = [&newest, ctime](const std::string& p) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0) {
+      for (const timespec& t : {st.st_mtim, ctime ? st.st_ctim : st.st_mtim}) {
+        newest = std::max<int64_t>(newest, static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec);
+      }
+    }
+  };
+  note(path);
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(path, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    note(it->path().string());
+  }
+  return newest;
+}
+
 bool IsDirectory(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);

@@ -35,6 +35,9 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir);
 
 bool IsDirectory(const std::string& path);
 bool FileExists(const std::string& path);
+// The latest mtime (and ctime, with `ctime`) of `path` and everything under it, in nanoseconds
+// since the epoch (symlinks not followed); 0 when nothing can be read.
+int64_t NewestChangeNanos(const std::string& path, bool ctime = true);
 
 // A fresh, empty directory under $TMPDIR (or /tmp) whose name starts with `prefix`.
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);

@@ -19,7 +19,7 @@ cleanup() { [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null; rm -rf "$w
 trap cleanup EXIT
 
 "$build/loracle-bench-fixture" "$work/fixture" 4 512 1 >/dev/null
-"$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" \
+"$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --http_port=-1 \
   --metrics_port="$metrics_port" --model_dir="$work/fixture/model" \
   --adapters_dir="$work/fixture/adapters" --threads=2 --training_workers=0 \
   --feedback_capacity="$capacity" >"$work/server.log" 2>&1 &

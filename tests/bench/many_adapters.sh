@@ -30,7 +30,7 @@ start_server() {  # NAME extra-flags...
   [[ -n "$server_pid" ]] && { kill -TERM "$server_pid"; wait "$server_pid" || true; }
   port=$((port + 1)) metrics=$((metrics + 1))
   local t0; t0=$(date +%s.%N)
-  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --metrics_host=127.0.0.1 \
+  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --http_port=-1 --metrics_host=127.0.0.1 \
     --metrics_port="$metrics" --model_dir="$work/fixture/model" \
     --adapters_dir="$work/fixture/adapters" --threads=2 --training_workers=0 --store_poll_s=0 \
     "$@" >"$work/$name.log" 2>&1 &

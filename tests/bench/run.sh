@@ -24,7 +24,7 @@ trap cleanup EXIT
 start_server() {  # extra server flags...
   [[ -n "$server_pid" ]] && { kill -TERM "$server_pid"; wait "$server_pid" || true; }
   port=$((port + 1))
-  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --metrics_port=-1 \
+  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --http_port=-1 --metrics_port=-1 \
     --model_dir="$work/fixture/model" --adapters_dir="$work/fixture/adapters" --threads=2 "$@" \
     >"$work/server.log" 2>&1 &
   server_pid=$!

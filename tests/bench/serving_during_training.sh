@@ -28,7 +28,7 @@ start_server() {  # extra server flags...
   if [[ -n "$server_pid" ]]; then kill -TERM "$server_pid"; wait "$server_pid" || true; fi
   port=$((port + 1))
   rm -rf "$work/jobs"
-  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --metrics_port=-1 \
+  "$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --http_port=-1 --metrics_port=-1 \
     --model_dir="$work/fixture/model" --adapters_dir="$work/fixture/adapters" --threads=2 \
     --jobs_dir="$work/jobs" --data_dir="$root/tests/data/spam-assassin" "$@" \
     >"$work/server.log" 2>&1 &

@@ -35,7 +35,7 @@ cli() { "$build/loracle" --server="127.0.0.1:$port" "$@"; }
 mkdir -p "$work/data"
 head -n 200 "$root/tests/data/spam-assassin/train.jsonl" >"$work/data/train.jsonl"
 store="$work/fixture/adapters"
-"$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" \
+"$build/loracle-server" --grpc_host=127.0.0.1 --grpc_port="$port" --http_port=-1 \
   --metrics_port="$metrics_port" --metrics_host=127.0.0.1 --model_dir="$work/fixture/model" \
   --adapters_dir="$store" --jobs_dir="$work/jobs" --data_dir="$work/data" --threads=2 \
   --max_queued_rows=256 --feedback_capacity=1000 --spam_demo=false >"$work/server.log" 2>&1 &

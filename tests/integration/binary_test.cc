@@ -3,22 +3,29 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <regex>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/adapters/adapter_files.h"
+#include "server/adapters/adapter_weights.h"
 #include "server/adapters/store.h"
+#include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
+#include "server/util/file_util.h"
 #include "tests/support/test_util.h"
 
 namespace loracle {
@@ -29,14 +36,19 @@ std::string BinDir() {
   return d != nullptr ? d : ".";
 }
 
-// Starts loracle-server with `args`, stderr to `log`. Returns the pid.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+// Starts loracle-server with `args` and `env` (NAME=VALUE) added to the environment, stderr to
+// `log`. Returns the pid.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log,
+            const std::vector<std::string>& env = {}) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     std::freopen(log.c_str(), "w", stderr);
+    for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
     std::vector<char*> argv;
     std::string bin = BinDir() + "/loracle-server";
     argv.push_back(bin.data());
+    std::string http = "--http_port=0";  // tests run side by side: not the default 8000
+    argv.push_back(http.data());
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     ::execv(bin.c_str(), argv.data());
@@ -148,6 +160,39 @@ TEST(BinaryTest, BadModelDirectoryExitsWithTheReason) {
   const std::string text = testing::ReadFile(log);
   EXPECT_NE(text.find("hidden_size"), std::string::npos) << text;
   EXPECT_NE(text.find(dir.path() + "/config.json"), std::string::npos) << text;
+}
+
+// Every flag is also LORACLE_<FLAG> in the environment (container platforms); the command line
+// wins; a bad value exits 2 naming the variable; a LORACLE_* that is no flag is warned about.
+TEST(BinaryTest, FlagsComeFromTheEnvironmentAndTheCommandLineWins) {
+  testing::TempDir dir;
+  const std::vector<std::string> args = {"--grpc_port=0", "--metrics_port=-1",
+                                         "--grpc_host=127.0.0.1", "--spam_demo=false"};
+  const std::string log = dir / "server.log";
+  // The environment's --device reaches the server: it refuses it at start, before loading.
+  pid_t pid = Spawn(args, log, {"LORACLE_DEVICE=tpu", "LORACLE_CACHE_DIR=" + (dir / "cache")});
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 1);
+  EXPECT_NE(testing::ReadFile(log).find("expected cpu, cuda or cuda:N"), std::string::npos)
+      << testing::ReadFile(log);
+
+  pid = Spawn(args, log, {"LORACLE_THREADS=many"});
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 2);
+  EXPECT_NE(testing::ReadFile(log).find("LORACLE_THREADS=many"), std::string::npos)
+      << testing::ReadFile(log);
+
+  // --device on the command line beats LORACLE_DEVICE; LORACLE_CACHE_DIR places the model.
+  std::vector<std::string> cpu = args;
+  cpu.push_back("--device=cpu");
+  pid = Spawn(cpu, log,
+              {"LORACLE_DEVICE=tpu", "LORACLE_CACHE_DIR=" + (dir / "cache"), "LORACLE_THREDS=2"});
+  EXPECT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
+  EXPECT_TRUE(
+      util::FileExists(absl::StrCat(dir / "cache", "/", model::kDefaultModelName, "/config.json")))
+      << "the built-in model goes to LORACLE_CACHE_DIR";
+  EXPECT_NE(testing::ReadFile(log).find("LORACLE_THREDS in the environment is not a flag"),
+            std::string::npos);
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0);
 }
 
 TEST(BinaryTest, ADeviceOrTypeThisBuildCannotUseExitsAtStartWithTheReason) {
@@ -318,6 +363,159 @@ TEST(BinaryTest, ReplicasSharingAStoreServeWhatEitherPublishes) {
     EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0);
   }
   guard.pids.clear();
+}
+
+// Store-root events for the publish test: the staging directory's creation and its rename into
+// place. Returns the first event in `mask` on a `.tmp-` name within `timeout` (0 when none).
+uint32_t NextStagingEvent(int fd, uint32_t mask, absl::Duration timeout, std::string* name) {
+  const absl::Time end = absl::Now() + timeout;
+  alignas(inotify_event) char buf[16384];
+  while (absl::Now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now())) + 1) <= 0) {
+      continue;
+    }
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    for (ssize_t at = 0; n > 0 && at < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+      at += sizeof(inotify_event) + e->len;
+      const std::string entry = e->len > 0 ? e->name : "";
+      if ((e->mask & mask) != 0 && entry.rfind(".tmp-", 0) == 0) {
+        *name = entry;
+        return e->mask & mask;
+      }
+    }
+  }
+  return 0;
+}
+
+// SIGKILL at random points of a publish (a fine-tune job writing its version), 20 times, on the
+// real binary; each restart must list and serve only complete versions, the newest of them.
+// LORACLE_SIGKILL_ROUNDS overrides the 20 (the ASan build runs fewer: a round is a server start).
+TEST(BinaryTest, SigkillDuringPublishLeavesOnlyCompleteVersionsAndServesTheLast) {
+  const char* env_rounds = std::getenv("LORACLE_SIGKILL_ROUNDS");
+  const int rounds = env_rounds != nullptr ? std::atoi(env_rounds) : 20;
+  testing::TempDir dir;
+  const std::string store = dir / "adapters";
+  const std::string cache = dir / "cache";
+  ASSERT_TRUE(adapters::Store::Create({store}).ok());
+  std::string data;
+  {
+    const std::string all = testing::ReadFile(std::string(LORACLE_SOURCE_DIR) +
+                                              "/tests/data/spam-assassin/train.jsonl");
+    size_t at = 0;
+    for (int i = 0; i < 24 && at != std::string::npos; ++i) at = all.find('\n', at + 1);
+    data = all.substr(0, at + 1);
+  }
+  testing::WriteFile(dir / "train.jsonl", data);
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(::inotify_add_watch(fd, store.c_str(), IN_CREATE | IN_MOVED_FROM | IN_ONLYDIR), 0);
+
+  pid_t pid = -1;
+  struct KillOnFailure {
+    pid_t* pid;
+    int fd;
+    ~KillOnFailure() {
+      if (*pid > 0 && ::kill(*pid, SIGKILL) == 0) ::waitpid(*pid, nullptr, 0);
+      ::close(fd);
+    }
+  } guard{&pid, fd};
+  std::string port;
+  auto start = [&](int round) {
+    const std::string log = dir / absl::StrCat("server-", round, ".log");
+    pid = Spawn(
+        {"--grpc_port=0", "--metrics_port=-1", "--grpc_host=127.0.0.1", "--cache_dir=" + cache,
+         "--adapters_dir=" + store, "--spam_demo=false", "--threads=1", "--training_workers=1"},
+        log);
+    port = WaitForLog(log, "gRPC on port ([0-9]+)", absl::Seconds(60));
+    return !port.empty() && !WaitForLog(log, "SERVING", absl::Seconds(60)).empty();
+  };
+  auto cli = [&](const std::string& args) {
+    return RunCommand(absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port, " ", args));
+  };
+  auto submit = [&] {
+    return cli(absl::StrCat("finetune --name=crash --data=", dir / "train.jsonl",
+                            " --epochs=1 --max_steps=2 --members=4 --rank=16 --detach 2>&1"));
+  };
+  // What a restarted server must show: every version directory loads, none is half-written, and
+  // the one served is the newest.
+  std::unique_ptr<model::BaseModel> base;
+  auto check_restart = [&](int round) {
+    SCOPED_TRACE(absl::StrCat("restart after round ", round));
+    absl::StatusOr<std::vector<std::string>> entries = util::ListDir(store + "/crash");
+    int64_t newest = 0;
+    for (const std::string& e : entries.ok() ? *entries : std::vector<std::string>{}) {
+      int64_t v = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(e, &v)) << "only versions under the name: " << e;
+      auto loaded = adapters::LoadAdapter(store + "/crash/" + e, "crash", v, *base);
+      EXPECT_TRUE(loaded.ok()) << "version " << v << ": " << loaded.status();
+      newest = std::max(newest, v);
+    }
+    auto list = nlohmann::json::parse(cli("adapters list --json"), nullptr, false);
+    ASSERT_TRUE(list.is_array()) << list;
+    if (newest == 0) {
+      EXPECT_TRUE(list.empty()) << list.dump();
+      return;
+    }
+    ASSERT_EQ(list.size(), 1u) << "nothing staged is listed: " << list.dump();
+    EXPECT_EQ(list[0]["name"], "crash");
+    EXPECT_EQ(list[0]["state"], "READY") << list.dump();
+    EXPECT_EQ(list[0]["version"].get<int64_t>(), newest) << list.dump();
+    auto p = nlohmann::json::parse(cli("predict --adapter=crash --json 'Free money!!!'"), nullptr,
+                                   false);
+    ASSERT_FALSE(p.is_discarded());
+    EXPECT_EQ(p["version"].get<int64_t>(), newest);
+  };
+
+  // Round 0 publishes without a kill, to time a publish (staging created -> renamed into place).
+  ASSERT_TRUE(start(0));
+  {
+    auto model_dir = model::EnsureDefaultModel(cache);
+    ASSERT_TRUE(model_dir.ok());
+    auto loaded = model::LoadBaseModel(*model_dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    base = *std::move(loaded);
+  }
+  ASSERT_NE(submit().find("submitted"), std::string::npos);
+  std::string staged, renamed;
+  ASSERT_EQ(NextStagingEvent(fd, IN_CREATE, absl::Seconds(120), &staged), IN_CREATE);
+  const absl::Time created = absl::Now();
+  ASSERT_EQ(NextStagingEvent(fd, IN_MOVED_FROM, absl::Seconds(30), &renamed), IN_MOVED_FROM);
+  const absl::Duration publish = absl::Now() - created;
+  EXPECT_EQ(renamed, staged);
+
+  std::mt19937_64 rng(absl::ToUnixNanos(absl::Now()));
+  int in_staging = 0;
+  for (int round = 1; round <= rounds; ++round) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+    ASSERT_TRUE(start(round)) << testing::ReadFile(dir / absl::StrCat("server-", round, ".log"));
+    check_restart(round - 1);
+    if (::testing::Test::HasFatalFailure()) return;
+    ASSERT_NE(submit().find("submitted"), std::string::npos);
+    ASSERT_EQ(NextStagingEvent(fd, IN_CREATE, absl::Seconds(120), &staged), IN_CREATE);
+    // Anywhere from the staging directory's creation to past the rename (publishes vary).
+    const absl::Duration delay = publish * 1.5 * std::uniform_real_distribution<double>(0, 1)(rng);
+    absl::SleepFor(delay);
+    ::kill(pid, SIGKILL);
+    const bool was_renamed =
+        NextStagingEvent(fd, IN_MOVED_FROM, absl::Milliseconds(200), &renamed) != 0;
+    if (!was_renamed) ++in_staging;
+    std::printf("round %d: killed %.2f ms after staging, %s\n", round,
+                absl::ToDoubleMilliseconds(delay), was_renamed ? "renamed" : "staged");
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  pid = -1;
+  ASSERT_TRUE(start(rounds + 1));
+  check_restart(rounds);
+  std::printf("%d SIGKILLs in a publish of %.1f ms: %d before the rename, %d after it\n", rounds,
+              absl::ToDoubleMilliseconds(publish), in_staging, rounds - in_staging);
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(WaitExit(pid, absl::Seconds(30)), 0);
+  pid = -1;
 }
 
 }  // namespace

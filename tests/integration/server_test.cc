@@ -11,6 +11,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -18,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/cli.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -25,10 +30,12 @@
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/adapters/adapter_config.h"
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/store.h"
 #include "server/app/loracle_server.h"
 #include "server/calibration/calibration.h"
+#include "server/util/file_util.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
 
@@ -580,6 +587,13 @@ TEST_F(ServerTest, AThousandLoadUnloadCyclesLeaveNoStaleSeries) {
   std::vector<std::string> baseline;
   size_t baseline_bytes = 0;
   constexpr int kCycles = 1000;
+  {  // Get answers OK in the wait below only when it sees UNLOADING: its series exists from now.
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest get;
+    get.set_name("sentiment");
+    loracle::v1::AdapterInfo info;
+    ASSERT_TRUE(adapters_stub->Get(&ctx, get, &info).ok());
+  }
   for (int cycle = 0; cycle < kCycles; ++cycle) {
     // A new version every cycle: the label values seen over the run are unbounded.
     ASSERT_TRUE((*store)
@@ -644,7 +658,13 @@ TEST_F(ServerTest, AThousandLoadUnloadCyclesLeaveNoStaleSeries) {
         baseline = series;
         baseline_bytes = scrape.size();
       } else {
-        EXPECT_EQ(series, baseline);
+        std::vector<std::string> added, removed;
+        std::set_difference(series.begin(), series.end(), baseline.begin(), baseline.end(),
+                            std::back_inserter(added));
+        std::set_difference(baseline.begin(), baseline.end(), series.begin(), series.end(),
+                            std::back_inserter(removed));
+        EXPECT_TRUE(added.empty() && removed.empty())
+            << "new: " << absl::StrJoin(added, " ") << "; gone: " << absl::StrJoin(removed, " ");
         // The same series; only values changed (counters and sums gain a few digits).
         EXPECT_LT(scrape.size(), baseline_bytes * 102 / 100)
             << scrape.size() << " vs " << baseline_bytes;
@@ -742,6 +762,153 @@ TEST(GracefulShutdownTest, InFlightCallsFinishBeforeTheServerStops) {
   late.set_adapter("spam");
   late.add_inputs("too late");
   EXPECT_FALSE(stub->Predict(&ctx, late, &resp).ok());
+}
+
+// Sets the first lora_A tensor's first value of the safetensors file `path` to NaN.
+void PoisonFirstLoraA(const std::string& path) {
+  std::string bytes = testing::ReadFile(path);
+  uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), sizeof(header));
+  auto j = nlohmann::json::parse(bytes.substr(8, header));
+  for (const auto& [key, value] : j.items()) {
+    if (key.find("lora_A") == std::string::npos) continue;
+    const float nan = std::nanf("");
+    std::memcpy(bytes.data() + 8 + header + value["data_offsets"][0].get<size_t>(), &nan,
+                sizeof(nan));
+    break;
+  }
+  testing::WriteFile(path, bytes);
+}
+
+// Adapters other processes put into a shared store, each broken in a way a user's files break:
+// the watching server lists every one FAILED with a reason that names the problem, never serves
+// it, and keeps serving the rest exactly as before. A directory copied in by hand is FAILED while
+// half-written and served once its files are complete.
+TEST(SharedStoreTest, BadAdaptersAreListedFailedWithTheReasonAndNeverServed) {
+  auto server = testing::TestServer::Start({{"good", testing::TinyAdapterSpec({"a", "b"}, 2, 5)}},
+                                           [](adapters::Store&, app::LoracleServer::Options& o) {
+                                             o.store_poll_interval = absl::Milliseconds(200);
+                                             o.store_inotify = true;
+                                           });
+  ASSERT_NE(server, nullptr);
+  auto channel = server->NewChannel();
+  auto inference = loracle::v1::Inference::NewStub(channel);
+  auto admin = loracle::v1::Adapters::NewStub(channel);
+  auto predict = [&](const std::string& adapter, PredictResponse* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    PredictRequest req;
+    req.set_adapter(adapter);
+    req.add_inputs("a shared store, written by many hands");
+    return inference->Predict(&ctx, req, resp);
+  };
+  PredictResponse before;
+  ASSERT_TRUE(predict("good", &before).ok());
+
+  // Another process's publisher (its own Store), as a trainer or an operator's copy would be.
+  auto other = adapters::Store::Create({server->store().root()});
+  ASSERT_TRUE(other.ok());
+  const adapters::RandomAdapterSpec spec = testing::TinyAdapterSpec({"a", "b"}, 1, 6);
+  const model::ModelConfig tiny = testing::TinyConfig();
+  auto publish = [&](const std::string& name, const model::ModelConfig& config,
+                     const std::function<void(const std::string&)>& damage) {
+    ASSERT_TRUE((*other)
+                    ->Publish(name,
+                              [&](const std::string& dir) {
+                                absl::Status s = adapters::WriteRandomAdapter(dir, config, spec);
+                                if (s.ok()) damage(dir);
+                                return s;
+                              })
+                    .ok())
+        << name;
+  };
+  auto edit_json = [](const std::string& path, const std::function<void(nlohmann::json&)>& f) {
+    auto j = nlohmann::json::parse(testing::ReadFile(path));
+    f(j);
+    testing::WriteFile(path, j.dump());
+  };
+  model::ModelConfig wider = tiny;
+  wider.hidden_size *= 2;
+  wider.intermediate_size *= 2;
+  model::ModelConfig deeper = tiny;
+  deeper.num_hidden_layers += 1;
+  const std::map<std::string, std::string> reasons = {
+      {"missing-weights", "adapter_model.safetensors"},
+      {"wider-base", "has shape"},
+      {"deeper-base", "matches no targeted linear layer"},
+      {"rank-zero", "\"r\""},
+      {"nan-weights", "NaN"},
+      {"more-labels", "3 labels"},
+  };
+  publish("missing-weights", tiny, [](const std::string& dir) {
+    std::remove((dir + "/adapter_model.safetensors").c_str());
+  });
+  publish("wider-base", wider, [](const std::string&) {});
+  publish("deeper-base", deeper, [](const std::string&) {});
+  publish("rank-zero", tiny, [&](const std::string& dir) {
+    edit_json(dir + "/adapter_config.json", [](nlohmann::json& j) { j["r"] = 0; });
+  });
+  publish("nan-weights", tiny,
+          [](const std::string& dir) { PoisonFirstLoraA(dir + "/adapter_model.safetensors"); });
+  publish("more-labels", tiny, [&](const std::string& dir) {
+    edit_json(dir + "/loracle.json", [](nlohmann::json& j) {
+      j["labels"] = nlohmann::json::array({"a", "b", "c"});
+    });
+  });
+  // Copied in by hand, not published: the version directory exists before its files do.
+  const std::string half = server->store().root() + "/half-written/1";
+  ASSERT_TRUE(util::MakeDirs(half).ok());
+  testing::WriteFile(half + "/loracle.json", adapters::ServingConfigToJson(spec.serving));
+
+  auto get = [&](const std::string& name, loracle::v1::AdapterInfo* info) {
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest req;
+    req.set_name(name);
+    return admin->Get(&ctx, req, info);
+  };
+  auto wait_for = [&](const std::string& name, loracle::v1::AdapterState state) {
+    loracle::v1::AdapterInfo info;
+    const absl::Time end = absl::Now() + absl::Seconds(15);
+    while (absl::Now() < end) {
+      if (get(name, &info).ok() && info.state() == state) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return info;
+  };
+  std::map<std::string, std::string> all = reasons;
+  all["half-written"] = "adapter_config.json";  // the member's PEFT files are not there yet
+  for (const auto& [name, reason] : all) {
+    SCOPED_TRACE(name);
+    const loracle::v1::AdapterInfo info = wait_for(name, loracle::v1::ADAPTER_STATE_FAILED);
+    EXPECT_EQ(info.state(), loracle::v1::ADAPTER_STATE_FAILED);
+    EXPECT_NE(info.error().find(reason), std::string::npos) << info.error();
+    PredictResponse resp;
+    grpc::Status s = predict(name, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_NE(s.error_message().find(reason), std::string::npos) << s.error_message();
+  }
+  grpc::ClientContext list_ctx;
+  loracle::v1::ListAdaptersResponse list;
+  ASSERT_TRUE(admin->List(&list_ctx, {}, &list).ok());
+  EXPECT_EQ(list.adapters_size(), 8);
+  for (const auto& a : list.adapters()) {
+    EXPECT_EQ(a.state() == loracle::v1::ADAPTER_STATE_READY, a.name() == "good") << a.name();
+  }
+
+  // The rest unaffected: the same answer as before any of this.
+  PredictResponse after;
+  ASSERT_TRUE(predict("good", &after).ok());
+  ASSERT_EQ(after.predictions(0).probs_size(), 2);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_FLOAT_EQ(after.predictions(0).probs(k), before.predictions(0).probs(k));
+  }
+
+  // The copy finishes: its files change, so the watcher tries it again, and it is served.
+  ASSERT_TRUE(adapters::WriteRandomAdapter(half, tiny, spec).ok());
+  EXPECT_EQ(wait_for("half-written", loracle::v1::ADAPTER_STATE_READY).state(),
+            loracle::v1::ADAPTER_STATE_READY);
+  PredictResponse served;
+  EXPECT_TRUE(predict("half-written", &served).ok());
 }
 
 // --adapter_memory_bytes smaller than any adapter: one resident at a time, so concurrent

@@ -1,6 +1,8 @@
 #include "server/adapters/watcher.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <functional>
@@ -220,6 +222,37 @@ TEST(WatcherOptionsTest, Invalid) {
 
 // Publishers in several processes: every publish gets its own version, each complete; none
 // fails or overwrites another. (Store objects of their own, as separate processes have.)
+TEST(StorePublishTest, StagingLeftByADeadPublisherIsRemovedOnceStaleAndNothingElse) {
+  testing::TempDir dir;
+  std::unique_ptr<Store> store = *Store::Create({dir.path()});
+  ASSERT_TRUE(store
+                  ->Publish("a",
+                            [](const std::string& d) {
+                              testing::WriteFile(d + "/x", "complete");
+                              return absl::OkStatus();
+                            })
+                  .ok());
+  // Two publishers that died mid-publish: one long ago, one a moment ago (or still alive).
+  const std::string old_tmp = dir / ".tmp-a-OLD123";
+  const std::string young_tmp = dir / ".tmp-a-NEW456";
+  for (const std::string& d : {old_tmp, young_tmp}) {
+    ASSERT_TRUE(util::MakeDirs(d + "/member-0").ok());
+    testing::WriteFile(d + "/member-0/adapter_model.safetensors", "half");
+  }
+  const timespec two_hours_ago[2] = {{::time(nullptr) - 7200, 0}, {::time(nullptr) - 7200, 0}};
+  for (const char* p : {"", "/member-0", "/member-0/adapter_model.safetensors"}) {
+    ASSERT_EQ(::utimensat(AT_FDCWD, (old_tmp + p).c_str(), two_hours_ago, AT_SYMLINK_NOFOLLOW), 0);
+  }
+  EXPECT_EQ(*store->ListAdapters(), std::vector<std::string>{"a"}) << "staging is never listed";
+  absl::StatusOr<std::vector<std::string>> removed = store->RemoveStaleStaging(absl::Hours(1));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, std::vector<std::string>{old_tmp});
+  EXPECT_FALSE(util::IsDirectory(old_tmp));
+  EXPECT_TRUE(util::IsDirectory(young_tmp)) << "may be a live publisher in another process";
+  EXPECT_EQ(testing::ReadFile(store->VersionDir("a", 1) + "/x"), "complete");
+  EXPECT_EQ(*store->ListVersions("a"), std::vector<int64_t>{1});
+}
+
 TEST(StorePublishTest, ConcurrentPublishersGetDistinctCompleteVersions) {
   TempDir dir;
   constexpr int kPublishers = 4, kEach = 10;
