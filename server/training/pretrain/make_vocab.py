@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Builds the WordPiece vocabulary of loracle's built-in pretrained model from its corpus
+(make_corpus.py), the way server/model/make_default_vocab.py builds the random model's:
+
+    server/training/pretrain/make_vocab.py /tmp/corpus.jsonl > /tmp/vocab.txt
+
+Words are split like BERT's basic tokenizer (lower-case, punctuation as its own token). Entries:
+the special tokens, every printable ASCII character, `##` continuations of every letter and digit
+and of common English suffixes, then the most frequent words (2-16 letters, seen in at least 3
+documents so that one long mail cannot fill the list) until NUM_WORDS; any ASCII word therefore
+tokenises without [UNK]. Deterministic (ties broken alphabetically).
+"""
+import collections, json, re, sys
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SUFFIXES = ["s", "es", "ed", "ing", "er", "ers", "est", "ly", "ion", "ions", "tion", "tions",
+            "ment", "ments", "ness", "able", "ible", "al", "ful", "less", "ity", "ive", "ize",
+            "ized", "izing", "ise", "ised", "ous", "ship", "ist", "ists", "ism", "y", "ies", "ied",
+            "en", "ish", "ic", "ical", "ally", "ance", "ence", "ant", "ent", "age", "ure", "ary"]
+NUM_WORDS = 12000
+MIN_DOCUMENTS = 3
+
+
+def main():
+    counts, documents = collections.Counter(), collections.Counter()
+    with open(sys.argv[1], encoding="utf-8") as f:
+        for line in f:
+            words = re.findall(r"[a-z]+", json.loads(line)["text"].lower())
+            counts.update(words)
+            documents.update(set(words))
+    words = sorted((w for w in counts if 2 <= len(w) <= 16 and documents[w] >= MIN_DOCUMENTS),
+                   key=lambda w: (-counts[w], w))
+    chars = [chr(c) for c in range(33, 127)]
+    vocab, seen = [], set()
+
+    def add(token):
+        if token not in seen:
+            vocab.append(token)
+            seen.add(token)
+
+    for t in SPECIAL + chars + ["##" + c for c in chars if c.isalnum()] + ["##" + s for s in SUFFIXES]:
+        add(t)
+    limit = len(vocab) + NUM_WORDS
+    for w in words:
+        if len(vocab) >= limit:
+            break
+        add(w)
+    sys.stdout.write("".join(v + "\n" for v in vocab))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Does pretraining help? Fine-tunes the same adapter configuration through the real server's
+Training RPC (the `loracle finetune` CLI) on two bases of one shape: the pretrained built-in
+model and a random one (its initial weights: `loracle-pretrain --steps=0`, same seed and
+vocabulary). A bag-of-words logistic regression (scikit-learn; the regularisation chosen by
+validation NLL) is the baseline a base model has to beat. Each is scored on the held-out test
+split of each task: accuracy, NLL, ECE (15 bins), Brier.
+
+    tests/bench/base_model_eval.py BUILD_DIR PRETRAINED_DIR RANDOM_DIR [FLAG ...]
+
+Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersenses (six noun
+supersenses from WordNet glosses, not in the pretraining corpus). FLAGs are passed to every
+`loracle finetune` (defaults otherwise). Needs python3-sklearn for the baseline. Prints a
+Markdown table; writes tests/bench/results/base-model-<date>.json.
+"""
+import json, math, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from finetune_eval import score  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.join(ROOT, "tests", "data")
+TASKS = ["spam-assassin", "wordnet-supersenses"]
+
+
+def load(task, split):
+    with open(os.path.join(DATA, task, f"{split}.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def bag_of_words(task):
+    """Unigram+bigram counts (lower-cased, sublinear tf-idf), L2 logistic regression; C by
+    validation NLL over a grid. Returns rows shaped like the CLI's predictions."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    train, val, test = load(task, "train"), load(task, "validation"), load(task, "test")
+    vec = TfidfVectorizer(lowercase=True, ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    x_train = vec.fit_transform([t["text"] for t in train])
+    best = None
+    for c in [0.1, 0.3, 1, 3, 10, 30, 100, 300]:
+        model = LogisticRegression(C=c, max_iter=5000)
+        model.fit(x_train, [t["label"] for t in train])
+        nll = log_loss([t["label"] for t in val], model.predict_proba(vec.transform(
+            [t["text"] for t in val])), labels=model.classes_)
+        if best is None or nll < best[0]:
+            best = (nll, c, model)
+    _, c, model = best
+    probs = model.predict_proba(vec.transform([t["text"] for t in test]))
+    rows = [{"probs": list(map(float, p)), "label_names": list(model.classes_),
+             "uncertainty": {"mutual_information": 0.0}} for p in probs]
+    return rows, {"C": c, "features": len(vec.vocabulary_)}
+
+
+def fine_tuned(build, model_dir, name, flags, port):
+    """Starts a server on `model_dir`, fine-tunes `name`-<task> on each task, predicts the tests."""
+    cli = os.path.join(build, "loracle")
+    work = tempfile.mkdtemp(prefix="loracle-base-")
+    log = os.path.join(work, "server.log")
+    server = subprocess.Popen(
+        [os.path.join(build, "loracle-server"), f"--model_dir={model_dir}",
+         f"--adapters_dir={work}/adapters", f"--jobs_dir={work}/jobs", f"--grpc_port={port}",
+         "--grpc_host=127.0.0.1", "--metrics_port=-1", "--http_port=-1", f"--data_dir={DATA}",
+         "--threads=2", "--store_poll_s=0"], stderr=open(log, "w"))
+    addr = f"--server=127.0.0.1:{port}"
+    out = {}
+    try:
+        for _ in range(300):
+            if "SERVING" in open(log).read():
+                break
+            time.sleep(0.1)
+        for task in TASKS:
+            adapter = f"{name}-{task}"
+            start = time.time()
+            job = subprocess.run([cli, addr, "--timeout_ms=7200000", "finetune", f"--name={adapter}",
+                                  f"--server_data={task}/train.jsonl",
+                                  f"--server_validation={task}/validation.jsonl", "--json"] + flags,
+                                 capture_output=True, text=True)
+            if job.returncode != 0:
+                raise SystemExit(f"{adapter}: finetune failed: {job.stderr}{job.stdout}")
+            report = json.loads(job.stdout)
+            train_s = time.time() - start
+            test = load(task, "test")
+            rows = []
+            for i in range(0, len(test), 50):
+                chunk = test[i:i + 50]
+                p = subprocess.run([cli, addr, "--timeout_ms=600000", "predict",
+                                    f"--adapter={adapter}", "--json", "-"],
+                                   input="\n".join(t["text"].replace("\n", " ") for t in chunk) + "\n",
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"{adapter}: predict failed: {p.stderr}")
+                resp = json.loads(p.stdout)
+                for pred in resp["predictions"]:
+                    pred["label_names"] = resp["labels"]
+                    rows.append(pred)
+            r = score(rows, [t["label"] for t in test])
+            r.update(train_seconds=round(train_s, 1), steps=report.get("total_steps"),
+                     validation=report["report"].get("calibrated"))
+            out[task] = r
+            print(f"{name} {task}: acc {r['accuracy']:.4f} nll {r['nll']:.4f} ece {r['ece']:.4f} "
+                  f"({train_s:.0f} s)", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait()
+    return out
+
+
+def main():
+    build, pretrained, random_base = sys.argv[1:4]
+    flags = sys.argv[4:]
+    port = int(os.environ.get("LORACLE_EVAL_PORT", "50941"))
+    results = {"flags": flags, "pretrained": pretrained, "random": random_base, "tasks": {}}
+    for task in TASKS:
+        rows, info = bag_of_words(task)
+        r = score(rows, [t["label"] for t in load(task, "test")])
+        r.update(info)
+        results["tasks"].setdefault(task, {})["bag_of_words_lr"] = r
+        print(f"bag-of-words {task}: acc {r['accuracy']:.4f} nll {r['nll']:.4f} "
+              f"ece {r['ece']:.4f} (C={info['C']})", file=sys.stderr)
+    for name, model_dir in (("pretrained", pretrained), ("random", random_base)):
+        for task, r in fine_tuned(build, model_dir, name, flags, port).items():
+            results["tasks"][task][f"lora_on_{name}_base"] = r
+    print("| task | model | test accuracy | NLL | ECE | Brier | errors / n |")
+    print("|---|---|---|---|---|---|---|")
+    for task in TASKS:
+        n = len(load(task, "test"))
+        for model, r in results["tasks"][task].items():
+            print(f"| {task} | {model} | {r['accuracy']:.4f} | {r['nll']:.4f} | {r['ece']:.4f} | "
+                  f"{r['brier']:.4f} | {r['errors']} / {n} |")
+    os.makedirs(os.path.join(ROOT, "tests", "bench", "results"), exist_ok=True)
+    path = os.path.join(ROOT, "tests", "bench", "results",
+                        time.strftime("base-model-%Y%m%dT%H%M%SZ.json", time.gmtime()))
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"results: {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
