@@ -44,6 +44,8 @@ COPY deploy/install-deps.sh /tmp/install-deps.sh
 RUN /tmp/install-deps.sh --runtime ${LIBTORCH_URL:+--no-torch} \
  && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh
 COPY --from=build /opt/loracle/bin/ /usr/local/bin/
+# The built-in pretrained model (server/model/builtin), where the binary looks for it.
+COPY --from=build /opt/loracle/share/loracle/ /usr/local/share/loracle/
 # Empty in the CPU image; the CUDA variant's LibTorch and the CUDA libraries it bundles.
 COPY --from=build /opt/libtorch/lib/ /opt/libtorch/lib/
 ENV LD_LIBRARY_PATH=/opt/libtorch/lib
@@ -51,7 +53,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/loracle --create-home lorac
  && mkdir -p /var/lib/loracle/adapters /var/cache/loracle \
  && chown -R loracle /var/lib/loracle /var/cache/loracle
 USER 10001
-# The built-in model is generated here on first start (about 50 MB); mount a volume to keep it.
+# The default home of the jobs (the adapters have their volume below).
 ENV LORACLE_CACHE_DIR=/var/cache/loracle
 VOLUME ["/var/lib/loracle/adapters"]
 EXPOSE 50051 9464

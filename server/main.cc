@@ -43,11 +43,11 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "SIGHUP. Empty = open: every caller may call every method");
 ABSL_FLAG(std::string, model_dir, "",
           "Hugging Face BERT checkpoint directory (config.json, model.safetensors, vocab.txt); "
-          "empty = the built-in default model");
+          "empty = the built-in pretrained model (installed with the binary)");
 ABSL_FLAG(std::string, adapters_dir, "",
           "Adapter store (<dir>/<name>/<version>/); empty = <cache_dir>/adapters");
 ABSL_FLAG(std::string, cache_dir, "",
-          "Where the built-in model is generated; empty = $XDG_CACHE_HOME/loracle or "
+          "Default home of the adapter store and the jobs; empty = $XDG_CACHE_HOME/loracle or "
           "~/.cache/loracle");
 ABSL_FLAG(std::string, base_head_adapter, "base",
           "when --model_dir is a *ForSequenceClassification checkpoint, serve its own head as "

@@ -124,9 +124,6 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
     return absl::InvalidArgumentError(absl::StrCat(
         "adapter_memory_bytes must be >= 0 (0: no limit), got ", options.adapter_memory_bytes));
   }
-  if (options.model_dir.empty() && options.cache_dir.empty()) {
-    return absl::InvalidArgumentError("cache_dir is required for the built-in model");
-  }
   absl::StatusOr<model::Placement> placement =
       model::ResolvePlacement(options.device, options.dtype);
   if (!placement.ok()) return placement.status();
@@ -272,7 +269,7 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
 absl::Status LoracleServer::LoadEngine() {
   std::string model_dir = options_.model_dir;
   if (model_dir.empty()) {
-    absl::StatusOr<std::string> dir = model::EnsureDefaultModel(options_.cache_dir);
+    absl::StatusOr<std::string> dir = model::BuiltinModelDir();
     if (!dir.ok()) return dir.status();
     model_dir = *dir;
   }

@@ -66,8 +66,8 @@ class LoracleServer {
     std::string http_address;
     int http_threads = 64;  // REST requests served at once (each waits for its batch)
     absl::Duration http_timeout = absl::Seconds(30);  // an infer request's default deadline
-    std::string model_dir;     // empty = the built-in default model, generated in cache_dir
-    std::string cache_dir;     // required when model_dir is empty
+    std::string model_dir;     // empty = the built-in model (model::BuiltinModelDir)
+    std::string cache_dir;     // default home of adapters_dir and jobs_dir (main.cc)
     std::string adapters_dir;  // the adapter store; required
     // With the built-in model, train the "spam" ensemble on the bundled data as a background job
     // when the store lacks it (spam_demo.h).

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/model/architecture.h"
@@ -131,6 +132,28 @@ absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig
       "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n"
       "  \"model_max_length\": " +
           std::to_string(config.max_tokens()) + "\n}\n");
+}
+
+absl::StatusOr<std::string> BuiltinModelDir() {
+  std::vector<std::string> candidates;
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    std::string bin(exe, static_cast<size_t>(n));
+    bin = bin.substr(0, bin.rfind('/'));
+    candidates.push_back(bin + "/../share/loracle/builtin-model");
+  }
+#ifdef LORACLE_SOURCE_DIR
+  candidates.push_back(std::string(LORACLE_SOURCE_DIR) + "/server/model/builtin");
+#endif
+  for (const std::string& dir : candidates) {
+    if (util::FileExists(dir + "/config.json") && util::FileExists(dir + "/model.safetensors")) {
+      return dir;
+    }
+  }
+  return absl::NotFoundError(
+      absl::StrCat("the built-in model is in neither ", absl::StrJoin(candidates, " nor "),
+                   " (install it with the binary: cmake --install; or pass --model_dir)"));
 }
 
 absl::StatusOr<std::string> EnsureDefaultModel(const std::string& cache_dir) {

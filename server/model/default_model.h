@@ -1,11 +1,11 @@
 #ifndef LORACLE_SERVER_MODEL_DEFAULT_MODEL_H_
 #define LORACLE_SERVER_MODEL_DEFAULT_MODEL_H_
 
-// The built-in base model: a small BERT-architecture encoder whose Hugging Face-layout checkpoint
-// (config.json, model.safetensors, vocab.txt, tokenizer_config.json) is generated
-// deterministically, without torch, and then loaded through the same loader as any user
-// checkpoint. Weights are random (the init transformers uses: N(0, 0.02) matrices, zero biases,
-// unit LayerNorm), so it is a base for adapters, not a pretrained language model.
+// Where the built-in (pretrained) base model is, and a random BERT-architecture encoder whose
+// Hugging Face-layout checkpoint (config.json, model.safetensors, vocab.txt,
+// tokenizer_config.json) is generated deterministically, without torch: the init transformers
+// uses (N(0, 0.02) matrices, zero biases, unit LayerNorm). Tests, benchmarks and the pretraining
+// program (its initial weights) use the random one.
 
 #include <cstdint>
 #include <string>
@@ -48,7 +48,16 @@ std::vector<float> RandomInitValues(const std::string& name, const std::vector<i
 absl::Status WriteRandomBertCheckpoint(const std::string& dir, const ModelConfig& config,
                                        absl::string_view vocab_text, uint64_t seed);
 
-// Returns `<cache_dir>/<kDefaultModelName>`, generating it there first if absent. Generation
+// The built-in base model: a small BERT pretrained with masked-language modelling by
+// loracle-pretrain (server/model/builtin; its README.md is the model card), an ordinary Hugging
+// Face checkpoint loaded like any other. Found as installed, <binary dir>/../share/loracle/
+// builtin-model, else in the source tree the binary was built from (a build-tree binary).
+// NOT_FOUND naming both places when neither holds a config.json and model.safetensors.
+absl::StatusOr<std::string> BuiltinModelDir();
+
+// The random model of DefaultModelConfig() (for tests and benchmarks that want a base of this
+// shape without pretraining): returns `<cache_dir>/<kDefaultModelName>`, generating it there
+// first if absent. Generation
 // goes to a temporary sibling that is renamed into place, so concurrent starts are safe.
 absl::StatusOr<std::string> EnsureDefaultModel(const std::string& cache_dir);
 

@@ -320,6 +320,27 @@ absl::StatusOr<PretrainReport> Pretrain(
   }
 }
 
+absl::StatusOr<MlmHead> ReadMlmHead(const std::string& dir, const model::ModelConfig& config) {
+  absl::StatusOr<std::unique_ptr<model::SafetensorsFile>> file =
+      model::SafetensorsFile::Open(dir + "/model.safetensors");
+  if (!file.ok()) return file.status();
+  MlmHead head(config, 0);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : head->NamedTensors()) {
+    absl::StatusOr<model::TensorView> view = (*file)->Get(name);
+    if (!view.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, "/model.safetensors: no MLM head tensor \"", name, "\""));
+    }
+    if (view->shape != t.sizes().vec()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, "/model.safetensors: \"", name, "\" has the wrong shape"));
+    }
+    if (absl::Status s = model::CopyInto(*view, name, t); !s.ok()) return s;
+  }
+  return head;
+}
+
 absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& base,
                                 const MlmHead& head, model::DType dtype,
                                 const std::map<std::string, std::string>& metadata) {

@@ -129,6 +129,11 @@ absl::StatusOr<PretrainReport> Pretrain(
 MlmEval EvaluateMlm(model::BaseModel& base, MlmHead& head, const TokenRows& rows,
                     const MaskingOptions& masking, uint64_t seed, int threads);
 
+// The MLM head of the BertForMaskedLM checkpoint in `dir` (its cls.predictions.* tensors), for
+// `config` (the checkpoint's). NOT_FOUND without model.safetensors; INVALID_ARGUMENT for a missing
+// or mis-shaped head tensor.
+absl::StatusOr<MlmHead> ReadMlmHead(const std::string& dir, const model::ModelConfig& config);
+
 // `base` and `head` as a BertForMaskedLM checkpoint in `dir` (created): config.json (the base's
 // config, architectures ["BertForMaskedLM"]), model.safetensors in `dtype` (F32, F16 or BF16;
 // "bert."-prefixed encoder tensors with the pooler, then "cls.predictions.*"), and the base's

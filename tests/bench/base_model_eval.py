@@ -38,7 +38,7 @@ def bag_of_words(task):
     vec = TfidfVectorizer(lowercase=True, ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     x_train = vec.fit_transform([t["text"] for t in train])
     best = None
-    for c in [0.1, 0.3, 1, 3, 10, 30, 100, 300]:
+    for c in [0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000, 10000]:
         model = LogisticRegression(C=c, max_iter=5000)
         model.fit(x_train, [t["label"] for t in train])
         nll = log_loss([t["label"] for t in val], model.predict_proba(vec.transform(
@@ -61,7 +61,8 @@ def fine_tuned(build, model_dir, name, flags, port):
         [os.path.join(build, "loracle-server"), f"--model_dir={model_dir}",
          f"--adapters_dir={work}/adapters", f"--jobs_dir={work}/jobs", f"--grpc_port={port}",
          "--grpc_host=127.0.0.1", "--metrics_port=-1", "--http_port=-1", f"--data_dir={DATA}",
-         "--threads=2", "--store_poll_s=0"], stderr=open(log, "w"))
+         "--threads=2", "--store_poll_s=0", "--training_priority=normal", "--spam_demo=false"],
+        stderr=open(log, "w"))
     addr = f"--server=127.0.0.1:{port}"
     out = {}
     try:

@@ -1,5 +1,6 @@
 // The shipped binaries, as a user runs them: loracle-server with no model flags (the built-in
-// model, generated into a fresh cache), then the loracle CLI, then SIGTERM.
+// pretrained model, with a fresh cache for its adapters and jobs), then the loracle CLI, then
+// SIGTERM.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -92,6 +93,15 @@ std::string RunCommand(const std::string& cmd) {
   return out;
 }
 
+// The built-in model's config (its adapters must match its shape).
+model::ModelConfig BuiltinConfig() {
+  absl::StatusOr<std::string> dir = model::BuiltinModelDir();
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<model::ModelConfig> c = model::ReadModelConfig(*dir + "/config.json");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return *c;
+}
+
 TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   testing::TempDir cache;
   // A random 4-member ensemble for the built-in model, for the CLI to predict with at once.
@@ -103,8 +113,7 @@ TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   ASSERT_TRUE((*store)
                   ->Publish("clf",
                             [&](const std::string& dir) {
-                              return adapters::WriteRandomAdapter(dir, model::DefaultModelConfig(),
-                                                                  spec);
+                              return adapters::WriteRandomAdapter(dir, BuiltinConfig(), spec);
                             })
                   .ok());
   const std::string log = cache / "server.log";
@@ -117,7 +126,7 @@ TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   ASSERT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
   const double ready_s = absl::ToDoubleSeconds(absl::Now() - start);
   EXPECT_LT(ready_s, 30.0) << "SERVING within seconds";
-  std::printf("built-in model generated, loaded and SERVING after %.2f s\n", ready_s);
+  std::printf("built-in model loaded and SERVING after %.2f s\n", ready_s);
 
   auto channel = grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials());
   auto health = grpc::health::v1::Health::NewStub(channel);
@@ -180,15 +189,14 @@ TEST(BinaryTest, FlagsComeFromTheEnvironmentAndTheCommandLineWins) {
   EXPECT_NE(testing::ReadFile(log).find("LORACLE_THREADS=many"), std::string::npos)
       << testing::ReadFile(log);
 
-  // --device on the command line beats LORACLE_DEVICE; LORACLE_CACHE_DIR places the model.
+  // --device on the command line beats LORACLE_DEVICE; LORACLE_CACHE_DIR places the store.
   std::vector<std::string> cpu = args;
   cpu.push_back("--device=cpu");
   pid = Spawn(cpu, log,
               {"LORACLE_DEVICE=tpu", "LORACLE_CACHE_DIR=" + (dir / "cache"), "LORACLE_THREDS=2"});
   EXPECT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
-  EXPECT_TRUE(
-      util::FileExists(absl::StrCat(dir / "cache", "/", model::kDefaultModelName, "/config.json")))
-      << "the built-in model goes to LORACLE_CACHE_DIR";
+  EXPECT_TRUE(util::IsDirectory(dir / "cache/adapters"))
+      << "the adapter store defaults to LORACLE_CACHE_DIR/adapters";
   EXPECT_NE(testing::ReadFile(log).find("LORACLE_THREDS in the environment is not a flag"),
             std::string::npos);
   ::kill(pid, SIGTERM);
@@ -471,7 +479,7 @@ TEST(BinaryTest, SigkillDuringPublishLeavesOnlyCompleteVersionsAndServesTheLast)
   // Round 0 publishes without a kill, to time a publish (staging created -> renamed into place).
   ASSERT_TRUE(start(0));
   {
-    auto model_dir = model::EnsureDefaultModel(cache);
+    auto model_dir = model::BuiltinModelDir();
     ASSERT_TRUE(model_dir.ok());
     auto loaded = model::LoadBaseModel(*model_dir);
     ASSERT_TRUE(loaded.ok()) << loaded.status();

@@ -58,6 +58,7 @@ ABSL_FLAG(int, eval_rows, 512, "held-out rows evaluated (the first ones)");
 ABSL_FLAG(int, threads, 2, "threads (each a shard of a step)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initial weights, the data order and the masks");
 ABSL_FLAG(std::string, dtype, "F16", "checkpoint dtype: F16, BF16 or F32");
+ABSL_FLAG(bool, batched_attention, true, "attention of all rows in one product (faster here)");
 ABSL_FLAG(std::string, log, "", "also append progress as JSONL here");
 
 namespace {
@@ -140,6 +141,8 @@ int main(int argc, char** argv) {
       loracle::model::LoadBaseModel(init);
   if (!base.ok()) return Fail(base.status());
   const loracle::model::Tokenizer& tokenizer = *(*base)->tokenizer;
+  // Rows are full (no padding): one batched attention product per layer beats the per-row loop.
+  if (absl::GetFlag(FLAGS_batched_attention)) (*base)->encoder->set_batched_attention(true);
 
   // Special ids from the vocabulary.
   auto id_of = [&](const std::string& token) -> int64_t {
