@@ -30,12 +30,10 @@ def bodies(root):
                 yield body
 
 
-def main():
-    counts = collections.Counter()
-    for body in bodies(sys.argv[1]):
-        body = re.sub(r"<[^>]*>", " ", body)  # HTML tags are markup, not words
-        counts.update(re.findall(r"[a-z]+", body.lower()))
-    words = [w for w, c in counts.most_common() if 2 <= len(w) <= 16 and c >= 5]
+def assemble(words, suffixes, num_words):
+    """The entries: special tokens, printable ASCII, `##` letters, digits and `suffixes`, then
+    `words` (most frequent first) until `num_words` more. Also used by
+    server/training/pretrain/make_vocab.py."""
     chars = [chr(c) for c in range(33, 127)]
     vocab, seen = [], set()
 
@@ -44,15 +42,23 @@ def main():
             vocab.append(token)
             seen.add(token)
 
-    for t in SPECIAL + chars + ["##" + c for c in chars if c.isalnum()] + ["##" + s for s in SUFFIXES]:
+    for t in SPECIAL + chars + ["##" + c for c in chars if c.isalnum()] + ["##" + s for s in suffixes]:
         add(t)
-    limit = len(vocab) + NUM_WORDS
+    limit = len(vocab) + num_words
     for w in words:
         if len(vocab) >= limit:
             break
         add(w)
-    sys.stdout.write("".join(v + "\n" for v in vocab))
+    return vocab
 
+
+def main():
+    counts = collections.Counter()
+    for body in bodies(sys.argv[1]):
+        body = re.sub(r"<[^>]*>", " ", body)  # HTML tags are markup, not words
+        counts.update(re.findall(r"[a-z]+", body.lower()))
+    words = [w for w, c in counts.most_common() if 2 <= len(w) <= 16 and c >= 5]
+    sys.stdout.write("".join(v + "\n" for v in assemble(words, SUFFIXES, NUM_WORDS)))
 
 if __name__ == "__main__":
     main()

@@ -10,9 +10,11 @@ and of common English suffixes, then the most frequent words (2-16 letters, seen
 documents so that one long mail cannot fill the list) until NUM_WORDS; any ASCII word therefore
 tokenises without [UNK]. Deterministic (ties broken alphabetically).
 """
-import collections, json, re, sys
+import collections, json, os, re, sys
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "model"))
+from make_default_vocab import assemble  # noqa: E402  (the shared assembly)
+
 SUFFIXES = ["s", "es", "ed", "ing", "er", "ers", "est", "ly", "ion", "ions", "tion", "tions",
             "ment", "ments", "ness", "able", "ible", "al", "ful", "less", "ity", "ive", "ize",
             "ized", "izing", "ise", "ised", "ous", "ship", "ist", "ists", "ism", "y", "ies", "ied",
@@ -30,23 +32,7 @@ def main():
             documents.update(set(words))
     words = sorted((w for w in counts if 2 <= len(w) <= 16 and documents[w] >= MIN_DOCUMENTS),
                    key=lambda w: (-counts[w], w))
-    chars = [chr(c) for c in range(33, 127)]
-    vocab, seen = [], set()
-
-    def add(token):
-        if token not in seen:
-            vocab.append(token)
-            seen.add(token)
-
-    for t in SPECIAL + chars + ["##" + c for c in chars if c.isalnum()] + ["##" + s for s in SUFFIXES]:
-        add(t)
-    limit = len(vocab) + NUM_WORDS
-    for w in words:
-        if len(vocab) >= limit:
-            break
-        add(w)
-    sys.stdout.write("".join(v + "\n" for v in vocab))
-
+    sys.stdout.write("".join(v + "\n" for v in assemble(words, SUFFIXES, NUM_WORDS)))
 
 if __name__ == "__main__":
     main()
