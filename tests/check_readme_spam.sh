@@ -5,8 +5,7 @@
 # "## Call it" that predicts with --adapter=spam) must label its spam text spam and its ham text
 # ham, with the first start's own adapter.
 #   tests/check_readme_spam.sh BUILD_DIR
-# Not in ctest yet: on the pretrained built-in model the first-start adapter labels the README's
-# ham example ("See you at the meeting") spam (0.53), so this fails (issue 15 is open on it).
+# ctest ReadmeSpamExample.
 set -euo pipefail
 build="$(cd "$1" && pwd)"
 root="$(cd "$(dirname "$0")/.." && pwd)"

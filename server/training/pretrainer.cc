@@ -35,10 +35,15 @@ torch::Tensor Activation(const std::string& act, const torch::Tensor& x) {
 // shards can be weighted by their share of the step's predictions; and the correct argmaxes.
 struct ShardLoss {
   torch::Tensor loss_sum;
+  torch::Tensor bow_sum;  // the bag-of-words term summed over rows, when asked for
   int64_t correct = 0;
 };
 
-ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, bool count) {
+// `bow_targets` (BagOfWordsTargets of the batch's rows) also asks for the pooled [CLS] output's
+// bag-of-words cross-entropy; `pooler` is then the encoder's pooler.
+ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, bool count,
+                  const torch::Tensor* bow_targets = nullptr,
+                  const model::LoraLinear* pooler = nullptr) {
   model::Encoder encoder = base.encoder;
   const torch::Tensor ones = torch::ones_like(b.input_ids);
   const torch::Tensor types = torch::zeros_like(b.input_ids);
@@ -49,6 +54,13 @@ ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, b
   out.loss_sum = torch::nn::functional::cross_entropy(
       logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   if (count) out.correct = logits.argmax(1).eq(b.labels).sum().item<int64_t>();
+  if (bow_targets != nullptr) {
+    const torch::Tensor pooled = torch::tanh(
+        torch::nn::functional::linear(h.select(1, 0), (*pooler)->weight, (*pooler)->bias));
+    const torch::Tensor log_probs =
+        torch::log_softmax(head->forward(pooled, encoder->word_embeddings_weight()), 1);
+    out.bow_sum = -(*bow_targets * log_probs).sum();
+  }
   return out;
 }
 
@@ -138,6 +150,23 @@ MaskedBatch MaskRows(const TokenRows& rows, const std::vector<size_t>& idx, uint
   return b;
 }
 
+torch::Tensor BagOfWordsTargets(const TokenRows& rows, const std::vector<size_t>& idx,
+                                const std::vector<int64_t>& never, int64_t vocab_size) {
+  const std::set<int64_t> skip(never.begin(), never.end());
+  torch::Tensor t = torch::zeros({static_cast<int64_t>(idx.size()), vocab_size}, torch::kFloat32);
+  float* data = t.data_ptr<float>();
+  for (size_t r = 0; r < idx.size(); ++r) {
+    std::set<int64_t> distinct;
+    for (int64_t id : rows[idx[r]]) {
+      if (skip.count(id) == 0 && id >= 0 && id < vocab_size) distinct.insert(id);
+    }
+    for (int64_t id : distinct) {
+      data[static_cast<int64_t>(r) * vocab_size + id] = 1.0f / static_cast<float>(distinct.size());
+    }
+  }
+  return t;
+}
+
 MlmHeadImpl::MlmHeadImpl(const model::ModelConfig& config, uint64_t seed)
     : activation_(config.hidden_act) {
   const int64_t h = config.hidden_size;
@@ -208,9 +237,16 @@ absl::StatusOr<PretrainReport> Pretrain(
   if (absl::Status s = ValidateRows(train, "training"); !s.ok()) return s;
   if (absl::Status s = ValidateRows(heldout, "held-out"); !s.ok()) return s;
   if (absl::Status s = ValidateOptimisationOptions(o.optimisation); !s.ok()) return s;
-  if (o.steps < 1 || o.batch_size < 1 || o.threads < 1 || o.eval_every < 0 || log_every < 1) {
+  if (o.steps < 1 || o.batch_size < 1 || o.threads < 1 || o.eval_every < 0 || log_every < 1 ||
+      !(o.cls_bow_weight >= 0)) {
     return absl::InvalidArgumentError(
-        "steps, batch_size, threads and log_every must be >= 1, eval_every >= 0");
+        "steps, batch_size, threads and log_every must be >= 1, eval_every and cls_bow_weight >= "
+        "0");
+  }
+  const bool bow = o.cls_bow_weight > 0;
+  const int pooler_index = base.encoder->LinearIndex("pooler.dense");
+  if (bow && pooler_index < 0) {
+    return absl::InvalidArgumentError("cls_bow_weight > 0 needs a model with a pooler (BERT)");
   }
   const MaskingOptions& m = o.masking;
   if (!(m.probability > 0 && m.probability <= 1) || m.mask_fraction < 0 || m.random_fraction < 0 ||
@@ -233,6 +269,13 @@ absl::StatusOr<PretrainReport> Pretrain(
       all.push_back(t);
     };
     for (auto& [name, t] : base.encoder->Unfreeze()) add(name, t);
+    const model::LoraLinear* pooler = bow ? &base.encoder->linear(pooler_index) : nullptr;
+    if (bow) {
+      (*pooler)->weight.set_requires_grad(true);
+      (*pooler)->bias.set_requires_grad(true);
+      add("pooler.dense.weight", (*pooler)->weight);
+      add("pooler.dense.bias", (*pooler)->bias);
+    }
     for (auto& [name, t] : head->NamedTensors()) {
       t.set_requires_grad(true);
       add(name, t);
@@ -246,7 +289,7 @@ absl::StatusOr<PretrainReport> Pretrain(
     int64_t epoch = -1;
     size_t cursor = n;  // start a new epoch at once
     PretrainReport report;
-    double loss_since = 0;
+    double loss_since = 0, bow_since = 0;
     int64_t steps_since = 0;
     auto emit = [&](PretrainProgress p) {
       report.curve.push_back(p);
@@ -267,21 +310,34 @@ absl::StatusOr<PretrainReport> Pretrain(
       const int shards = static_cast<int>(std::clamp<size_t>(idx.size(), 1, o.threads));
       const uint64_t step_seed = model::MixSeed(o.seed, static_cast<uint64_t>(step), 3);
       std::vector<MaskedBatch> batches;
+      std::vector<torch::Tensor> bow_targets;
       int64_t predictions = 0;
       for (int s = 0; s < shards; ++s) {
         const auto [begin, end] = ShardRange(idx.size(), shards, s);
-        batches.push_back(MaskRows(train,
-                                   std::vector<size_t>(idx.begin() + static_cast<int64_t>(begin),
-                                                       idx.begin() + static_cast<int64_t>(end)),
-                                   step_seed, m));
+        const std::vector<size_t> shard_idx(idx.begin() + static_cast<int64_t>(begin),
+                                            idx.begin() + static_cast<int64_t>(end));
+        batches.push_back(MaskRows(train, shard_idx, step_seed, m));
+        if (bow) {
+          bow_targets.push_back(BagOfWordsTargets(train, shard_idx, m.never_mask, m.vocab_size));
+        }
         predictions += batches.back().labels.size(0);
       }
+      std::vector<double> bow_loss(static_cast<size_t>(shards), 0.0);
       const double loss = ShardedBackward(shards, false, all, [&](int s) {
-        return MlmLoss(base, head, batches[static_cast<size_t>(s)], false).loss_sum /
-               static_cast<double>(predictions);
+        const auto i = static_cast<size_t>(s);
+        ShardLoss l =
+            MlmLoss(base, head, batches[i], false, bow ? &bow_targets[i] : nullptr, pooler);
+        torch::Tensor total = l.loss_sum / static_cast<double>(predictions);
+        if (bow) {
+          const torch::Tensor term = l.bow_sum / static_cast<double>(idx.size());
+          bow_loss[i] = term.item<double>();
+          total = total + o.cls_bow_weight * term;
+        }
+        return total;
       });
       if (absl::Status s = optimisation.Step(loss); !s.ok()) return s;
       loss_since += loss;
+      for (double b : bow_loss) bow_since += b;
       ++steps_since;
       const int64_t done = step + 1;
       report.tokens += static_cast<int64_t>(idx.size()) * seq;
@@ -291,6 +347,7 @@ absl::StatusOr<PretrainReport> Pretrain(
         p.step = done;
         p.total_steps = o.steps;
         p.loss = loss_since / static_cast<double>(steps_since);
+        p.cls_bow_loss = bow_since / static_cast<double>(steps_since);
         p.learning_rate = optimisation.last_learning_rate();
         p.elapsed_s = absl::ToDoubleSeconds(absl::Now() - start);
         p.tokens_per_s = static_cast<double>(report.tokens) / std::max(1e-9, p.elapsed_s);
@@ -300,6 +357,7 @@ absl::StatusOr<PretrainReport> Pretrain(
                                o.threads);
         }
         loss_since = 0;
+        bow_since = 0;
         steps_since = 0;
         emit(p);
       }

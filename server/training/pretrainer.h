@@ -4,8 +4,9 @@
 // Masked-language-model pretraining of a BERT encoder: BERT's objective (15% of the tokens
 // selected; of those 80% become [MASK], 10% a random token, 10% stay) through BertForMaskedLM's
 // head (MlmHead), every encoder weight but the pooler trained, with the optimiser, schedule,
-// clipping and step sharding LoRA fine-tuning uses (optimisation.h). Deterministic given the
-// seed and the thread count. server/training/pretrain/README.md has the program and the data.
+// clipping and step sharding LoRA fine-tuning uses (optimisation.h). Optionally a sentence-level
+// term trains the pooler too (PretrainOptions::cls_bow_weight). Deterministic given the seed and
+// the thread count. server/training/pretrain/README.md has the program and the data.
 
 #include <torch/torch.h>
 
@@ -87,6 +88,11 @@ struct PretrainOptions {
   int64_t eval_every = 500;  // steps between held-out evaluations; 0: only at the end
   int threads = 2;           // shards of a step (each single-threaded BLAS)
   uint64_t seed = 1;
+  // Weight of a sentence-level term beside MLM, for the features BertForSequenceClassification
+  // reads: the pooled [CLS] output (BertPooler, then trained too) predicts the row's bag of words
+  // through the MLM head: cross-entropy against the uniform distribution over the row's distinct
+  // tokens (never_mask ones excluded), averaged over rows. 0: MLM only, the pooler stays as it is.
+  double cls_bow_weight = 0;
 };
 
 struct MlmEval {
@@ -98,7 +104,8 @@ struct MlmEval {
 struct PretrainProgress {
   int64_t step = 0;
   int64_t total_steps = 0;
-  double loss = 0;  // mean training loss of the steps since the previous report
+  double loss = 0;          // mean training loss of the steps since the previous report
+  double cls_bow_loss = 0;  // its bag-of-words term (unweighted), when cls_bow_weight > 0
   double learning_rate = 0;
   double tokens_per_s = 0;  // since the start
   double elapsed_s = 0;
@@ -115,17 +122,23 @@ struct PretrainReport {
   MlmEval heldout;                      // after the last step
 };
 
-// Trains `base`'s encoder (all but its pooler) and `head` on `train`, evaluating `heldout` with
-// fixed masks every eval_every steps and at the end; `progress` gets every `log_every` steps and
-// every evaluation (the same entries as the report's curve). `base` must be on the CPU in
-// float32. INVALID_ARGUMENT for bad options, no rows or rows of mixed lengths; INTERNAL for a torch
-// error or a loss that is not finite.
+// Trains `base`'s encoder (all but its pooler unless cls_bow_weight > 0) and `head` on `train`,
+// evaluating `heldout` with fixed masks every eval_every steps and at the end; `progress` gets
+// every `log_every` steps and every evaluation (the same entries as the report's curve). `base`
+// must be on the CPU in float32. INVALID_ARGUMENT for bad options, no rows, rows of mixed lengths,
+// or cls_bow_weight > 0 on a model without a pooler; INTERNAL for a torch error or a loss that is
+// not finite.
 absl::StatusOr<PretrainReport> Pretrain(
     model::BaseModel& base, MlmHead& head, const TokenRows& train, const TokenRows& heldout,
     const PretrainOptions& options, int64_t log_every,
     const std::function<void(const PretrainProgress&)>& progress);
 
 // MLM loss and accuracy of `rows` with masks from `seed`, on `threads` threads, no gradients.
+// The bag-of-words targets of rows `idx`: float [rows, vocab_size], each row uniform over its
+// distinct tokens outside `never` (all zero for a row of only such tokens).
+torch::Tensor BagOfWordsTargets(const TokenRows& rows, const std::vector<size_t>& idx,
+                                const std::vector<int64_t>& never, int64_t vocab_size);
+
 MlmEval EvaluateMlm(model::BaseModel& base, MlmHead& head, const TokenRows& rows,
                     const MaskingOptions& masking, uint64_t seed, int threads);
 

@@ -9,8 +9,10 @@ split of each task: accuracy, NLL, ECE (15 bins), Brier.
     tests/bench/base_model_eval.py BUILD_DIR PRETRAINED_DIR RANDOM_DIR [FLAG ...]
 
 Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersenses (six noun
-supersenses from WordNet glosses, not in the pretraining corpus). FLAGs are passed to every
-`loracle finetune` (defaults otherwise). Needs python3-sklearn for the baseline. Prints a
+supersenses from WordNet glosses, not in the pretraining corpus). As the baseline's C, the
+fine-tune's learning rate and epochs are chosen by validation NLL, from GRID (loracle's defaults,
+and a larger step for longer); only the chosen adapter sees the test split. FLAGs are added to
+every `loracle finetune`. Needs python3-sklearn for the baseline. Prints a
 Markdown table; writes tests/bench/results/base-model-<date>.json.
 """
 import json, math, os, subprocess, sys, tempfile, time
@@ -21,6 +23,7 @@ from finetune_eval import score  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data")
 TASKS = ["spam-assassin", "wordnet-supersenses"]
+GRID = [[], ["--lr=3e-3", "--epochs=6"]]
 
 
 def load(task, split):
@@ -71,16 +74,25 @@ def fine_tuned(build, model_dir, name, flags, port):
                 break
             time.sleep(0.1)
         for task in TASKS:
-            adapter = f"{name}-{task}"
-            start = time.time()
-            job = subprocess.run([cli, addr, "--timeout_ms=7200000", "finetune", f"--name={adapter}",
-                                  f"--server_data={task}/train.jsonl",
-                                  f"--server_validation={task}/validation.jsonl", "--json"] + flags,
-                                 capture_output=True, text=True)
-            if job.returncode != 0:
-                raise SystemExit(f"{adapter}: finetune failed: {job.stderr}{job.stdout}")
-            report = json.loads(job.stdout)
-            train_s = time.time() - start
+            candidates = []
+            for i, grid_flags in enumerate(GRID):
+                adapter = f"{name}-{task}-{i}"
+                start = time.time()
+                job = subprocess.run([cli, addr, "--timeout_ms=7200000", "finetune",
+                                      f"--name={adapter}", f"--server_data={task}/train.jsonl",
+                                      f"--server_validation={task}/validation.jsonl", "--json"]
+                                     + grid_flags + flags, capture_output=True, text=True)
+                if job.returncode != 0:
+                    raise SystemExit(f"{adapter}: finetune failed: {job.stderr}{job.stdout}")
+                report = json.loads(job.stdout)
+                val = report["report"].get("calibrated")
+                candidates.append({"adapter": adapter, "flags": grid_flags, "validation": val,
+                                   "steps": report.get("total_steps"),
+                                   "train_seconds": round(time.time() - start, 1)})
+                print(f"{name} {task} {' '.join(grid_flags) or 'defaults'}: validation acc "
+                      f"{val['accuracy']:.4f} nll {val['nll']:.4f}", file=sys.stderr)
+            best = min(candidates, key=lambda c: c["validation"]["nll"])
+            adapter = best["adapter"]
             test = load(task, "test")
             rows = []
             for i in range(0, len(test), 50):
@@ -96,11 +108,11 @@ def fine_tuned(build, model_dir, name, flags, port):
                     pred["label_names"] = resp["labels"]
                     rows.append(pred)
             r = score(rows, [t["label"] for t in test])
-            r.update(train_seconds=round(train_s, 1), steps=report.get("total_steps"),
-                     validation=report["report"].get("calibrated"))
+            r.update(chosen=best["flags"], train_seconds=best["train_seconds"],
+                     steps=best["steps"], validation=best["validation"], candidates=candidates)
             out[task] = r
             print(f"{name} {task}: acc {r['accuracy']:.4f} nll {r['nll']:.4f} ece {r['ece']:.4f} "
-                  f"({train_s:.0f} s)", file=sys.stderr)
+                  f"({' '.join(best['flags']) or 'defaults'})", file=sys.stderr)
     finally:
         server.terminate()
         server.wait()

@@ -144,6 +144,19 @@ TEST(MaskRowsTest, EveryRowPredictsAtLeastOneToken) {
   EXPECT_EQ(b.input_ids[1][1].item<int64_t>(), kMask);
 }
 
+TEST(BagOfWordsTargetsTest, UniformOverTheRowsDistinctOrdinaryTokens) {
+  const TokenRows rows = {
+      {kCls, 10, 11, 10, kSep}, {kCls, kSep, kPad, kPad, kPad}, {kCls, 7, 7, 7, kSep}};
+  const torch::Tensor t = BagOfWordsTargets(rows, {0, 1, 2}, {kCls, kSep, kPad}, 20);
+  ASSERT_EQ(t.sizes(), (std::vector<int64_t>{3, 20}));
+  EXPECT_FLOAT_EQ(t[0][10].item<float>(), 0.5f);  // counted once, however often it occurs
+  EXPECT_FLOAT_EQ(t[0][11].item<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(t[0].sum().item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(t[1].sum().item<float>(), 0.0f);  // only special tokens: no target
+  EXPECT_FLOAT_EQ(t[2][7].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(t[0][kCls].item<float>(), 0.0f);
+}
+
 class PretrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -213,6 +226,39 @@ TEST_F(PretrainTest, LearnsThePhrasesAndReportsTheCurve) {
       << " / " << r->heldout.accuracy << " (" << r->heldout.predictions << " predictions)";
   // The encoder is frozen again afterwards.
   for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+}
+
+TEST_F(PretrainTest, TheBagOfWordsTermTrainsThePoolerToSummariseTheRow) {
+  const TokenRows train = PackSequences(docs_, 16, kCls, kSep);
+  const TokenRows heldout(train.begin(), train.begin() + 16);
+  const std::string pooler = "pooler.dense.weight";
+  const torch::Tensor initial = base_->encoder->named_parameters()[pooler].clone();
+  MlmHead head(base_->config, 1);
+  PretrainOptions o = Options();
+  o.steps = 5;
+  ASSERT_TRUE(Pretrain(*base_, head, train, heldout, o, 5, nullptr).ok());
+  EXPECT_TRUE(base_->encoder->named_parameters()[pooler].equal(initial)) << "MLM alone";
+
+  o = Options();
+  o.cls_bow_weight = 1.0;
+  const MlmEval before = EvaluateMlm(*base_, head, heldout, o.masking, 99, 2);
+  std::vector<PretrainProgress> seen;
+  absl::StatusOr<PretrainReport> r = Pretrain(
+      *base_, head, train, heldout, o, 100, [&](const PretrainProgress& p) { seen.push_back(p); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(base_->encoder->named_parameters()[pooler].equal(initial));
+  ASSERT_GE(seen.size(), 2u);
+  // Each row is a few of three phrases: its bag of words is predictable from what [CLS] sees.
+  EXPECT_GT(seen.front().cls_bow_loss, 0);
+  EXPECT_LT(seen.back().cls_bow_loss, seen.front().cls_bow_loss - 0.2)
+      << seen.front().cls_bow_loss << " -> " << seen.back().cls_bow_loss;
+  EXPECT_GT(r->heldout.accuracy, before.accuracy + 0.2)  // and the MLM still learns
+      << before.accuracy << " -> " << r->heldout.accuracy;
+  for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+
+  o.cls_bow_weight = -1;
+  EXPECT_EQ(Pretrain(*base_, head, train, heldout, o, 1, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(PretrainTest, IsDeterministicGivenTheSeed) {

@@ -1,9 +1,10 @@
-// loracle-pretrain: masked-language-model pretraining of a small BERT from scratch
-// (training/pretrainer.h), written as a float16 BertForMaskedLM checkpoint in Hugging Face
-// layout. The built-in model is made with it; server/training/pretrain/README.md has the exact
-// command, the corpus and the vocabulary.
+// loracle-pretrain: masked-language-model pretraining of a small BERT from scratch, or onward
+// from an earlier output (--init) (training/pretrainer.h), written as a float16 BertForMaskedLM
+// checkpoint in Hugging Face layout. The built-in model is made with it;
+// server/training/pretrain/README.md has the exact command, the corpus and the vocabulary.
 //
 //   loracle-pretrain --corpus=corpus.jsonl --vocab=vocab.txt --out=DIR [--steps=N ...]
+//   loracle-pretrain --corpus=corpus.jsonl --init=EARLIER_OUT --out=DIR [--cls_bow_weight=W ...]
 //
 // corpus: JSONL, one document per line: {"text": "...", "source": "..."}; a document is held
 // out for evaluation when the FNV-1a hash of its source (else its line number) falls in the
@@ -59,6 +60,12 @@ ABSL_FLAG(int, threads, 2, "threads (each a shard of a step)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initial weights, the data order and the masks");
 ABSL_FLAG(std::string, dtype, "F16", "checkpoint dtype: F16, BF16 or F32");
 ABSL_FLAG(bool, batched_attention, true, "attention of all rows in one product (faster here)");
+ABSL_FLAG(std::string, init, "",
+          "continue from this BertForMaskedLM checkpoint (loracle-pretrain's output: its weights, "
+          "MLM head, vocabulary and shape; --vocab and the shape flags are then not used)");
+ABSL_FLAG(double, cls_bow_weight, 0,
+          "weight of the pooled [CLS] output's bag-of-words prediction beside MLM (trains the "
+          "pooler that sequence classification reads); 0 = MLM only");
 ABSL_FLAG(std::string, log, "", "also append progress as JSONL here");
 
 namespace {
@@ -91,6 +98,7 @@ json ProgressJson(const PretrainProgress& p) {
             {"learning_rate", p.learning_rate},
             {"tokens_per_s", p.tokens_per_s},
             {"elapsed_s", p.elapsed_s}};
+  if (p.cls_bow_loss > 0) j["cls_bow_loss"] = p.cls_bow_loss;
   if (p.has_eval) j["heldout"] = EvalJson(p.eval);
   return j;
 }
@@ -101,8 +109,11 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("loracle-pretrain --corpus=FILE --vocab=FILE --out=DIR [flags]");
   absl::ParseCommandLine(argc, argv);
   const std::string out = absl::GetFlag(FLAGS_out);
-  if (absl::GetFlag(FLAGS_corpus).empty() || absl::GetFlag(FLAGS_vocab).empty() || out.empty()) {
-    std::fprintf(stderr, "loracle-pretrain: --corpus, --vocab and --out are required\n");
+  const std::string init_dir = absl::GetFlag(FLAGS_init);
+  if (absl::GetFlag(FLAGS_corpus).empty() ||
+      (absl::GetFlag(FLAGS_vocab).empty() && init_dir.empty()) || out.empty()) {
+    std::fprintf(stderr,
+                 "loracle-pretrain: --corpus, --vocab (or --init) and --out are required\n");
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads);
@@ -119,27 +130,30 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // The initial weights: a random BERT of the requested shape over the vocabulary, written and
-  // loaded like any checkpoint (transformers' initialisation, seeded).
-  absl::StatusOr<std::string> vocab = loracle::util::ReadFileToString(absl::GetFlag(FLAGS_vocab));
-  if (!vocab.ok()) return Fail(vocab.status());
-  loracle::model::ModelConfig config;
-  config.vocab_size = 0;
-  for (char c : *vocab) config.vocab_size += c == '\n';
-  config.hidden_size = absl::GetFlag(FLAGS_hidden);
-  config.num_hidden_layers = absl::GetFlag(FLAGS_layers);
-  config.num_attention_heads = absl::GetFlag(FLAGS_heads);
-  config.intermediate_size = absl::GetFlag(FLAGS_intermediate);
-  config.max_position_embeddings = absl::GetFlag(FLAGS_seq_len);
-  const std::string init = out + "/.init";
-  if (auto s = loracle::model::WriteRandomBertCheckpoint(init, config, *vocab,
-                                                         absl::GetFlag(FLAGS_seed));
-      !s.ok()) {
-    return Fail(s);
+  // The initial weights: --init's checkpoint, or a random BERT of the requested shape over the
+  // vocabulary, written and loaded like any checkpoint (transformers' initialisation, seeded).
+  const std::string init = init_dir.empty() ? out + "/.init" : init_dir;
+  if (init_dir.empty()) {
+    absl::StatusOr<std::string> vocab = loracle::util::ReadFileToString(absl::GetFlag(FLAGS_vocab));
+    if (!vocab.ok()) return Fail(vocab.status());
+    loracle::model::ModelConfig shape;
+    shape.vocab_size = 0;
+    for (char c : *vocab) shape.vocab_size += c == '\n';
+    shape.hidden_size = absl::GetFlag(FLAGS_hidden);
+    shape.num_hidden_layers = absl::GetFlag(FLAGS_layers);
+    shape.num_attention_heads = absl::GetFlag(FLAGS_heads);
+    shape.intermediate_size = absl::GetFlag(FLAGS_intermediate);
+    shape.max_position_embeddings = absl::GetFlag(FLAGS_seq_len);
+    if (auto s = loracle::model::WriteRandomBertCheckpoint(init, shape, *vocab,
+                                                           absl::GetFlag(FLAGS_seed));
+        !s.ok()) {
+      return Fail(s);
+    }
   }
   absl::StatusOr<std::unique_ptr<loracle::model::BaseModel>> base =
       loracle::model::LoadBaseModel(init);
   if (!base.ok()) return Fail(base.status());
+  const loracle::model::ModelConfig config = (*base)->config;
   const loracle::model::Tokenizer& tokenizer = *(*base)->tokenizer;
   // Rows are full (no padding): one batched attention product per layer beats the per-row loop.
   if (absl::GetFlag(FLAGS_batched_attention)) (*base)->encoder->set_batched_attention(true);
@@ -191,7 +205,8 @@ int main(int argc, char** argv) {
       (held ? heldout_docs : train_docs).push_back(*std::move(ids));
     }
   }
-  const int seq_len = absl::GetFlag(FLAGS_seq_len);
+  const int seq_len =
+      init_dir.empty() ? absl::GetFlag(FLAGS_seq_len) : config.max_position_embeddings;
   const loracle::training::TokenRows train =
       loracle::training::PackSequences(train_docs, seq_len, cls, sep);
   loracle::training::TokenRows heldout =
@@ -216,12 +231,19 @@ int main(int argc, char** argv) {
   o.eval_every = absl::GetFlag(FLAGS_eval_every);
   o.threads = threads;
   o.seed = absl::GetFlag(FLAGS_seed);
+  o.cls_bow_weight = absl::GetFlag(FLAGS_cls_bow_weight);
   o.masking.probability = absl::GetFlag(FLAGS_mask_probability);
   o.masking.mask_id = mask;
   o.masking.vocab_size = config.vocab_size;
   o.masking.never_mask = {cls, sep, pad};
 
   loracle::training::MlmHead head(config, loracle::model::MixSeed(o.seed, 0x4EAD));
+  if (!init_dir.empty()) {
+    absl::StatusOr<loracle::training::MlmHead> read =
+        loracle::training::ReadMlmHead(init_dir, config);
+    if (!read.ok()) return Fail(read.status());
+    head = *read;
+  }
   const MlmEval initial = loracle::training::EvaluateMlm(
       **base, head, heldout, o.masking, loracle::model::MixSeed(o.seed, 0xE7A1), threads);
   std::fprintf(stderr, "step 0: held-out MLM loss %.4f, accuracy %.4f (%lld predictions)\n",
@@ -239,6 +261,7 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "step %lld/%lld: loss %.4f, lr %.2e, %.0f tokens/s, %.0f s",
                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
                        p.loss, p.learning_rate, p.tokens_per_s, p.elapsed_s);
+          if (o.cls_bow_weight > 0) std::fprintf(stderr, " (bag of words %.4f)", p.cls_bow_loss);
           if (p.has_eval) {
             std::fprintf(stderr, "; held-out MLM loss %.4f, accuracy %.4f", p.eval.loss,
                          p.eval.accuracy);
@@ -272,7 +295,9 @@ int main(int argc, char** argv) {
               {"weight_decay", o.optimisation.weight_decay},
               {"max_grad_norm", o.optimisation.max_grad_norm},
               {"mask_probability", o.masking.probability},
-              {"seed", o.seed}}},
+              {"seed", o.seed},
+              {"init", init_dir},
+              {"cls_bow_weight", o.cls_bow_weight}}},
             {"curve", json::array()}};
   for (const PretrainProgress& p : report->curve) r["curve"].push_back(ProgressJson(p));
   const std::map<std::string, std::string> metadata = {
@@ -286,7 +311,7 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(s);
   }
-  loracle::util::RemoveTree(init).IgnoreError();
+  if (init_dir.empty()) loracle::util::RemoveTree(init).IgnoreError();
   std::fprintf(stderr, "wrote %s: held-out MLM accuracy %.4f after %lld steps, %.0f tokens/s\n",
                out.c_str(), report->heldout.accuracy, static_cast<long long>(report->steps),
                report->tokens_per_s);
