@@ -68,34 +68,27 @@ def webster_entries(path):
     WordNet 3.0)."""
     with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
         text = f.read()
-    entry, segment, kept = "", [], []
-
-    def flush():
-        doc = SOUND.sub(" ", re.sub(r"[{}]", "", " ".join(kept)))
-        doc = ACCENTED.sub(r"\1", LIGATURE.sub(r"\1", doc))
-        doc = re.sub(r"\s+", " ", doc).strip()
-        if entry and doc and not doc.startswith(entry):
-            doc = f"{entry}: {doc}"
-        return doc if len(doc) >= 20 else ""
-
+    entries, segment = [], []  # entries: (headword, its kept definition segments)
     for line in text.splitlines():
         m = HEADWORD.match(line)
         if m:
-            doc = flush()
-            if doc:
-                yield doc
-            entry, segment, kept = m.group(1).strip(), [], []
+            entries.append((m.group(1).strip(), []))
+            segment = []
         t = SOURCE_TAG.match(line)
         tag = t.group(1) if t else ""
         if not (t and re.search(r"Webster|WordNet|PJC|Century|\bAS\b|RDH|\bMW\b", tag)):
             segment.append(line)
             continue
-        if ("Webster" in tag or "1913" in tag) and "WordNet" not in tag and entry:
-            kept.append(PRONUNCIATION.sub(" ", "\n".join(segment)))
+        if ("Webster" in tag or "1913" in tag) and "WordNet" not in tag and entries:
+            entries[-1][1].append(PRONUNCIATION.sub(" ", "\n".join(segment)))
         segment = []
-    doc = flush()
-    if doc:
-        yield doc
+    for entry, kept in entries:
+        doc = SOUND.sub(" ", re.sub(r"[{}]", "", " ".join(kept)))
+        doc = re.sub(r"\s+", " ", ACCENTED.sub(r"\1", LIGATURE.sub(r"\1", doc))).strip()
+        if doc and not doc.startswith(entry):
+            doc = f"{entry}: {doc}"
+        if len(doc) >= 20:
+            yield doc
 
 
 def mostly_english(text):
