@@ -35,10 +35,11 @@ commands:
         [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
         [--dropkey_rate=P --hiddencut_rate=P --kl_weight=L] [--mc_samples=N] [--epochs=E]
         [--max_steps=S] [--lr=LR] [--warmup=F] [--weight_decay=W] [--patience=E]
-        [--batch_size=B] [--max_length=T] [--rank=R] [--alpha=A] [--targets=q,v] [--rslora]
-        [--labels=a,b] [--seed=S] [--detach] [--json]
+        [--batch_size=B] [--max_length=T] [--max_windows=W] [--rank=R] [--alpha=A]
+        [--targets=q,v] [--rslora] [--labels=a,b] [--seed=S] [--detach] [--json]
           train an adapter (or ensemble) on a JSONL/CSV file; shows progress, then the
-          validation report (per member, ensemble, calibrated)
+          validation report (per member, ensemble, calibrated); --max_windows=W reads long
+          texts in up to W windows of T tokens (logits averaged) instead of cutting them
   jobs [list | get ID | watch ID | cancel ID]
           the server's fine-tune jobs
   feedback PREDICTION_ID LABEL | feedback --file=F.jsonl
@@ -91,6 +92,7 @@ const std::vector<Command>& Commands() {
         "lr",
         "max_length",
         "max_steps",
+        "max_windows",
         "mc_samples",
         "members",
         "name",

@@ -97,6 +97,7 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
           {"abstained", p.abstained()},
           {"truncated", p.truncated()},
           {"num_tokens", p.num_tokens()},
+          {"windows", p.windows()},
       };
       if (p.members_size() > 0) {
         pj["members"] = nlohmann::json::array();

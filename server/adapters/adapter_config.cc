@@ -221,6 +221,11 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
   };
   if (auto s = get_int("members", 1, 64, &c.members); !s.ok()) return s;
   if (auto s = get_int("mc_samples", 1, 64, &c.mc_samples); !s.ok()) return s;
+  if (auto s = get_int("max_windows", 1, kMaxWindows, &c.max_windows); !s.ok()) return s;
+  if (auto s = get_int("window_length", 0, 4096, &c.window_length); !s.ok()) return s;
+  if (c.window_length > 0 && c.window_length < 8) {
+    return Bad(source, "\"window_length\" must be 0 (the server's maximum) or in [8, 4096]");
+  }
   if (auto it = j.find("temperature"); it != j.end()) {
     if (!it->is_number() || !(it->get<double>() > 0))
       return Bad(source, "\"temperature\" must be > 0");
@@ -308,6 +313,10 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                     {"rate", c.dropout.rate},
                     {"dropkey_rate", c.dropout.dropkey_rate},
                     {"hiddencut_rate", c.dropout.hiddencut_rate}};
+  }
+  if (c.max_windows > 1) {
+    j["max_windows"] = c.max_windows;
+    j["window_length"] = c.window_length;
   }
   if (!c.description.empty()) j["description"] = c.description;
   if (c.reference.examples > 0) {

@@ -53,6 +53,9 @@ struct PeftLoraConfig {
   double ScalingFor(absl::string_view module_path) const;
 };
 
+// The most windows an adapter may read a text in (ServingConfig::max_windows).
+inline constexpr int kMaxWindows = 64;
+
 // loracle's own per-adapter serving settings.
 struct ServingConfig {
   std::vector<std::string> labels;
@@ -63,6 +66,11 @@ struct ServingConfig {
   // Test-time dropout for the N > 1 Monte Carlo samples ({"method": "LORA_DROPOUT", "rate": 0.1});
   // with NONE the N samples of a member are identical.
   model::DropoutSpec dropout;
+  // Long texts: a single text is read in up to `max_windows` windows of `window_length` tokens
+  // (special tokens included; 0 = the server's maximum length) and the windows' logits are
+  // averaged (model::Tokenizer::Windows). 1 = cut to the maximum length. Text pairs: one window.
+  int max_windows = 1;
+  int window_length = 0;
   std::string description;
   // How the adapter's predictions were distributed on its validation data (written by the
   // fine-tune job; "reference" in loracle.json): fractions per drift bin of confidence and mutual

@@ -109,6 +109,61 @@ absl::StatusOr<std::vector<std::string>> Tokenizer::Tokenize(absl::string_view t
   return out;
 }
 
+void Tokenizer::Assemble(const std::vector<int64_t>& a, const std::vector<int64_t>* b,
+                         Encoding* e) const {
+  for (const SpecialTokensTemplate::Piece& p : b != nullptr ? template_.pair : template_.single) {
+    if (p.sequence < 0) {
+      e->input_ids.push_back(p.id);
+      e->token_type_ids.push_back(p.type_id);
+    } else {
+      const std::vector<int64_t>& seq = p.sequence == 0 ? a : *b;
+      e->input_ids.insert(e->input_ids.end(), seq.begin(), seq.end());
+      e->token_type_ids.insert(e->token_type_ids.end(), seq.size(), p.type_id);
+    }
+  }
+}
+
+absl::StatusOr<std::vector<Encoding>> Tokenizer::Windows(const std::vector<int64_t>& ids,
+                                                         int max_length, int max_windows) const {
+  const int specials = template_.NumSpecial(false);
+  if (max_length < specials + 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_length ", max_length, " is too small"));
+  }
+  if (max_windows < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_windows must be >= 1, got ", max_windows));
+  }
+  const size_t n = ids.size(), len = static_cast<size_t>(max_length - specials);
+  const size_t needed = std::max<size_t>(1, (n + len - 1) / len);
+  const size_t w = std::min(needed, static_cast<size_t>(max_windows));
+  const bool truncated = needed > w;
+  std::vector<Encoding> out(w);
+  for (size_t j = 0; j < w; ++j) {
+    // Covering the whole text: starts spread evenly, the last window ending at the last token.
+    // Not covering it: consecutive windows over the first w * len tokens.
+    size_t begin = j * len;
+    if (!truncated && w > 1) begin = j * (n - len) / (w - 1);
+    const size_t end = std::min(n, begin + len);
+    const std::vector<int64_t> part(ids.begin() + static_cast<std::ptrdiff_t>(begin),
+                                    ids.begin() + static_cast<std::ptrdiff_t>(end));
+    out[j].truncated = truncated;
+    Assemble(part, nullptr, &out[j]);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Encoding>> Tokenizer::EncodeWindows(
+    absl::string_view text, std::optional<absl::string_view> pair, int max_length,
+    int max_windows) const {
+  if (pair.has_value() || max_windows == 1) {
+    absl::StatusOr<Encoding> e = Encode(text, pair, max_length);
+    if (!e.ok()) return e.status();
+    return std::vector<Encoding>{*std::move(e)};
+  }
+  absl::StatusOr<std::vector<int64_t>> ids = TokenizeToIds(text);
+  if (!ids.ok()) return ids.status();
+  return Windows(*ids, max_length, max_windows);
+}
+
 absl::StatusOr<Encoding> Tokenizer::Encode(absl::string_view text,
                                            std::optional<absl::string_view> pair,
                                            int max_length) const {
@@ -147,17 +202,7 @@ absl::StatusOr<Encoding> Tokenizer::Encode(absl::string_view text,
       b.resize(std::min(b.size(), n2));
     }
   }
-  for (const SpecialTokensTemplate::Piece& p :
-       pair.has_value() ? template_.pair : template_.single) {
-    if (p.sequence < 0) {
-      e.input_ids.push_back(p.id);
-      e.token_type_ids.push_back(p.type_id);
-    } else {
-      const std::vector<int64_t>& seq = p.sequence == 0 ? *a : b;
-      e.input_ids.insert(e.input_ids.end(), seq.begin(), seq.end());
-      e.token_type_ids.insert(e.token_type_ids.end(), seq.size(), p.type_id);
-    }
-  }
+  Assemble(*a, pair.has_value() ? &b : nullptr, &e);
   return e;
 }
 

@@ -67,6 +67,21 @@ class Tokenizer {
   absl::StatusOr<Encoding> Encode(absl::string_view text, std::optional<absl::string_view> pair,
                                   int max_length) const;
 
+  // A single text read in windows, for inputs longer than one window (Predict and fine-tuning
+  // with max_windows > 1): `ids` (a text's ids without special tokens) become at most
+  // `max_windows` encodings of at most `max_length` ids each, special tokens included. Ids that
+  // fit one window give one window, exactly as Encode. Longer ids give w = min(max_windows,
+  // ceil(n / L)) windows of exactly L = max_length - specials ids: when they cover the whole text
+  // their starts are spread evenly (neighbours overlap by less than L in all); when they cannot,
+  // they cover the first w * L ids back to back and every window is marked `truncated`.
+  // INVALID_ARGUMENT for max_length below the special tokens + 1 or max_windows < 1.
+  absl::StatusOr<std::vector<Encoding>> Windows(const std::vector<int64_t>& ids, int max_length,
+                                                int max_windows) const;
+  // Windows of `text`; a text pair (or max_windows == 1) gives the one encoding of Encode.
+  absl::StatusOr<std::vector<Encoding>> EncodeWindows(absl::string_view text,
+                                                      std::optional<absl::string_view> pair,
+                                                      int max_length, int max_windows) const;
+
   virtual int64_t vocab_size() const = 0;
   virtual const std::string& IdToToken(int64_t id) const = 0;
   int64_t pad_id() const { return pad_id_; }
@@ -75,6 +90,9 @@ class Tokenizer {
  protected:
   // Ids of a stretch of text that contains no added token; `text` is valid UTF-8.
   virtual void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const = 0;
+
+  // Appends the template's ids for `a` (and `b`, a pair, when not null) to `e`.
+  void Assemble(const std::vector<int64_t>& a, const std::vector<int64_t>* b, Encoding* e) const;
 
   SpecialTokensTemplate template_;
   std::vector<AddedToken> added_;  // longest content first

@@ -43,6 +43,8 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
   out->set_path(info.path);
   out->set_resident(info.resident);
   out->set_memory_bytes(info.memory_bytes);
+  out->set_max_windows(static_cast<uint32_t>(info.serving.max_windows));
+  out->set_window_length(static_cast<uint32_t>(info.serving.window_length));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "server/rpc/inference_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -25,6 +26,13 @@ namespace {
 using loracle::v1::PredictRequest;
 using loracle::v1::PredictResponse;
 
+// One input before its adapter is known: a single text's ids (cut into the adapter's windows
+// later), or a text pair's encoding.
+struct Tokenized {
+  std::vector<int64_t> ids;
+  std::optional<model::Encoding> pair;
+};
+
 std::string NewPredictionId() {
   thread_local absl::BitGen gen;
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
@@ -40,6 +48,7 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
   for (const std::string& l : adapter.serving.labels) response->add_labels(l);
   response->set_members(static_cast<uint32_t>(req.members));
   response->set_mc_samples(static_cast<uint32_t>(req.mc_samples));
+  size_t first = 0;  // input i's first encoding
   for (size_t i = 0; i < result.inputs.size(); ++i) {
     const serving::InputResult& in = result.inputs[i];
     loracle::v1::Prediction* p = response->add_predictions();
@@ -63,7 +72,12 @@ void FillResponse(const serving::InferenceRequest& req, const serving::Inference
     for (double v : in.summary.prob_std) u->add_prob_std(static_cast<float>(v));
     p->set_abstained(in.abstained);
     p->set_truncated(truncated[i]);
-    p->set_num_tokens(static_cast<uint32_t>(req.inputs[i].input_ids.size()));
+    const size_t windows = req.windows.empty() ? 1 : static_cast<size_t>(req.windows[i]);
+    size_t tokens = 0;
+    for (size_t w = 0; w < windows; ++w) tokens += req.inputs[first + w].input_ids.size();
+    first += windows;
+    p->set_num_tokens(static_cast<uint32_t>(tokens));
+    p->set_windows(static_cast<uint32_t>(windows));
     if (return_members) {
       for (size_t k = 0; k < in.passes.size(); ++k) {
         loracle::v1::MemberOutput* m = p->add_members();
@@ -151,30 +165,57 @@ void StartPredict(const InferenceService::Options& options, const InferenceBacke
   if (absl::Status s = ValidatePredict(request, options); !s.ok()) return finish(s);
 
   // Tokenized before the adapter is acquired: an evicted adapter's reload (below) then finishes
-  // the call on a load thread with little left to do.
+  // the call on a load thread with little left to do. Single texts are cut into the adapter's
+  // windows once it is known; pairs are encoded now (one window).
   const model::Tokenizer& tokenizer = *backend.tokenizer;
-  std::vector<bool> truncated;
-  std::vector<model::Encoding> inputs;
+  std::vector<Tokenized> tokenized(static_cast<size_t>(request.inputs_size()));
   for (int i = 0; i < request.inputs_size(); ++i) {
-    const std::string& text = request.inputs(i);
-    std::optional<absl::string_view> pair;
-    if (request.text_pairs_size() > 0) pair = request.text_pairs(i);
-    absl::StatusOr<model::Encoding> e = tokenizer.Encode(text, pair, backend.max_length);
-    if (!e.ok()) {
-      return finish(
-          absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
+    Tokenized& t = tokenized[static_cast<size_t>(i)];
+    absl::Status s;
+    if (request.text_pairs_size() > 0) {
+      absl::StatusOr<model::Encoding> e =
+          tokenizer.Encode(request.inputs(i), request.text_pairs(i), backend.max_length);
+      if (e.ok()) t.pair = *std::move(e);
+      s = e.status();
+    } else {
+      absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(request.inputs(i));
+      if (ids.ok()) t.ids = *std::move(ids);
+      s = ids.status();
     }
-    truncated.push_back(e->truncated);
-    inputs.push_back(*std::move(e));
+    if (!s.ok()) {
+      return finish(absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", s.message())));
+    }
   }
   // Runs here, or on a registry load thread after an evicted adapter was reloaded; request and
   // response stay valid until finish.
   auto submit = [options, feedback, &request, response, &backend, deadline,
-                 cancelled = std::move(cancelled), finish, truncated = std::move(truncated),
-                 inputs = std::move(inputs)](
+                 cancelled = std::move(cancelled), finish, tokenized = std::move(tokenized)](
                     absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter) mutable {
     if (!adapter.ok()) return finish(adapter.status());
     auto req = std::make_unique<serving::InferenceRequest>();
+    const adapters::ServingConfig& serving = (*adapter)->serving;
+    const int length = serving.window_length > 0
+                           ? std::min(serving.window_length, backend.max_length)
+                           : backend.max_length;
+    std::vector<bool> truncated;
+    for (size_t i = 0; i < tokenized.size(); ++i) {
+      Tokenized& t = tokenized[i];
+      if (t.pair.has_value()) {
+        truncated.push_back(t.pair->truncated);
+        req->inputs.push_back(*std::move(t.pair));
+        if (serving.max_windows > 1) req->windows.push_back(1);
+        continue;
+      }
+      absl::StatusOr<std::vector<model::Encoding>> w =
+          backend.tokenizer->Windows(t.ids, length, serving.max_windows);
+      if (!w.ok()) {
+        return finish(
+            absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", w.status().message())));
+      }
+      truncated.push_back(w->front().truncated);
+      if (serving.max_windows > 1) req->windows.push_back(static_cast<int>(w->size()));
+      for (model::Encoding& e : *w) req->inputs.push_back(std::move(e));
+    }
     req->adapter = *adapter;
     req->members = (*adapter)->members;
     req->mc_samples = request.has_mc_samples() ? static_cast<int>(request.mc_samples())
@@ -191,7 +232,6 @@ void StartPredict(const InferenceService::Options& options, const InferenceBacke
     req->abstain_threshold = request.has_abstain_threshold()
                                  ? request.abstain_threshold()
                                  : (*adapter)->serving.abstain_threshold;
-    req->inputs = std::move(inputs);
     if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
     req->cancelled = std::move(cancelled);
     const bool return_members = request.return_members();

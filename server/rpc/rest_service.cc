@@ -166,7 +166,7 @@ absl::StatusOr<json> InferResponse(const loracle::v1::PredictResponse& r,
   json probs = json::array(), std = json::array(), label = json::array(), index = json::array(),
        pe = json::array(), ee = json::array(), mi = json::array(), conf = json::array(),
        abstained = json::array(), truncated = json::array(), tokens = json::array(),
-       ids = json::array(), members = json::array();
+       windows = json::array(), ids = json::array(), members = json::array();
   int64_t passes = 0;
   for (const loracle::v1::Prediction& p : r.predictions()) {
     for (float v : p.probs()) probs.push_back(v);
@@ -180,6 +180,7 @@ absl::StatusOr<json> InferResponse(const loracle::v1::PredictResponse& r,
     abstained.push_back(p.abstained());
     truncated.push_back(p.truncated());
     tokens.push_back(p.num_tokens());
+    windows.push_back(p.windows());
     ids.push_back(p.prediction_id());
     passes = p.members_size();
     for (const loracle::v1::MemberOutput& m : p.members()) {
@@ -192,7 +193,8 @@ absl::StatusOr<json> InferResponse(const loracle::v1::PredictResponse& r,
       Tensor("expected_entropy", "FP32", {n}, ee),    Tensor("mutual_information", "FP32", {n}, mi),
       Tensor("confidence", "FP32", {n}, conf),        Tensor("prob_std", "FP32", {n, c}, std),
       Tensor("abstained", "BOOL", {n}, abstained),    Tensor("truncated", "BOOL", {n}, truncated),
-      Tensor("num_tokens", "INT64", {n}, tokens),     Tensor("prediction_id", "BYTES", {n}, ids),
+      Tensor("num_tokens", "INT64", {n}, tokens),     Tensor("windows", "INT64", {n}, windows),
+      Tensor("prediction_id", "BYTES", {n}, ids),
   };
   if (passes > 0) all.push_back(Tensor("member_probabilities", "FP32", {n, passes, c}, members));
   json outputs = json::array();
@@ -333,6 +335,7 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
   outputs.push_back({{"name", "abstained"}, {"datatype", "BOOL"}, {"shape", n}});
   outputs.push_back({{"name", "truncated"}, {"datatype", "BOOL"}, {"shape", n}});
   outputs.push_back({{"name", "num_tokens"}, {"datatype", "INT64"}, {"shape", n}});
+  outputs.push_back({{"name", "windows"}, {"datatype", "INT64"}, {"shape", n}});
   outputs.push_back({{"name", "prediction_id"}, {"datatype", "BYTES"}, {"shape", n}});
   json out = {
       {"name", adapter},
@@ -350,6 +353,8 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
         {"mc_samples", info->serving.mc_samples},
         {"temperature", info->serving.temperature},
         {"abstain_threshold", info->serving.abstain_threshold},
+        {"max_windows", info->serving.max_windows},
+        {"window_length", info->serving.window_length},
         {"rank", info->lora.rank},
         {"description", info->serving.description}}}};
   if (!info->error.empty()) out["parameters"]["error"] = info->error;

@@ -14,7 +14,8 @@
 //                                        outputs probabilities [N, C], label, label_index,
 //                                        predictive_entropy, expected_entropy,
 //                                        mutual_information, confidence, prob_std [N, C],
-//                                        abstained, truncated, num_tokens, prediction_id
+//                                        abstained, truncated, num_tokens, windows,
+//                                        prediction_id
 //   POST /v2/models/{adapter}/feedback   {"items": [{"prediction_id", "true_label"}, ...]}
 //
 // Handlers block their HTTP worker until the batch thread answers (bounded by the request's

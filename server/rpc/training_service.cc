@@ -228,6 +228,10 @@ absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
   if (r.max_length() != 0 && (r.max_length() < 8 || r.max_length() > 4096)) {
     return OutOfRange("max_length", r.max_length(), "in [8, 4096]");
   }
+  if (r.max_windows() > static_cast<uint32_t>(adapters::kMaxWindows)) {
+    return OutOfRange("max_windows", r.max_windows(),
+                      absl::StrCat("in [1, ", adapters::kMaxWindows, "] (0 = 1)"));
+  }
   if (inline_data) {  // labels of inline data are checked now; a file's when the job runs
     std::vector<training::Example> all;
     for (const auto* list : {&r.examples(), &r.validation_examples()}) {

@@ -34,6 +34,16 @@ Batcher::~Batcher() { Shutdown(); }
 absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
   const int64_t rows = request->rows();
   if (rows <= 0) return absl::InvalidArgumentError("request has no rows to run");
+  if (!request->windows.empty()) {
+    int64_t encodings = 0;
+    for (int w : request->windows) {
+      if (w < 1) return absl::InvalidArgumentError("an input has no windows");
+      encodings += w;
+    }
+    if (encodings != static_cast<int64_t>(request->inputs.size())) {
+      return absl::InvalidArgumentError("request windows do not add up to its encodings");
+    }
+  }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("server is shutting down");
   // Always admit into an empty queue so a request larger than the bound can still run.

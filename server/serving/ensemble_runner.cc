@@ -38,7 +38,6 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   };
   std::vector<RowRef> rows;
   model::LoraRouting routing;
-  std::vector<const adapters::Adapter*> group_adapter;
   for (const auto& [adapter, requests] : by_adapter) {
     const model::DropoutSpec& dropout = adapter->serving.dropout;
     const std::vector<model::LoraMember>& members = adapters::MembersOf(*adapter);
@@ -67,7 +66,6 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
         if (g.end == g.begin) continue;
         if (sampled) g.dropout = &dropout;
         routing.push_back(std::move(g));
-        group_adapter.push_back(adapter);
       }
     }
   }
@@ -136,31 +134,46 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
                                   absl::ToDoubleSeconds(absl::Now() - start));
   }
 
-  // Gather the K passes of every input, member-major then sample.
-  std::vector<InferenceResult> results(batch.size());
-  std::vector<std::vector<std::vector<std::vector<double>>>> passes(batch.size());
-  for (size_t r = 0; r < batch.size(); ++r) {
-    passes[r].resize(batch[r]->inputs.size());
-    results[r].inputs.resize(batch[r]->inputs.size());
-  }
+  // Gather the K logit vectors of every encoding, member-major then sample.
+  std::vector<std::vector<std::vector<std::vector<double>>>> enc_logits(batch.size());
+  for (size_t r = 0; r < batch.size(); ++r) enc_logits[r].resize(batch[r]->inputs.size());
   for (size_t g = 0; g < routing.size(); ++g) {
-    // Temperature scaling per pass, then the K passes of an input are summarised.
-    std::vector<std::vector<double>> probs =
-        SoftmaxRows(logits[g].data_ptr<double>(), logits[g].size(0), logits[g].size(1),
-                    group_adapter[g]->serving.temperature);
+    const int64_t classes = logits[g].size(1);
+    const double* p = logits[g].data_ptr<double>();
     for (int64_t k = routing[g].begin; k < routing[g].end; ++k) {
-      passes[rows[k].request][rows[k].input].push_back(
-          std::move(probs[static_cast<size_t>(k - routing[g].begin)]));
+      const double* row = p + (k - routing[g].begin) * classes;
+      enc_logits[rows[k].request][rows[k].input].emplace_back(row, row + classes);
     }
   }
+  // Per input: each pass's logits averaged over the input's windows, temperature-scaled, and the
+  // K passes summarised.
+  std::vector<InferenceResult> results(batch.size());
   for (size_t r = 0; r < batch.size(); ++r) {
-    for (size_t i = 0; i < batch[r]->inputs.size(); ++i) {
-      absl::StatusOr<UncertaintySummary> s = Summarize(passes[r][i]);
+    const InferenceRequest& req = *batch[r];
+    const double temperature = req.adapter->serving.temperature;
+    results[r].inputs.resize(req.num_inputs());
+    size_t first = 0;
+    for (size_t i = 0; i < req.num_inputs(); ++i) {
+      const size_t count = req.windows.empty() ? 1 : static_cast<size_t>(req.windows[i]);
+      std::vector<std::vector<double>>& sum = enc_logits[r][first];
+      for (size_t w = 1; w < count; ++w) {
+        const std::vector<std::vector<double>>& more = enc_logits[r][first + w];
+        for (size_t k = 0; k < sum.size(); ++k) {
+          for (size_t c = 0; c < sum[k].size(); ++c) sum[k][c] += more[k][c];
+        }
+      }
+      std::vector<std::vector<double>> probs;
+      for (std::vector<double>& pass : sum) {
+        for (double& v : pass) v /= static_cast<double>(count);
+        probs.push_back(Softmax(pass, temperature));
+      }
+      first += count;
+      absl::StatusOr<UncertaintySummary> s = Summarize(probs);
       if (!s.ok()) return s.status();
       InputResult& out = results[r].inputs[i];
       out.summary = *std::move(s);
-      out.abstained = Abstains(out.summary, batch[r]->abstain_threshold);
-      for (const auto& pass : passes[r][i]) out.passes.emplace_back(pass.begin(), pass.end());
+      out.abstained = Abstains(out.summary, req.abstain_threshold);
+      for (const auto& pass : probs) out.passes.emplace_back(pass.begin(), pass.end());
     }
   }
   return results;

@@ -25,13 +25,16 @@ struct InputResult {
 };
 
 struct InferenceResult {
-  std::vector<InputResult> inputs;
+  std::vector<InputResult> inputs;  // one per input (not per window)
 };
 
 // One Predict call on its way through the Batcher and EnsembleRunner.
 struct InferenceRequest {
   std::shared_ptr<const adapters::Adapter> adapter;  // held until `done` runs
+  // The encodings of every input, input-major: input i is read in windows[i] consecutive
+  // encodings whose logits are averaged (model::Tokenizer::Windows); empty = one each.
   std::vector<model::Encoding> inputs;
+  std::vector<int> windows;
   int members = 1;     // M: the adapter's ensemble members
   int mc_samples = 1;  // N: test-time dropout samples per member
   uint64_t seed = 0;
@@ -45,6 +48,8 @@ struct InferenceRequest {
   // (a rejected Submit returns its error and never calls it).
   std::function<void(absl::StatusOr<InferenceResult>)> done;
 
+  size_t num_inputs() const { return windows.empty() ? inputs.size() : windows.size(); }
+  // Forward rows: every encoding x K passes.
   int64_t rows() const { return static_cast<int64_t>(inputs.size()) * members * mc_samples; }
 };
 

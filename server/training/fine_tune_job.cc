@@ -64,18 +64,18 @@ absl::StatusOr<std::vector<Example>> ExamplesOf(
 absl::StatusOr<EncodedData> Encode(const model::BaseModel& base, const std::vector<Example>& ex,
                                    const std::vector<size_t>& idx,
                                    const std::map<std::string, int>& label_ids, int max_length,
-                                   absl::string_view what) {
+                                   int max_windows, absl::string_view what) {
   EncodedData out;
   for (size_t i : idx) {
     std::optional<absl::string_view> pair;
     if (!ex[i].text_pair.empty()) pair = ex[i].text_pair;
-    absl::StatusOr<model::Encoding> e = base.tokenizer->Encode(ex[i].text, pair, max_length);
+    absl::StatusOr<std::vector<model::Encoding>> e =
+        base.tokenizer->EncodeWindows(ex[i].text, pair, max_length, max_windows);
     if (!e.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, " example ", i, ": ", e.status().message()));
     }
-    out.inputs.push_back(*std::move(e));
-    out.labels.push_back(label_ids.at(ex[i].label));
+    out.Add(*std::move(e), label_ids.at(ex[i].label));
   }
   return out;
 }
@@ -164,6 +164,7 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   options->idle_priority = env.idle_priority;
   const int max_length =
       std::min<int>(r.max_length() > 0 ? static_cast<int>(r.max_length()) : 128, base.max_length);
+  const int max_windows = r.max_windows() > 0 ? static_cast<int>(r.max_windows()) : 1;
 
   // The validation set: given, or a stratified share of the training data.
   std::vector<size_t> train_idx = Range(train_ex->size());
@@ -183,10 +184,10 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
     validation = *train_ex;
   }
   absl::StatusOr<EncodedData> train =
-      Encode(base, *train_ex, train_idx, label_ids, max_length, "training");
+      Encode(base, *train_ex, train_idx, label_ids, max_length, max_windows, "training");
   if (!train.ok()) return train.status();
   absl::StatusOr<EncodedData> val =
-      Encode(base, validation, val_idx, label_ids, max_length, "validation");
+      Encode(base, validation, val_idx, label_ids, max_length, max_windows, "validation");
   if (!val.ok()) return val.status();
   context.Update(
       [&](loracle::v1::Job& j) {
@@ -222,6 +223,10 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   identity.serving.mc_samples = options->dropout.active() ? options->mc_samples : 1;
   identity.serving.temperature = trained->report.temperature;
   identity.serving.dropout = options->dropout;
+  if (max_windows > 1) {
+    identity.serving.max_windows = max_windows;
+    identity.serving.window_length = max_length;
+  }
   const calibration::DriftHistogram reference = calibration::HistogramOf(
       trained->report.validation_confidence, trained->report.validation_mutual_information);
   identity.serving.reference = {reference.examples, reference.confidence,

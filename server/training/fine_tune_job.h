@@ -11,7 +11,7 @@
 // PEFT's target modules for the architecture, LORA_DROPOUT p = 0.1 (HIDDENKEY: DropKey and
 // HiddenCut 0.1, KL weight 0.5), 1 member, N = 4 test-time samples when dropout is on (else 1),
 // 3 epochs, learning rate 1e-3, batch 16, warmup 6%, weight decay 0.01, gradient clipping 1.0,
-// 128 tokens, validation split 0.1.
+// 128 tokens in one window (texts cut to it), validation split 0.1.
 
 #include <string>
 

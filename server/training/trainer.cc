@@ -28,61 +28,82 @@ namespace {
 
 using model::LoraMember;
 
-// Rows for `copies` copies of the examples `idx` (copy-major: copy c, example i at c * n + i),
-// padded to the longest. Token tensors stay on the host (the encoder copies them to its device in
-// one go); labels go to `device`.
+// Rows for `copies` copies of the examples `idx` (copy-major, then example, then the example's
+// windows), padded to the longest. Token tensors stay on the host (the encoder copies them to its
+// device in one go); labels go to `device`.
 struct Batch {
   torch::Tensor ids, mask, types, labels;
   int64_t examples = 0;
+  int64_t rows_per_copy = 0;         // the examples' windows
+  std::vector<int64_t> row_example;  // per row of a copy: its example, 0..examples-1
+  torch::Tensor segment, windows;    // with windows: row_example and windows per example
 };
 
 Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int copies, int64_t pad_id,
                 torch::Device device) {
   const int64_t n = static_cast<int64_t>(idx.size());
-  int64_t seq = 1;
-  for (size_t i : idx) seq = std::max<int64_t>(seq, data.inputs[i].input_ids.size());
   Batch b;
   b.examples = n;
-  b.ids = torch::full({copies * n, seq}, pad_id, torch::kInt64);
-  b.mask = torch::zeros({copies * n, seq}, torch::kInt64);
-  b.types = torch::zeros({copies * n, seq}, torch::kInt64);
+  int64_t seq = 1;
+  std::vector<int64_t> labels, windows;
+  for (int64_t k = 0; k < n; ++k) {
+    const size_t i = idx[static_cast<size_t>(k)];
+    labels.push_back(data.labels[i]);
+    windows.push_back(static_cast<int64_t>(data.end(i) - data.begin(i)));
+    for (size_t w = data.begin(i); w < data.end(i); ++w) {
+      seq = std::max<int64_t>(seq, data.inputs[w].input_ids.size());
+      b.row_example.push_back(k);
+    }
+  }
+  const int64_t rows = static_cast<int64_t>(b.row_example.size());
+  b.rows_per_copy = rows;
+  b.ids = torch::full({copies * rows, seq}, pad_id, torch::kInt64);
+  b.mask = torch::zeros({copies * rows, seq}, torch::kInt64);
+  b.types = torch::zeros({copies * rows, seq}, torch::kInt64);
   auto ids = b.ids.accessor<int64_t, 2>();
   auto mask = b.mask.accessor<int64_t, 2>();
   auto types = b.types.accessor<int64_t, 2>();
-  std::vector<int64_t> labels;
+  int64_t r = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const model::Encoding& e = data.inputs[idx[static_cast<size_t>(k)]];
-    labels.push_back(data.labels[idx[static_cast<size_t>(k)]]);
-    for (int c = 0; c < copies; ++c) {
-      const int64_t row = c * n + k;
-      for (size_t t = 0; t < e.input_ids.size(); ++t) {
-        ids[row][static_cast<int64_t>(t)] = e.input_ids[t];
-        mask[row][static_cast<int64_t>(t)] = 1;
-        types[row][static_cast<int64_t>(t)] = e.token_type_ids[t];
+    const size_t i = idx[static_cast<size_t>(k)];
+    for (size_t w = data.begin(i); w < data.end(i); ++w, ++r) {
+      const model::Encoding& e = data.inputs[w];
+      for (int c = 0; c < copies; ++c) {
+        const int64_t row = c * rows + r;
+        for (size_t t = 0; t < e.input_ids.size(); ++t) {
+          ids[row][static_cast<int64_t>(t)] = e.input_ids[t];
+          mask[row][static_cast<int64_t>(t)] = 1;
+          types[row][static_cast<int64_t>(t)] = e.token_type_ids[t];
+        }
       }
     }
   }
   b.labels = torch::tensor(labels, torch::kInt64).to(device);
+  if (rows != n) {
+    b.segment = torch::tensor(b.row_example, torch::kInt64).to(device);
+    b.windows = torch::tensor(windows, torch::kFloat32).to(device);
+  }
   return b;
 }
 
-// One routing group per copy: rows [c * n, (c + 1) * n) use members[member_of(c)]; with a dropout
-// spec, row i of a group draws its masks from MixSeed(seed_of(c), first_row + i), so that masks
-// do not depend on how the examples are split into batches or shards.
-model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, int64_t n,
+// One routing group per copy: rows [c * R, (c + 1) * R) of R = b.rows_per_copy use
+// members[member_of(c)]; with a dropout spec, every window of example k draws its masks from
+// MixSeed(seed_of(c), first_example + k), so that masks depend neither on how the examples are
+// split into batches or shards nor on the window (one mask set per example, as serving does).
+model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, const Batch& b,
                            const std::function<int(int)>& member_of,
                            const model::DropoutSpec* dropout,
-                           const std::function<uint64_t(int)>& seed_of, int64_t first_row) {
+                           const std::function<uint64_t(int)>& seed_of, int64_t first_example) {
   model::LoraRouting routing;
   for (int c = 0; c < copies; ++c) {
     model::LoraGroup g;
-    g.begin = c * n;
-    g.end = (c + 1) * n;
+    g.begin = c * b.rows_per_copy;
+    g.end = (c + 1) * b.rows_per_copy;
     g.member = &members[static_cast<size_t>(member_of(c))];
     if (dropout != nullptr && dropout->active()) {
       g.dropout = dropout;
-      for (int64_t i = 0; i < n; ++i) {
-        g.row_seeds.push_back(model::MixSeed(seed_of(c), static_cast<uint64_t>(first_row + i)));
+      for (int64_t k : b.row_example) {
+        g.row_seeds.push_back(model::MixSeed(seed_of(c), static_cast<uint64_t>(first_example + k)));
       }
     }
     routing.push_back(std::move(g));
@@ -90,11 +111,19 @@ model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, i
   return routing;
 }
 
+// Per copy, [examples, classes] logits: an example's windows' logits averaged.
 std::vector<torch::Tensor> Logits(const model::BaseModel& base, const Batch& b,
                                   const model::LoraRouting& routing) {
   model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
   torch::Tensor features = encoder->forward(b.ids, b.mask, b.types, &routing);
-  return model::EncoderImpl::Classify(features, routing);
+  std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(features, routing);
+  if (!b.segment.defined()) return logits;
+  for (torch::Tensor& l : logits) {
+    const torch::Tensor sum =
+        torch::zeros({b.examples, l.size(1)}, l.options()).index_add(0, b.segment, l);
+    l = sum / b.windows.to(l.dtype()).unsqueeze(1);
+  }
+  return logits;
 }
 
 // Threads that split a step's examples: the CPU's cores, or one on a GPU (which runs a whole batch
@@ -203,7 +232,7 @@ Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& mem
       // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks
       // from (seed, m, s) and the example's index, as serving seeds a request's passes.
       const model::LoraRouting routing = Routing(
-          members, copies, b.examples, [samples](int c) { return c / samples; },
+          members, copies, b, [samples](int c) { return c / samples; },
           samples > 1 ? dropout : nullptr,
           [&](int c) { return model::MixSeed(seed, c / samples, c % samples); },
           static_cast<int64_t>(start));
@@ -241,6 +270,13 @@ OptimisationOptions OptimisationOf(const TrainerOptions& o) {
 
 absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
                              const EncodedData& validation) {
+  for (const EncodedData* d : {&train, &validation}) {
+    if (d->starts.empty()
+            ? d->inputs.size() != d->labels.size()
+            : d->starts.size() != d->labels.size() + 1 || d->starts.back() != d->inputs.size()) {
+      return absl::InvalidArgumentError("encoded data: inputs, labels and starts disagree");
+    }
+  }
   if (train.size() == 0) return absl::InvalidArgumentError("no training examples");
   if (validation.size() == 0) return absl::InvalidArgumentError("no validation examples");
   if (o.members < 1 || o.mc_samples < 1 || o.epochs < 1 || o.batch_size < 1 || o.threads < 1) {
@@ -253,6 +289,16 @@ absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
 }
 
 }  // namespace
+
+void EncodedData::Add(std::vector<model::Encoding> windows, int label) {
+  if (starts.empty() && windows.size() != 1) {
+    starts.resize(labels.size() + 1);
+    std::iota(starts.begin(), starts.end(), size_t{0});
+  }
+  for (model::Encoding& e : windows) inputs.push_back(std::move(e));
+  labels.push_back(label);
+  if (!starts.empty()) starts.push_back(inputs.size());
+}
 
 absl::StatusOr<TrainedMembers> Trainer::Train(
     const model::BaseModel& base, const std::vector<std::string>& labels, const EncodedData& train,
@@ -331,7 +377,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
             const Batch b = MakeBatch(train, sub, copies, pad, base.placement.device);
             auto routing_for = [&](uint64_t pass) {
               return Routing(
-                  members, copies, b.examples, [first_m](int c) { return first_m + c; }, &o.dropout,
+                  members, copies, b, [first_m](int c) { return first_m + c; }, &o.dropout,
                   [&](int c) {
                     return model::MixSeed(model::MixSeed(o.seed, static_cast<uint64_t>(step), pass),
                                           static_cast<uint64_t>(first_m + c));

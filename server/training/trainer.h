@@ -64,11 +64,19 @@ struct TrainerOptions {
   bool idle_priority = false;
 };
 
-// Tokenised examples and their class indices.
+// Tokenised examples and their class indices. An example read in windows (Tokenizer::Windows)
+// has several consecutive inputs; its logits are the mean of its windows' logits, in training
+// and in the report as in serving.
 struct EncodedData {
-  std::vector<model::Encoding> inputs;
-  std::vector<int> labels;
-  size_t size() const { return inputs.size(); }
+  std::vector<model::Encoding> inputs;  // every example's windows, example-major
+  std::vector<int> labels;              // one per example
+  // Example i's inputs are [starts[i], starts[i + 1]); empty = one input per example.
+  std::vector<size_t> starts;
+  size_t size() const { return labels.size(); }
+  size_t begin(size_t i) const { return starts.empty() ? i : starts[i]; }
+  size_t end(size_t i) const { return starts.empty() ? i + 1 : starts[i + 1]; }
+  // Appends one example.
+  void Add(std::vector<model::Encoding> windows, int label);
 };
 
 struct TrainingProgress {

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_format.h"
 #include "client/cli.h"
+#include "loracle/v1/adapters.grpc.pb.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "loracle/v1/training.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -307,6 +308,61 @@ TEST_F(TrainingTest, BundledDataThroughTheDataDirectory) {
   ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.version(), 1);
   EXPECT_EQ(resp.mc_samples(), 4u) << "LORA_DROPOUT by default, N = 4";
+}
+
+// The words that decide the label come after 12 neutral tokens, windows hold 6: trained and
+// served in windows, the adapter reads them; the windows travel with the adapter (loracle.json).
+TEST_F(TrainingTest, LongTextsTrainAndServeInWindows) {
+  Start();
+  SubmitRequest r = Request("long");
+  const std::string filler = "good bad movie cafe naive you good bad movie cafe naive you ";
+  for (auto& e : *r.mutable_examples()) e.set_text(filler + e.text());
+  r.set_max_length(8);
+  r.set_max_windows(4);
+  r.set_epochs(8);
+  Job job;
+  ASSERT_TRUE(Submit(r, &job).ok());
+  const Job done = WatchToEnd(job.id());
+  ASSERT_EQ(done.state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_GE(done.report().ensemble().accuracy(), 0.9f);
+
+  auto adapters = loracle::v1::Adapters::NewStub(channel_);
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest get;
+    get.set_name("long");
+    loracle::v1::AdapterInfo info;
+    ASSERT_TRUE(adapters->Get(&ctx, get, &info).ok());
+    EXPECT_EQ(info.max_windows(), 4u);
+    EXPECT_EQ(info.window_length(), 8u);
+  }
+  auto inference = loracle::v1::Inference::NewStub(channel_);
+  loracle::v1::PredictRequest req;
+  req.set_adapter("long");
+  req.add_inputs(filler + "the mail free money win now");  // 18 tokens: 3 windows of 6
+  req.add_inputs(filler + "the mail please review the invoice");
+  req.add_inputs(filler + filler + filler);  // 36 tokens: the first 24 in 4 windows
+  req.add_inputs("hello");
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status s = inference->Predict(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.predictions_size(), 4);
+  EXPECT_EQ(resp.predictions(0).label(), "spam");
+  EXPECT_EQ(resp.predictions(1).label(), "ham");
+  EXPECT_EQ(resp.predictions(0).windows(), 3u);
+  EXPECT_EQ(resp.predictions(0).num_tokens(), 24u);
+  EXPECT_FALSE(resp.predictions(0).truncated());
+  EXPECT_EQ(resp.predictions(2).windows(), 4u);
+  EXPECT_TRUE(resp.predictions(2).truncated());
+  EXPECT_EQ(resp.predictions(3).windows(), 1u);
+  EXPECT_EQ(resp.predictions(3).num_tokens(), 3u);
+
+  r.set_max_windows(65);
+  grpc::ClientContext bad_ctx;
+  s = training_->Submit(&bad_ctx, r, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("max_windows"), std::string::npos) << s.error_message();
 }
 
 TEST_F(TrainingTest, BadRequestsAreRefusedWithPreciseStatuses) {

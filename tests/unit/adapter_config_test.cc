@@ -62,6 +62,19 @@ TEST(AdapterConfigTest, ServingConfigValidatesLabelsAndRanges) {
             std::string::npos);
   EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "members": 0})", "l").ok());
   EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "temperature": 0})", "l").ok());
+  EXPECT_EQ(ok->max_windows, 1) << "texts are cut to one window unless the adapter says so";
+  auto windows =
+      ParseServingConfig(R"({"labels": ["a", "b"], "max_windows": 4, "window_length": 128})", "l");
+  ASSERT_TRUE(windows.ok()) << windows.status();
+  EXPECT_EQ(windows->max_windows, 4);
+  EXPECT_EQ(windows->window_length, 128);
+  auto again = ParseServingConfig(ServingConfigToJson(*windows), "l");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->max_windows, 4);
+  EXPECT_EQ(again->window_length, 128);
+  EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "max_windows": 0})", "l").ok());
+  EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "max_windows": 65})", "l").ok());
+  EXPECT_FALSE(ParseServingConfig(R"({"labels": ["a", "b"], "window_length": 3})", "l").ok());
 }
 
 TEST(AdapterConfigTest, ServingConfigKeepsTheValidationReportAndReference) {

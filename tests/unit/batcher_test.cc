@@ -139,6 +139,20 @@ TEST(BatcherTest, RejectsAfterShutdownAndValidatesOptions) {
   EXPECT_EQ(Batcher::Create(bad, [](auto) {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(BatcherTest, WindowsMustAddUpToTheEncodings) {
+  BlockedBatcher blocked;
+  auto windows = [](int encodings, std::vector<int> w) {
+    auto r = Request(encodings, [](auto) {});
+    r->windows = std::move(w);
+    return r;
+  };
+  EXPECT_EQ(blocked.batcher->Submit(windows(3, {1, 1})).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(blocked.batcher->Submit(windows(3, {3, 0})).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(blocked.batcher->Submit(windows(3, {1, 2})).ok());
+  EXPECT_EQ(blocked.batcher->queued_rows(), 3) << "rows count windows";
+  blocked.Release();
+}
+
 TEST(BatcherTest, CancelledRequestsAreFinishedWithoutRunning) {
   BlockedBatcher b;
   std::atomic<bool> gone{false};

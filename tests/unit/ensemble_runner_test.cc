@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "server/adapters/adapter_files.h"
 #include "server/adapters/adapter_weights.h"
 #include "server/metrics/metrics.h"
@@ -94,6 +96,50 @@ TEST_F(EnsembleRunnerTest, ShortAndLongRequestsRunInSeparateLengthBuckets) {
     EXPECT_NEAR(long_mixed.summary.mean_probs[c], long_alone.summary.mean_probs[c], 1e-6);
   }
   EXPECT_EQ(short_mixed.passes.size(), 2u) << "two members";
+}
+
+// An input read in two windows: each pass's logits are the mean of the windows' logits (with
+// temperature 1, log-probabilities up to a constant), and the inputs around it are unchanged.
+TEST_F(EnsembleRunnerTest, WindowsOfAnInputAverageTheirLogits) {
+  const std::string first = "free money now", second = "please review the invoice";
+  InputResult first_alone, second_alone, hello_alone;
+  std::vector<std::unique_ptr<InferenceRequest>> singles;
+  singles.push_back(Request(first, &first_alone));
+  singles.push_back(Request(second, &second_alone));
+  singles.push_back(Request("hello", &hello_alone));
+  runner_->Run(std::move(singles));
+
+  auto encode = [&](const std::string& text) {
+    return *base_->tokenizer->Encode(text, std::nullopt, base_->max_length);
+  };
+  auto r = std::make_unique<InferenceRequest>();
+  r->adapter = adapter_;
+  r->members = 2;
+  r->inputs = {encode("hello"), encode(first), encode(second), encode("hello")};
+  r->windows = {1, 2, 1};
+  std::vector<InputResult> out;
+  r->done = [&out](absl::StatusOr<InferenceResult> result) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    out = result->inputs;
+  };
+  std::vector<std::unique_ptr<InferenceRequest>> batch;
+  batch.push_back(std::move(r));
+  runner_->Run(std::move(batch));
+  ASSERT_EQ(out.size(), 3u) << "one result per input, not per window";
+  ASSERT_EQ(out[1].passes.size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    std::vector<double> mean_logits;
+    for (size_t c = 0; c < 2; ++c) {
+      mean_logits.push_back(
+          (std::log(first_alone.passes[k][c]) + std::log(second_alone.passes[k][c])) / 2);
+    }
+    const std::vector<double> expected = Softmax(mean_logits);
+    for (size_t c = 0; c < 2; ++c) {
+      EXPECT_NEAR(out[1].passes[k][c], expected[c], 1e-5) << k << " " << c;
+      EXPECT_NEAR(out[0].passes[k][c], hello_alone.passes[k][c], 1e-6);
+      EXPECT_NEAR(out[2].passes[k][c], hello_alone.passes[k][c], 1e-6);
+    }
+  }
 }
 
 // While a job trains BLAS runs on one thread, and a single long row is split by tokens across

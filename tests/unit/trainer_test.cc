@@ -88,6 +88,63 @@ TEST_F(TrainerTest, LearnsASeparableTaskAndReportsEveryView) {
       << "members start from their own seeds";
 }
 
+// Every example given twice as two identical windows: the mean of two equal logit vectors is the
+// one vector, so the same weights (dropout masks are per example, not per window).
+TEST_F(TrainerTest, IdenticalWindowsTrainAsOneWindow) {
+  TrainerOptions o = Options();
+  o.epochs = 1;
+  o.threads = 2;
+  o.dropout = {model::DropoutMethod::kHiddenKey, 0, 0.1, 0.1};
+  auto doubled = [](const EncodedData& d) {
+    EncodedData out;
+    for (size_t i = 0; i < d.size(); ++i) out.Add({d.inputs[i], d.inputs[i]}, d.labels[i]);
+    return out;
+  };
+  auto once = Trainer::Train(*base_, {"ham", "spam"}, Data(32, 1), Data(8, 2), o, nullptr, nullptr);
+  auto twice = Trainer::Train(*base_, {"ham", "spam"}, doubled(Data(32, 1)), doubled(Data(8, 2)), o,
+                              nullptr, nullptr);
+  ASSERT_TRUE(once.ok() && twice.ok()) << once.status() << twice.status();
+  for (size_t m = 0; m < 2; ++m) {
+    EXPECT_TRUE(torch::allclose(once->members[m].classifier_weight,
+                                twice->members[m].classifier_weight, 1e-4, 1e-5));
+  }
+  EXPECT_NEAR(once->report.calibrated.nll, twice->report.calibrated.nll, 1e-4);
+  // Inputs, labels and starts that disagree are refused.
+  EncodedData bad = doubled(Data(8, 2));
+  bad.starts.pop_back();
+  EXPECT_EQ(
+      Trainer::Train(*base_, {"ham", "spam"}, Data(8, 1), bad, o, nullptr, nullptr).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+// The words that decide the label come after 12 neutral tokens; a window holds 6. Cut to one
+// window the task is noise; read in windows it is learnt.
+TEST_F(TrainerTest, WindowsReadWhatTruncationCutsOff) {
+  const std::vector<std::string> neutral = {"good", "bad", "movie", "cafe", "naive", "you"};
+  auto data = [&](int n, uint64_t seed, int max_windows) {
+    std::mt19937 rng(static_cast<uint32_t>(seed) + 100);
+    EncodedData d;
+    for (const auto& [text, label] : testing::SpamHamTexts(n, seed)) {
+      std::string filler;
+      for (int w = 0; w < 12; ++w) filler += neutral[rng() % neutral.size()] + " ";
+      auto windows = base_->tokenizer->EncodeWindows(filler + text, std::nullopt, 8, max_windows);
+      EXPECT_TRUE(windows.ok());
+      d.Add(*std::move(windows), label);
+    }
+    return d;
+  };
+  TrainerOptions o = Options();
+  o.epochs = 8;
+  auto cut =
+      Trainer::Train(*base_, {"ham", "spam"}, data(64, 1, 1), data(32, 2, 1), o, nullptr, nullptr);
+  auto read =
+      Trainer::Train(*base_, {"ham", "spam"}, data(64, 1, 4), data(32, 2, 4), o, nullptr, nullptr);
+  ASSERT_TRUE(cut.ok() && read.ok()) << cut.status() << read.status();
+  EXPECT_EQ(data(4, 1, 4).inputs.size(), 12u) << "18 tokens in windows of 6: 3 each";
+  EXPECT_LE(cut->report.ensemble.accuracy, 0.75);
+  EXPECT_GE(read->report.ensemble.accuracy, 0.9);
+}
+
 TEST_F(TrainerTest, SameSeedSameWeights) {
   TrainerOptions o = Options();
   o.epochs = 1;

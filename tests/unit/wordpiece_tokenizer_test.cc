@@ -91,6 +91,61 @@ TEST(WordPieceTokenizerTest, EncodesWithSpecialTokensAndTruncates) {
                                                   t->TokenToId("world"), t->sep_id()}));
 }
 
+TEST(WordPieceTokenizerTest, LongTextsAreReadInEvenlySpreadWindows) {
+  auto t = Tiny();
+  const int64_t hello = t->TokenToId("hello"), world = t->TokenToId("world");
+  std::vector<int64_t> ids;  // 10 tokens: hello world hello world ...
+  for (int i = 0; i < 10; ++i) ids.push_back(i % 2 == 0 ? hello : world);
+  auto body = [&](const Encoding& e) {  // the window without [CLS] ... [SEP]
+    EXPECT_EQ(e.input_ids.front(), t->cls_id());
+    EXPECT_EQ(e.input_ids.back(), t->sep_id());
+    return std::vector<int64_t>(e.input_ids.begin() + 1, e.input_ids.end() - 1);
+  };
+  // Fits one window of 12 - 2 specials: the one encoding Encode gives.
+  auto one = t->Windows(ids, 12, 4);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ(body((*one)[0]), ids);
+  EXPECT_FALSE((*one)[0].truncated);
+  // 10 tokens in windows of 4: 3 windows of exactly 4, starts 0, 3, 6 (the last ends at 10).
+  auto three = t->Windows(ids, 6, 4);
+  ASSERT_TRUE(three.ok()) << three.status();
+  ASSERT_EQ(three->size(), 3u);
+  for (size_t j = 0; j < 3; ++j) {
+    const size_t start = j * 3;
+    EXPECT_EQ(body((*three)[j]),
+              std::vector<int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                   ids.begin() + static_cast<std::ptrdiff_t>(start + 4)))
+        << "window " << j;
+    EXPECT_FALSE((*three)[j].truncated);
+    EXPECT_EQ((*three)[j].token_type_ids, std::vector<int64_t>(6, 0));
+  }
+  // At most 2 windows of 4 cannot cover 10 tokens: the first 8, back to back, marked truncated.
+  auto two = t->Windows(ids, 6, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ(body((*two)[0]), std::vector<int64_t>(ids.begin(), ids.begin() + 4));
+  EXPECT_EQ(body((*two)[1]), std::vector<int64_t>(ids.begin() + 4, ids.begin() + 8));
+  EXPECT_TRUE((*two)[0].truncated && (*two)[1].truncated);
+  // One window is Encode's truncation.
+  auto cut = t->EncodeWindows("hello world free money", std::nullopt, 4, 1);
+  ASSERT_TRUE(cut.ok());
+  ASSERT_EQ(cut->size(), 1u);
+  EXPECT_EQ((*cut)[0].input_ids, t->Encode("hello world free money", std::nullopt, 4)->input_ids);
+  EXPECT_TRUE((*cut)[0].truncated);
+  // A pair is one window whatever max_windows says.
+  auto pair = t->EncodeWindows("hello world free money", absl::string_view("you win"), 7, 8);
+  ASSERT_TRUE(pair.ok());
+  EXPECT_EQ(pair->size(), 1u);
+  // Empty text: one window of the specials alone.
+  auto empty = t->Windows({}, 6, 3);
+  ASSERT_TRUE(empty.ok());
+  ASSERT_EQ(empty->size(), 1u);
+  EXPECT_EQ((*empty)[0].input_ids, (std::vector<int64_t>{t->cls_id(), t->sep_id()}));
+  EXPECT_EQ(t->Windows(ids, 2, 3).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t->Windows(ids, 6, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(WordPieceTokenizerTest, PairsGetSegmentIdsAndLongestFirstTruncation) {
   auto t = Tiny();
   auto e = t->Encode("hello world", absl::string_view("free"), 16);
