@@ -40,6 +40,8 @@ nlohmann::json AdapterJson(const loracle::v1::AdapterInfo& a) {
           {"members", a.members()},
           {"mc_samples", a.mc_samples()},
           {"temperature", a.temperature()},
+          {"max_windows", a.max_windows()},
+          {"window_length", a.window_length()},
           {"rank", a.rank()},
           {"lora_alpha", a.lora_alpha()},
           {"path", a.path()},

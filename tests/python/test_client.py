@@ -28,6 +28,7 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(len(p.members), 3)  # 1 member x 3 samples
             self.assertGreaterEqual(p.mutual_information, 0.0)
             self.assertEqual(p.adapter, ADAPTER)
+            self.assertEqual(p.windows, 1)  # the fixture's adapter cuts long texts
             self.assertTrue(p.prediction_id)
         again = self.client.predict(ADAPTER, ["free money now", "see you at the meeting"],
                                     mc_samples=3, return_members=True, seed=5)

@@ -46,6 +46,7 @@ class Prediction:
     version: int
     labels: List[str]
     members: List[MemberOutput]
+    windows: int = 1  # windows a long text was read in (adapters fine-tuned with max_windows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +197,8 @@ class Client:
                            truncated=p.truncated, num_tokens=p.num_tokens, adapter=resp.adapter,
                            version=resp.version, labels=labels,
                            members=[MemberOutput(m.member, m.sample, list(m.probs))
-                                    for m in p.members])
+                                    for m in p.members],
+                           windows=p.windows or 1)
                 for p in resp.predictions]
 
     def feedback(self, labels: Union[Dict[str, str], Sequence[Tuple[str, str]]]) -> FeedbackResult:
