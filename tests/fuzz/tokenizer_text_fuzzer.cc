@@ -1,7 +1,9 @@
 // libFuzzer target: arbitrary bytes as text to encode, with the bundled WordPiece (BERT uncased,
 // cased) and byte-level BPE (RoBERTa) tokenizers of tests/data/tokenizers. The first byte picks
 // the tokenizer and the truncation length; a NUL byte splits the input into a text pair. Every
-// encoding must respect max_length and hold ids inside the vocabulary.
+// encoding must respect max_length and hold ids inside the vocabulary; a single text's windows
+// (up to 1 + data[0] % 5 of them) must too, cover it in order when not truncated, and equal
+// Encode when there is one.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -55,5 +57,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int64_t id : e->input_ids) {
     if (id < 0 || id >= t.vocab_size()) std::abort();
   }
+  if (pair.has_value()) return 0;
+  const int max_windows = 1 + data[0] % 5;
+  auto ids = t.TokenizeToIds(text);
+  if (!ids.ok()) std::abort();  // Encode accepted the same text
+  auto windows = t.Windows(*ids, max_length, max_windows);
+  if (!windows.ok() || windows->empty() || static_cast<int>(windows->size()) > max_windows) {
+    std::abort();
+  }
+  if (windows->size() == 1 && (*windows)[0].input_ids != e->input_ids) std::abort();
+  const size_t specials = static_cast<size_t>(t.special_tokens().NumSpecial(false));
+  size_t covered = 0;  // the last id of the text each window reaches
+  for (const loracle::model::Encoding& w : *windows) {
+    if (static_cast<int>(w.input_ids.size()) > max_length) std::abort();
+    if (w.truncated != (*windows)[0].truncated) std::abort();
+    covered += w.input_ids.size() - specials;
+  }
+  if (!(*windows)[0].truncated && covered < ids->size()) std::abort();
+  if ((*windows)[0].truncated && covered >= ids->size()) std::abort();
   return 0;
 }
