@@ -30,17 +30,6 @@ std::vector<double> Softmax(const std::vector<double>& logits, double temperatur
   return out;
 }
 
-std::vector<std::vector<double>> SoftmaxRows(const double* logits, int64_t rows, int64_t classes,
-                                             double temperature) {
-  std::vector<std::vector<double>> out;
-  out.reserve(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    out.push_back(Softmax(std::vector<double>(logits + r * classes, logits + (r + 1) * classes),
-                          temperature));
-  }
-  return out;
-}
-
 bool Abstains(const UncertaintySummary& summary, double threshold) {
   return threshold > 0 && summary.mutual_information > threshold;
 }

@@ -29,9 +29,6 @@ double Entropy(const std::vector<double>& p);
 
 // softmax(logits / temperature), stable: temperature scaling of one pass. temperature > 0.
 std::vector<double> Softmax(const std::vector<double>& logits, double temperature = 1.0);
-// Softmax of `rows` x `classes` logits laid out row-major at `logits`, one vector per row.
-std::vector<std::vector<double>> SoftmaxRows(const double* logits, int64_t rows, int64_t classes,
-                                             double temperature);
 
 // Whether to abstain: mutual information above `threshold` (epistemic uncertainty); a threshold
 // of 0 (or below) never abstains.
