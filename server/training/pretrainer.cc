@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/model/architecture.h"
@@ -399,22 +400,19 @@ absl::StatusOr<MlmHead> ReadMlmHead(const std::string& dir, const model::ModelCo
   return head;
 }
 
-absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& base,
-                                const MlmHead& head, model::DType dtype,
-                                const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// `named` (float tensors, any device) as `dir`/model.safetensors in `dtype`, with `config` as a
+// BertForMaskedLM's config.json and the given vocab.txt and tokenizer_config.json.
+absl::Status WriteNamedCheckpoint(const std::string& dir,
+                                  const std::vector<std::pair<std::string, torch::Tensor>>& named,
+                                  model::ModelConfig config, const std::string& vocab,
+                                  const std::string& tokenizer_config, model::DType dtype,
+                                  const std::map<std::string, std::string>& metadata) {
   if (dtype != model::DType::kF32 && dtype != model::DType::kF16 && dtype != model::DType::kBF16) {
     return absl::InvalidArgumentError("a checkpoint is written in F32, F16 or BF16");
   }
-  if (base.config.architecture() != model::Architecture::kBert) {
-    return absl::InvalidArgumentError("only BERT checkpoints have BertForMaskedLM's layout");
-  }
   if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
-  const std::string prefix = model::LayoutFor(base.config.architecture()).base_prefix + ".";
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : base.encoder->named_parameters(/*recurse=*/true)) {
-    named.emplace_back(prefix + item.key(), item.value());
-  }
-  for (auto& item : head->NamedTensors()) named.push_back(std::move(item));
   std::vector<std::vector<uint8_t>> data;
   data.reserve(named.size());
   std::vector<model::TensorToWrite> tensors;
@@ -425,7 +423,6 @@ absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& 
     tensors.push_back({name, dtype, c.sizes().vec(),
                        absl::Span<const uint8_t>(data.back().data(), data.back().size())});
   }
-  model::ModelConfig config = base.config;
   config.architectures = {"BertForMaskedLM"};
   config.id2label.clear();
   std::map<std::string, std::string> meta = metadata;
@@ -439,12 +436,105 @@ absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& 
       !s.ok()) {
     return s;
   }
-  for (const char* file : {"vocab.txt", "tokenizer_config.json"}) {
-    absl::StatusOr<std::string> text = util::ReadFileToString(base.dir + "/" + file);
-    if (!text.ok()) return text.status();
-    if (absl::Status s = util::WriteFileAtomically(dir + "/" + file, *text); !s.ok()) return s;
+  if (absl::Status s = util::WriteFileAtomically(dir + "/vocab.txt", vocab); !s.ok()) return s;
+  return util::WriteFileAtomically(dir + "/tokenizer_config.json", tokenizer_config);
+}
+
+// The named tensors of `base`'s encoder ("bert."-prefixed) and of `head`.
+std::vector<std::pair<std::string, torch::Tensor>> CheckpointTensors(const model::BaseModel& base,
+                                                                     const MlmHead& head) {
+  const std::string prefix = model::LayoutFor(base.config.architecture()).base_prefix + ".";
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : base.encoder->named_parameters(/*recurse=*/true)) {
+    named.emplace_back(prefix + item.key(), item.value());
   }
-  return absl::OkStatus();
+  for (auto& item : head->NamedTensors()) named.push_back(std::move(item));
+  return named;
+}
+
+}  // namespace
+
+absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& base,
+                                const MlmHead& head, model::DType dtype,
+                                const std::map<std::string, std::string>& metadata) {
+  if (base.config.architecture() != model::Architecture::kBert) {
+    return absl::InvalidArgumentError("only BERT checkpoints have BertForMaskedLM's layout");
+  }
+  absl::StatusOr<std::string> vocab = util::ReadFileToString(base.dir + "/vocab.txt");
+  if (!vocab.ok()) return vocab.status();
+  absl::StatusOr<std::string> tokenizer_config =
+      util::ReadFileToString(base.dir + "/tokenizer_config.json");
+  if (!tokenizer_config.ok()) return tokenizer_config.status();
+  return WriteNamedCheckpoint(dir, CheckpointTensors(base, head), base.config, *vocab,
+                              *tokenizer_config, dtype, metadata);
+}
+
+absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
+                              const std::string& to) {
+  absl::StatusOr<std::unique_ptr<model::BaseModel>> base = model::LoadBaseModel(from);
+  if (!base.ok()) return base.status();
+  if ((*base)->config.architecture() != model::Architecture::kBert) {
+    return absl::InvalidArgumentError("only BERT checkpoints have BertForMaskedLM's layout");
+  }
+  absl::StatusOr<MlmHead> head = ReadMlmHead(from, (*base)->config);
+  if (!head.ok()) return head.status();
+  absl::StatusOr<std::string> old_text = util::ReadFileToString(from + "/vocab.txt");
+  if (!old_text.ok()) return old_text.status();
+  absl::StatusOr<std::string> tokenizer_config =
+      util::ReadFileToString(from + "/tokenizer_config.json");
+  if (!tokenizer_config.ok()) return tokenizer_config.status();
+  const std::vector<std::string> old_entries = absl::StrSplit(*old_text, '\n', absl::SkipEmpty());
+  const std::vector<std::string> entries = absl::StrSplit(vocab, '\n', absl::SkipEmpty());
+  const model::Tokenizer& tokenizer = *(*base)->tokenizer;
+  const int64_t old_size = (*base)->config.vocab_size;
+  if (static_cast<int64_t>(old_entries.size()) != old_size || tokenizer.vocab_size() != old_size) {
+    return absl::InvalidArgumentError(absl::StrCat(from, "/vocab.txt has ", old_entries.size(),
+                                                   " entries, its config.json a vocab_size of ",
+                                                   old_size));
+  }
+  if (entries.size() < old_entries.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the new vocabulary has ", entries.size(),
+                                                   " entries, fewer than the model's ", old_size));
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (i < old_entries.size() && entries[i] != old_entries[i]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the new vocabulary must begin with the model's: entry ", i + 1, " is \"",
+                       entries[i], "\", the model's \"", old_entries[i], "\""));
+    }
+    if (!seen.insert(entries[i]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the new vocabulary has \"", entries[i], "\" twice (entry ", i + 1, ")"));
+    }
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> named = CheckpointTensors(**base, *head);
+  const std::string embeddings_name = "bert.embeddings.word_embeddings.weight";
+  const std::string bias_name = std::string(kHeadPrefix) + "bias";
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : named) {
+    if (name != embeddings_name && name != bias_name) continue;
+    const torch::Tensor old = t.detach().to(torch::kFloat32);
+    std::vector<torch::Tensor> rows = {old};
+    for (size_t i = old_entries.size(); i < entries.size(); ++i) {
+      // "##ing" is a word's continuation; its pieces are those of "ing" read as a word.
+      absl::string_view word = entries[i];
+      if (absl::StartsWith(word, "##") && word.size() > 2) word.remove_prefix(2);
+      absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(word);
+      if (!ids.ok()) return ids.status();
+      if (ids->empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the new entry \"", entries[i], "\" has no tokens in the old vocabulary"));
+      }
+      rows.push_back(old.index_select(0, torch::tensor(*ids, torch::kInt64)).mean(0, true));
+    }
+    t = old.dim() == 1 ? torch::cat(rows).reshape({-1}) : torch::cat(rows);
+  }
+  model::ModelConfig config = (*base)->config;
+  config.vocab_size = static_cast<int64_t>(entries.size());
+  std::string text;
+  for (const std::string& e : entries) absl::StrAppend(&text, e, "\n");
+  return WriteNamedCheckpoint(to, named, config, text, *tokenizer_config, model::DType::kF32, {});
 }
 
 }  // namespace loracle::training

@@ -155,6 +155,15 @@ absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& 
                                 const MlmHead& head, model::DType dtype,
                                 const std::map<std::string, std::string>& metadata);
 
+// Grows the vocabulary of the BertForMaskedLM checkpoint in `from` (loracle-pretrain's output) to
+// `vocab` (vocab.txt's text, whose first entries must be `from`'s, in order) and writes the result
+// to `to` (F32): each added entry's word embedding and MLM output bias are the mean of those of
+// the tokens it had under the old vocabulary ("##x" as the word "x"), every other tensor as it
+// was, so the old ids mean what they meant. INVALID_ARGUMENT when `vocab` does not extend the old
+// one or repeats an entry; the loader's errors for `from`.
+absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
+                              const std::string& to);
+
 }  // namespace loracle::training
 
 #endif  // LORACLE_SERVER_TRAINING_PRETRAINER_H_

@@ -354,6 +354,69 @@ TEST_F(PretrainTest, CheckpointLoadsAsABaseAndKeepsTheHeadUnderBertForMaskedLmNa
   }
 }
 
+TEST_F(PretrainTest, ExtendVocabularyAddsWordsAtTheMeanOfTheirOldPiecesAndKeepsTheRest) {
+  MlmHead head(base_->config, 1);
+  {
+    // A trained head, so its bias is not all zero.
+    const TokenRows train = PackSequences(docs_, 16, kCls, kSep);
+    PretrainOptions o = Options();
+    o.steps = 5;
+    ASSERT_TRUE(
+        Pretrain(*base_, head, train, {train.begin(), train.begin() + 4}, o, 5, nullptr).ok());
+  }
+  testing::TempDir mlm, grown;
+  ASSERT_TRUE(WriteMlmCheckpoint(mlm.path(), *base_, head, model::DType::kF32, {}).ok());
+  const std::string old_vocab = testing::ReadFile(mlm / "vocab.txt");
+  const std::vector<int64_t> unwanted = *base_->tokenizer->TokenizeToIds("unwanted");
+  ASSERT_EQ(unwanted.size(), 3u);  // un ##want ##ed
+  ASSERT_TRUE(ExtendVocabulary(mlm.path(), old_vocab + "unwanted\nrunning\n", grown.path()).ok());
+
+  absl::StatusOr<std::unique_ptr<model::BaseModel>> loaded = model::LoadBaseModel(grown.path());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->config.vocab_size, vocab_ + 2);
+  EXPECT_EQ(*(*loaded)->tokenizer->TokenizeToIds("unwanted running"),
+            (std::vector<int64_t>{vocab_, vocab_ + 1}));
+  const torch::Tensor old_e = base_->encoder->word_embeddings_weight();
+  const torch::Tensor new_e = (*loaded)->encoder->word_embeddings_weight();
+  EXPECT_TRUE(new_e.slice(0, 0, vocab_).equal(old_e));
+  const torch::Tensor ids = torch::tensor(unwanted, torch::kInt64);
+  EXPECT_LT((new_e[vocab_] - old_e.index_select(0, ids).mean(0)).abs().max().item<double>(), 1e-6);
+  absl::StatusOr<MlmHead> new_head = ReadMlmHead(grown.path(), (*loaded)->config);
+  ASSERT_TRUE(new_head.ok()) << new_head.status();
+  torch::Tensor old_bias, new_bias;
+  for (auto& [name, t] : head->NamedTensors()) {
+    if (name == "cls.predictions.bias") old_bias = t;
+  }
+  for (auto& [name, t] : (*new_head)->NamedTensors()) {
+    if (name == "cls.predictions.bias") new_bias = t;
+  }
+  ASSERT_EQ(new_bias.size(0), vocab_ + 2);
+  EXPECT_GT(old_bias.abs().max().item<double>(), 0);
+  EXPECT_TRUE(new_bias.slice(0, 0, vocab_).equal(old_bias));
+  EXPECT_NEAR(new_bias[vocab_].item<double>(), old_bias.index_select(0, ids).mean().item<double>(),
+              1e-6);
+  // Text of old words reads exactly as before.
+  const torch::Tensor x =
+      torch::tensor({kCls, int64_t{10}, int64_t{11}, int64_t{12}, kSep}, torch::kInt64)
+          .unsqueeze(0);
+  const torch::Tensor mask = torch::ones_like(x), types = torch::zeros_like(x);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE((*loaded)
+                  ->encoder->HiddenStates(x, mask, types, nullptr)
+                  .allclose(base_->encoder->HiddenStates(x, mask, types, nullptr)));
+
+  testing::TempDir bad;
+  const std::string reordered = "[UNK]\n[PAD]\n" + old_vocab.substr(old_vocab.find("[CLS]"));
+  for (const std::string& vocab :
+       {reordered, old_vocab + "unwanted\nunwanted\n", old_vocab + "the\n",
+        old_vocab.substr(0, old_vocab.rfind('\n', old_vocab.size() - 2) + 1)}) {
+    EXPECT_EQ(ExtendVocabulary(mlm.path(), vocab, bad.path()).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(ExtendVocabulary(bad / "missing", old_vocab, bad.path()).code(),
+            absl::StatusCode::kNotFound);
+}
+
 // The committed built-in model (server/model/builtin): found, loaded through the ordinary
 // loader, small, and pretrained — its MLM head fills in masked words of text that was not in
 // its corpus (WordNet glosses) far above chance, where its initial weights get none.

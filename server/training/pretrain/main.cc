@@ -63,6 +63,9 @@ ABSL_FLAG(bool, batched_attention, true, "attention of all rows in one product (
 ABSL_FLAG(std::string, init, "",
           "continue from this BertForMaskedLM checkpoint (loracle-pretrain's output: its weights, "
           "MLM head, vocabulary and shape; --vocab and the shape flags are then not used)");
+ABSL_FLAG(std::string, extend_vocab, "",
+          "with --init: grow its vocabulary to this vocab.txt (the old entries first, in order; "
+          "make_vocab.py --base); added words start at the mean of their old pieces' embeddings");
 ABSL_FLAG(double, cls_bow_weight, 0,
           "weight of the pooled [CLS] output's bag-of-words prediction beside MLM (trains the "
           "pooler that sequence classification reads); 0 = MLM only");
@@ -130,10 +133,23 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // The initial weights: --init's checkpoint, or a random BERT of the requested shape over the
-  // vocabulary, written and loaded like any checkpoint (transformers' initialisation, seeded).
-  const std::string init = init_dir.empty() ? out + "/.init" : init_dir;
-  if (init_dir.empty()) {
+  // The initial weights: --init's checkpoint (its vocabulary grown by --extend_vocab), or a
+  // random BERT of the requested shape over the vocabulary, written and loaded like any
+  // checkpoint (transformers' initialisation, seeded).
+  const std::string extend_vocab = absl::GetFlag(FLAGS_extend_vocab);
+  if (!extend_vocab.empty() && init_dir.empty()) {
+    std::fprintf(stderr, "loracle-pretrain: --extend_vocab needs --init\n");
+    return 2;
+  }
+  const bool temporary_init = init_dir.empty() || !extend_vocab.empty();
+  const std::string init = temporary_init ? out + "/.init" : init_dir;
+  if (!extend_vocab.empty()) {
+    absl::StatusOr<std::string> vocab = loracle::util::ReadFileToString(extend_vocab);
+    if (!vocab.ok()) return Fail(vocab.status());
+    if (auto s = loracle::training::ExtendVocabulary(init_dir, *vocab, init); !s.ok()) {
+      return Fail(s);
+    }
+  } else if (init_dir.empty()) {
     absl::StatusOr<std::string> vocab = loracle::util::ReadFileToString(absl::GetFlag(FLAGS_vocab));
     if (!vocab.ok()) return Fail(vocab.status());
     loracle::model::ModelConfig shape;
@@ -239,8 +255,7 @@ int main(int argc, char** argv) {
 
   loracle::training::MlmHead head(config, loracle::model::MixSeed(o.seed, 0x4EAD));
   if (!init_dir.empty()) {
-    absl::StatusOr<loracle::training::MlmHead> read =
-        loracle::training::ReadMlmHead(init_dir, config);
+    absl::StatusOr<loracle::training::MlmHead> read = loracle::training::ReadMlmHead(init, config);
     if (!read.ok()) return Fail(read.status());
     head = *read;
   }
@@ -297,6 +312,7 @@ int main(int argc, char** argv) {
               {"mask_probability", o.masking.probability},
               {"seed", o.seed},
               {"init", init_dir},
+              {"extend_vocab", extend_vocab},
               {"cls_bow_weight", o.cls_bow_weight}}},
             {"curve", json::array()}};
   for (const PretrainProgress& p : report->curve) r["curve"].push_back(ProgressJson(p));
@@ -311,7 +327,7 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(s);
   }
-  if (init_dir.empty()) loracle::util::RemoveTree(init).IgnoreError();
+  if (temporary_init) loracle::util::RemoveTree(init).IgnoreError();
   std::fprintf(stderr, "wrote %s: held-out MLM accuracy %.4f after %lld steps, %.0f tokens/s\n",
                out.c_str(), report->heldout.accuracy, static_cast<long long>(report->steps),
                report->tokens_per_s);
