@@ -508,6 +508,19 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
           absl::StrCat("the new vocabulary has \"", entries[i], "\" twice (entry ", i + 1, ")"));
     }
   }
+  // Each added entry's ids under the old vocabulary ("##ing" read as the word "ing").
+  std::vector<torch::Tensor> pieces;
+  for (size_t i = old_entries.size(); i < entries.size(); ++i) {
+    absl::string_view word = entries[i];
+    if (absl::StartsWith(word, "##") && word.size() > 2) word.remove_prefix(2);
+    absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(word);
+    if (!ids.ok()) return ids.status();
+    if (ids->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the new entry \"", entries[i], "\" has no tokens in the old vocabulary"));
+    }
+    pieces.push_back(torch::tensor(*ids, torch::kInt64));
+  }
   std::vector<std::pair<std::string, torch::Tensor>> named = CheckpointTensors(**base, *head);
   const std::string embeddings_name = "bert.embeddings.word_embeddings.weight";
   const std::string bias_name = std::string(kHeadPrefix) + "bias";
@@ -516,19 +529,8 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
     if (name != embeddings_name && name != bias_name) continue;
     const torch::Tensor old = t.detach().to(torch::kFloat32);
     std::vector<torch::Tensor> rows = {old};
-    for (size_t i = old_entries.size(); i < entries.size(); ++i) {
-      // "##ing" is a word's continuation; its pieces are those of "ing" read as a word.
-      absl::string_view word = entries[i];
-      if (absl::StartsWith(word, "##") && word.size() > 2) word.remove_prefix(2);
-      absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(word);
-      if (!ids.ok()) return ids.status();
-      if (ids->empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("the new entry \"", entries[i], "\" has no tokens in the old vocabulary"));
-      }
-      rows.push_back(old.index_select(0, torch::tensor(*ids, torch::kInt64)).mean(0, true));
-    }
-    t = old.dim() == 1 ? torch::cat(rows).reshape({-1}) : torch::cat(rows);
+    for (const torch::Tensor& ids : pieces) rows.push_back(old.index_select(0, ids).mean(0, true));
+    t = torch::cat(rows);
   }
   model::ModelConfig config = (*base)->config;
   config.vocab_size = static_cast<int64_t>(entries.size());
