@@ -478,30 +478,27 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
   }
   absl::StatusOr<MlmHead> head = ReadMlmHead(from, (*base)->config);
   if (!head.ok()) return head.status();
-  absl::StatusOr<std::string> old_text = util::ReadFileToString(from + "/vocab.txt");
-  if (!old_text.ok()) return old_text.status();
   absl::StatusOr<std::string> tokenizer_config =
       util::ReadFileToString(from + "/tokenizer_config.json");
   if (!tokenizer_config.ok()) return tokenizer_config.status();
-  const std::vector<std::string> old_entries = absl::StrSplit(*old_text, '\n', absl::SkipEmpty());
   const std::vector<std::string> entries = absl::StrSplit(vocab, '\n', absl::SkipEmpty());
   const model::Tokenizer& tokenizer = *(*base)->tokenizer;
-  const int64_t old_size = (*base)->config.vocab_size;
-  if (static_cast<int64_t>(old_entries.size()) != old_size || tokenizer.vocab_size() != old_size) {
-    return absl::InvalidArgumentError(absl::StrCat(from, "/vocab.txt has ", old_entries.size(),
+  const size_t old_size = static_cast<size_t>(tokenizer.vocab_size());
+  if (tokenizer.vocab_size() != (*base)->config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(from, "/vocab.txt has ", old_size,
                                                    " entries, its config.json a vocab_size of ",
-                                                   old_size));
+                                                   (*base)->config.vocab_size));
   }
-  if (entries.size() < old_entries.size()) {
+  if (entries.size() < old_size) {
     return absl::InvalidArgumentError(absl::StrCat("the new vocabulary has ", entries.size(),
                                                    " entries, fewer than the model's ", old_size));
   }
   std::set<std::string> seen;
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (i < old_entries.size() && entries[i] != old_entries[i]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the new vocabulary must begin with the model's: entry ", i + 1, " is \"",
-                       entries[i], "\", the model's \"", old_entries[i], "\""));
+    if (i < old_size && entries[i] != tokenizer.IdToToken(static_cast<int64_t>(i))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the new vocabulary must begin with the model's: entry ", i + 1, " is \"", entries[i],
+          "\", the model's \"", tokenizer.IdToToken(static_cast<int64_t>(i)), "\""));
     }
     if (!seen.insert(entries[i]).second) {
       return absl::InvalidArgumentError(
@@ -510,7 +507,7 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
   }
   // Each added entry's ids under the old vocabulary ("##ing" read as the word "ing").
   std::vector<torch::Tensor> pieces;
-  for (size_t i = old_entries.size(); i < entries.size(); ++i) {
+  for (size_t i = old_size; i < entries.size(); ++i) {
     absl::string_view word = entries[i];
     if (absl::StartsWith(word, "##") && word.size() > 2) word.remove_prefix(2);
     absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(word);
