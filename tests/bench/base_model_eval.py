@@ -11,8 +11,8 @@ split of each task: accuracy, NLL, ECE (15 bins), Brier.
 Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersenses (six noun
 supersenses from WordNet glosses, not in the pretraining corpus). As the baseline's C, the
 fine-tune's recipe is chosen by validation NLL, from GRID (loracle's defaults; a larger step for
-longer; the same as an ensemble of 4 independently trained adapters, loracle's deep-ensemble
-mode); only the chosen adapter sees the test split. FLAGs are added to
+longer, as an ensemble of 4 independently trained adapters, loracle's deep-ensemble mode; the
+same with LoRA on every linear layer, not only query and value); only the chosen adapter sees the test split. FLAGs are added to
 every `loracle finetune`. Needs python3-sklearn for the baseline. Prints a
 Markdown table; writes tests/bench/results/base-model-<date>.json.
 """
@@ -24,7 +24,8 @@ from finetune_eval import score  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data")
 TASKS = ["spam-assassin", "wordnet-supersenses"]
-GRID = [[], ["--lr=3e-3", "--epochs=6"], ["--lr=3e-3", "--epochs=6", "--members=4"]]
+GRID = [[], ["--lr=3e-3", "--epochs=6", "--members=4"],
+        ["--lr=3e-3", "--epochs=6", "--members=4", "--targets=query,key,value,dense"]]
 
 
 def load(task, split):
