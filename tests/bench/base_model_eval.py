@@ -12,9 +12,9 @@ Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersens
 supersenses from WordNet glosses, not in the pretraining corpus). As the baseline's C, the
 fine-tune's recipe is chosen by validation NLL, from GRID (loracle's defaults; a larger step for
 longer, as an ensemble of 4 independently trained adapters, loracle's deep-ensemble mode; the
-same with LoRA on every linear layer, not only query and value); only the chosen adapter sees the test split. FLAGs are added to
-every `loracle finetune`. Needs python3-sklearn for the baseline. Prints a
-Markdown table; writes tests/bench/results/base-model-<date>.json.
+same with LoRA on every linear layer, not only query and value); only the chosen adapter sees
+the test split. FLAGs are added to every `loracle finetune`. Needs python3-sklearn for the
+baseline. Prints a Markdown table; writes tests/bench/results/base-model-<date>.json.
 """
 import json, math, os, subprocess, sys, tempfile, time
 
