@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "server/model/checkpoint.h"
+#include "server/model/cpu_runtime.h"
 #include "server/model/default_model.h"
 #include "server/model/dropout.h"
 #include "server/model/tokenizer.h"
@@ -69,6 +70,9 @@ ABSL_FLAG(std::string, extend_vocab, "",
 ABSL_FLAG(double, cls_bow_weight, 0,
           "weight of the pooled [CLS] output's bag-of-words prediction beside MLM (trains the "
           "pooler that sequence classification reads); 0 = MLM only");
+ABSL_FLAG(bool, keep_freed_memory, true,
+          "keep memory freed by tensors in the process (glibc malloc) instead of returning it to "
+          "the kernel and faulting it in again every step; false only to measure the difference");
 ABSL_FLAG(std::string, log, "", "also append progress as JSONL here");
 
 namespace {
@@ -111,6 +115,9 @@ json ProgressJson(const PretrainProgress& p) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("loracle-pretrain --corpus=FILE --vocab=FILE --out=DIR [flags]");
   absl::ParseCommandLine(argc, argv);
+  // Before any thread or tensor: the MLM logits and their gradients (tens of MB a shard) would
+  // otherwise be fresh mmaps every step, a third of a step spent faulting in zeroed pages.
+  if (absl::GetFlag(FLAGS_keep_freed_memory)) loracle::model::KeepFreedMemory();
   const std::string out = absl::GetFlag(FLAGS_out);
   const std::string init_dir = absl::GetFlag(FLAGS_init);
   if (absl::GetFlag(FLAGS_corpus).empty() ||
