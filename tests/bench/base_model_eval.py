@@ -8,6 +8,10 @@ split of each task: accuracy, NLL, ECE (15 bins), Brier.
 
     tests/bench/base_model_eval.py BUILD_DIR PRETRAINED_DIR RANDOM_DIR [FLAG ...]
 
+RANDOM_DIR may instead be the results JSON of an earlier run on the same random base, build and
+flags: its random-base rows are copied (fine-tuning is deterministic given the seeds and the
+thread count), which halves the time when only the pretrained model changed.
+
 Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersenses (six noun
 supersenses from WordNet glosses, not in the pretraining corpus). As the baseline's C, the
 fine-tune's recipe is chosen by validation NLL, from GRID (loracle's defaults; a larger step for
@@ -133,14 +137,28 @@ def main():
         results["tasks"].setdefault(task, {})["bag_of_words_lr"] = r
         print(f"bag-of-words {task}: acc {r['accuracy']:.4f} nll {r['nll']:.4f} "
               f"ece {r['ece']:.4f} (C={info['C']})", file=sys.stderr)
-    for name, model_dir in (("pretrained", pretrained), ("random", random_base)):
+    bases = [("pretrained", pretrained)]
+    if random_base.endswith(".json"):
+        with open(random_base, encoding="utf-8") as f:
+            earlier = json.load(f)
+        if earlier.get("flags") != flags:
+            raise SystemExit(f"{random_base} was run with flags {earlier.get('flags')}, not {flags}")
+        results["random"] = earlier["random"]
+        results["random_copied_from"] = os.path.basename(random_base)
+        for task in TASKS:
+            results["tasks"][task]["lora_on_random_base"] = \
+                earlier["tasks"][task]["lora_on_random_base"]
+    else:
+        bases.append(("random", random_base))
+    for name, model_dir in bases:
         for task, r in fine_tuned(build, model_dir, name, flags, port).items():
             results["tasks"][task][f"lora_on_{name}_base"] = r
     print("| task | model | test accuracy | NLL | ECE | Brier | errors / n |")
     print("|---|---|---|---|---|---|---|")
     for task in TASKS:
         n = len(load(task, "test"))
-        for model, r in results["tasks"][task].items():
+        for model in ("bag_of_words_lr", "lora_on_pretrained_base", "lora_on_random_base"):
+            r = results["tasks"][task][model]
             print(f"| {task} | {model} | {r['accuracy']:.4f} | {r['nll']:.4f} | {r['ece']:.4f} | "
                   f"{r['brier']:.4f} | {r['errors']} / {n} |")
     os.makedirs(os.path.join(ROOT, "tests", "bench", "results"), exist_ok=True)
