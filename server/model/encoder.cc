@@ -16,6 +16,14 @@
 namespace loracle::model {
 namespace {
 
+// LayerNorm(x + residual). Under bfloat16 autocast (pretraining's --bf16) the products come out
+// in bfloat16 while the residual stream and LayerNorm's weights stay float32: the sum is then
+// taken in float32. Otherwise it is formed in place in `x`.
+torch::Tensor AddNorm(torch::nn::LayerNorm& norm, torch::Tensor x, const torch::Tensor& residual) {
+  if (x.scalar_type() == residual.scalar_type()) return norm->forward(x.add_(residual));
+  return norm->forward((x + residual).to(norm->weight.scalar_type()));
+}
+
 // Per row: the number of keys it attends when its mask is 1s then 0s (right padding), else -1.
 // `attention_mask` is on the host.
 std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
@@ -274,10 +282,10 @@ torch::Tensor EncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
   HiddenKeyMasks hk;
   if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, mask, index, h.options());
   torch::Tensor a = l.attn_out(SelfAttention(qkv, mask, hk.dropkey), routing);
-  a = l.attn_norm(a.add_(h));
+  a = AddNorm(l.attn_norm, a, h);
   torch::Tensor inter = Activation(l.intermediate(a, routing));
   if (hk.hiddencut.defined()) inter = inter * hk.hiddencut;
-  return l.out_norm(l.output(inter, routing).add_(a));
+  return AddNorm(l.out_norm, l.output(inter, routing), a);
 }
 
 torch::Tensor EncoderImpl::HiddenStates(const torch::Tensor& input_ids,

@@ -1,6 +1,7 @@
 #include "server/training/pretrainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -32,6 +33,35 @@ torch::Tensor Activation(const std::string& act, const torch::Tensor& x) {
   return torch::gelu(x);
 }
 
+// CPU autocast to bfloat16 on the calling thread for the scope's lifetime when `on`: matrix
+// products run in bfloat16 (oneDNN; AVX512-BF16 where the CPU has it), parameters, their
+// gradients and the optimiser stay float32. Autocast state and its weight-cast cache are
+// per thread; the cache is cleared when the outermost scope ends.
+class Bf16AutocastScope {
+ public:
+  explicit Bf16AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+    prev_enabled_ = at::autocast::is_cpu_enabled();
+    prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16AutocastScope() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(prev_enabled_);
+    at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+  }
+  Bf16AutocastScope(const Bf16AutocastScope&) = delete;
+  Bf16AutocastScope& operator=(const Bf16AutocastScope&) = delete;
+
+ private:
+  bool on_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
 // The selected tokens' hidden states → the head's cross-entropy, summed (not averaged) so that
 // shards can be weighted by their share of the step's predictions; and the correct argmaxes.
 struct ShardLoss {
@@ -50,7 +80,9 @@ ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, b
   const torch::Tensor types = torch::zeros_like(b.input_ids);
   const torch::Tensor h = encoder->HiddenStates(b.input_ids, ones, types, nullptr);
   const torch::Tensor selected = h.reshape({-1, h.size(-1)}).index_select(0, b.positions);
-  const torch::Tensor logits = head->forward(selected, encoder->word_embeddings_weight());
+  // Losses in float32 whatever precision the products ran in (a no-op without autocast).
+  const torch::Tensor logits =
+      head->forward(selected, encoder->word_embeddings_weight()).to(torch::kFloat32);
   ShardLoss out;
   out.loss_sum = torch::nn::functional::cross_entropy(
       logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -58,8 +90,8 @@ ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, b
   if (bow_targets != nullptr) {
     const torch::Tensor pooled = torch::tanh(
         torch::nn::functional::linear(h.select(1, 0), (*pooler)->weight, (*pooler)->bias));
-    const torch::Tensor log_probs =
-        torch::log_softmax(head->forward(pooled, encoder->word_embeddings_weight()), 1);
+    const torch::Tensor log_probs = torch::log_softmax(
+        head->forward(pooled, encoder->word_embeddings_weight()).to(torch::kFloat32), 1);
     out.bow_sum = -(*bow_targets * log_probs).sum();
   }
   return out;
@@ -185,7 +217,9 @@ MlmHeadImpl::MlmHeadImpl(const model::ModelConfig& config, uint64_t seed)
 
 torch::Tensor MlmHeadImpl::forward(const torch::Tensor& hidden,
                                    const torch::Tensor& word_embeddings) {
-  const torch::Tensor t = norm_(Activation(activation_, dense_(hidden)));
+  // LayerNorm in its weights' dtype (float32 under --bf16's autocast; a no-op otherwise).
+  const torch::Tensor t =
+      norm_(Activation(activation_, dense_(hidden)).to(norm_->weight.scalar_type()));
   return torch::addmm(bias_, t, word_embeddings.t());
 }
 
@@ -326,6 +360,7 @@ absl::StatusOr<PretrainReport> Pretrain(
       std::vector<double> bow_loss(static_cast<size_t>(shards), 0.0);
       const double loss = ShardedBackward(shards, false, all, [&](int s) {
         const auto i = static_cast<size_t>(s);
+        const Bf16AutocastScope autocast(o.bf16);
         ShardLoss l =
             MlmLoss(base, head, batches[i], false, bow ? &bow_targets[i] : nullptr, pooler);
         torch::Tensor total = l.loss_sum / static_cast<double>(predictions);

@@ -93,6 +93,9 @@ struct PretrainOptions {
   // through the MLM head: cross-entropy against the uniform distribution over the row's distinct
   // tokens (never_mask ones excluded), averaged over rows. 0: MLM only, the pooler stays as it is.
   double cls_bow_weight = 0;
+  // Mixed precision: the training forward's matrix products in bfloat16 (CPU autocast), with
+  // float32 weights, gradients, optimiser state and losses. Held-out evaluation stays float32.
+  bool bf16 = false;
 };
 
 struct MlmEval {

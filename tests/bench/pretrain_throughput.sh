@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pretraining throughput (issue 15): tokens/s of loracle-pretrain in the shape of each stage of
-# the built-in model's recipe (server/training/pretrain/README.md), with glibc malloc keeping freed
-# memory (the default) and without (--keep_freed_memory=false), back to back in one run, and the
-# recipe's time re-estimated from them. Usage, after building loracle-pretrain and making the
+# the built-in model's recipe (server/training/pretrain/README.md), in float32 and with --bf16
+# (bfloat16 matrix products under CPU autocast), back to back in one run, and the recipe's time
+# estimated from them. Usage, after building loracle-pretrain and making the
 # corpora as that README says:
 #   tests/bench/pretrain_throughput.sh [BUILD_DIR=build] [CORPUS=/tmp/corpus.jsonl]
 #       [CORPUS2=/tmp/corpus2.jsonl] [STEPS=30]
@@ -37,17 +37,17 @@ declare -A recipe_steps=([stage1]=3600 [stage2]=1500 [stage3]=800 [stage4]=1000)
 
 results="$work/results.jsonl"
 for stage in stage1 stage2 stage3 stage4; do
-  for keep in false true; do
+  for bf16 in false true; do
     # shellcheck disable=SC2086
     "$build/loracle-pretrain" ${config[$stage]} --out="$work/out" --steps="$steps" \
       --batch_size=64 --threads=2 --seed=9 --eval_every=0 --log_every="$steps" --eval_rows=32 \
-      --keep_freed_memory="$keep" --log="$work/$stage-$keep.jsonl" >"$work/$stage-$keep.out" 2>&1 ||
-      { cat "$work/$stage-$keep.out"; exit 1; }
-    python3 - "$work/$stage-$keep.jsonl" "$stage" "$keep" "${recipe_steps[$stage]}" >>"$results" <<'EOF'
+      --bf16="$bf16" --log="$work/$stage-$bf16.jsonl" >"$work/$stage-$bf16.out" 2>&1 ||
+      { cat "$work/$stage-$bf16.out"; exit 1; }
+    python3 - "$work/$stage-$bf16.jsonl" "$stage" "$bf16" "${recipe_steps[$stage]}" >>"$results" <<'EOF'
 import json, sys
-path, stage, keep, recipe_steps = sys.argv[1:]
+path, stage, bf16, recipe_steps = sys.argv[1:]
 last = [json.loads(l) for l in open(path)][-1]
-print(json.dumps({"stage": stage, "keep_freed_memory": keep == "true", "steps": last["step"],
+print(json.dumps({"stage": stage, "bf16": bf16 == "true", "steps": last["step"],
                   "tokens_per_s": last["tokens_per_s"], "loss": last["loss"],
                   "recipe_steps": int(recipe_steps)}))
 EOF
@@ -62,19 +62,19 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 tokens_per_step = 64 * 128
 summary = {}
-print("| stage | recipe steps | tokens/s, malloc default | tokens/s, keeping freed memory | speed-up | loss equal |")
+print("| stage | recipe steps | tokens/s, float32 | tokens/s, --bf16 | speed-up | loss after the steps, float32 / bf16 |")
 print("|---|---|---|---|---|---|")
 for stage in sorted({r["stage"] for r in rows}):
-    off = next(r for r in rows if r["stage"] == stage and not r["keep_freed_memory"])
-    on = next(r for r in rows if r["stage"] == stage and r["keep_freed_memory"])
-    summary[stage] = {"default_tokens_per_s": off["tokens_per_s"], "kept_tokens_per_s": on["tokens_per_s"],
-                      "recipe_steps": on["recipe_steps"], "loss_equal": off["loss"] == on["loss"]}
+    off = next(r for r in rows if r["stage"] == stage and not r["bf16"])
+    on = next(r for r in rows if r["stage"] == stage and r["bf16"])
+    summary[stage] = {"float32_tokens_per_s": off["tokens_per_s"], "bf16_tokens_per_s": on["tokens_per_s"],
+                      "recipe_steps": on["recipe_steps"], "float32_loss": off["loss"], "bf16_loss": on["loss"]}
     print(f"| {stage} | {on['recipe_steps']:,} | {off['tokens_per_s']:,.0f} | {on['tokens_per_s']:,.0f} | "
-          f"{on['tokens_per_s'] / off['tokens_per_s']:.2f}x | {off['loss'] == on['loss']} |")
+          f"{on['tokens_per_s'] / off['tokens_per_s']:.2f}x | {off['loss']:.4f} / {on['loss']:.4f} |")
 est = {k: sum(s["recipe_steps"] * tokens_per_step / s[k] for s in summary.values())
-       for k in ("default_tokens_per_s", "kept_tokens_per_s")}
-print(f"\nrecipe at these rates: {est['default_tokens_per_s']:,.0f} s ({est['default_tokens_per_s'] / 3600:.2f} h) "
-      f"with malloc's defaults, {est['kept_tokens_per_s']:,.0f} s ({est['kept_tokens_per_s'] / 3600:.2f} h) keeping freed memory")
+       for k in ("float32_tokens_per_s", "bf16_tokens_per_s")}
+print(f"\nrecipe at these rates: {est['float32_tokens_per_s']:,.0f} s ({est['float32_tokens_per_s'] / 3600:.2f} h) "
+      f"in float32, {est['bf16_tokens_per_s']:,.0f} s ({est['bf16_tokens_per_s'] / 3600:.2f} h) with --bf16")
 json.dump({"runs": rows, "stages": summary, "recipe_estimate_s": est, "tokens_per_step": tokens_per_step},
           open(sys.argv[2], "w"), indent=2)
 print(f"wrote {sys.argv[2]}")

@@ -1,5 +1,6 @@
 #include "server/training/pretrainer.h"
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -281,6 +282,54 @@ TEST_F(PretrainTest, IsDeterministicGivenTheSeed) {
   std::unique_ptr<model::BaseModel> fresh = *model::LoadBaseModel(dir_.path());
   const std::string q = "encoder.layer.0.attention.self.query.weight";
   EXPECT_FALSE(a[q].equal(fresh->encoder->named_parameters()[q]));
+}
+
+TEST_F(PretrainTest, Bf16MixedPrecisionTracksFloat32AndKeepsTheWeightsFloat32) {
+  const TokenRows train = PackSequences(docs_, 16, kCls, kSep);
+  const TokenRows heldout(train.begin(), train.begin() + 16);
+  PretrainOptions o = Options();
+  o.cls_bow_weight = 1.0;  // every product of the step: encoder, MLM head, pooler
+  o.steps = 1;
+  // One step from the same weights: the losses agree to bfloat16's precision.
+  std::unique_ptr<model::BaseModel> other = *model::LoadBaseModel(dir_.path());
+  MlmHead head32(base_->config, 1), head16(other->config, 1);
+  std::vector<PretrainProgress> f32, b16;
+  ASSERT_TRUE(Pretrain(*base_, head32, train, heldout, o, 1, [&](const PretrainProgress& p) {
+                f32.push_back(p);
+              }).ok());
+  o.bf16 = true;
+  ASSERT_TRUE(Pretrain(*other, head16, train, heldout, o, 1, [&](const PretrainProgress& p) {
+                b16.push_back(p);
+              }).ok());
+  ASSERT_EQ(f32.size(), 1u);
+  ASSERT_EQ(b16.size(), 1u);
+  EXPECT_NEAR(b16[0].loss, f32[0].loss, 0.02 * f32[0].loss);
+  EXPECT_NEAR(b16[0].cls_bow_loss, f32[0].cls_bow_loss, 0.02 * f32[0].cls_bow_loss);
+  EXPECT_NE(b16[0].loss, f32[0].loss) << "the products did not run in bfloat16";
+  // Deterministic given the seed, as in float32.
+  std::unique_ptr<model::BaseModel> again = *model::LoadBaseModel(dir_.path());
+  MlmHead head_again(again->config, 1);
+  ASSERT_TRUE(Pretrain(*again, head_again, train, heldout, o, 1, nullptr).ok());
+  auto other_params = other->encoder->named_parameters();
+  for (const auto& item : again->encoder->named_parameters()) {
+    EXPECT_TRUE(item.value().equal(other_params[item.key()])) << item.key();
+  }
+
+  // And it learns as float32 does (LearnsThePhrasesAndReportsTheCurve's bar).
+  const MlmEval before = EvaluateMlm(*other, head16, heldout, o.masking, 99, 2);
+  o.steps = 500;
+  absl::StatusOr<PretrainReport> r = Pretrain(*other, head16, train, heldout, o, 500, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->heldout.accuracy, before.accuracy + 0.3)
+      << before.accuracy << " -> " << r->heldout.accuracy;
+  for (const auto& item : other->encoder->named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), torch::kFloat32) << item.key();
+    EXPECT_TRUE(torch::isfinite(item.value()).all().item<bool>()) << item.key();
+  }
+  for (const auto& [name, t] : head16->NamedTensors()) {
+    EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
+  }
+  EXPECT_FALSE(at::autocast::is_cpu_enabled()) << "autocast left on";
 }
 
 TEST_F(PretrainTest, UnfreezeListsTheFusedProjectionsAndNotThePooler) {
