@@ -26,6 +26,8 @@ namespace {
 
 constexpr char kHeadPrefix[] = "cls.predictions.";
 constexpr uint64_t kEvalSeedPurpose = 0xE7A1;
+constexpr int64_t kBf16Rows = 64;        // see MlmLoss
+constexpr int64_t kIgnoredLabel = -100;  // cross_entropy's ignore_index
 
 torch::Tensor Activation(const std::string& act, const torch::Tensor& x) {
   if (act == "relu") return torch::relu(x);
@@ -79,14 +81,29 @@ ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, b
   const torch::Tensor ones = torch::ones_like(b.input_ids);
   const torch::Tensor types = torch::zeros_like(b.input_ids);
   const torch::Tensor h = encoder->HiddenStates(b.input_ids, ones, types, nullptr);
-  const torch::Tensor selected = h.reshape({-1, h.size(-1)}).index_select(0, b.positions);
+  torch::Tensor positions = b.positions, labels = b.labels;
+  if (at::autocast::is_cpu_enabled()) {
+    // torch 1.13's bfloat16 products (oneDNN) corrupt memory (bad_alloc, bad_array_new_length
+    // after ~1,000 steps) when two threads run products of many distinct shapes, as the MLM
+    // head's would (a step's selected-token count varies). Padding the count to a multiple of
+    // kBf16Rows leaves a few shapes; the padded rows' label is ignored by the loss.
+    const int64_t n = positions.size(0), padded = (n + kBf16Rows - 1) / kBf16Rows * kBf16Rows;
+    if (padded > n) {
+      positions = torch::cat({positions, torch::zeros({padded - n}, torch::kInt64)});
+      labels = torch::cat({labels, torch::full({padded - n}, kIgnoredLabel, torch::kInt64)});
+    }
+  }
+  const torch::Tensor selected = h.reshape({-1, h.size(-1)}).index_select(0, positions);
   // Losses in float32 whatever precision the products ran in (a no-op without autocast).
   const torch::Tensor logits =
       head->forward(selected, encoder->word_embeddings_weight()).to(torch::kFloat32);
   ShardLoss out;
-  out.loss_sum = torch::nn::functional::cross_entropy(
-      logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  if (count) out.correct = logits.argmax(1).eq(b.labels).sum().item<int64_t>();
+  out.loss_sum =
+      torch::nn::functional::cross_entropy(logits, labels,
+                                           torch::nn::functional::CrossEntropyFuncOptions()
+                                               .reduction(torch::kSum)
+                                               .ignore_index(kIgnoredLabel));
+  if (count) out.correct = logits.argmax(1).eq(labels).sum().item<int64_t>();
   if (bow_targets != nullptr) {
     const torch::Tensor pooled = torch::tanh(
         torch::nn::functional::linear(h.select(1, 0), (*pooler)->weight, (*pooler)->bias));
