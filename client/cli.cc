@@ -35,11 +35,13 @@ commands:
         [--members=M] [--dropout=none|input|lora_dropout|hiddenkey] [--rate=P]
         [--dropkey_rate=P --hiddencut_rate=P --kl_weight=L] [--mc_samples=N] [--epochs=E]
         [--max_steps=S] [--lr=LR] [--warmup=F] [--weight_decay=W] [--patience=E]
-        [--batch_size=B] [--max_length=T] [--max_windows=W] [--rank=R] [--alpha=A]
-        [--targets=q,v] [--rslora] [--labels=a,b] [--seed=S] [--detach] [--json]
+        [--batch_size=B] [--max_length=T] [--max_windows=W] [--train_windows=W1]
+        [--rank=R] [--alpha=A] [--targets=q,v] [--rslora] [--labels=a,b] [--seed=S]
+        [--detach] [--json]
           train an adapter (or ensemble) on a JSONL/CSV file; shows progress, then the
           validation report (per member, ensemble, calibrated); --max_windows=W reads long
-          texts in up to W windows of T tokens (logits averaged) instead of cutting them
+          texts in up to W windows of T tokens (logits averaged) instead of cutting them;
+          --train_windows=1 trains on the first window only (validation and serving read W)
   jobs [list | get ID | watch ID | cancel ID]
           the server's fine-tune jobs
   feedback PREDICTION_ID LABEL | feedback --file=F.jsonl
@@ -79,35 +81,14 @@ const std::vector<Command>& Commands() {
         "input_tokens", "inputs", "rest", "json_out", "mc_samples", "rate", "warmup_s", "zipf_s"}},
       {"finetune",
        FinetuneCommand,
-       {"alpha",
-        "batch_size",
-        "data",
-        "detach",
-        "dropkey_rate",
-        "dropout",
-        "epochs",
-        "hiddencut_rate",
-        "kl_weight",
-        "labels",
-        "lr",
-        "max_length",
-        "max_steps",
-        "max_windows",
-        "mc_samples",
-        "members",
-        "name",
-        "patience",
-        "rank",
-        "rate",
-        "rslora",
-        "seed",
-        "server_data",
-        "server_validation",
-        "targets",
-        "validation",
-        "validation_split",
-        "warmup",
-        "weight_decay"}},
+       {"alpha",        "batch_size",    "data",        "detach",
+        "dropkey_rate", "dropout",       "epochs",      "hiddencut_rate",
+        "kl_weight",    "labels",        "lr",          "max_length",
+        "max_steps",    "max_windows",   "mc_samples",  "members",
+        "name",         "patience",      "rank",        "rate",
+        "rslora",       "seed",          "server_data", "server_validation",
+        "targets",      "train_windows", "validation",  "validation_split",
+        "warmup",       "weight_decay"}},
       {"jobs", JobsCommand, {}},
       {"feedback", FeedbackCommand, {"file"}},
       {"calibration", CalibrationCommand, {}},

@@ -84,7 +84,8 @@ bool BuildRequest(const Args& args, SubmitRequest* r, std::ostream& err) {
                      UintFlag{"max_steps", &SubmitRequest::set_max_steps},
                      UintFlag{"batch_size", &SubmitRequest::set_batch_size},
                      UintFlag{"max_length", &SubmitRequest::set_max_length},
-                     UintFlag{"max_windows", &SubmitRequest::set_max_windows}}) {
+                     UintFlag{"max_windows", &SubmitRequest::set_max_windows},
+                     UintFlag{"train_windows", &SubmitRequest::set_train_windows}}) {
     if (std::string v = Flag(args, f.name); !v.empty()) {
       uint32_t n;
       if (!absl::SimpleAtoi(v, &n)) {

@@ -232,6 +232,11 @@ absl::Status ValidateSubmit(const loracle::v1::SubmitRequest& r,
     return OutOfRange("max_windows", r.max_windows(),
                       absl::StrCat("in [1, ", adapters::kMaxWindows, "] (0 = 1)"));
   }
+  if (r.train_windows() > std::max<uint32_t>(r.max_windows(), 1)) {
+    return OutOfRange("train_windows", r.train_windows(),
+                      absl::StrCat("at most max_windows (", std::max<uint32_t>(r.max_windows(), 1),
+                                   "; 0 = max_windows)"));
+  }
   if (inline_data) {  // labels of inline data are checked now; a file's when the job runs
     std::vector<training::Example> all;
     for (const auto* list : {&r.examples(), &r.validation_examples()}) {

@@ -165,6 +165,9 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   const int max_length =
       std::min<int>(r.max_length() > 0 ? static_cast<int>(r.max_length()) : 128, base.max_length);
   const int max_windows = r.max_windows() > 0 ? static_cast<int>(r.max_windows()) : 1;
+  const int train_windows = r.train_windows() > 0
+                                ? std::min(static_cast<int>(r.train_windows()), max_windows)
+                                : max_windows;
 
   // The validation set: given, or a stratified share of the training data.
   std::vector<size_t> train_idx = Range(train_ex->size());
@@ -184,7 +187,7 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
     validation = *train_ex;
   }
   absl::StatusOr<EncodedData> train =
-      Encode(base, *train_ex, train_idx, label_ids, max_length, max_windows, "training");
+      Encode(base, *train_ex, train_idx, label_ids, max_length, train_windows, "training");
   if (!train.ok()) return train.status();
   absl::StatusOr<EncodedData> val =
       Encode(base, validation, val_idx, label_ids, max_length, max_windows, "validation");

@@ -365,6 +365,61 @@ TEST_F(TrainingTest, LongTextsTrainAndServeInWindows) {
   EXPECT_NE(s.error_message().find("max_windows"), std::string::npos) << s.error_message();
 }
 
+// train_windows = 1: the weights train on each text's first window, exactly as an adapter
+// that cuts texts (byte-identical members, same seed), while validation and serving read
+// max_windows windows.
+TEST_F(TrainingTest, TrainWindowsTrainsOnTheFirstWindowWhileServingReadsAll) {
+  Start();
+  const std::string filler = " good bad movie cafe naive you good bad movie cafe naive you";
+  auto request = [&](const std::string& name) {
+    SubmitRequest r = Request(name);
+    for (auto& e : *r.mutable_examples()) e.set_text(e.text() + filler);
+    r.set_max_length(8);
+    return r;
+  };
+  SubmitRequest cut = request("cut");
+  SubmitRequest first = request("first");
+  first.set_max_windows(4);
+  first.set_train_windows(1);
+  std::vector<Job> done;
+  for (const SubmitRequest& r : {cut, first}) {
+    Job job;
+    ASSERT_TRUE(Submit(r, &job).ok());
+    done.push_back(WatchToEnd(job.id()));
+    ASSERT_EQ(done.back().state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.back().error();
+  }
+  for (const char* member : {"member-0", "member-1"}) {
+    const std::string file = std::string("/") + member + "/adapter_model.safetensors";
+    const std::string a = testing::ReadFile(server_->store().VersionDir("cut", 1) + file);
+    const std::string b = testing::ReadFile(server_->store().VersionDir("first", 1) + file);
+    ASSERT_FALSE(a.empty()) << file;
+    EXPECT_TRUE(a == b) << member << ": train_windows=1 must train as one window does";
+  }
+  EXPECT_NE(done[0].report().ensemble().nll(), done[1].report().ensemble().nll())
+      << "validation reads 4 windows for `first`, one for `cut`";
+
+  auto inference = loracle::v1::Inference::NewStub(channel_);
+  loracle::v1::PredictRequest req;
+  req.set_adapter("first");
+  req.add_inputs("the mail free money win now" + filler);  // 18 tokens: 3 windows of 6
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.predictions_size(), 1);
+  EXPECT_EQ(resp.predictions(0).windows(), 3u);
+
+  for (auto [max_windows, train_windows] : {std::pair{4u, 5u}, std::pair{0u, 2u}}) {
+    SubmitRequest bad = request("bad");
+    bad.set_max_windows(max_windows);
+    bad.set_train_windows(train_windows);
+    grpc::ClientContext bad_ctx;
+    Job job;
+    grpc::Status s = training_->Submit(&bad_ctx, bad, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << max_windows;
+    EXPECT_NE(s.error_message().find("train_windows"), std::string::npos) << s.error_message();
+  }
+}
+
 TEST_F(TrainingTest, BadRequestsAreRefusedWithPreciseStatuses) {
   Start();
   Job job;
