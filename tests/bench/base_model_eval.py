@@ -6,17 +6,22 @@ vocabulary). A bag-of-words logistic regression (scikit-learn; the regularisatio
 validation NLL) is the baseline a base model has to beat. Each is scored on the held-out test
 split of each task: accuracy, NLL, ECE (15 bins), Brier.
 
-    tests/bench/base_model_eval.py BUILD_DIR PRETRAINED_DIR RANDOM_DIR [FLAG ...]
+    tests/bench/base_model_eval.py BUILD_DIR PRETRAINED_DIR RANDOM_DIR [--reuse=EARLIER.json] [FLAG ...]
 
-RANDOM_DIR may instead be the results JSON of an earlier run on the same random base, build and
-flags: its random-base rows are copied (fine-tuning is deterministic given the seeds and the
-thread count), which halves the time when only the pretrained model changed.
+RANDOM_DIR may instead be the results JSON of an earlier run on the same random base, build, grid
+and flags: its random-base rows are copied (fine-tuning is deterministic given the seeds and the
+thread count), which halves the time when only the pretrained model changed. --reuse=EARLIER.json
+copies, for each base whose directory is the earlier run's, the validation scores of the
+candidates it already trained with the same flags (marked "reused"), and trains only the new
+ones; when a reused candidate is still chosen, its test scores are the earlier run's.
 
 Tasks: tests/data/spam-assassin (ham/spam mail) and tests/data/wordnet-supersenses (six noun
 supersenses from WordNet glosses, not in the pretraining corpus). As the baseline's C, the
 fine-tune's recipe is chosen by validation NLL, from GRID (loracle's defaults; a larger step for
 longer, as an ensemble of 4 independently trained adapters, loracle's deep-ensemble mode; the
-same with LoRA on every linear layer, not only query and value); only the chosen adapter sees
+same with LoRA on every linear layer, not only query and value; that again with each text read in
+up to 8 windows for validation, temperature and serving, its weights trained on the first); only
+the chosen adapter sees
 the test split. FLAGs are added to every `loracle finetune`. Needs python3-sklearn for the
 baseline. Prints a Markdown table; writes tests/bench/results/base-model-<date>.json.
 """
@@ -29,7 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DATA = os.path.join(ROOT, "tests", "data")
 TASKS = ["spam-assassin", "wordnet-supersenses"]
 GRID = [[], ["--lr=3e-3", "--epochs=6", "--members=4"],
-        ["--lr=3e-3", "--epochs=6", "--members=4", "--targets=query,key,value,dense"]]
+        ["--lr=3e-3", "--epochs=6", "--members=4", "--targets=query,key,value,dense"],
+        ["--lr=3e-3", "--epochs=6", "--members=4", "--targets=query,key,value,dense",
+         "--max_windows=8", "--train_windows=1"]]
 
 
 def load(task, split):
@@ -61,8 +68,11 @@ def bag_of_words(task):
     return rows, {"C": c, "features": len(vec.vocabulary_)}
 
 
-def fine_tuned(build, model_dir, name, flags, port):
-    """Starts a server on `model_dir`, fine-tunes `name`-<task> on each task, predicts the tests."""
+def fine_tuned(build, model_dir, name, flags, port, earlier=None):
+    """Starts a server on `model_dir`, fine-tunes `name`-<task> on each task, predicts the tests.
+    `earlier`: task -> that base's row of an earlier run (--reuse), whose candidates are not
+    retrained."""
+    earlier = earlier or {}
     cli = os.path.join(build, "loracle")
     work = tempfile.mkdtemp(prefix="loracle-base-")
     log = os.path.join(work, "server.log")
@@ -81,8 +91,14 @@ def fine_tuned(build, model_dir, name, flags, port):
             time.sleep(0.1)
         for task in TASKS:
             candidates = []
+            old = {json.dumps(c["flags"]): c for c in
+                   earlier.get(task, {}).get("candidates", [])}
             for i, grid_flags in enumerate(GRID):
                 adapter = f"{name}-{task}-{i}"
+                if json.dumps(grid_flags) in old:
+                    candidates.append(dict(old[json.dumps(grid_flags)], adapter=adapter,
+                                           reused=True))
+                    continue
                 start = time.time()
                 job = subprocess.run([cli, addr, "--timeout_ms=7200000", "finetune",
                                       f"--name={adapter}", f"--server_data={task}/train.jsonl",
@@ -99,6 +115,16 @@ def fine_tuned(build, model_dir, name, flags, port):
                       f"{val['accuracy']:.4f} nll {val['nll']:.4f}", file=sys.stderr)
             best = min(candidates, key=lambda c: c["validation"]["nll"])
             adapter = best["adapter"]
+            if best.get("reused"):
+                r = {k: v for k, v in earlier[task].items() if k != "candidates"}
+                if r["chosen"] != best["flags"]:
+                    raise SystemExit(f"{task}: the earlier run chose {r['chosen']}, not "
+                                     f"{best['flags']}")
+                r.update(candidates=candidates, test_reused=True)
+                out[task] = r
+                print(f"{name} {task}: earlier choice kept ({' '.join(best['flags'])})",
+                      file=sys.stderr)
+                continue
             test = load(task, "test")
             rows = []
             for i in range(0, len(test), 50):
@@ -128,6 +154,13 @@ def fine_tuned(build, model_dir, name, flags, port):
 def main():
     build, pretrained, random_base = sys.argv[1:4]
     flags = sys.argv[4:]
+    reuse = None
+    if flags and flags[0].startswith("--reuse="):
+        reuse_path = flags.pop(0)[len("--reuse="):]
+        with open(reuse_path, encoding="utf-8") as f:
+            reuse = json.load(f)
+        if reuse.get("flags") != flags:
+            raise SystemExit(f"--reuse: that run had flags {reuse.get('flags')}, not {flags}")
     port = int(os.environ.get("LORACLE_EVAL_PORT", "50941"))
     results = {"flags": flags, "pretrained": pretrained, "random": random_base, "tasks": {}}
     for task in TASKS:
@@ -143,6 +176,10 @@ def main():
             earlier = json.load(f)
         if earlier.get("flags") != flags:
             raise SystemExit(f"{random_base} was run with flags {earlier.get('flags')}, not {flags}")
+        for task in TASKS:
+            grid = [c["flags"] for c in earlier["tasks"][task]["lora_on_random_base"]["candidates"]]
+            if grid != GRID:
+                raise SystemExit(f"{random_base} chose from another grid ({grid}); --reuse it")
         results["random"] = earlier["random"]
         results["random_copied_from"] = os.path.basename(random_base)
         for task in TASKS:
@@ -150,8 +187,13 @@ def main():
                 earlier["tasks"][task]["lora_on_random_base"]
     else:
         bases.append(("random", random_base))
+    if reuse:
+        results["reused_from"] = os.path.basename(reuse_path)
     for name, model_dir in bases:
-        for task, r in fine_tuned(build, model_dir, name, flags, port).items():
+        earlier = None
+        if reuse and reuse.get(name) == model_dir:
+            earlier = {t: reuse["tasks"][t][f"lora_on_{name}_base"] for t in TASKS}
+        for task, r in fine_tuned(build, model_dir, name, flags, port, earlier).items():
             results["tasks"][task][f"lora_on_{name}_base"] = r
     print("| task | model | test accuracy | NLL | ECE | Brier | errors / n |")
     print("|---|---|---|---|---|---|---|")
