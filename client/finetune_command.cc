@@ -10,7 +10,7 @@
 #include "client/commands.h"
 #include "client/job_view.h"
 #include "loracle/v1/training.grpc.pb.h"
-#include "server/training/dataset.h"
+#include "server/data/examples.h"
 
 namespace loracle::client {
 namespace {
@@ -20,12 +20,12 @@ using loracle::v1::SubmitRequest;
 // Reads a local JSONL/CSV file into `out` (uploaded inline). False with the reason on `err`.
 bool AddFile(const std::string& path, google::protobuf::RepeatedPtrField<loracle::v1::Example>* out,
              std::ostream& err) {
-  absl::StatusOr<std::vector<training::Example>> examples = training::ReadExamples(path);
+  absl::StatusOr<std::vector<data::Example>> examples = data::ReadExamples(path);
   if (!examples.ok()) {
     err << "loracle finetune: " << examples.status().message() << "\n";
     return false;
   }
-  for (const training::Example& e : *examples) {
+  for (const data::Example& e : *examples) {
     loracle::v1::Example* x = out->Add();
     x->set_text(e.text);
     x->set_text_pair(e.text_pair);

@@ -20,7 +20,11 @@
 #include "absl/time/time.h"
 #include "server/app/loracle_server.h"
 #include "server/model/cpu_runtime.h"
+#include "server/util/log.h"
 
+ABSL_FLAG(int, v, 0, "Verbosity of debug logging: LORACLE_VLOG(n) lines with n <= --v are written");
+ABSL_FLAG(std::string, minloglevel, "info",
+          "Least severity of the log lines written to stderr: info, warning or error");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0 picks a free one)");
 ABSL_FLAG(std::string, grpc_host, "0.0.0.0", "Address to listen on for gRPC");
 ABSL_FLAG(int, metrics_port, 9464, "Prometheus /metrics port; -1 disables the endpoint");
@@ -245,6 +249,18 @@ int main(int argc, char** argv) {
   options.feedback.capacity = absl::GetFlag(FLAGS_feedback_capacity);
   options.feedback.ttl = absl::Seconds(absl::GetFlag(FLAGS_feedback_ttl_s));
   options.feedback.window = absl::GetFlag(FLAGS_feedback_window);
+  loracle::util::SetVerbosity(absl::GetFlag(FLAGS_v));
+  if (const std::string l = absl::GetFlag(FLAGS_minloglevel); l == "info") {
+    loracle::util::SetMinLogLevel(loracle::util::LogSeverity::kInfo);
+  } else if (l == "warning") {
+    loracle::util::SetMinLogLevel(loracle::util::LogSeverity::kWarning);
+  } else if (l == "error") {
+    loracle::util::SetMinLogLevel(loracle::util::LogSeverity::kError);
+  } else {
+    std::fprintf(stderr, "loracle-server: --minloglevel must be info, warning or error, not '%s'\n",
+                 l.c_str());
+    return 2;
+  }
   if (const std::string p = absl::GetFlag(FLAGS_training_priority); p == "idle" || p == "normal") {
     options.training_idle_priority = p == "idle";
   } else {

@@ -9,13 +9,13 @@ shift
 (($# > 0)) || { echo "check_torch_free: no targets given" >&2; exit 2; }
 
 deps_of_target() {  # prints "object: header" lines for every object file of target $1
-  local dir="CMakeFiles/$1.dir/"
+  local dir="CMakeFiles/$1.dir/"  # under the build root or a folder of it
   if [[ -f "$build/build.ninja" ]]; then
     ninja -C "$build" -t deps | awk -v dir="$dir" '
-      /^[^ \t].*: #deps/ { obj = $1; sub(/:$/, "", obj); keep = index(obj, dir) == 1; if (keep) print obj ": (object)"; next }
+      /^[^ \t].*: #deps/ { obj = $1; sub(/:$/, "", obj); keep = index(obj, dir) == 1 || index(obj, "/" dir) > 0; if (keep) print obj ": (object)"; next }
       keep && NF { print obj ": " $1 }'
   else
-    find "$build/$dir" -name '*.o.d' -print0 | while IFS= read -r -d '' d; do
+    find "$build" -path "*/$dir*" -name '*.o.d' -print0 | while IFS= read -r -d '' d; do
       echo "$d: (object)"
       tr -s ' \\' '\n' < "$d" | grep -v ':$' | sed "s|^|$d: |"
     done

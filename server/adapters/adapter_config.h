@@ -68,7 +68,7 @@ struct ServingConfig {
   model::DropoutSpec dropout;
   // Long texts: a single text is read in up to `max_windows` windows of `window_length` tokens
   // (special tokens included; 0 = the server's maximum length) and the windows' logits are
-  // averaged (model::Tokenizer::Windows). 1 = cut to the maximum length. Text pairs: one window.
+  // averaged (text::Tokenizer::Windows). 1 = cut to the maximum length. Text pairs: one window.
   int max_windows = 1;
   int window_length = 0;
   std::string description;

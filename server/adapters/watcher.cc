@@ -18,6 +18,7 @@
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
 #include "server/util/file_util.h"
+#include "server/util/log.h"
 
 namespace loracle::adapters {
 
@@ -55,7 +56,7 @@ absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Create(const Options& options)
   if (options.use_inotify) {
     w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->inotify_fd_ < 0) {
-      std::fprintf(stderr, "loracle: store watcher: no inotify (%s); polling %s every %s\n",
+      LORACLE_LOG(WARNING, "store watcher: no inotify (%s); polling %s every %s",
                    std::strerror(errno), options.store->root().c_str(),
                    absl::FormatDuration(options.poll_interval).c_str());
     }

@@ -29,6 +29,7 @@
 #include "server/training/fine_tune_job.h"
 #include "server/training/job_queue.h"
 #include "server/util/file_util.h"
+#include "server/util/log.h"
 
 namespace loracle::app {
 namespace {
@@ -202,16 +203,16 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
     }
     s->auth_ = *std::move(auth);
   } else {
-    std::fprintf(stderr,
-                 "loracle-server: WARNING: no --auth_tokens_file: every caller may predict, "
-                 "train, and load or unload adapters\n");
+    LORACLE_LOG(WARNING,
+                "no --auth_tokens_file: every caller may predict, train, and load or unload "
+                "adapters");
   }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       ServerCredentialsFor(options);
   if (!credentials.ok()) return credentials.status();
   const rpc::TokenAuth* auth = s->auth_.get();
   s->inference_service_ = std::make_unique<rpc::InferenceService>(
-      options.inference, &s->inference_backend_, s->feedback_.get(), auth, m);
+      options.inference, &s->predictor_slot_, s->feedback_.get(), auth, m);
   s->adapters_service_ = std::make_unique<rpc::AdaptersService>(&s->registry_slot_, auth, m);
   s->training_service_ =
       std::make_unique<rpc::TrainingService>(options.training, &s->jobs_slot_, auth, m);
@@ -236,10 +237,10 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   s->server_->GetHealthCheckService()->SetServingStatus(false);
   if (!options.http_address.empty()) {
     rpc::RestService::Options rest;
-    rest.inference = options.inference;
+    rest.limits = options.inference;
     rest.default_timeout = options.http_timeout;
     s->rest_service_ = std::make_unique<rpc::RestService>(
-        rest, &s->inference_backend_, s->feedback_.get(), auth, m, [p = s.get()] {
+        rest, &s->predictor_slot_, s->feedback_.get(), auth, m, [p = s.get()] {
           absl::MutexLock lock(&p->mu_);
           return p->load_done_ && p->load_status_.ok() && !p->shut_down_;
         });
@@ -296,11 +297,11 @@ absl::Status LoracleServer::LoadEngine() {
   if (absl::StatusOr<std::vector<std::string>> stale = store_->RemoveStaleStaging(absl::Hours(1));
       stale.ok()) {
     for (const std::string& path : *stale) {
-      std::fprintf(stderr, "loracle: removed %s, left by a publish that did not finish\n",
+      LORACLE_LOG(INFO, "removed %s, left by a publish that did not finish",
                    path.c_str());
     }
   } else {
-    std::fprintf(stderr, "loracle: cleaning the adapter store's staging: %s\n",
+    LORACLE_LOG(WARNING, "cleaning the adapter store's staging: %s",
                  stale.status().ToString().c_str());
   }
 
@@ -324,11 +325,11 @@ absl::Status LoracleServer::LoadEngine() {
         WithSeries(adapters::BaseHeadAdapter(*base_model, options_.base_head_adapter), m);
     absl::Status s = head.ok() ? registry_->Add(*std::move(head)) : head.status();
     if (!s.ok() && !absl::IsNotFound(s))
-      std::fprintf(stderr, "loracle: %s\n", s.ToString().c_str());
+      LORACLE_LOG(ERROR, "%s", s.ToString());
   }
   for (const adapters::AdapterInfo& info : registry_->List()) {
     if (info.state == adapters::AdapterState::kFailed) {
-      std::fprintf(stderr, "loracle: adapter %s failed to load: %s\n", info.name.c_str(),
+      LORACLE_LOG(ERROR, "adapter %s failed to load: %s", info.name.c_str(),
                    info.error.c_str());
     }
   }
@@ -372,14 +373,23 @@ absl::Status LoracleServer::LoadEngine() {
     jobs_slot_.Publish(jobs_.get());
     if (options_.model_dir.empty() && options_.spam_demo && options_.training_workers > 0) {
       if (absl::Status s = SubmitSpamDemoIfNeeded(*jobs_, *store_); !s.ok()) {
-        std::fprintf(stderr, "loracle: could not queue the spam demo job: %s\n",
+        LORACLE_LOG(ERROR, "could not queue the spam demo job: %s",
                      s.ToString().c_str());
       }
     }
   }
 
-  backend_ = {registry_.get(), base_model->tokenizer.get(), base_model->max_length, batcher_.get()};
-  inference_backend_.Publish(&backend_);
+  serving::Predictor::Options predictor;
+  predictor.limits = options_.inference;
+  predictor.registry = registry_.get();
+  predictor.tokenizer = base_model->tokenizer.get();
+  predictor.max_length = base_model->max_length;
+  predictor.batcher = batcher_.get();
+  predictor.feedback = feedback_.get();
+  absl::StatusOr<std::unique_ptr<serving::Predictor>> made = serving::Predictor::Create(predictor);
+  if (!made.ok()) return made.status();
+  predictor_ = *std::move(made);
+  predictor_slot_.Publish(predictor_.get());
   registry_slot_.Publish(registry_.get());
   absl::MutexLock lock(&mu_);
   loaded_model_dir_ = model_dir;

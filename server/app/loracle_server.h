@@ -29,6 +29,7 @@
 #include "server/http/http_server.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
+#include "server/serving/predictor.h"
 #include "server/rpc/rest_service.h"
 #include "server/rpc/training_service.h"
 #include "server/serving/batcher.h"
@@ -89,7 +90,7 @@ class LoracleServer {
     absl::Duration store_poll_interval = absl::Seconds(5);
     bool store_inotify = true;
     serving::Batcher::Options batcher;
-    rpc::InferenceService::Options inference;  // request limits
+    serving::Predictor::Limits inference;  // request limits
     int64_t max_message_bytes = 64 << 20;      // largest gRPC request; beyond: RESOURCE_EXHAUSTED
     // gRPC over TLS when tls_cert_file and tls_key_file (PEM) are set; with tls_client_ca_file,
     // mutual TLS: clients must present a certificate that CA signed.
@@ -148,7 +149,7 @@ class LoracleServer {
   std::unique_ptr<calibration::FeedbackStore> feedback_;
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<rpc::TokenAuth> auth_;
-  rpc::Published<const rpc::InferenceBackend> inference_backend_;
+  rpc::Published<const serving::Predictor> predictor_slot_;
   rpc::Published<adapters::Registry> registry_slot_;
   rpc::Published<training::JobQueue> jobs_slot_;
   std::unique_ptr<rpc::InferenceService> inference_service_;
@@ -167,7 +168,7 @@ class LoracleServer {
   std::unique_ptr<adapters::Watcher> watcher_;  // stops before the registry goes
   std::unique_ptr<serving::Batcher> batcher_;
   std::unique_ptr<training::JobQueue> jobs_;
-  rpc::InferenceBackend backend_;
+  std::unique_ptr<serving::Predictor> predictor_;
   std::thread loader_;
 
   mutable absl::Mutex mu_;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "server/adapters/store.h"
+#include "server/data/examples.h"
 #include "server/training/dataset.h"
 #include "server/training/job_queue.h"
 
@@ -16,9 +17,9 @@ namespace {
 
 void AddAll(const char* jsonl, const char* source,
             google::protobuf::RepeatedPtrField<loracle::v1::Example>* out) {
-  absl::StatusOr<std::vector<training::Example>> examples = training::ParseJsonl(jsonl, source);
+  absl::StatusOr<std::vector<data::Example>> examples = data::ParseJsonl(jsonl, source);
   if (!examples.ok()) return;  // embedded at build time and tested; cannot fail at run time
-  for (const training::Example& e : *examples) {
+  for (const data::Example& e : *examples) {
     loracle::v1::Example* x = out->Add();
     x->set_text(e.text);
     x->set_label(e.label);

@@ -111,17 +111,6 @@ double MinimiseOverLogT(const std::function<double(double)>& nll) {
   return std::exp((lo + hi) / 2);
 }
 
-// softmax(logits / t)
-std::vector<double> Scaled(const std::vector<double>& logits, double t) {
-  double max = -INFINITY;
-  for (double l : logits) max = std::max(max, l / t);
-  std::vector<double> p(logits.size());
-  double sum = 0;
-  for (size_t c = 0; c < logits.size(); ++c) sum += p[c] = std::exp(logits[c] / t - max);
-  for (double& v : p) v /= sum;
-  return p;
-}
-
 }  // namespace
 
 absl::StatusOr<double> FitTemperature(const std::vector<std::vector<double>>& logits,
@@ -135,13 +124,10 @@ std::vector<std::vector<double>> EnsembleProbs(
   std::vector<std::vector<double>> out;
   out.reserve(passes.size());
   for (const auto& example : passes) {
-    std::vector<double> mean(example.empty() ? 0 : example[0].size(), 0.0);
-    for (const auto& pass : example) {
-      const std::vector<double> p = Scaled(pass, temperature);
-      for (size_t c = 0; c < mean.size(); ++c)
-        mean[c] += p[c] / static_cast<double>(example.size());
-    }
-    out.push_back(std::move(mean));
+    std::vector<std::vector<double>> probs;
+    probs.reserve(example.size());
+    for (const auto& pass : example) probs.push_back(serving::Softmax(pass, temperature));
+    out.push_back(serving::MeanProbs(probs));
   }
   return out;
 }

@@ -7,7 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "server/model/architecture.h"
-#include "server/model/tokenizer_files.h"
+#include "server/text/tokenizer_files.h"
 #include "server/util/file_util.h"
 
 namespace loracle::model {
@@ -228,7 +228,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
         absl::StrCat("building the encoder from ", dir, ": ", e.what_without_backtrace()));
   }
 
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(dir, &model->max_length);
+  absl::StatusOr<std::unique_ptr<text::Tokenizer>> tokenizer = text::LoadTokenizer(dir, &model->max_length);
   if (!tokenizer.ok()) return tokenizer.status();
   if ((*tokenizer)->vocab_size() > config->vocab_size) {
     return absl::InvalidArgumentError(

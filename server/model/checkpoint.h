@@ -19,7 +19,7 @@
 #include "server/model/model_config.h"
 #include "server/model/placement.h"
 #include "server/model/safetensors.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
 namespace loracle::model {
 
@@ -28,7 +28,7 @@ struct BaseModel {
   ModelConfig config;
   Encoder encoder{nullptr};  // eval mode, parameters frozen (requires_grad = false)
   Placement placement;       // where the encoder's and every adapter's tensors live
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<text::Tokenizer> tokenizer;
   int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;
   // The checkpoint's own classification head (*ForSequenceClassification), with no LoRA layers;

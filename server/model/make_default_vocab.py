@@ -33,7 +33,7 @@ def bodies(root):
 def assemble(words, suffixes, num_words):
     """The entries: special tokens, printable ASCII, `##` letters, digits and `suffixes`, then
     `words` (most frequent first) until `num_words` more. Also used by
-    server/training/pretrain/make_vocab.py."""
+    tools/pretrain/make_vocab.py."""
     chars = [chr(c) for c in range(33, 127)]
     vocab, seen = [], set()
 

@@ -1,20 +1,11 @@
 #ifndef LORACLE_SERVER_RPC_ENGINE_H_
 #define LORACLE_SERVER_RPC_ENGINE_H_
 
-// What the services call into (torch-free interfaces only), and the slot through which the
-// composition root publishes them once the base model is loaded.
+// The slot through which the composition root publishes what the services call into (torch-free
+// interfaces only: serving::Predictor, adapters::Registry, training::JobQueue) once the base
+// model is loaded.
 
 #include <atomic>
-
-namespace loracle::adapters {
-class Registry;
-}
-namespace loracle::serving {
-class Batcher;
-}
-namespace loracle::model {
-class Tokenizer;
-}
 
 namespace loracle::rpc {
 
@@ -28,14 +19,6 @@ class Published {
 
  private:
   std::atomic<T*> p_{nullptr};
-};
-
-// What Inference.Predict uses: the adapter handles, the tokenizer and the batch queue.
-struct InferenceBackend {
-  adapters::Registry* registry = nullptr;  // AcquireAsync reloads evicted adapters
-  const model::Tokenizer* tokenizer = nullptr;
-  int max_length = 512;  // tokens per input, special tokens included
-  serving::Batcher* batcher = nullptr;
 };
 
 }  // namespace loracle::rpc

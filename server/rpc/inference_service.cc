@@ -1,98 +1,21 @@
 #include "server/rpc/inference_service.h"
 
-#include <algorithm>
 #include <chrono>
-#include <memory>
-#include <optional>
 #include <utility>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/adapters/adapter.h"
 #include "server/adapters/registry.h"
 #include "server/calibration/feedback_store.h"
 #include "server/metrics/metrics.h"
-#include "server/model/tokenizer.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/unary_call.h"
-#include "server/serving/batcher.h"
 
 namespace loracle::rpc {
 namespace {
 
 using loracle::v1::PredictRequest;
 using loracle::v1::PredictResponse;
-
-// One input before its adapter is known: a single text's ids (cut into the adapter's windows
-// later), or a text pair's encoding.
-struct Tokenized {
-  std::vector<int64_t> ids;
-  std::optional<model::Encoding> pair;
-};
-
-std::string NewPredictionId() {
-  thread_local absl::BitGen gen;
-  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
-}
-
-void FillResponse(const serving::InferenceRequest& req, const serving::InferenceResult& result,
-                  const std::vector<bool>& truncated, bool return_members,
-                  calibration::FeedbackStore* feedback, PredictResponse* response) {
-  const absl::Time now = absl::Now();
-  const adapters::Adapter& adapter = *req.adapter;
-  response->set_adapter(adapter.name);
-  response->set_version(adapter.version);
-  for (const std::string& l : adapter.serving.labels) response->add_labels(l);
-  response->set_members(static_cast<uint32_t>(req.members));
-  response->set_mc_samples(static_cast<uint32_t>(req.mc_samples));
-  size_t first = 0;  // input i's first encoding
-  for (size_t i = 0; i < result.inputs.size(); ++i) {
-    const serving::InputResult& in = result.inputs[i];
-    loracle::v1::Prediction* p = response->add_predictions();
-    p->set_prediction_id(NewPredictionId());
-    p->set_label_index(in.summary.argmax);
-    p->set_label(adapter.serving.labels[static_cast<size_t>(in.summary.argmax)]);
-    for (double v : in.summary.mean_probs) p->add_probs(static_cast<float>(v));
-    if (feedback != nullptr) {
-      const adapters::ServingConfig::Reference& ref = adapter.serving.reference;
-      feedback->Remember(p->prediction_id(),
-                         {adapter.name, adapter.version, &adapter.serving.labels, ref.examples,
-                          &ref.confidence, &ref.mutual_information},
-                         {p->probs().begin(), p->probs().end()}, in.summary.confidence,
-                         in.summary.mutual_information, now);
-    }
-    loracle::v1::Uncertainty* u = p->mutable_uncertainty();
-    u->set_predictive_entropy(static_cast<float>(in.summary.predictive_entropy));
-    u->set_expected_entropy(static_cast<float>(in.summary.expected_entropy));
-    u->set_mutual_information(static_cast<float>(in.summary.mutual_information));
-    u->set_confidence(static_cast<float>(in.summary.confidence));
-    for (double v : in.summary.prob_std) u->add_prob_std(static_cast<float>(v));
-    p->set_abstained(in.abstained);
-    p->set_truncated(truncated[i]);
-    const size_t windows = req.windows.empty() ? 1 : static_cast<size_t>(req.windows[i]);
-    size_t tokens = 0;
-    for (size_t w = 0; w < windows; ++w) tokens += req.inputs[first + w].input_ids.size();
-    first += windows;
-    p->set_num_tokens(static_cast<uint32_t>(tokens));
-    p->set_windows(static_cast<uint32_t>(windows));
-    if (return_members) {
-      for (size_t k = 0; k < in.passes.size(); ++k) {
-        loracle::v1::MemberOutput* m = p->add_members();
-        m->set_member(static_cast<uint32_t>(k / static_cast<size_t>(req.mc_samples)));
-        m->set_sample(static_cast<uint32_t>(k % static_cast<size_t>(req.mc_samples)));
-        for (float v : in.passes[k]) m->add_probs(v);
-      }
-    }
-    if (adapter.series != nullptr) {
-      adapter.series->RecordPrediction(in.abstained, in.summary.confidence,
-                                       in.summary.mutual_information,
-                                       in.summary.predictive_entropy);
-    }
-  }
-}
 
 loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
   loracle::v1::OnlineReport out;
@@ -116,136 +39,50 @@ loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
   return out;
 }
 
+
 }  // namespace
 
-absl::Status ValidatePredict(const PredictRequest& request,
-                             const InferenceService::Options& options) {
-  if (request.adapter().empty()) {
-    return absl::InvalidArgumentError("adapter is required: name the adapter to predict with");
-  }
-  if (request.inputs().empty()) {
-    return absl::InvalidArgumentError("inputs is empty: send at least one text");
-  }
-  if (request.inputs_size() > options.max_inputs_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat("inputs has ", request.inputs_size(),
-                                                   " texts; the limit per request is ",
-                                                   options.max_inputs_per_request));
-  }
-  if (request.text_pairs_size() != 0 && request.text_pairs_size() != request.inputs_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("text_pairs has ", request.text_pairs_size(),
-                                                   " entries; it must be empty or match the ",
-                                                   request.inputs_size(), " inputs"));
-  }
-  if (request.has_mc_samples() &&
-      (request.mc_samples() < 1 ||
-       request.mc_samples() > static_cast<uint32_t>(options.max_mc_samples))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "mc_samples must be in [1, ", options.max_mc_samples, "], got ", request.mc_samples()));
-  }
-  if (request.has_abstain_threshold() && !(request.abstain_threshold() >= 0)) {
-    return absl::InvalidArgumentError("abstain_threshold must be >= 0");
-  }
-  for (int i = 0; i < request.inputs_size(); ++i) {
-    for (const std::string* text :
-         {&request.inputs(i), i < request.text_pairs_size() ? &request.text_pairs(i) : nullptr}) {
-      if (text != nullptr && static_cast<int64_t>(text->size()) > options.max_input_bytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(text == &request.inputs(i) ? "inputs[" : "text_pairs[", i, "] is ",
-                         text->size(), " bytes; the limit is ", options.max_input_bytes));
-      }
-    }
-  }
-  return absl::OkStatus();
+serving::PredictCall ToCall(const PredictRequest& request) {
+  serving::PredictCall call;
+  call.adapter = request.adapter();
+  call.inputs.assign(request.inputs().begin(), request.inputs().end());
+  call.text_pairs.assign(request.text_pairs().begin(), request.text_pairs().end());
+  if (request.has_mc_samples()) call.mc_samples = request.mc_samples();
+  call.seed = request.seed();
+  if (request.has_abstain_threshold()) call.abstain_threshold = request.abstain_threshold();
+  call.return_members = request.return_members();
+  return call;
 }
 
-void StartPredict(const InferenceService::Options& options, const InferenceBackend& backend,
-                  calibration::FeedbackStore* feedback, const PredictRequest& request,
-                  PredictResponse* response, absl::Time deadline, std::function<bool()> cancelled,
-                  std::function<void(absl::Status)> finish) {
-  if (absl::Status s = ValidatePredict(request, options); !s.ok()) return finish(s);
-
-  // Tokenized before the adapter is acquired: an evicted adapter's reload (below) then finishes
-  // the call on a load thread with little left to do. Single texts are cut into the adapter's
-  // windows once it is known; pairs are encoded now (one window).
-  const model::Tokenizer& tokenizer = *backend.tokenizer;
-  std::vector<Tokenized> tokenized(static_cast<size_t>(request.inputs_size()));
-  for (int i = 0; i < request.inputs_size(); ++i) {
-    Tokenized& t = tokenized[static_cast<size_t>(i)];
-    absl::Status s;
-    if (request.text_pairs_size() > 0) {
-      absl::StatusOr<model::Encoding> e =
-          tokenizer.Encode(request.inputs(i), request.text_pairs(i), backend.max_length);
-      if (e.ok()) t.pair = *std::move(e);
-      s = e.status();
-    } else {
-      absl::StatusOr<std::vector<int64_t>> ids = tokenizer.TokenizeToIds(request.inputs(i));
-      if (ids.ok()) t.ids = *std::move(ids);
-      s = ids.status();
-    }
-    if (!s.ok()) {
-      return finish(absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", s.message())));
+void ToProto(const serving::PredictReply& reply, PredictResponse* response) {
+  response->set_adapter(reply.adapter);
+  response->set_version(reply.version);
+  for (const std::string& l : reply.labels) response->add_labels(l);
+  response->set_members(static_cast<uint32_t>(reply.members));
+  response->set_mc_samples(static_cast<uint32_t>(reply.mc_samples));
+  for (const serving::Prediction& in : reply.predictions) {
+    loracle::v1::Prediction* p = response->add_predictions();
+    p->set_prediction_id(in.prediction_id);
+    p->set_label_index(in.label_index);
+    p->set_label(in.label);
+    p->mutable_probs()->Add(in.probs.begin(), in.probs.end());
+    loracle::v1::Uncertainty* u = p->mutable_uncertainty();
+    u->set_predictive_entropy(in.predictive_entropy);
+    u->set_expected_entropy(in.expected_entropy);
+    u->set_mutual_information(in.mutual_information);
+    u->set_confidence(in.confidence);
+    u->mutable_prob_std()->Add(in.prob_std.begin(), in.prob_std.end());
+    p->set_abstained(in.abstained);
+    p->set_truncated(in.truncated);
+    p->set_num_tokens(static_cast<uint32_t>(in.num_tokens));
+    p->set_windows(static_cast<uint32_t>(in.windows));
+    for (const serving::MemberOutput& m : in.members) {
+      loracle::v1::MemberOutput* out = p->add_members();
+      out->set_member(static_cast<uint32_t>(m.member));
+      out->set_sample(static_cast<uint32_t>(m.sample));
+      out->mutable_probs()->Add(m.probs.begin(), m.probs.end());
     }
   }
-  // Runs here, or on a registry load thread after an evicted adapter was reloaded; request and
-  // response stay valid until finish.
-  auto submit = [options, feedback, &request, response, &backend, deadline,
-                 cancelled = std::move(cancelled), finish, tokenized = std::move(tokenized)](
-                    absl::StatusOr<std::shared_ptr<const adapters::Adapter>> adapter) mutable {
-    if (!adapter.ok()) return finish(adapter.status());
-    auto req = std::make_unique<serving::InferenceRequest>();
-    const adapters::ServingConfig& serving = (*adapter)->serving;
-    const int length = serving.window_length > 0
-                           ? std::min(serving.window_length, backend.max_length)
-                           : backend.max_length;
-    std::vector<bool> truncated;
-    for (size_t i = 0; i < tokenized.size(); ++i) {
-      Tokenized& t = tokenized[i];
-      if (t.pair.has_value()) {
-        truncated.push_back(t.pair->truncated);
-        req->inputs.push_back(*std::move(t.pair));
-        if (serving.max_windows > 1) req->windows.push_back(1);
-        continue;
-      }
-      absl::StatusOr<std::vector<model::Encoding>> w =
-          backend.tokenizer->Windows(t.ids, length, serving.max_windows);
-      if (!w.ok()) {
-        return finish(
-            absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", w.status().message())));
-      }
-      truncated.push_back(w->front().truncated);
-      if (serving.max_windows > 1) req->windows.push_back(static_cast<int>(w->size()));
-      for (model::Encoding& e : *w) req->inputs.push_back(std::move(e));
-    }
-    req->adapter = *adapter;
-    req->members = (*adapter)->members;
-    req->mc_samples = request.has_mc_samples() ? static_cast<int>(request.mc_samples())
-                                               : (*adapter)->serving.mc_samples;
-    req->seed = request.seed();
-    if (const int passes = req->members * req->mc_samples;
-        passes > options.max_passes_per_request) {
-      return finish(absl::InvalidArgumentError(
-          absl::StrCat("adapter ", request.adapter(), " has ", req->members, " members x ",
-                       req->mc_samples, " samples = ", passes,
-                       " forward passes per input; the limit is ", options.max_passes_per_request,
-                       " (--max_passes_per_request): ask for fewer mc_samples")));
-    }
-    req->abstain_threshold = request.has_abstain_threshold()
-                                 ? request.abstain_threshold()
-                                 : (*adapter)->serving.abstain_threshold;
-    if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
-    req->cancelled = std::move(cancelled);
-    const bool return_members = request.return_members();
-    serving::InferenceRequest* raw = req.get();
-    req->done = [finish, feedback, response, raw, truncated = std::move(truncated),
-                 return_members](absl::StatusOr<serving::InferenceResult> result) {
-      if (result.ok()) {
-        FillResponse(*raw, *result, truncated, return_members, feedback, response);
-      }
-      finish(result.status());
-    };
-    if (absl::Status s = backend.batcher->Submit(std::move(req)); !s.ok()) finish(s);
-  };
-  backend.registry->AcquireAsync(request.adapter(), deadline, std::move(submit));
 }
 
 grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
@@ -253,19 +90,22 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
                                                     PredictResponse* response) {
   const UnaryCall call(ctx, predict_);
   if (!call.Allow(auth_, kPredictRole)) return call.reactor();
-  const InferenceBackend* backend = call.Require(*backend_);
-  if (backend == nullptr) return call.reactor();
+  const serving::Predictor* predictor = call.Require(*predictor_);
+  if (predictor == nullptr) return call.reactor();
   const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()
                                   : absl::FromChrono(ctx->deadline());
-  StartPredict(
-      options_, *backend, feedback_, *request, response, deadline,
-      [ctx] { return ctx->IsCancelled(); },  // valid until Finish
-      [call](const absl::Status& s) { call.Finish(s); });
+  // `response` stays valid until Finish; the reply is copied into it on the finishing thread.
+  predictor->Predict(
+      ToCall(*request), deadline, [ctx] { return ctx->IsCancelled(); },  // valid until Finish
+      [call, response](absl::StatusOr<serving::PredictReply> reply) {
+        if (reply.ok()) ToProto(*reply, response);
+        call.Finish(reply.status());
+      });
   return call.reactor();
 }
 
-absl::Status RecordFeedback(const InferenceService::Options& options,
+absl::Status RecordFeedback(const serving::Predictor::Limits& limits,
                             calibration::FeedbackStore* feedback,
                             const loracle::v1::FeedbackRequest& request,
                             loracle::v1::FeedbackResponse* response) {
@@ -275,39 +115,35 @@ absl::Status RecordFeedback(const InferenceService::Options& options,
     return absl::InvalidArgumentError(
         "send prediction_id and true_label, or items (a batch), not both and not neither");
   }
-  if (request.items_size() > options.max_feedback_items) {
-    return absl::InvalidArgumentError(absl::StrCat("items has ", request.items_size(),
-                                                   " entries; the limit per call is ",
-                                                   options.max_feedback_items));
-  }
-  const absl::Time now = absl::Now();
-  absl::Status first;
-  auto record = [&](const std::string& id, const std::string& label) {
-    loracle::v1::FeedbackResult* r = response->add_results();
-    r->set_prediction_id(id);
-    absl::StatusOr<calibration::FeedbackStore::Result> result = feedback->Record(id, label, now);
-    if (!result.ok()) {
-      r->set_code(static_cast<int32_t>(result.status().code()));
-      r->set_message(std::string(result.status().message()));
-      if (first.ok()) first = result.status();
-      return;
+  std::vector<serving::FeedbackItem> items;
+  if (single) {
+    items.push_back({request.prediction_id(), request.true_label()});
+  } else {
+    for (const loracle::v1::FeedbackItem& item : request.items()) {
+      items.push_back({item.prediction_id(), item.true_label()});
     }
-    if (*result == calibration::FeedbackStore::Result::kDuplicate) {
+  }
+  absl::StatusOr<std::vector<serving::FeedbackOutcome>> outcomes =
+      serving::Predictor::RecordFeedback(feedback, limits, items);
+  if (!outcomes.ok()) return outcomes.status();
+  absl::Status first;
+  for (const serving::FeedbackOutcome& o : *outcomes) {
+    loracle::v1::FeedbackResult* r = response->add_results();
+    r->set_prediction_id(o.prediction_id);
+    if (!o.status.ok()) {
+      r->set_code(static_cast<int32_t>(o.status.code()));
+      r->set_message(std::string(o.status.message()));
+      if (first.ok()) first = o.status;
+    } else if (o.duplicate) {
       r->set_duplicate(true);
       r->set_message("feedback for this prediction was recorded before; ignored");
       response->set_duplicates(response->duplicates() + 1);
     } else {
       response->set_recorded(response->recorded() + 1);
     }
-  };
-  if (single) {
-    record(request.prediction_id(), request.true_label());
-    return first;
   }
-  for (const loracle::v1::FeedbackItem& item : request.items()) {
-    record(item.prediction_id(), item.true_label());
-  }
-  return absl::OkStatus();
+  // A single item's failure is the call's; a batch's failures are per item.
+  return single ? first : absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext* ctx,
@@ -315,7 +151,7 @@ grpc::ServerUnaryReactor* InferenceService::Feedback(grpc::CallbackServerContext
                                                      loracle::v1::FeedbackResponse* response) {
   const UnaryCall call(ctx, feedback_calls_);
   if (!call.Allow(auth_, kFeedbackRole)) return call.reactor();
-  return call.Finish(RecordFeedback(options_, feedback_, *request, response));
+  return call.Finish(RecordFeedback(limits_, feedback_, *request, response));
 }
 
 grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
@@ -323,13 +159,13 @@ grpc::ServerUnaryReactor* InferenceService::OnlineCalibration(
     loracle::v1::OnlineCalibrationResponse* response) {
   const UnaryCall call(ctx, online_calibration_);
   if (!call.Allow(auth_, kPredictRole)) return call.reactor();
-  const InferenceBackend* backend = call.Require(*backend_);
-  if (backend == nullptr) return call.reactor();
+  const serving::Predictor* predictor = call.Require(*predictor_);
+  if (predictor == nullptr) return call.reactor();
   if (feedback_ == nullptr) {
     return call.Finish(absl::UnimplementedError("this server keeps no feedback"));
   }
   bool known = false;
-  for (const adapters::AdapterInfo& info : backend->registry->List()) {
+  for (const adapters::AdapterInfo& info : predictor->options().registry->List()) {
     known |= info.name == request->adapter();
   }
   if (!known) {

@@ -75,15 +75,15 @@ absl::StatusOr<std::vector<std::string>> Texts(const json& input, int index) {
   return texts;
 }
 
-// The v2 infer request as a PredictRequest, and its timeout and output selection.
+// The v2 infer request as a PredictCall, and its timeout and output selection.
 absl::Status ParseInfer(const std::string& body, const std::string& adapter,
-                        loracle::v1::PredictRequest* out, absl::Duration* timeout,
+                        serving::PredictCall* out, absl::Duration* timeout,
                         std::vector<std::string>* outputs, std::string* id) {
   const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("the body must be a JSON object (Open Inference Protocol)");
   }
-  out->set_adapter(adapter);
+  out->adapter = adapter;
   if (j.contains("id")) {
     if (!j["id"].is_string()) return absl::InvalidArgumentError("id must be a string");
     *id = j["id"].get<std::string>();
@@ -106,14 +106,10 @@ absl::Status ParseInfer(const std::string& body, const std::string& adapter,
                        "\"; with two inputs, name them text and text_pair"));
     }
     for (std::string& t : *texts) {
-      if (pair) {
-        out->add_text_pairs(std::move(t));
-      } else {
-        out->add_inputs(std::move(t));
-      }
+      (pair ? out->text_pairs : out->inputs).push_back(std::move(t));
     }
   }
-  if (inputs.size() == 2 && (out->inputs().empty() || out->text_pairs().empty())) {
+  if (inputs.size() == 2 && (out->inputs.empty() || out->text_pairs.empty())) {
     return absl::InvalidArgumentError("with two inputs, one is text and the other text_pair");
   }
   if (j.contains("parameters")) {
@@ -122,13 +118,13 @@ absl::Status ParseInfer(const std::string& body, const std::string& adapter,
     for (const auto& [key, value] : p.items()) {
       if (key == "mc_samples" && value.is_number_integer() && value.get<int64_t>() >= 0 &&
           value.get<int64_t>() <= UINT32_MAX) {
-        out->set_mc_samples(value.get<uint32_t>());
+        out->mc_samples = value.get<int64_t>();
       } else if (key == "seed" && value.is_number_integer()) {
-        out->set_seed(value.get<uint64_t>());
+        out->seed = value.get<uint64_t>();
       } else if (key == "return_members" && value.is_boolean()) {
-        out->set_return_members(value.get<bool>());
+        out->return_members = value.get<bool>();
       } else if (key == "abstain_threshold" && value.is_number()) {
-        out->set_abstain_threshold(value.get<double>());
+        out->abstain_threshold = value.get<double>();
       } else if (key == "timeout_ms" && value.is_number_integer() && value.get<int64_t>() > 0) {
         *timeout = absl::Milliseconds(value.get<int64_t>());
       } else {
@@ -159,32 +155,32 @@ json Tensor(const std::string& name, const std::string& datatype, std::vector<in
           {"data", std::move(data)}};
 }
 
-absl::StatusOr<json> InferResponse(const loracle::v1::PredictResponse& r,
+absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
                                    const std::vector<std::string>& wanted, const std::string& id) {
-  const int64_t n = r.predictions_size();
-  const int64_t c = r.labels_size();
+  const int64_t n = static_cast<int64_t>(r.predictions.size());
+  const int64_t c = static_cast<int64_t>(r.labels.size());
   json probs = json::array(), std = json::array(), label = json::array(), index = json::array(),
        pe = json::array(), ee = json::array(), mi = json::array(), conf = json::array(),
        abstained = json::array(), truncated = json::array(), tokens = json::array(),
        windows = json::array(), ids = json::array(), members = json::array();
   int64_t passes = 0;
-  for (const loracle::v1::Prediction& p : r.predictions()) {
-    for (float v : p.probs()) probs.push_back(v);
-    for (float v : p.uncertainty().prob_std()) std.push_back(v);
-    label.push_back(p.label());
-    index.push_back(p.label_index());
-    pe.push_back(p.uncertainty().predictive_entropy());
-    ee.push_back(p.uncertainty().expected_entropy());
-    mi.push_back(p.uncertainty().mutual_information());
-    conf.push_back(p.uncertainty().confidence());
-    abstained.push_back(p.abstained());
-    truncated.push_back(p.truncated());
-    tokens.push_back(p.num_tokens());
-    windows.push_back(p.windows());
-    ids.push_back(p.prediction_id());
-    passes = p.members_size();
-    for (const loracle::v1::MemberOutput& m : p.members()) {
-      for (float v : m.probs()) members.push_back(v);
+  for (const serving::Prediction& p : r.predictions) {
+    for (float v : p.probs) probs.push_back(v);
+    for (float v : p.prob_std) std.push_back(v);
+    label.push_back(p.label);
+    index.push_back(p.label_index);
+    pe.push_back(p.predictive_entropy);
+    ee.push_back(p.expected_entropy);
+    mi.push_back(p.mutual_information);
+    conf.push_back(p.confidence);
+    abstained.push_back(p.abstained);
+    truncated.push_back(p.truncated);
+    tokens.push_back(p.num_tokens);
+    windows.push_back(p.windows);
+    ids.push_back(p.prediction_id);
+    passes = static_cast<int64_t>(p.members.size());
+    for (const serving::MemberOutput& m : p.members) {
+      for (float v : m.probs) members.push_back(v);
     }
   }
   std::vector<json> all = {
@@ -215,12 +211,10 @@ absl::StatusOr<json> InferResponse(const loracle::v1::PredictResponse& r,
       }
     }
   }
-  json out = {{"model_name", r.adapter()},
-              {"model_version", std::to_string(r.version())},
+  json out = {{"model_name", r.adapter},
+              {"model_version", std::to_string(r.version)},
               {"parameters",
-               {{"labels", std::vector<std::string>(r.labels().begin(), r.labels().end())},
-                {"members", r.members()},
-                {"mc_samples", r.mc_samples()}}},
+               {{"labels", r.labels}, {"members", r.members}, {"mc_samples", r.mc_samples}}},
               {"outputs", std::move(outputs)}};
   if (!id.empty()) out["id"] = id;
   return out;
@@ -260,11 +254,12 @@ int HttpStatusFor(absl::StatusCode code) {
   }
 }
 
-RestService::RestService(const Options& options, const Published<const InferenceBackend>* backend,
+RestService::RestService(const Options& options,
+                         const Published<const serving::Predictor>* predictor,
                          calibration::FeedbackStore* feedback, const TokenAuth* auth,
                          metrics::Metrics* metrics, std::function<bool()> ready)
     : options_(options),
-      backend_(backend),
+      predictor_(predictor),
       feedback_(feedback),
       auth_(auth),
       infer_(SeriesOf(metrics, kInferMethod)),
@@ -307,11 +302,11 @@ std::vector<http::Route> RestService::Routes() {
 }
 
 http::Response RestService::Metadata(const std::string& adapter, bool ready_only) {
-  const InferenceBackend* backend = backend_->get();
-  if (backend == nullptr) {
+  const serving::Predictor* predictor = predictor_->get();
+  if (predictor == nullptr) {
     return Error(absl::UnavailableError("the model is still loading; retry shortly"));
   }
-  absl::StatusOr<adapters::AdapterInfo> info = backend->registry->Get(adapter);
+  absl::StatusOr<adapters::AdapterInfo> info = predictor->options().registry->Get(adapter);
   if (!info.ok()) return Error(info.status());
   const bool ready = info->state == adapters::AdapterState::kReady;
   if (ready_only) {
@@ -372,37 +367,36 @@ http::Response RestService::Infer(const http::Request& request, const std::strin
       return done(s);
     }
   }
-  const InferenceBackend* backend = backend_->get();
-  if (backend == nullptr) return done(absl::UnavailableError("the model is still loading"));
+  const serving::Predictor* predictor = predictor_->get();
+  if (predictor == nullptr) return done(absl::UnavailableError("the model is still loading"));
   // Shared with the finishing thread: a reply that comes after this handler gave up (its
   // timeout) still writes into live memory.
   struct Call {
-    loracle::v1::PredictRequest request;
-    loracle::v1::PredictResponse response;
-    absl::Status status;
+    absl::StatusOr<serving::PredictReply> reply;
     absl::Notification done;
   };
   auto call = std::make_shared<Call>();
+  serving::PredictCall predict;
   absl::Duration timeout = options_.default_timeout;
   std::vector<std::string> outputs;
   std::string id;
-  if (absl::Status s = ParseInfer(request.body, adapter, &call->request, &timeout, &outputs, &id);
+  if (absl::Status s = ParseInfer(request.body, adapter, &predict, &timeout, &outputs, &id);
       !s.ok()) {
     return done(s);
   }
   const absl::Time deadline = start + timeout;
-  StartPredict(options_.inference, *backend, feedback_, call->request, &call->response, deadline,
-               /*cancelled=*/{}, [call](const absl::Status& s) {
-                 call->status = s;
-                 call->done.Notify();
-               });
+  predictor->Predict(std::move(predict), deadline, /*cancelled=*/{},
+                     [call](absl::StatusOr<serving::PredictReply> reply) {
+                       call->reply = std::move(reply);
+                       call->done.Notify();
+                     });
   // The batcher answers an expired request with DEADLINE_EXCEEDED; the margin covers a forward
   // that started just before the deadline.
   if (!call->done.WaitForNotificationWithDeadline(deadline + absl::Seconds(5))) {
     return done(absl::DeadlineExceededError("no answer within the request's timeout"));
   }
-  if (!call->status.ok()) return done(call->status);
-  absl::StatusOr<json> out = InferResponse(call->response, outputs, id);
+  if (!call->reply.ok()) return done(call->reply.status());
+  absl::StatusOr<json> out = InferResponse(*call->reply, outputs, id);
   if (!out.ok()) return done(out.status());
   Record(infer_, start, absl::OkStatus());
   return Json(200, *out);
@@ -420,7 +414,7 @@ http::Response RestService::Feedback(const http::Request& request, const std::st
     }
   }
   const json j = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-  loracle::v1::FeedbackRequest req;
+  std::vector<serving::FeedbackItem> items;
   const auto bad = absl::InvalidArgumentError(
       "the body must be {\"items\": [{\"prediction_id\": ID, \"true_label\": LABEL}, ...]}");
   if (j.is_discarded() || !j.is_object() || !j.contains("items") || !j["items"].is_array()) {
@@ -432,25 +426,29 @@ http::Response RestService::Feedback(const http::Request& request, const std::st
         !item["true_label"].is_string()) {
       return finish(bad, {});
     }
-    loracle::v1::FeedbackItem* f = req.add_items();
-    f->set_prediction_id(item["prediction_id"].get<std::string>());
-    f->set_true_label(item["true_label"].get<std::string>());
+    items.push_back(
+        {item["prediction_id"].get<std::string>(), item["true_label"].get<std::string>()});
   }
-  if (req.items().empty()) return finish(bad, {});
-  loracle::v1::FeedbackResponse resp;
-  absl::Status s = RecordFeedback(options_.inference, feedback_, req, &resp);
+  if (items.empty()) return finish(bad, {});
+  absl::StatusOr<std::vector<serving::FeedbackOutcome>> outcomes =
+      serving::Predictor::RecordFeedback(feedback_, options_.limits, items);
+  if (!outcomes.ok()) return finish(outcomes.status(), {});
   json results = json::array();
-  for (const loracle::v1::FeedbackResult& r : resp.results()) {
-    json e = {{"prediction_id", r.prediction_id()}, {"duplicate", r.duplicate()}};
-    if (r.code() != 0) {
-      e["error"] = r.message();
-      e["status"] = HttpStatusFor(static_cast<absl::StatusCode>(r.code()));
+  int64_t recorded = 0, duplicates = 0;
+  for (const serving::FeedbackOutcome& o : *outcomes) {
+    json e = {{"prediction_id", o.prediction_id}, {"duplicate", o.duplicate}};
+    if (!o.status.ok()) {
+      e["error"] = std::string(o.status.message());
+      e["status"] = HttpStatusFor(o.status.code());
+    } else {
+      ++(o.duplicate ? duplicates : recorded);
     }
     results.push_back(std::move(e));
   }
+  const absl::Status s;
   return finish(s, {{"model_name", adapter},
-                    {"recorded", resp.recorded()},
-                    {"duplicates", resp.duplicates()},
+                    {"recorded", recorded},
+                    {"duplicates", duplicates},
                     {"results", std::move(results)}});
 }
 

@@ -1,9 +1,9 @@
 #ifndef LORACLE_SERVER_RPC_REST_SERVICE_H_
 #define LORACLE_SERVER_RPC_REST_SERVICE_H_
 
-// Inference over HTTP/JSON in the shape of the Open Inference Protocol (KServe v2), on the same
-// path as gRPC: StartPredict (validation, limits, tokenizer, registry, batcher) and
-// RecordFeedback, the same role tokens (Authorization: Bearer), statuses mapped to HTTP codes.
+// Inference over HTTP/JSON in the shape of the Open Inference Protocol (KServe v2), a thin
+// adapter over the same use-case as gRPC: serving::Predictor (validation, limits, tokenizer,
+// registry, batcher) and its RecordFeedback, the same role tokens (Authorization: Bearer), statuses mapped to HTTP codes.
 //
 //   GET  /v2/health/live                 200 while the process runs
 //   GET  /v2/health/ready                200 once the model is loaded (503 before and from
@@ -29,7 +29,8 @@
 #include "absl/time/time.h"
 #include "server/http/http_server.h"
 #include "server/rpc/engine.h"
-#include "server/rpc/inference_service.h"
+#include "server/rpc/unary_call.h"
+#include "server/serving/predictor.h"
 
 namespace loracle::rpc {
 
@@ -44,13 +45,13 @@ int HttpStatusFor(absl::StatusCode code);
 class RestService {
  public:
   struct Options {
-    InferenceService::Options inference;  // the same limits as gRPC
+    serving::Predictor::Limits limits;  // the same limits as gRPC
     // An infer request's deadline unless its "parameters" carry "timeout_ms".
     absl::Duration default_timeout = absl::Seconds(30);
   };
   // `ready`: whether the server is SERVING (model loaded, not shutting down). `feedback`,
   // `auth`, `metrics` may be null (no feedback kept: 501; open; unrecorded).
-  RestService(const Options& options, const Published<const InferenceBackend>* backend,
+  RestService(const Options& options, const Published<const serving::Predictor>* predictor,
               calibration::FeedbackStore* feedback, const TokenAuth* auth,
               metrics::Metrics* metrics, std::function<bool()> ready);
 
@@ -62,7 +63,7 @@ class RestService {
   http::Response Metadata(const std::string& adapter, bool ready_only);
 
   const Options options_;
-  const Published<const InferenceBackend>* const backend_;
+  const Published<const serving::Predictor>* const predictor_;
   calibration::FeedbackStore* const feedback_;
   const TokenAuth* const auth_;
   metrics::MethodSeries* const infer_;

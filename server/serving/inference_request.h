@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 #include "server/serving/uncertainty.h"
 
 namespace loracle::adapters {
@@ -32,8 +32,8 @@ struct InferenceResult {
 struct InferenceRequest {
   std::shared_ptr<const adapters::Adapter> adapter;  // held until `done` runs
   // The encodings of every input, input-major: input i is read in windows[i] consecutive
-  // encodings whose logits are averaged (model::Tokenizer::Windows); empty = one each.
-  std::vector<model::Encoding> inputs;
+  // encodings whose logits are averaged (text::Tokenizer::Windows); empty = one each.
+  std::vector<text::Encoding> inputs;
   std::vector<int> windows;
   int members = 1;     // M: the adapter's ensemble members
   int mc_samples = 1;  // N: test-time dropout samples per member

@@ -30,6 +30,14 @@ std::vector<double> Softmax(const std::vector<double>& logits, double temperatur
   return out;
 }
 
+std::vector<double> MeanProbs(const std::vector<std::vector<double>>& passes) {
+  std::vector<double> mean(passes.empty() ? 0 : passes[0].size(), 0.0);
+  for (const auto& p : passes)
+    for (size_t i = 0; i < mean.size(); ++i) mean[i] += p[i];
+  for (double& v : mean) v /= static_cast<double>(passes.size());
+  return mean;
+}
+
 bool Abstains(const UncertaintySummary& summary, double threshold) {
   return threshold > 0 && summary.mutual_information > threshold;
 }
@@ -46,10 +54,7 @@ absl::StatusOr<UncertaintySummary> Summarize(const std::vector<std::vector<doubl
   }
   const double k = static_cast<double>(passes.size());
   UncertaintySummary s;
-  s.mean_probs.assign(c, 0.0);
-  for (const auto& p : passes)
-    for (size_t i = 0; i < c; ++i) s.mean_probs[i] += p[i];
-  for (double& v : s.mean_probs) v /= k;
+  s.mean_probs = MeanProbs(passes);
   s.prob_std.assign(c, 0.0);
   for (const auto& p : passes)
     for (size_t i = 0; i < c; ++i)

@@ -30,6 +30,10 @@ double Entropy(const std::vector<double>& p);
 // softmax(logits / temperature), stable: temperature scaling of one pass. temperature > 0.
 std::vector<double> Softmax(const std::vector<double>& logits, double temperature = 1.0);
 
+// mean_k passes[k], summed then divided by K (Summarize's and calibration's ensemble mean).
+// `passes` non-empty, of equal lengths.
+std::vector<double> MeanProbs(const std::vector<std::vector<double>>& passes);
+
 // Whether to abstain: mutual information above `threshold` (epistemic uncertainty); a threshold
 // of 0 (or below) never abstains.
 bool Abstains(const UncertaintySummary& summary, double threshold);

@@ -1,15 +1,9 @@
 #ifndef LORACLE_SERVER_TRAINING_DATASET_H_
 #define LORACLE_SERVER_TRAINING_DATASET_H_
 
-// Labelled training data (torch-free): inline examples, JSONL or CSV files confined to a data
-// directory, the label set, and a stratified train/validation split. Every error names where it
-// is: the file and line, or the example index.
-//
-//   JSONL  one object per line: {"text": "...", "text_pair": "..." (optional), "label": "..."};
-//          blank lines are skipped.
-//   CSV    RFC 4180 (quoted fields may hold commas, quotes as "" and newlines); a header row
-//          naming the columns "text", "label" and optionally "text_pair", in any order; other
-//          columns are ignored.
+// Fine-tune data policy (torch-free): the bounds on a job's data, server-side paths confined to a
+// data directory, the label set, and a stratified train/validation split. The file format is
+// server/data/examples.h.
 
 #include <cstdint>
 #include <string>
@@ -17,19 +11,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/data/examples.h"
 
 namespace loracle::training {
 
-struct Example {
-  std::string text;
-  std::string text_pair;  // empty = a single text
-  std::string label;
-};
-
-// INVALID_ARGUMENT "<source>:<line>: ..." for malformed lines or missing fields.
-absl::StatusOr<std::vector<Example>> ParseJsonl(absl::string_view contents,
-                                                absl::string_view source);
-absl::StatusOr<std::vector<Example>> ParseCsv(absl::string_view contents, absl::string_view source);
+using data::Example;
+using data::ReadExamples;
 
 // Bounds on one fine-tune job's data (the server's --max_examples_per_job, --max_dataset_bytes,
 // --max_labels and --max_label_bytes).
@@ -45,12 +32,6 @@ struct DataLimits {
 // labels) exceed `limits`. Reads every example once; stops counting labels past the bound.
 absl::Status CheckDataLimits(const std::vector<Example>& examples,
                              const std::vector<std::string>& requested, const DataLimits& limits);
-
-// Reads `path` as JSONL (.jsonl, .json) or CSV (.csv). INVALID_ARGUMENT for another extension or
-// a file larger than `max_bytes` (checked before reading); the file's own errors as above;
-// NOT_FOUND when missing.
-absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path,
-                                                  int64_t max_bytes = INT64_MAX);
 
 // `path` resolved inside `data_dir` (relative paths are relative to it), with every symlink
 // followed. PERMISSION_DENIED, naming `flag`, when `data_dir` is empty (server-side files are

@@ -69,7 +69,7 @@ absl::StatusOr<EncodedData> Encode(const model::BaseModel& base, const std::vect
   for (size_t i : idx) {
     std::optional<absl::string_view> pair;
     if (!ex[i].text_pair.empty()) pair = ex[i].text_pair;
-    absl::StatusOr<std::vector<model::Encoding>> e =
+    absl::StatusOr<std::vector<text::Encoding>> e =
         base.tokenizer->EncodeWindows(ex[i].text, pair, max_length, max_windows);
     if (!e.ok()) {
       return absl::InvalidArgumentError(

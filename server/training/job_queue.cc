@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "server/metrics/metrics.h"
 #include "server/util/file_util.h"
+#include "server/util/log.h"
 
 namespace loracle::training {
 namespace {
@@ -107,7 +108,7 @@ absl::Status JobQueue::Recover() {
     absl::StatusOr<std::string> text = util::ReadFileToString(JobDir(id) + "/job.json");
     Job job;
     if (!text.ok() || !google::protobuf::util::JsonStringToMessage(*text, &job).ok()) {
-      std::fprintf(stderr, "loracle: skipping unreadable job %s in %s\n", id.c_str(),
+      LORACLE_LOG(WARNING, "skipping unreadable job %s in %s", id.c_str(),
                    options_.jobs_dir.c_str());
       continue;
     }
@@ -282,7 +283,7 @@ void JobQueue::Persist(const Job& job) const {
     s = util::WriteFileAtomically(JobDir(job.id()) + "/job.json", json);
   }
   if (!s.ok()) {
-    std::fprintf(stderr, "loracle: cannot persist job %s: %s\n", job.id().c_str(),
+    LORACLE_LOG(ERROR, "cannot persist job %s: %s", job.id().c_str(),
                  s.ToString().c_str());
   }
 }

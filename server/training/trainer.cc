@@ -19,6 +19,8 @@
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
 #include "server/model/encoder.h"
+#include "server/serving/ensemble_engine.h"
+#include "server/serving/ensemble_layout.h"
 #include "server/serving/uncertainty.h"
 #include "server/training/losses.h"
 #include "server/training/optimisation.h"
@@ -26,102 +28,89 @@
 namespace loracle::training {
 namespace {
 
+// The seed of a Predict that names none: the report's sampled ensemble uses its masks.
+constexpr uint64_t kPredictSeed = 0;
+
 using model::LoraMember;
 
-// Rows for `copies` copies of the examples `idx` (copy-major, then example, then the example's
-// windows), padded to the longest. Token tensors stay on the host (the encoder copies them to its
-// device in one go); labels go to `device`.
-struct Batch {
-  torch::Tensor ids, mask, types, labels;
-  int64_t examples = 0;
-  int64_t rows_per_copy = 0;         // the examples' windows
-  std::vector<int64_t> row_example;  // per row of a copy: its example, 0..examples-1
-  torch::Tensor segment, windows;    // with windows: row_example and windows per example
+// The examples `idx` as rows of one ensemble-engine item (serving/ensemble_layout.h): every
+// example's windows, example-major. keys[e] = first_key + the position of encoding e's example in
+// `idx` (training's per-example masks).
+struct Examples {
+  std::vector<const text::Encoding*> encodings;
+  std::vector<int64_t> keys;
+  std::vector<int> windows;  // per example
+  std::vector<int64_t> labels;
+  int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
 
-Batch MakeBatch(const EncodedData& data, const std::vector<size_t>& idx, int copies, int64_t pad_id,
-                torch::Device device) {
-  const int64_t n = static_cast<int64_t>(idx.size());
-  Batch b;
-  b.examples = n;
-  int64_t seq = 1;
-  std::vector<int64_t> labels, windows;
-  for (int64_t k = 0; k < n; ++k) {
-    const size_t i = idx[static_cast<size_t>(k)];
-    labels.push_back(data.labels[i]);
-    windows.push_back(static_cast<int64_t>(data.end(i) - data.begin(i)));
+Examples Collect(const EncodedData& data, const std::vector<size_t>& idx, int64_t first_key) {
+  Examples e;
+  for (size_t k = 0; k < idx.size(); ++k) {
+    const size_t i = idx[k];
+    e.labels.push_back(data.labels[i]);
+    e.windows.push_back(static_cast<int>(data.end(i) - data.begin(i)));
     for (size_t w = data.begin(i); w < data.end(i); ++w) {
-      seq = std::max<int64_t>(seq, data.inputs[w].input_ids.size());
-      b.row_example.push_back(k);
+      e.encodings.push_back(&data.inputs[w]);
+      e.keys.push_back(first_key + static_cast<int64_t>(k));
     }
   }
-  const int64_t rows = static_cast<int64_t>(b.row_example.size());
-  b.rows_per_copy = rows;
-  b.ids = torch::full({copies * rows, seq}, pad_id, torch::kInt64);
-  b.mask = torch::zeros({copies * rows, seq}, torch::kInt64);
-  b.types = torch::zeros({copies * rows, seq}, torch::kInt64);
-  auto ids = b.ids.accessor<int64_t, 2>();
-  auto mask = b.mask.accessor<int64_t, 2>();
-  auto types = b.types.accessor<int64_t, 2>();
-  int64_t r = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    const size_t i = idx[static_cast<size_t>(k)];
-    for (size_t w = data.begin(i); w < data.end(i); ++w, ++r) {
-      const model::Encoding& e = data.inputs[w];
-      for (int c = 0; c < copies; ++c) {
-        const int64_t row = c * rows + r;
-        for (size_t t = 0; t < e.input_ids.size(); ++t) {
-          ids[row][static_cast<int64_t>(t)] = e.input_ids[t];
-          mask[row][static_cast<int64_t>(t)] = 1;
-          types[row][static_cast<int64_t>(t)] = e.token_type_ids[t];
-        }
-      }
-    }
-  }
-  b.labels = torch::tensor(labels, torch::kInt64).to(device);
-  if (rows != n) {
-    b.segment = torch::tensor(b.row_example, torch::kInt64).to(device);
-    b.windows = torch::tensor(windows, torch::kFloat32).to(device);
-  }
-  return b;
+  return e;
 }
 
-// One routing group per copy: rows [c * R, (c + 1) * R) of R = b.rows_per_copy use
-// members[member_of(c)]; with a dropout spec, every window of example k draws its masks from
-// MixSeed(seed_of(c), first_example + k), so that masks depend neither on how the examples are
-// split into batches or shards nor on the window (one mask set per example, as serving does).
-model::LoraRouting Routing(const std::vector<LoraMember>& members, int copies, const Batch& b,
-                           const std::function<int(int)>& member_of,
-                           const model::DropoutSpec* dropout,
-                           const std::function<uint64_t(int)>& seed_of, int64_t first_example) {
-  model::LoraRouting routing;
-  for (int c = 0; c < copies; ++c) {
-    model::LoraGroup g;
-    g.begin = c * b.rows_per_copy;
-    g.end = (c + 1) * b.rows_per_copy;
-    g.member = &members[static_cast<size_t>(member_of(c))];
-    if (dropout != nullptr && dropout->active()) {
-      g.dropout = dropout;
-      for (int64_t k : b.row_example) {
-        g.row_seeds.push_back(model::MixSeed(seed_of(c), static_cast<uint64_t>(first_example + k)));
-      }
-    }
-    routing.push_back(std::move(g));
-  }
-  return routing;
+// Members [first_member, first_member + members) x `samples` passes over `e`; masks drawn when
+// `sampled`, per example when `keyed` (training) or per pass (validation, as Predict serves).
+serving::EnsembleLayout LayOut(const Examples& e, int first_member, int members, int samples,
+                               bool sampled, uint64_t seed, bool keyed) {
+  serving::LayoutItem it;
+  it.first_member = first_member;
+  it.members = members;
+  it.samples = samples;
+  it.sampled = sampled;
+  it.seed = seed;
+  it.encodings = static_cast<int64_t>(e.encodings.size());
+  if (keyed) it.example_keys = &e.keys;
+  return serving::LayOut({it});
 }
 
-// Per copy, [examples, classes] logits: an example's windows' logits averaged.
-std::vector<torch::Tensor> Logits(const model::BaseModel& base, const Batch& b,
-                                  const model::LoraRouting& routing) {
+serving::PackedRows Pack(const serving::EnsembleLayout& layout, const Examples& e,
+                         int64_t pad_id) {
+  return serving::PackRows(
+      layout,
+      [&](const serving::RowRef& r) -> const text::Encoding& {
+        return *e.encodings[static_cast<size_t>(r.encoding)];
+      },
+      pad_id);
+}
+
+model::LoraRouting RouteTo(const serving::EnsembleLayout& layout,
+                           const std::vector<LoraMember>& members,
+                           const model::DropoutSpec* dropout) {
+  return serving::Route(
+      layout, [&](size_t) -> const std::vector<LoraMember>& { return members; },
+      [&](size_t) { return dropout; });
+}
+
+// Training's forward under autograd: per routing group (one per member), [examples, classes]
+// logits, an example's windows' logits averaged.
+std::vector<torch::Tensor> Logits(const model::BaseModel& base, const serving::PackedRows& rows,
+                                  const model::LoraRouting& routing, const Examples& e) {
   model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
-  torch::Tensor features = encoder->forward(b.ids, b.mask, b.types, &routing);
+  torch::Tensor features = encoder->forward(rows.ids, rows.mask, rows.types, &routing);
   std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(features, routing);
-  if (!b.segment.defined()) return logits;
+  if (static_cast<int64_t>(e.encodings.size()) == e.size()) return logits;
+  std::vector<int64_t> segment;
+  for (int64_t k = 0; k < e.size(); ++k) {
+    segment.insert(segment.end(), static_cast<size_t>(e.windows[static_cast<size_t>(k)]), k);
+  }
+  const torch::Device device = base.placement.device;
+  const torch::Tensor seg = torch::tensor(segment, torch::kInt64).to(device);
+  const torch::Tensor counts =
+      torch::tensor(std::vector<float>(e.windows.begin(), e.windows.end())).to(device);
   for (torch::Tensor& l : logits) {
     const torch::Tensor sum =
-        torch::zeros({b.examples, l.size(1)}, l.options()).index_add(0, b.segment, l);
-    l = sum / b.windows.to(l.dtype()).unsqueeze(1);
+        torch::zeros({e.size(), l.size(1)}, l.options()).index_add(0, seg, l);
+    l = sum / counts.to(l.dtype()).unsqueeze(1);
   }
   return logits;
 }
@@ -212,42 +201,45 @@ std::vector<LoraMember> Snapshot(const std::vector<LoraMember>& members) {
   return out;
 }
 
-// Logit vectors of every validation example: passes[i][k], k over `copies` member/sample passes.
-using Passes = std::vector<std::vector<std::vector<double>>>;
+// Logit vectors of every validation example: passes[i][k], k over the members x samples passes,
+// member-major. Run by the ensemble engine as serving runs a request of these texts: the same
+// layout, masks (sample s of member m draws PassSeed(seed, m, s) for every example) and window
+// averaging.
+using Passes = std::vector<serving::PassLogits>;
 
-Passes Evaluate(const model::BaseModel& base, const std::vector<LoraMember>& members,
-                const EncodedData& data, int samples, const model::DropoutSpec* dropout,
-                uint64_t seed, const TrainerOptions& o) {
-  const int copies = static_cast<int>(members.size()) * samples;
+absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
+                                const std::vector<LoraMember>& members, const EncodedData& data,
+                                int samples, const model::DropoutSpec* dropout, uint64_t seed,
+                                const TrainerOptions& o) {
   Passes out(data.size());
   constexpr size_t kChunk = 32;
   const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, ShardThreads(base, o)));
+  const bool sampled = samples > 1 && dropout != nullptr && dropout->active();
+  std::vector<absl::Status> status(static_cast<size_t>(shards));
   RunShards(shards, o.idle_priority, [&](int shard) {
     torch::NoGradGuard no_grad;
     const auto [first, last] = ShardRange(data.size(), shards, shard);
     for (size_t start = first; start < last; start += kChunk) {
       std::vector<size_t> idx(std::min(kChunk, last - start));
       std::iota(idx.begin(), idx.end(), start);
-      const Batch b = MakeBatch(data, idx, copies, base.tokenizer->pad_id(), base.placement.device);
-      // Copy c = member c / samples, sample c % samples; sample s of member m draws its masks
-      // from (seed, m, s) and the example's index, as serving seeds a request's passes.
-      const model::LoraRouting routing = Routing(
-          members, copies, b, [samples](int c) { return c / samples; },
-          samples > 1 ? dropout : nullptr,
-          [&](int c) { return model::MixSeed(seed, c / samples, c % samples); },
-          static_cast<int64_t>(start));
-      const std::vector<torch::Tensor> logits = Logits(base, b, routing);
-      for (int c = 0; c < copies; ++c) {
-        const torch::Tensor l =
-            logits[static_cast<size_t>(c)].to(torch::kCPU, torch::kFloat64).contiguous();
-        const double* p = l.data_ptr<double>();
-        const int64_t classes = l.size(1);
-        for (int64_t i = 0; i < b.examples; ++i) {
-          out[start + static_cast<size_t>(i)].emplace_back(p + i * classes, p + (i + 1) * classes);
-        }
+      const Examples e = Collect(data, idx, 0);
+      const serving::EnsembleLayout layout =
+          LayOut(e, 0, static_cast<int>(members.size()), samples, sampled, seed, false);
+      const model::LoraRouting routing = RouteTo(layout, members, dropout);
+      absl::StatusOr<std::vector<torch::Tensor>> logits =
+          serving::ForwardLogits(base, Pack(layout, e, base.tokenizer->pad_id()), routing, 1);
+      if (!logits.ok()) {
+        status[static_cast<size_t>(shard)] = logits.status();
+        return;
       }
+      std::vector<std::vector<serving::PassLogits>> passes =
+          serving::GatherPasses(layout, *logits, {e.windows});
+      for (size_t i = 0; i < idx.size(); ++i) out[start + i] = std::move(passes[0][i]);
     }
   });
+  for (const absl::Status& s : status) {
+    if (!s.ok()) return s;
+  }
   return out;
 }
 
@@ -290,12 +282,12 @@ absl::Status ValidateOptions(const TrainerOptions& o, const EncodedData& train,
 
 }  // namespace
 
-void EncodedData::Add(std::vector<model::Encoding> windows, int label) {
+void EncodedData::Add(std::vector<text::Encoding> windows, int label) {
   if (starts.empty() && windows.size() != 1) {
     starts.resize(labels.size() + 1);
     std::iota(starts.begin(), starts.end(), size_t{0});
   }
-  for (model::Encoding& e : windows) inputs.push_back(std::move(e));
+  for (text::Encoding& e : windows) inputs.push_back(std::move(e));
   labels.push_back(label);
   if (!starts.empty()) starts.push_back(inputs.size());
 }
@@ -338,6 +330,7 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     const bool hiddenkey =
         o.dropout.active() && o.dropout.method == model::DropoutMethod::kHiddenKey;
     const int64_t pad = base.tokenizer->pad_id();
+    const torch::Device device = base.placement.device;
 
     TrainingProgress p;
     p.total_steps = total;
@@ -374,27 +367,29 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
             const auto [begin, end] = ShardRange(idx.size(), shards, shard);
             const std::vector<size_t> sub(idx.begin() + static_cast<int64_t>(begin),
                                           idx.begin() + static_cast<int64_t>(end));
-            const Batch b = MakeBatch(train, sub, copies, pad, base.placement.device);
-            auto routing_for = [&](uint64_t pass) {
-              return Routing(
-                  members, copies, b, [first_m](int c) { return first_m + c; }, &o.dropout,
-                  [&](int c) {
-                    return model::MixSeed(model::MixSeed(o.seed, static_cast<uint64_t>(step), pass),
-                                          static_cast<uint64_t>(first_m + c));
-                  },
-                  static_cast<int64_t>(begin));
+            const Examples e = Collect(train, sub, static_cast<int64_t>(begin));
+            const torch::Tensor labels = torch::tensor(e.labels, torch::kInt64).to(device);
+            // Pass `pass` of this step: member first_m + c draws, for every example, masks from
+            // ExampleSeed(PassSeed(MixSeed(seed, step, pass), first_m + c, 0), its position).
+            auto layout_for = [&](uint64_t pass) {
+              return LayOut(e, first_m, copies, 1, o.dropout.active(),
+                            model::MixSeed(o.seed, static_cast<uint64_t>(step), pass), true);
             };
-            const std::vector<torch::Tensor> a = Logits(base, b, routing_for(1));
+            const serving::EnsembleLayout first_pass = layout_for(1);
+            const serving::PackedRows rows = Pack(first_pass, e, pad);
+            const std::vector<torch::Tensor> a =
+                Logits(base, rows, RouteTo(first_pass, members, &o.dropout), e);
             torch::Tensor loss = torch::zeros({}, base.placement.device);
             if (hiddenkey) {
-              const std::vector<torch::Tensor> bb = Logits(base, b, routing_for(2));
+              const std::vector<torch::Tensor> bb =
+                  Logits(base, rows, RouteTo(layout_for(2), members, &o.dropout), e);
               for (int c = 0; c < copies; ++c) {
                 loss = loss + HiddenKeyLoss(a[static_cast<size_t>(c)], bb[static_cast<size_t>(c)],
-                                            b.labels, o.kl_weight);
+                                            labels, o.kl_weight);
               }
             } else {
               for (int c = 0; c < copies; ++c) {
-                loss = loss + CrossEntropy(a[static_cast<size_t>(c)], b.labels);
+                loss = loss + CrossEntropy(a[static_cast<size_t>(c)], labels);
               }
             }
             // Every loss is a mean over rows: weighting each shard by its share of the step's
@@ -418,8 +413,9 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         if (progress) progress(p);
       }
       // Early stopping on the ensemble's validation NLL (members' deterministic passes).
-      const Passes passes = Evaluate(base, members, validation, 1, nullptr, o.seed, o);
-      absl::StatusOr<calibration::CalibrationReport> val = Report(passes, validation.labels, 1.0);
+      absl::StatusOr<Passes> passes = Evaluate(base, members, validation, 1, nullptr, 0, o);
+      if (!passes.ok()) return passes.status();
+      absl::StatusOr<calibration::CalibrationReport> val = Report(*passes, validation.labels, 1.0);
       if (!val.ok()) return val.status();
       p.has_validation = true;
       p.validation = *val;
@@ -440,7 +436,10 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     r.steps = step;
     r.best_step = best_step;
     r.validation_examples = validation.size();
-    const Passes deterministic = Evaluate(base, result.members, validation, 1, nullptr, o.seed, o);
+    absl::StatusOr<Passes> evaluated =
+        Evaluate(base, result.members, validation, 1, nullptr, kPredictSeed, o);
+    if (!evaluated.ok()) return evaluated.status();
+    const Passes deterministic = *std::move(evaluated);
     for (int m = 0; m < m_count; ++m) {
       absl::StatusOr<calibration::CalibrationReport> rep =
           Report(MemberPasses(deterministic, m), validation.labels, 1.0);
@@ -448,10 +447,14 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
       r.members.push_back(*rep);
     }
     r.single = r.members[0];
-    const Passes ensemble =
-        o.mc_samples > 1 && o.dropout.active()
-            ? Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, o.seed, o)
-            : deterministic;
+    // The ensemble as a Predict without a seed serves it: M x N passes, masks PassSeed(0, m, s).
+    Passes ensemble = deterministic;
+    if (o.mc_samples > 1 && o.dropout.active()) {
+      absl::StatusOr<Passes> sampled =
+          Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, kPredictSeed, o);
+      if (!sampled.ok()) return sampled.status();
+      ensemble = *std::move(sampled);
+    }
     absl::StatusOr<calibration::CalibrationReport> ens = Report(ensemble, validation.labels, 1.0);
     if (!ens.ok()) return ens.status();
     r.ensemble = *ens;
@@ -462,13 +465,10 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         Report(ensemble, validation.labels, r.temperature);
     if (!cal.ok()) return cal.status();
     r.calibrated = *cal;
-    for (const auto& example : ensemble) {
-      std::vector<std::vector<double>> probs;
-      for (const std::vector<double>& pass : example) {
-        probs.push_back(serving::Softmax(pass, r.temperature));
-      }
-      absl::StatusOr<serving::UncertaintySummary> s = serving::Summarize(probs);
+    for (const serving::PassLogits& example : ensemble) {
+      absl::StatusOr<serving::UncertaintySummary> s = serving::Summarise(example, r.temperature);
       if (!s.ok()) return s.status();
+      r.validation_probs.push_back(s->mean_probs);
       r.validation_confidence.push_back(s->confidence);
       r.validation_mutual_information.push_back(s->mutual_information);
     }

@@ -35,7 +35,7 @@
 #include "server/calibration/calibration.h"
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
 namespace loracle::model {
 struct BaseModel;
@@ -68,7 +68,7 @@ struct TrainerOptions {
 // has several consecutive inputs; its logits are the mean of its windows' logits, in training
 // and in the report as in serving.
 struct EncodedData {
-  std::vector<model::Encoding> inputs;  // every example's windows, example-major
+  std::vector<text::Encoding> inputs;  // every example's windows, example-major
   std::vector<int> labels;              // one per example
   // Example i's inputs are [starts[i], starts[i + 1]); empty = one input per example.
   std::vector<size_t> starts;
@@ -76,7 +76,7 @@ struct EncodedData {
   size_t begin(size_t i) const { return starts.empty() ? i : starts[i]; }
   size_t end(size_t i) const { return starts.empty() ? i + 1 : starts[i + 1]; }
   // Appends one example.
-  void Add(std::vector<model::Encoding> windows, int label);
+  void Add(std::vector<text::Encoding> windows, int label);
 };
 
 struct TrainingProgress {
@@ -98,8 +98,11 @@ struct TrainingReport {
   calibration::CalibrationReport ensemble;              // M x N passes
   double temperature = 1.0;
   calibration::CalibrationReport calibrated;  // the ensemble at `temperature`
-  // Per validation example, as serving will summarise it (M x N passes at `temperature`): the
-  // reference distribution for drift (calibration/drift.h).
+  // Per validation example, as serving will summarise it (M x N passes at `temperature`, run by
+  // the same ensemble engine, masks as a Predict without a seed draws them): the probabilities,
+  // and confidence and mutual information, the reference distribution for drift
+  // (calibration/drift.h).
+  std::vector<std::vector<double>> validation_probs;
   std::vector<double> validation_confidence;
   std::vector<double> validation_mutual_information;
   int64_t steps = 0;      // optimiser steps run

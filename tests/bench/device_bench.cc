@@ -67,7 +67,7 @@ std::shared_ptr<const loracle::adapters::Adapter> Load(const std::string& fixtur
 double BatchSeconds(const BaseModel& base, loracle::serving::EnsembleRunner& runner,
                     const std::vector<std::shared_ptr<const loracle::adapters::Adapter>>& adapters,
                     int runs) {
-  loracle::model::Encoding e;
+  loracle::text::Encoding e;
   for (int t = 0; t < 128; ++t) {
     e.input_ids.push_back(5 + (t * 37) % 1000);
     e.token_type_ids.push_back(0);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pretraining throughput (issue 15): tokens/s of loracle-pretrain in the shape of each stage of
-# the built-in model's recipe (server/training/pretrain/README.md), in float32 and with --bf16
+# the built-in model's recipe (tools/pretrain/README.md), in float32 and with --bf16
 # (bfloat16 matrix products under CPU autocast), back to back in one run, and the recipe's time
 # estimated from them. Usage, after building loracle-pretrain and making the
 # corpora as that README says:
@@ -22,7 +22,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="$(mktemp -d /tmp/loracle-pretrain-tp-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 for f in "$corpus" "$corpus2" "$build/loracle-pretrain"; do
-  [[ -e "$f" ]] || { echo "missing $f (see server/training/pretrain/README.md)" >&2; exit 2; }
+  [[ -e "$f" ]] || { echo "missing $f (see tools/pretrain/README.md)" >&2; exit 2; }
 done
 head -n 12206 "$root/server/model/builtin/vocab.txt" >"$work/vocab12k.txt"
 

@@ -29,7 +29,7 @@ using loracle::training::TrainerOptions;
 EncodedData Synthetic(const loracle::model::BaseModel& base, int n, int tokens) {
   EncodedData d;
   for (int i = 0; i < n; ++i) {
-    loracle::model::Encoding e;
+    loracle::text::Encoding e;
     for (int t = 0; t < tokens; ++t) {
       e.input_ids.push_back(t == 0 ? 2 : 5 + (i * 31 + t * 7) % (base.config.vocab_size - 5));
       e.token_type_ids.push_back(0);

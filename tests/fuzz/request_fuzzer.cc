@@ -14,7 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (data[0] % 2 == 0) {
     loracle::v1::PredictRequest request;
     if (request.ParseFromArray(data + 1, body_size)) {
-      (void)loracle::rpc::ValidatePredict(request, loracle::rpc::InferenceService::Options());
+      (void)loracle::serving::Predictor::Validate(loracle::rpc::ToCall(request),
+                                                  loracle::serving::Predictor::Limits());
     }
   } else {
     loracle::v1::SubmitRequest request;

@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "server/model/tokenizer_files.h"
+#include "server/text/tokenizer_files.h"
 
 namespace {
 
@@ -53,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   int max_length = 0;
-  auto tokenizer = loracle::model::LoadTokenizer(Dir(), &max_length);
+  auto tokenizer = loracle::text::LoadTokenizer(Dir(), &max_length);
   if (tokenizer.ok()) {
     (void)(*tokenizer)->Encode("Hello, world! Ünïcödé   text [MASK] <s>", "a pair", 32);
   }

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "server/model/tokenizer_files.h"
+#include "server/text/tokenizer_files.h"
 
 #ifndef LORACLE_SOURCE_DIR
 #error LORACLE_SOURCE_DIR must name the source tree
@@ -21,12 +21,12 @@
 
 namespace {
 
-std::vector<std::unique_ptr<loracle::model::Tokenizer>>& Tokenizers() {
+std::vector<std::unique_ptr<loracle::text::Tokenizer>>& Tokenizers() {
   static auto* all = [] {
-    auto* v = new std::vector<std::unique_ptr<loracle::model::Tokenizer>>();
+    auto* v = new std::vector<std::unique_ptr<loracle::text::Tokenizer>>();
     for (const char* name : {"bert-uncased", "bert-cased", "roberta"}) {
       int max_length = 0;
-      auto t = loracle::model::LoadTokenizer(
+      auto t = loracle::text::LoadTokenizer(
           std::string(LORACLE_SOURCE_DIR) + "/tests/data/tokenizers/" + name, &max_length);
       if (!t.ok()) std::abort();
       v->push_back(*std::move(t));
@@ -40,7 +40,7 @@ std::vector<std::unique_ptr<loracle::model::Tokenizer>>& Tokenizers() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const loracle::model::Tokenizer& t = *Tokenizers()[data[0] % 3];
+  const loracle::text::Tokenizer& t = *Tokenizers()[data[0] % 3];
   const int max_length = 8 + (data[0] / 3) % 120;
   const absl::string_view all(reinterpret_cast<const char*>(data) + 1, size - 1);
   const size_t nul = all.find('\0');
@@ -68,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (windows->size() == 1 && (*windows)[0].input_ids != e->input_ids) std::abort();
   const size_t specials = static_cast<size_t>(t.special_tokens().NumSpecial(false));
   size_t covered = 0;  // the last id of the text each window reaches
-  for (const loracle::model::Encoding& w : *windows) {
+  for (const loracle::text::Encoding& w : *windows) {
     if (static_cast<int>(w.input_ids.size()) > max_length) std::abort();
     if (w.truncated != (*windows)[0].truncated) std::abort();
     covered += w.input_ids.size() - specials;

@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_join.h"
 #include "server/model/default_model.h"
-#include "server/model/tokenizer_files.h"
+#include "server/text/tokenizer_files.h"
 #include "server/util/file_util.h"
 
 namespace loracle::testing {
@@ -107,7 +107,7 @@ model::ModelConfig WriteFixtureModel(const std::string& dir, model::ModelConfig 
     fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
   }
   int max_length = 1 << 20;
-  auto tok = model::LoadTokenizer(dir, &max_length);
+  auto tok = text::LoadTokenizer(dir, &max_length);
   EXPECT_TRUE(tok.ok()) << tok.status();
   if (!tok.ok()) return c;
   c.vocab_size = (*tok)->vocab_size();

@@ -11,6 +11,8 @@ namespace loracle::training {
 namespace {
 
 using testing::TempDir;
+using data::ParseCsv;
+using data::ParseJsonl;
 
 TEST(DatasetTest, JsonlWithPairsAndBlankLines) {
   auto e = ParseJsonl(

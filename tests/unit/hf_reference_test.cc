@@ -35,7 +35,7 @@ nlohmann::json Reference() {
 
 // The float32 logits of `member` for one encoded input (a batch of one, no padding).
 std::vector<float> Logits(const model::BaseModel& base, const model::LoraMember& member,
-                          const model::Encoding& e) {
+                          const text::Encoding& e) {
   c10::InferenceMode guard;
   const int64_t n = static_cast<int64_t>(e.input_ids.size());
   const torch::Tensor ids = torch::tensor(e.input_ids, torch::kInt64).view({1, n});
@@ -76,7 +76,7 @@ TEST_F(HfReferenceTest, TokenIdsAndLogitsEqualTransformersAndPeft) {
     auto base = model::LoadBaseModel(kDir + "/" + m["model"].get<std::string>());
     ASSERT_TRUE(base.ok()) << base.status();
     ASSERT_NE((*base)->head, nullptr);
-    std::vector<model::Encoding> encoded;
+    std::vector<text::Encoding> encoded;
     for (size_t i = 0; i < m["texts"].size(); ++i) {
       const std::optional<std::string> pair = PairOf(m, i);
       auto e = (*base)->tokenizer->Encode(
@@ -151,7 +151,7 @@ TEST_F(HfReferenceTest, TrainedAdapterExport) {
   const std::string adapter_dir = std::string(out) + "/adapter";
   ASSERT_TRUE(adapters::SaveAdapter(adapter_dir, *adapter, **base).ok());
   nlohmann::json logits = nlohmann::json::array();
-  for (const model::Encoding& e : data.inputs) {
+  for (const text::Encoding& e : data.inputs) {
     logits.push_back(Logits(**base, adapters::MembersOf(*adapter)[0], e));
   }
   std::ofstream(std::string(out) + "/loracle_logits.json") << nlohmann::json{

@@ -1,4 +1,4 @@
-#include "server/training/pretrainer.h"
+#include "tools/pretrain/pretrainer.h"
 
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
@@ -18,11 +18,15 @@
 #include "server/model/default_model.h"
 #include "server/model/encoder.h"
 #include "server/model/safetensors.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 #include "tests/support/test_util.h"
 
-namespace loracle::training {
+namespace loracle::pretrain {
 namespace {
+
+using training::Optimisation;
+using training::OptimisationOptions;
+using training::ShardedBackward;
 
 constexpr int64_t kCls = 2, kSep = 3, kMask = 4, kPad = 0;
 
@@ -492,7 +496,7 @@ TEST(BuiltinModelTest, IsASmallPretrainedBertThatPredictsMaskedWordsOfUnseenText
     const std::string text = nlohmann::json::parse(line)["text"].get<std::string>();
     docs.push_back(*(*base)->tokenizer->TokenizeToIds(text));
   }
-  const model::Tokenizer& tok = *(*base)->tokenizer;
+  const text::Tokenizer& tok = *(*base)->tokenizer;
   auto id = [&](const std::string& t) {
     for (int64_t i = 0; i < tok.vocab_size(); ++i) {
       if (tok.IdToToken(i) == t) return i;
@@ -519,4 +523,4 @@ TEST(BuiltinModelTest, IsASmallPretrainedBertThatPredictsMaskedWordsOfUnseenText
 }
 
 }  // namespace
-}  // namespace loracle::training
+}  // namespace loracle::pretrain

@@ -11,11 +11,11 @@
 #include <sstream>
 
 #include "nlohmann/json.hpp"
-#include "server/model/bpe_tokenizer.h"
-#include "server/model/tokenizer_files.h"
+#include "server/text/bpe_tokenizer.h"
+#include "server/text/tokenizer_files.h"
 #include "tests/support/test_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 namespace {
 
 namespace fs = std::filesystem;
@@ -200,4 +200,4 @@ TEST(TokenizerTest, WrongJsonTypesAreInvalidArgumentNotACrash) {
 }
 
 }  // namespace
-}  // namespace loracle::model
+}  // namespace loracle::text

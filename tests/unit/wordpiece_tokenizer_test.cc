@@ -1,4 +1,4 @@
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/text/wordpiece_tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include "server/model/default_model.h"
 #include "tests/support/test_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 namespace {
 
 using Tokens = std::vector<std::string>;
@@ -168,7 +168,7 @@ TEST(WordPieceTokenizerTest, VocabularyWithoutSpecialTokensIsRejected) {
 }
 
 TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
-  auto t = WordPieceTokenizer::FromVocabText({}, DefaultVocab());
+  auto t = WordPieceTokenizer::FromVocabText({}, model::DefaultVocab());
   ASSERT_TRUE(t.ok()) << t.status();
   auto tokens = (*t)->Tokenize(
       "Please review the attached invoice before Friday's meeting. This movie was great, "
@@ -187,15 +187,15 @@ TEST(WordPieceTokenizerTest, DefaultVocabularyTokenisesEnglishIntoWords) {
 }
 
 }  // namespace
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-namespace loracle::model {
+namespace loracle::text {
 namespace {
 
 // Real mail (tests/data/spam-assassin): the built-in vocabulary splits it into words, rarely
 // into pieces, almost never into [UNK].
 TEST(WordPieceTokenizerTest, DefaultVocabularyCoversRealMail) {
-  auto t = WordPieceTokenizer::FromVocabText({}, DefaultVocab());
+  auto t = WordPieceTokenizer::FromVocabText({}, model::DefaultVocab());
   ASSERT_TRUE(t.ok());
   const std::string jsonl =
       testing::ReadFile(std::string(LORACLE_SOURCE_DIR) + "/tests/data/spam-assassin/mail.jsonl");
@@ -226,4 +226,4 @@ TEST(WordPieceTokenizerTest, DefaultVocabularyCoversRealMail) {
 }
 
 }  // namespace
-}  // namespace loracle::model
+}  // namespace loracle::text

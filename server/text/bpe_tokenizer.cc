@@ -1,12 +1,12 @@
-#include "server/model/bpe_tokenizer.h"
+#include "server/text/bpe_tokenizer.h"
 
 #include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/model/utf8_util.h"
+#include "server/text/utf8_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 namespace {
 
 // GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes to
@@ -192,4 +192,4 @@ void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text,
   }
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::text

@@ -1,4 +1,4 @@
-#include "server/model/tokenizer_files.h"
+#include "server/text/tokenizer_files.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -9,11 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
-#include "server/model/bpe_tokenizer.h"
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/text/bpe_tokenizer.h"
+#include "server/text/wordpiece_tokenizer.h"
 #include "server/util/file_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 namespace {
 
@@ -404,4 +404,4 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
   }
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::text

@@ -1,4 +1,4 @@
-#include "server/model/wordpiece_tokenizer.h"
+#include "server/text/wordpiece_tokenizer.h"
 
 #include <utf8proc.h>
 
@@ -7,10 +7,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/model/utf8_util.h"
+#include "server/text/utf8_util.h"
 #include "server/util/file_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::Create(
     const Options& options, std::vector<std::string> vocab,
@@ -169,4 +169,4 @@ void WordPieceTokenizer::TokenizeSegment(absl::string_view text, std::vector<int
   if (!current.empty()) WordPiece(current, ids);
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::text

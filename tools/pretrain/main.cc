@@ -1,7 +1,7 @@
 // loracle-pretrain: masked-language-model pretraining of a small BERT from scratch, or onward
 // from an earlier output (--init) (training/pretrainer.h), written as a float16 BertForMaskedLM
 // checkpoint in Hugging Face layout. The built-in model is made with it;
-// server/training/pretrain/README.md has the exact command, the corpus and the vocabulary.
+// tools/pretrain/README.md has the exact command, the corpus and the vocabulary.
 //
 //   loracle-pretrain --corpus=corpus.jsonl --vocab=vocab.txt --out=DIR [--steps=N ...]
 //   loracle-pretrain --corpus=corpus.jsonl --init=EARLIER_OUT --out=DIR [--cls_bow_weight=W ...]
@@ -30,8 +30,8 @@
 #include "server/model/cpu_runtime.h"
 #include "server/model/default_model.h"
 #include "server/model/dropout.h"
-#include "server/model/tokenizer.h"
-#include "server/training/pretrainer.h"
+#include "server/text/tokenizer.h"
+#include "tools/pretrain/pretrainer.h"
 #include "server/util/file_util.h"
 
 ABSL_FLAG(std::string, corpus, "", "JSONL corpus files, comma-separated ({\"text\", \"source\"})");
@@ -80,8 +80,8 @@ ABSL_FLAG(std::string, log, "", "also append progress as JSONL here");
 
 namespace {
 
-using loracle::training::MlmEval;
-using loracle::training::PretrainProgress;
+using loracle::pretrain::MlmEval;
+using loracle::pretrain::PretrainProgress;
 using nlohmann::json;
 
 int Fail(const absl::Status& s) {
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   if (!extend_vocab.empty()) {
     absl::StatusOr<std::string> vocab = loracle::util::ReadFileToString(extend_vocab);
     if (!vocab.ok()) return Fail(vocab.status());
-    if (auto s = loracle::training::ExtendVocabulary(init_dir, *vocab, init); !s.ok()) {
+    if (auto s = loracle::pretrain::ExtendVocabulary(init_dir, *vocab, init); !s.ok()) {
       return Fail(s);
     }
   } else if (init_dir.empty()) {
@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
       loracle::model::LoadBaseModel(init);
   if (!base.ok()) return Fail(base.status());
   const loracle::model::ModelConfig config = (*base)->config;
-  const loracle::model::Tokenizer& tokenizer = *(*base)->tokenizer;
+  const loracle::text::Tokenizer& tokenizer = *(*base)->tokenizer;
   // Rows are full (no padding): one batched attention product per layer beats the per-row loop.
   if (absl::GetFlag(FLAGS_batched_attention)) (*base)->encoder->set_batched_attention(true);
 
@@ -233,10 +233,10 @@ int main(int argc, char** argv) {
   }
   const int seq_len =
       init_dir.empty() ? absl::GetFlag(FLAGS_seq_len) : config.max_position_embeddings;
-  const loracle::training::TokenRows train =
-      loracle::training::PackSequences(train_docs, seq_len, cls, sep);
-  loracle::training::TokenRows heldout =
-      loracle::training::PackSequences(heldout_docs, seq_len, cls, sep);
+  const loracle::pretrain::TokenRows train =
+      loracle::pretrain::PackSequences(train_docs, seq_len, cls, sep);
+  loracle::pretrain::TokenRows heldout =
+      loracle::pretrain::PackSequences(heldout_docs, seq_len, cls, sep);
   if (heldout.size() > static_cast<size_t>(absl::GetFlag(FLAGS_eval_rows))) {
     heldout.resize(static_cast<size_t>(absl::GetFlag(FLAGS_eval_rows)));
   }
@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
                static_cast<long long>(tokens), absl::ToDoubleSeconds(absl::Now() - t0),
                train.size(), heldout.size(), seq_len);
 
-  loracle::training::PretrainOptions o;
+  loracle::pretrain::PretrainOptions o;
   o.optimisation.learning_rate = absl::GetFlag(FLAGS_lr);
   o.optimisation.warmup_fraction = absl::GetFlag(FLAGS_warmup_fraction);
   o.optimisation.weight_decay = absl::GetFlag(FLAGS_weight_decay);
@@ -264,24 +264,24 @@ int main(int argc, char** argv) {
   o.masking.vocab_size = config.vocab_size;
   o.masking.never_mask = {cls, sep, pad};
 
-  loracle::training::MlmHead head(config, loracle::model::MixSeed(o.seed, 0x4EAD));
+  loracle::pretrain::MlmHead head(config, loracle::model::MixSeed(o.seed, 0x4EAD));
   if (!init_dir.empty()) {
-    absl::StatusOr<loracle::training::MlmHead> read = loracle::training::ReadMlmHead(init, config);
+    absl::StatusOr<loracle::pretrain::MlmHead> read = loracle::pretrain::ReadMlmHead(init, config);
     if (!read.ok()) return Fail(read.status());
     head = *read;
   }
-  const MlmEval initial = loracle::training::EvaluateMlm(
+  const MlmEval initial = loracle::pretrain::EvaluateMlm(
       **base, head, heldout, o.masking, loracle::model::MixSeed(o.seed, 0xE7A1), threads);
   std::fprintf(stderr, "step 0: held-out MLM loss %.4f, accuracy %.4f (%lld predictions)\n",
                initial.loss, initial.accuracy, static_cast<long long>(initial.predictions));
   std::ofstream log;
   if (!absl::GetFlag(FLAGS_log).empty()) log.open(absl::GetFlag(FLAGS_log), std::ios::app);
-  absl::StatusOr<loracle::training::PretrainReport> report;
+  absl::StatusOr<loracle::pretrain::PretrainReport> report;
   if (o.steps == 0) {
-    report = loracle::training::PretrainReport{};
+    report = loracle::pretrain::PretrainReport{};
     report->heldout = initial;
   } else {
-    report = loracle::training::Pretrain(
+    report = loracle::pretrain::Pretrain(
         **base, head, train, heldout, o, absl::GetFlag(FLAGS_log_every),
         [&](const PretrainProgress& p) {
           std::fprintf(stderr, "step %lld/%lld: loss %.4f, lr %.2e, %.0f tokens/s, %.0f s",
@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
       {"loracle.pretrain.steps", std::to_string(report->steps)},
       {"loracle.pretrain.heldout_mlm_accuracy", std::to_string(report->heldout.accuracy)},
       {"loracle.pretrain.seed", std::to_string(o.seed)}};
-  if (auto s = loracle::training::WriteMlmCheckpoint(out, **base, head, dtype, metadata); !s.ok()) {
+  if (auto s = loracle::pretrain::WriteMlmCheckpoint(out, **base, head, dtype, metadata); !s.ok()) {
     return Fail(s);
   }
   if (auto s = loracle::util::WriteFileAtomically(out + "/pretrain_report.json", r.dump(2) + "\n");

@@ -1,4 +1,4 @@
-#include "server/training/pretrainer.h"
+#include "tools/pretrain/pretrainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
@@ -21,8 +21,14 @@
 #include "server/model/encoder.h"
 #include "server/util/file_util.h"
 
-namespace loracle::training {
+namespace loracle::pretrain {
 namespace {
+
+using training::Optimisation;
+using training::RunShards;
+using training::ShardedBackward;
+using training::ShardRange;
+using training::ValidateOptimisationOptions;
 
 constexpr char kHeadPrefix[] = "cls.predictions.";
 constexpr uint64_t kEvalSeedPurpose = 0xE7A1;
@@ -534,7 +540,7 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
       util::ReadFileToString(from + "/tokenizer_config.json");
   if (!tokenizer_config.ok()) return tokenizer_config.status();
   const std::vector<std::string> entries = absl::StrSplit(vocab, '\n', absl::SkipEmpty());
-  const model::Tokenizer& tokenizer = *(*base)->tokenizer;
+  const text::Tokenizer& tokenizer = *(*base)->tokenizer;
   const size_t old_size = static_cast<size_t>(tokenizer.vocab_size());
   if (tokenizer.vocab_size() != (*base)->config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(from, "/vocab.txt has ", old_size,
@@ -588,4 +594,4 @@ absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
   return WriteNamedCheckpoint(to, named, config, text, *tokenizer_config, model::DType::kF32, {});
 }
 
-}  // namespace loracle::training
+}  // namespace loracle::pretrain

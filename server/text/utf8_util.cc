@@ -1,10 +1,10 @@
-#include "server/model/utf8_util.h"
+#include "server/text/utf8_util.h"
 
 #include <utf8proc.h>
 
 #include <cstdlib>
 
-namespace loracle::model {
+namespace loracle::text {
 
 std::vector<int32_t> DecodeUtf8(absl::string_view s) {
   std::vector<int32_t> out;
@@ -104,4 +104,4 @@ bool IsCjkIdeograph(int32_t c) {
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
-}  // namespace loracle::model
+}  // namespace loracle::text

@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_TOKENIZER_FILES_H_
-#define LORACLE_SERVER_MODEL_TOKENIZER_FILES_H_
+#ifndef LORACLE_SERVER_TEXT_TOKENIZER_FILES_H_
+#define LORACLE_SERVER_TEXT_TOKENIZER_FILES_H_
 
 // Reading a Hugging Face checkpoint's tokenizer files into a Tokenizer (tokenizer.h).
 
@@ -7,9 +7,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 // Loads the tokenizer of a Hugging Face checkpoint directory from its own files: tokenizer.json
 // when present (WordPiece with BERT normalisation, or byte-level BPE), else vocab.txt (WordPiece)
@@ -20,6 +20,6 @@ namespace loracle::model {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& dir,
                                                          int* model_max_length);
 
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-#endif  // LORACLE_SERVER_MODEL_TOKENIZER_FILES_H_
+#endif  // LORACLE_SERVER_TEXT_TOKENIZER_FILES_H_

@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_UTF8_UTIL_H_
-#define LORACLE_SERVER_MODEL_UTF8_UTIL_H_
+#ifndef LORACLE_SERVER_TEXT_UTF8_UTIL_H_
+#define LORACLE_SERVER_TEXT_UTF8_UTIL_H_
 
 // UTF-8 helpers over utf8proc shared by the tokenizers. Inputs are valid UTF-8 (callers run
 // ValidateUtf8 first).
@@ -10,7 +10,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 std::vector<int32_t> DecodeUtf8(absl::string_view s);
 void AppendUtf8(int32_t c, std::string* out);
@@ -26,6 +26,6 @@ bool IsNonSpacingMark(int32_t c);     // Mn
 bool IsBertPunctuation(int32_t c);    // ASCII non-alphanumerics and P*
 bool IsCjkIdeograph(int32_t c);       // the CJK blocks BERT isolates
 
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-#endif  // LORACLE_SERVER_MODEL_UTF8_UTIL_H_
+#endif  // LORACLE_SERVER_TEXT_UTF8_UTIL_H_

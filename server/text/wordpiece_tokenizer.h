@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_WORDPIECE_TOKENIZER_H_
-#define LORACLE_SERVER_MODEL_WORDPIECE_TOKENIZER_H_
+#ifndef LORACLE_SERVER_TEXT_WORDPIECE_TOKENIZER_H_
+#define LORACLE_SERVER_TEXT_WORDPIECE_TOKENIZER_H_
 
 #include <cstdint>
 #include <memory>
@@ -9,9 +9,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 // BERT's tokenizer as Hugging Face tokenizers runs it (BertNormalizer + BertPreTokenizer +
 // WordPiece): drop control characters, whitespace to ' ', isolate CJK ideographs, strip accents
@@ -66,6 +66,6 @@ class WordPieceTokenizer : public Tokenizer {
   int64_t unk_id_ = 0, cls_id_ = 0, sep_id_ = 0;
 };
 
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-#endif  // LORACLE_SERVER_MODEL_WORDPIECE_TOKENIZER_H_
+#endif  // LORACLE_SERVER_TEXT_WORDPIECE_TOKENIZER_H_

@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
-#define LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
+#ifndef LORACLE_SERVER_TEXT_BPE_TOKENIZER_H_
+#define LORACLE_SERVER_TEXT_BPE_TOKENIZER_H_
 
 #include <cstdint>
 #include <memory>
@@ -10,9 +10,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/model/tokenizer.h"
+#include "server/text/tokenizer.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 // Byte-level BPE as GPT-2 and RoBERTa use it (Hugging Face tokenizers' ByteLevel pre-tokenizer +
 // BPE model): split text with GPT-2's pattern
@@ -57,6 +57,6 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   int64_t unk_id_ = -1;
 };
 
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-#endif  // LORACLE_SERVER_MODEL_BPE_TOKENIZER_H_
+#endif  // LORACLE_SERVER_TEXT_BPE_TOKENIZER_H_

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The built-in model's pretraining recipe, all four stages, in one command (issue 15; the stages
-# are described in server/training/pretrain/README.md). Usage, after making the corpora as that
+# are described in tools/pretrain/README.md). Usage, after making the corpora as that
 # README says:
-#   server/training/pretrain/recipe.sh BUILD_DIR OUT_DIR [CORPUS=/tmp/corpus.jsonl]
+#   tools/pretrain/recipe.sh BUILD_DIR OUT_DIR [CORPUS=/tmp/corpus.jsonl]
 #       [CORPUS2=/tmp/corpus2.jsonl]
 # OUT_DIR/stage4 is the model (what server/model/builtin holds); OUT_DIR/stage{1,2,3} are the
 # stages before it, OUT_DIR/*.log their per-50-step logs, OUT_DIR/recipe.json the wall time.
@@ -15,7 +15,7 @@ corpus2="${4:-/tmp/corpus2.jsonl}"
 here="$(cd "$(dirname "$0")" && pwd)"
 pretrain="$build/loracle-pretrain"
 for f in "$corpus" "$corpus2" "$pretrain"; do
-  [[ -e "$f" ]] || { echo "missing $f (see server/training/pretrain/README.md)" >&2; exit 2; }
+  [[ -e "$f" ]] || { echo "missing $f (see tools/pretrain/README.md)" >&2; exit 2; }
 done
 mkdir -p "$out"
 start=$(date -u +%s)

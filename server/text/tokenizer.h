@@ -1,5 +1,5 @@
-#ifndef LORACLE_SERVER_MODEL_TOKENIZER_H_
-#define LORACLE_SERVER_MODEL_TOKENIZER_H_
+#ifndef LORACLE_SERVER_TEXT_TOKENIZER_H_
+#define LORACLE_SERVER_TEXT_TOKENIZER_H_
 
 // The tokenizer interface and what all tokenizers share: special tokens found in raw text,
 // the post-processor template that adds [CLS]/[SEP] (or <s>/</s>), and pair truncation.
@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace loracle::model {
+namespace loracle::text {
 
 // The model inputs for one text (or text pair), special tokens included.
 struct Encoding {
@@ -103,6 +103,6 @@ class Tokenizer {
 // Checks that `text` is valid UTF-8. INVALID_ARGUMENT naming the byte offset otherwise.
 absl::Status ValidateUtf8(absl::string_view text);
 
-}  // namespace loracle::model
+}  // namespace loracle::text
 
-#endif  // LORACLE_SERVER_MODEL_TOKENIZER_H_
+#endif  // LORACLE_SERVER_TEXT_TOKENIZER_H_

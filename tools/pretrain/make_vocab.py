@@ -2,7 +2,7 @@
 """Builds the WordPiece vocabulary of loracle's built-in pretrained model from its corpus
 (make_corpus.py), the way server/model/make_default_vocab.py builds the random model's:
 
-    server/training/pretrain/make_vocab.py /tmp/corpus.jsonl > /tmp/vocab.txt
+    tools/pretrain/make_vocab.py /tmp/corpus.jsonl > /tmp/vocab.txt
 
 Words are split like BERT's basic tokenizer (lower-case, punctuation as its own token). Entries:
 the special tokens, every printable ASCII character, `##` continuations of every letter and digit
@@ -10,7 +10,7 @@ and of common English suffixes, then the most frequent words (2-16 letters, seen
 documents so that one long mail cannot fill the list) until NUM_WORDS; any ASCII word therefore
 tokenises without [UNK]. Deterministic (ties broken alphabetically).
 
-    server/training/pretrain/make_vocab.py /tmp/corpus2.jsonl --base=OLD/vocab.txt --size=N
+    tools/pretrain/make_vocab.py /tmp/corpus2.jsonl --base=OLD/vocab.txt --size=N
 
 extends an existing vocabulary instead: OLD's entries unchanged and in order (so its token ids
 keep their meaning), then the corpus's most frequent words it lacks, until N entries in all; for

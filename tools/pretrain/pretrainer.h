@@ -1,12 +1,12 @@
-#ifndef LORACLE_SERVER_TRAINING_PRETRAINER_H_
-#define LORACLE_SERVER_TRAINING_PRETRAINER_H_
+#ifndef LORACLE_TOOLS_PRETRAIN_PRETRAINER_H_
+#define LORACLE_TOOLS_PRETRAIN_PRETRAINER_H_
 
 // Masked-language-model pretraining of a BERT encoder: BERT's objective (15% of the tokens
 // selected; of those 80% become [MASK], 10% a random token, 10% stay) through BertForMaskedLM's
 // head (MlmHead), every encoder weight but the pooler trained, with the optimiser, schedule,
 // clipping and step sharding LoRA fine-tuning uses (optimisation.h). Optionally a sentence-level
 // term trains the pooler too (PretrainOptions::cls_bow_weight). Deterministic given the seed and
-// the thread count. server/training/pretrain/README.md has the program and the data.
+// the thread count. tools/pretrain/README.md has the program and the data.
 
 #include <torch/torch.h>
 
@@ -28,7 +28,9 @@ namespace loracle::model {
 struct BaseModel;
 }
 
-namespace loracle::training {
+namespace loracle::pretrain {
+
+using training::OptimisationOptions;
 
 // Token rows of one length: [CLS] t1 ... tn [SEP].
 using TokenRows = std::vector<std::vector<int64_t>>;
@@ -167,6 +169,6 @@ absl::Status WriteMlmCheckpoint(const std::string& dir, const model::BaseModel& 
 absl::Status ExtendVocabulary(const std::string& from, const std::string& vocab,
                               const std::string& to);
 
-}  // namespace loracle::training
+}  // namespace loracle::pretrain
 
-#endif  // LORACLE_SERVER_TRAINING_PRETRAINER_H_
+#endif  // LORACLE_TOOLS_PRETRAIN_PRETRAINER_H_
