@@ -51,7 +51,7 @@ std::string Flag(const Args& args, const std::string& name, const std::string& d
 }
 
 int Fail(std::ostream& err, const grpc::Status& s) {
-  err << "loracle: " << CodeName(s.error_code()) << ": " << s.error_message() << "\n";
+  err << "loracle: " << CodeName(s) << ": " << s.error_message() << "\n";
   return 1;
 }
 

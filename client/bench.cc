@@ -65,7 +65,7 @@ class Recorder {
         ++inputs_;
       }
     } else {
-      ++result_.errors[CodeName(s.error_code())];
+      ++result_.errors[CodeName(s)];
     }
   }
   void RecordFeedback(const grpc::Status& s) {
@@ -73,7 +73,7 @@ class Recorder {
     if (s.ok()) {
       ++result_.feedback_ok;
     } else {
-      ++result_.feedback_errors[CodeName(s.error_code())];
+      ++result_.feedback_errors[CodeName(s)];
     }
   }
   void CheckVersion(const loracle::v1::PredictRequest& req,
@@ -140,27 +140,6 @@ struct FeedbackCall {
 
 }  // namespace
 
-const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int c = static_cast<int>(code);
-  return c >= 0 && c <= 16 ? kNames[c] : "UNKNOWN";
-}
 
 namespace {
 

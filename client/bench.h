@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace loracle::client {
 
 // A load generator for Inference.Predict, in the manner of Triton's perf_analyzer.
@@ -57,8 +59,10 @@ struct BenchResult {
   std::map<std::string, std::map<int64_t, std::map<int, std::vector<float>>>> version_probs;
 };
 
-// "OK", "INVALID_ARGUMENT", ... for a gRPC status code.
-const char* CodeName(grpc::StatusCode code);
+// "OK", "INVALID_ARGUMENT", ... for a gRPC status (absl and gRPC share the canonical codes).
+inline std::string CodeName(const grpc::Status& s) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
+}
 
 BenchResult RunBench(const std::shared_ptr<grpc::Channel>& channel, const BenchOptions& options);
 

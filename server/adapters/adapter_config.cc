@@ -287,7 +287,7 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
         examples->get<int64_t>() < 0) {
       return Bad(source, "\"validation\" must be an object with an integer \"examples\" >= 0");
     }
-    c.validation.examples = examples->get<int64_t>();
+    c.validation.examples = static_cast<size_t>(examples->get<int64_t>());
     for (auto [key, field] :
          {std::pair{"accuracy", &c.validation.accuracy}, std::pair{"ece", &c.validation.ece},
           std::pair{"mce", &c.validation.mce}, std::pair{"nll", &c.validation.nll},

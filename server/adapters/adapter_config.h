@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/calibration/calibration_report.h"
 #include "server/model/dropout.h"
 
 namespace loracle::adapters {
@@ -84,11 +85,7 @@ struct ServingConfig {
   Reference reference;
   // The calibrated ensemble's report on the validation data ("validation" in loracle.json,
   // written by the fine-tune job; examples == 0: none). Exported as gauges per loaded version.
-  struct Validation {
-    int64_t examples = 0;
-    double accuracy = 0, ece = 0, mce = 0, nll = 0, brier = 0;
-  };
-  Validation validation;
+  calibration::CalibrationReport validation;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

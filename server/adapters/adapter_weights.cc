@@ -41,7 +41,7 @@ absl::StatusOr<torch::Tensor> Tensor(const model::SafetensorsFile& file, const s
 absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const ServingConfig& serving,
                                              const model::BaseModel& base,
                                              PeftLoraConfig* lora_out) {
-  const model::EncoderImpl& encoder = *base.encoder;
+  const model::BackboneImpl& encoder = *base.backbone;
   absl::StatusOr<std::string> text = util::ReadFileToString(dir + "/" + kPeftConfigFile);
   if (!text.ok()) return text.status();
   absl::StatusOr<PeftLoraConfig> lora = ParsePeftConfig(*text, dir + "/" + kPeftConfigFile);
@@ -199,7 +199,7 @@ absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel&
 
 absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
                          const model::BaseModel& base) {
-  const model::EncoderImpl& encoder = *base.encoder;
+  const model::BackboneImpl& encoder = *base.backbone;
   const model::Architecture arch = encoder.config().architecture();
   const std::string base_prefix = model::LayoutFor(arch).base_prefix;
   const model::HeadLayout& head = model::HeadFor(arch);

@@ -82,8 +82,7 @@ absl::StatusOr<std::shared_ptr<const adapters::Adapter>> WithSeries(
     absl::StatusOr<std::shared_ptr<adapters::Adapter>> loaded, metrics::Metrics* metrics) {
   if (!loaded.ok() || metrics == nullptr) return loaded;
   adapters::Adapter& a = **loaded;
-  const adapters::ServingConfig::Validation& v = a.serving.validation;
-  const metrics::ValidationGauges gauges{v.examples, v.accuracy, v.ece, v.mce, v.nll, v.brier};
+  const metrics::ValidationGauges& gauges = a.serving.validation;
   a.series = metrics->NewAdapterSeries(a.name, a.version, a.serving.temperature, &gauges);
   return loaded;
 }

@@ -11,17 +11,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/calibration/calibration_report.h"
 
 namespace loracle::calibration {
 
-struct CalibrationReport {
-  size_t examples = 0;
-  double accuracy = 0;
-  double ece = 0;
-  double mce = 0;
-  double nll = 0;
-  double brier = 0;
-};
 
 // `probs`: one probability vector per example (equal lengths); `labels`: the true class of each.
 // INVALID_ARGUMENT for empty input, ragged rows, labels out of range, or num_bins < 1.

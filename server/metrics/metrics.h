@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/calibration/calibration_report.h"
 #include "server/http/http_server.h"
 
 namespace loracle::metrics {
@@ -65,10 +66,7 @@ class MethodSeries {
 
 // What a published adapter version measured on its validation data (the calibrated ensemble's
 // report; `examples` == 0: none, e.g. trained elsewhere).
-struct ValidationGauges {
-  int64_t examples = 0;
-  double accuracy = 0, ece = 0, mce = 0, nll = 0, brier = 0;
-};
+using ValidationGauges = calibration::CalibrationReport;
 
 // The series of one loaded adapter version, labelled {adapter, version}: predictions,
 // abstentions, confidence / mutual information / predictive entropy histograms, and its

@@ -179,8 +179,10 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
 
   try {
     torch::NoGradGuard no_grad;
-    model->encoder = Encoder(*config);
-    for (auto& item : model->encoder->named_parameters(/*recurse=*/true)) {
+    absl::StatusOr<Backbone> backbone = CreateBackbone(*config);
+    if (!backbone.ok()) return backbone.status();
+    model->backbone = *std::move(backbone);
+    for (auto& item : model->backbone->named_parameters(/*recurse=*/true)) {
       const std::string& name = item.key();
       std::string key = name;
       if (!w.Contains(key)) key = prefix + name;  // *ForSequenceClassification layout
@@ -193,9 +195,9 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
       item.value().set_requires_grad(false);
       model->num_parameters += item.value().numel();
     }
-    model->encoder->eval();
+    model->backbone->eval();
     model->placement = placement;
-    if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->encoder->To(placement);
+    if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->backbone->To(placement);
 
     // The checkpoint's own classification head, when it has one.
     const HeadLayout& head = HeadFor(config->architecture());
@@ -204,7 +206,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
       if (!out.ok()) return out.status();
       const int64_t labels = out->shape.empty() ? 0 : out->shape[0];
       auto member = std::make_shared<LoraMember>();
-      member->layers.resize(model->encoder->linear_names().size());
+      member->layers.resize(model->backbone->linear_names().size());
       for (const auto& [name, shape] : HeadTensorShapes(*config, labels)) {
         torch::Tensor t = torch::empty(shape);
         if (absl::Status s = load(name, t); !s.ok()) return s;

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/model/encoder.h"
+#include "server/model/backbone.h"
 #include "server/model/model_config.h"
 #include "server/model/placement.h"
 #include "server/model/safetensors.h"
@@ -26,8 +26,8 @@ namespace loracle::model {
 struct BaseModel {
   std::string dir;
   ModelConfig config;
-  Encoder encoder{nullptr};  // eval mode, parameters frozen (requires_grad = false)
-  Placement placement;       // where the encoder's and every adapter's tensors live
+  Backbone backbone{nullptr};  // eval mode, parameters frozen (requires_grad = false)
+  Placement placement;       // where the backbone's and every adapter's tensors live
   std::unique_ptr<text::Tokenizer> tokenizer;
   int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;

@@ -8,6 +8,9 @@
 namespace loracle::metrics {
 class Metrics;
 }
+namespace loracle::adapters {
+class Registry;
+}
 
 namespace loracle::rpc {
 

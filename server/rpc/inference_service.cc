@@ -21,11 +21,7 @@ loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
   loracle::v1::OnlineReport out;
   const calibration::CalibrationReport r = sums.Report();
   out.set_labelled(static_cast<uint64_t>(sums.count));
-  out.set_accuracy(static_cast<float>(r.accuracy));
-  out.set_ece(static_cast<float>(r.ece));
-  out.set_mce(static_cast<float>(r.mce));
-  out.set_nll(static_cast<float>(r.nll));
-  out.set_brier(static_cast<float>(r.brier));
+  calibration::FillProto(r, &out);
   for (int b = 0; b < calibration::CalibrationSums::kBins; ++b) {
     loracle::v1::ReliabilityBin* bin = out.add_bins();
     const double n = static_cast<double>(sums.bin_count[b]);

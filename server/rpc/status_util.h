@@ -12,9 +12,6 @@ namespace loracle::rpc {
 // absl and gRPC canonical codes are the same numbers; the message is kept.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// "OK", "INVALID_ARGUMENT", ... (the label value used in metrics).
-const char* CodeName(grpc::StatusCode code);
-
 }  // namespace loracle::rpc
 
 #endif  // LORACLE_SERVER_RPC_STATUS_UTIL_H_

@@ -1,5 +1,8 @@
 #include "server/rpc/unary_call.h"
 
+#include <string>
+
+#include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "server/metrics/metrics.h"
 #include "server/rpc/auth.h"
@@ -15,7 +18,10 @@ metrics::MethodSeries* SeriesOf(metrics::Metrics* metrics, const char* method) {
 
 void RecordCall(metrics::MethodSeries* series, absl::Time start, const grpc::Status& status) {
   if (series == nullptr) return;
-  series->Record(static_cast<int>(status.error_code()), CodeName(status.error_code()),
+  // The label value: "OK", "INVALID_ARGUMENT", ... (absl and gRPC share the codes).
+  const std::string name =
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+  series->Record(static_cast<int>(status.error_code()), name.c_str(),
                  absl::ToDoubleSeconds(absl::Now() - start));
 }
 

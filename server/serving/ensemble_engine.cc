@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "server/model/checkpoint.h"
-#include "server/model/encoder.h"
+#include "server/model/backbone.h"
 
 namespace loracle::serving {
 
@@ -58,14 +58,14 @@ absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel&
                                                          const PackedRows& rows,
                                                          const model::LoraRouting& routing,
                                                          int parts) {
-  model::Encoder encoder = base.encoder;  // a handle: forwards only read it
+  model::Backbone backbone = base.backbone;  // a handle: forwards only read it
   absl::StatusOr<torch::Tensor> pooled =
-      model::ForwardInParts(encoder, rows.ids, rows.mask, rows.types, routing, parts);
+      model::ForwardInParts(*backbone, rows.ids, rows.mask, rows.types, routing, parts);
   if (!pooled.ok()) return pooled.status();
   // Every group's logits, flattened into one tensor: one copy back to the host.
   std::vector<torch::Tensor> flat;
   std::vector<int64_t> classes;
-  for (torch::Tensor& l : model::EncoderImpl::Classify(*pooled, routing)) {
+  for (torch::Tensor& l : model::BackboneImpl::Classify(*pooled, routing)) {
     classes.push_back(l.size(1));
     flat.push_back(l.to(torch::kFloat64).reshape({-1}));
   }

@@ -26,11 +26,7 @@ using loracle::v1::SubmitRequest;
 
 loracle::v1::CalibrationReport ToProto(const calibration::CalibrationReport& r) {
   loracle::v1::CalibrationReport out;
-  out.set_accuracy(static_cast<float>(r.accuracy));
-  out.set_ece(static_cast<float>(r.ece));
-  out.set_mce(static_cast<float>(r.mce));
-  out.set_nll(static_cast<float>(r.nll));
-  out.set_brier(static_cast<float>(r.brier));
+  calibration::FillProto(r, &out);
   return out;
 }
 
@@ -235,12 +231,7 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   identity.serving.reference = {reference.examples, reference.confidence,
                                 reference.mutual_information};
   const calibration::CalibrationReport& calibrated = trained->report.calibrated;
-  identity.serving.validation = {static_cast<int64_t>(calibrated.examples),
-                                 calibrated.accuracy,
-                                 calibrated.ece,
-                                 calibrated.mce,
-                                 calibrated.nll,
-                                 calibrated.brier};
+  identity.serving.validation = calibrated;
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;

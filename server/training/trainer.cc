@@ -18,7 +18,7 @@
 #include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
-#include "server/model/encoder.h"
+#include "server/model/backbone.h"
 #include "server/serving/ensemble_engine.h"
 #include "server/serving/ensemble_layout.h"
 #include "server/serving/uncertainty.h"
@@ -95,9 +95,9 @@ model::LoraRouting RouteTo(const serving::EnsembleLayout& layout,
 // logits, an example's windows' logits averaged.
 std::vector<torch::Tensor> Logits(const model::BaseModel& base, const serving::PackedRows& rows,
                                   const model::LoraRouting& routing, const Examples& e) {
-  model::Encoder encoder = base.encoder;  // a handle; the weights are shared and frozen
+  model::Backbone encoder = base.backbone;  // a handle; the weights are shared and frozen
   torch::Tensor features = encoder->forward(rows.ids, rows.mask, rows.types, &routing);
-  std::vector<torch::Tensor> logits = model::EncoderImpl::Classify(features, routing);
+  std::vector<torch::Tensor> logits = model::BackboneImpl::Classify(features, routing);
   if (static_cast<int64_t>(e.encodings.size()) == e.size()) return logits;
   std::vector<int64_t> segment;
   for (int64_t k = 0; k < e.size(); ++k) {
@@ -129,7 +129,7 @@ absl::StatusOr<LoraMember> InitMember(const model::BaseModel& base, const Traine
   // whatever its dtype (the forward casts them: lora.h).
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const torch::Device device = base.placement.device;
-  const model::EncoderImpl& encoder = *base.encoder;
+  const model::BackboneImpl& encoder = *base.backbone;
   const model::Architecture arch = encoder.config().architecture();
   const std::string& base_prefix = model::LayoutFor(arch).base_prefix;
   LoraMember m;

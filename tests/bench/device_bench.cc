@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
     const torch::Tensor ids = torch::randint(5, 1000, {rows, seq}, torch::kInt64);
     const torch::Tensor mask = torch::ones({rows, seq}, torch::kInt64);
     const torch::Tensor types = torch::zeros({rows, seq}, torch::kInt64);
-    loracle::model::Encoder encoder = base.encoder;
+    loracle::model::Backbone encoder = base.backbone;
     const int runs = rows >= 64 && p.on_cpu() ? 3 : 10;
     const double s = MedianSeconds(
         p, 2, runs, [&] { encoder->forward(ids, mask, types, nullptr).to(torch::kCPU); });

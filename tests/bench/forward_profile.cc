@@ -23,7 +23,7 @@
 
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
-#include "server/model/encoder.h"
+#include "server/model/bert_encoder.h"
 
 namespace {
 
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   SetComputeThreads({.blas = argc > 5 ? std::atoi(argv[5]) : 2,
                      .intra_op = intra_op != nullptr ? std::atoi(intra_op) : 1});
   c10::InferenceMode guard;
-  Encoder e(c);
+  BertEncoder e(c);
   for (auto& p : e->parameters()) p.normal_(0, 0.02);
   const int64_t h = c.hidden_size, i = c.intermediate_size, n = rows * tokens;
   torch::Tensor ids = torch::randint(1000, 2000, {rows, tokens});
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   SetBlasThreads(1);
   const int parts = std::max(1, blas);
   const double row_parallel = BestSeconds([&] {
-    if (!ForwardInParts(e, ids, mask, types, {}, parts).ok()) std::abort();
+    if (!ForwardInParts(*e, ids, mask, types, {}, parts).ok()) std::abort();
   });
   SetBlasThreads(blas);
   rusage before{}, after{};
@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", base.status().ToString().c_str());
       return 1;
     }
-    loaded = BestSeconds([&] { (*base)->encoder->forward(ids, mask, types, nullptr); });
+    loaded = BestSeconds([&] { (*base)->backbone->forward(ids, mask, types, nullptr); });
   }
 
   // The linear layers alone: 4 [n,h]x[h,h] + [n,h]x[h,i] + [n,i]x[i,h] per layer, with bias.

@@ -101,10 +101,10 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
     torch::Tensor probs = torch::zeros({3});
     for (const model::LoraMember& m : adapters::MembersOf(**adapter)) {
       model::LoraRouting routing = {{0, 1, &m}};
-      torch::Tensor f = (*base)->encoder->forward(
+      torch::Tensor f = (*base)->backbone->forward(
           torch::tensor(e->input_ids).view({1, n}), torch::ones({1, n}, torch::kInt64),
           torch::tensor(e->token_type_ids).view({1, n}), &routing);
-      probs += torch::softmax(model::EncoderImpl::Classify(f, routing)[0][0], -1) / 2.0;
+      probs += torch::softmax(model::BackboneImpl::Classify(f, routing)[0][0], -1) / 2.0;
     }
     for (int k = 0; k < 3; ++k) {
       EXPECT_NEAR(resp.predictions(static_cast<int>(i)).probs(k), probs[k].item<double>(), 1e-5)
@@ -123,7 +123,7 @@ TEST_P(ArchitecturesServeTest, PredictEqualsTheInProcessModel) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     auto e = (*base)->tokenizer->Encode(inputs[i].first, inputs[i].second, (*base)->max_length);
     const int64_t n = static_cast<int64_t>(e->input_ids.size());
-    torch::Tensor f = (*base)->encoder->forward(
+    torch::Tensor f = (*base)->backbone->forward(
         torch::tensor(e->input_ids).view({1, n}), torch::ones({1, n}, torch::kInt64),
         torch::tensor(e->token_type_ids).view({1, n}), nullptr);
     torch::Tensor probs = torch::softmax((*base)->head->Head(f)[0], -1);

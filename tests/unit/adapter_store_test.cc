@@ -71,7 +71,7 @@ TEST_F(AdapterStoreTest, LoadsPeftNamedWeightsForEveryMember) {
   ASSERT_TRUE(adapter.ok());
   ASSERT_EQ((*adapter)->members, 3);
   const std::vector<model::LoraMember>& members = MembersOf(**adapter);
-  const auto& enc = *base_->encoder;
+  const auto& enc = *base_->backbone;
   int adapted = 0;
   for (size_t i = 0; i < enc.linear_names().size(); ++i) {
     const bool targeted = MatchesTarget(enc.linear_names()[i], {"query", "value"});

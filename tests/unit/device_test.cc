@@ -168,11 +168,11 @@ class DeviceTest : public ::testing::TestWithParam<std::pair<std::string, std::s
 };
 
 TEST_P(DeviceTest, WeightsLiveOnTheDeviceAndQueryKeyValueStayFused) {
-  const model::EncoderImpl& encoder = *base_->encoder;
+  const model::BackboneImpl& encoder = *base_->backbone;
   EXPECT_EQ(encoder.device(), placement_.device);
   EXPECT_EQ(encoder.dtype(), placement_.dtype);
   int64_t parameters = 0;
-  for (const auto& p : base_->encoder->parameters()) {
+  for (const auto& p : base_->backbone->parameters()) {
     EXPECT_EQ(p.device(), placement_.device);
     EXPECT_EQ(p.scalar_type(), placement_.dtype);
     EXPECT_FALSE(p.requires_grad());
@@ -274,7 +274,7 @@ TEST_P(DeviceTest, BatchedAttentionEqualsRowByRowAttention) {
   // The GPU's attention (one batched product, additive masks) against the CPU's (row by row on
   // each row's own keys), both on cpu/float32, with DropKey masks and a left-padded row.
   const std::vector<std::vector<double>> row_by_row = Run(*reference_, reference_adapters_);
-  reference_->encoder->set_batched_attention(true);
+  reference_->backbone->set_batched_attention(true);
   const std::vector<std::vector<double>> batched = Run(*reference_, reference_adapters_);
   ASSERT_EQ(batched.size(), row_by_row.size());
   for (size_t k = 0; k < batched.size(); ++k) {
@@ -286,9 +286,9 @@ TEST_P(DeviceTest, BatchedAttentionEqualsRowByRowAttention) {
   const torch::Tensor ids = torch::tensor({2, 7, 8, 9, 3, 0, 2, 7, 3}, torch::kInt64).view({3, 3});
   const torch::Tensor mask = torch::tensor({1, 1, 1, 1, 1, 0, 0, 1, 1}, torch::kInt64).view({3, 3});
   const torch::Tensor types = torch::zeros({3, 3}, torch::kInt64);
-  const torch::Tensor a = reference_->encoder->forward(ids, mask, types, nullptr);
-  reference_->encoder->set_batched_attention(false);
-  const torch::Tensor b = reference_->encoder->forward(ids, mask, types, nullptr);
+  const torch::Tensor a = reference_->backbone->forward(ids, mask, types, nullptr);
+  reference_->backbone->set_batched_attention(false);
+  const torch::Tensor b = reference_->backbone->forward(ids, mask, types, nullptr);
   EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5)) << (a - b).abs().max();
 }
 

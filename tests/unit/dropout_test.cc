@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "server/model/encoder.h"
+#include "server/model/bert_encoder.h"
 #include "server/training/losses.h"
 #include "tests/support/test_util.h"
 
@@ -19,14 +19,14 @@ ModelConfig Small() {
 }
 
 struct Fixture {
-  Encoder encoder{nullptr};
+  BertEncoder encoder{nullptr};
   LoraMember member;
 };
 
 Fixture Make(uint64_t seed) {
   torch::manual_seed(seed);
   Fixture f;
-  f.encoder = Encoder(Small());
+  f.encoder = BertEncoder(Small());
   torch::NoGradGuard g;
   for (auto& p : f.encoder->named_parameters())
     p.value().copy_(torch::randn(p.value().sizes()) * 0.3);
@@ -130,7 +130,7 @@ TEST(ForwardInPartsTest, PartsOnThreadsEqualOneForwardWithGroupsCutAtTheEdges) {
   const torch::Tensor one = f.encoder->forward(ids, mask, types, &routing);
   for (int parts : {1, 2, 3, 7, 9}) {
     absl::StatusOr<torch::Tensor> split =
-        ForwardInParts(f.encoder, ids, mask, types, routing, parts);
+        ForwardInParts(*f.encoder, ids, mask, types, routing, parts);
     ASSERT_TRUE(split.ok()) << split.status();
     ASSERT_EQ(split->sizes(), one.sizes());
     EXPECT_TRUE(torch::allclose(*split, one, 1e-5, 1e-6)) << parts << " parts";
@@ -210,7 +210,7 @@ TEST(DropoutTrainingTest, MaskedForwardsTrainLoraWithTheKlConsistencyLoss) {
       LoraRouting routing = {{0, rows, &f.member, &spec, seeds}};
       torch::Tensor feats = f.encoder->forward(Ids(rows), torch::ones({rows, 6}, torch::kInt64),
                                                torch::zeros({rows, 6}, torch::kInt64), &routing);
-      return EncoderImpl::Classify(feats, routing)[0];
+      return BackboneImpl::Classify(feats, routing)[0];
     };
     torch::Tensor a = forward(1), b = forward(2);
     EXPECT_FALSE(torch::allclose(a, b)) << DropoutMethodName(method);

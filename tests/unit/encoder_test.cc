@@ -1,7 +1,7 @@
 // The encoder against an independent reference: a plain-C++ (double precision, no torch) BERT
 // layer written from the equations, fed the very same weights.
 
-#include "server/model/encoder.h"
+#include "server/model/bert_encoder.h"
 
 #include <gtest/gtest.h>
 
@@ -28,9 +28,9 @@ ModelConfig OneLayer() {
 }
 
 // Fills every parameter (biases and LayerNorm too) with seeded random values.
-Encoder RandomEncoder(const ModelConfig& c, uint64_t seed) {
+BertEncoder RandomEncoder(const ModelConfig& c, uint64_t seed) {
   torch::manual_seed(seed);
-  Encoder e(c);
+  BertEncoder e(c);
   torch::NoGradGuard g;
   for (auto& p : e->named_parameters()) p.value().copy_(torch::randn(p.value().sizes()) * 0.5);
   e->eval();
@@ -81,7 +81,7 @@ Mat Add(Mat a, const Mat& b) {
 }
 
 // pooled = tanh(W_p h_cls + b_p) of a one-layer BERT, from the equations.
-std::vector<double> Reference(Encoder& e, const std::vector<int64_t>& ids,
+std::vector<double> Reference(BertEncoder& e, const std::vector<int64_t>& ids,
                               const std::vector<int64_t>& types) {
   std::map<std::string, torch::Tensor> p;
   for (auto& kv : e->named_parameters()) p[kv.key()] = kv.value().detach();
@@ -137,7 +137,7 @@ torch::Tensor Row(const std::vector<int64_t>& v) {
 }
 
 TEST(EncoderTest, NamesMatchTransformersBertModel) {
-  Encoder e(OneLayer());
+  BertEncoder e(OneLayer());
   std::vector<std::string> names;
   for (auto& kv : e->named_parameters()) names.push_back(kv.key());
   std::vector<std::string> expected;
@@ -148,7 +148,7 @@ TEST(EncoderTest, NamesMatchTransformersBertModel) {
 }
 
 TEST(EncoderTest, MatchesHandDerivedOneLayerReference) {
-  Encoder e = RandomEncoder(OneLayer(), 11);
+  BertEncoder e = RandomEncoder(OneLayer(), 11);
   const std::vector<int64_t> ids = {2, 5, 7, 3}, types = {0, 0, 1, 1};
   torch::Tensor pooled;
   {
@@ -162,7 +162,7 @@ TEST(EncoderTest, MatchesHandDerivedOneLayerReference) {
 }
 
 TEST(EncoderTest, PaddingDoesNotChangeTheResult) {
-  Encoder e = RandomEncoder(OneLayer(), 12);
+  BertEncoder e = RandomEncoder(OneLayer(), 12);
   c10::InferenceMode guard;
   torch::Tensor ids = torch::tensor({2, 5, 7, 3, 2, 6, 0, 0}, torch::kInt64).view({2, 4});
   torch::Tensor mask = torch::tensor({1, 1, 1, 1, 1, 1, 0, 0}, torch::kInt64).view({2, 4});
@@ -172,7 +172,7 @@ TEST(EncoderTest, PaddingDoesNotChangeTheResult) {
   EXPECT_TRUE(torch::allclose(batched[1], alone[0], 1e-5, 1e-6));
 }
 
-LoraMember RandomMember(Encoder& e, const std::vector<std::string>& targets, int rank,
+LoraMember RandomMember(BertEncoder& e, const std::vector<std::string>& targets, int rank,
                         double scaling, uint64_t seed) {
   torch::manual_seed(seed);
   LoraMember m;
@@ -190,7 +190,7 @@ LoraMember RandomMember(Encoder& e, const std::vector<std::string>& targets, int
 }
 
 TEST(EncoderTest, LoraDeltaEqualsMergedWeights) {
-  Encoder e = RandomEncoder(OneLayer(), 13);
+  BertEncoder e = RandomEncoder(OneLayer(), 13);
   const std::vector<std::string> targets = {"encoder.layer.0.attention.self.query",
                                             "encoder.layer.0.attention.self.value",
                                             "encoder.layer.0.intermediate.dense"};
@@ -220,7 +220,7 @@ TEST(EncoderTest, LoraDeltaEqualsMergedWeights) {
 TEST(EncoderTest, MixedAdapterBatchEqualsEachRowAlone) {
   ModelConfig c = OneLayer();
   c.num_hidden_layers = 2;
-  Encoder e = RandomEncoder(c, 14);
+  BertEncoder e = RandomEncoder(c, 14);
   LoraMember a =
       RandomMember(e, {"encoder.layer.0.attention.self.query", "pooler.dense"}, 2, 2.0, 1);
   LoraMember b = RandomMember(e, {"encoder.layer.1.output.dense"}, 3, 0.5, 2);
@@ -238,7 +238,7 @@ TEST(EncoderTest, MixedAdapterBatchEqualsEachRowAlone) {
     EXPECT_TRUE(torch::allclose(together[r], alone[0], 1e-5, 1e-5)) << "row " << r;
   }
   LoraRouting heads = {{0, 1, &a}, {1, 2, &b}};
-  auto logits = EncoderImpl::Classify(together.slice(0, 0, 2), heads);
+  auto logits = BackboneImpl::Classify(together.slice(0, 0, 2), heads);
   ASSERT_EQ(logits.size(), 2u);
   EXPECT_TRUE(torch::allclose(logits[1][0],
                               torch::matmul(b.classifier_weight, together[1]) + b.classifier_bias,
@@ -271,7 +271,7 @@ TEST(CheckpointTest, LoadsTheFileExactly) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto file = SafetensorsFile::Open(tmp / "model.safetensors");
   ASSERT_TRUE(file.ok());
-  for (auto& kv : (*model)->encoder->named_parameters()) {
+  for (auto& kv : (*model)->backbone->named_parameters()) {
     auto t = ToFloatTensor(*(*file)->Get(kv.key()), kv.key());
     ASSERT_TRUE(t.ok());
     EXPECT_TRUE(torch::equal(*t, kv.value())) << kv.key();
@@ -301,7 +301,7 @@ TEST(CheckpointTest, ConvertsHalfPrecisionAndAcceptsBertPrefix) {
   });
   auto model = LoadBaseModel(tmp.path());
   ASSERT_TRUE(model.ok()) << model.status();
-  for (auto& kv : (*model)->encoder->named_parameters()) {
+  for (auto& kv : (*model)->backbone->named_parameters()) {
     if (kv.key() == "pooler.dense.weight") {
       EXPECT_TRUE(torch::all(kv.value() == 1.0).item<bool>());
     }

@@ -45,10 +45,10 @@ std::vector<float> Logits(const model::BaseModel& base, const model::LoraMember&
   routing[0].begin = 0;
   routing[0].end = 1;
   routing[0].member = &member;
-  model::Encoder encoder = base.encoder;
+  model::Backbone encoder = base.backbone;
   const torch::Tensor features = encoder->forward(ids, mask, types, &routing);
   const torch::Tensor l =
-      model::EncoderImpl::Classify(features, routing)[0][0].to(torch::kFloat32).contiguous();
+      model::BackboneImpl::Classify(features, routing)[0][0].to(torch::kFloat32).contiguous();
   return std::vector<float>(l.data_ptr<float>(), l.data_ptr<float>() + l.numel());
 }
 

@@ -45,9 +45,9 @@ torch::Tensor Logits(model::BaseModel& base, const Adapter& adapter, int member)
   c10::InferenceMode guard;
   torch::Tensor ids = torch::tensor(e->input_ids).view({1, n});
   model::LoraRouting routing = {{0, 1, &MembersOf(adapter)[static_cast<size_t>(member)]}};
-  torch::Tensor f = base.encoder->forward(ids, torch::ones({1, n}, torch::kInt64),
+  torch::Tensor f = base.backbone->forward(ids, torch::ones({1, n}, torch::kInt64),
                                           torch::zeros({1, n}, torch::kInt64), &routing);
-  return model::EncoderImpl::Classify(f, routing)[0];
+  return model::BackboneImpl::Classify(f, routing)[0];
 }
 
 class PeftFormatTest : public ::testing::TestWithParam<Arch> {};
@@ -96,7 +96,7 @@ TEST_P(PeftFormatTest, ScalingFollowsPeftIncludingRsLoraAndPatterns) {
   auto adapter = LoadAdapter(tmp / "adapter", "x", 1, *base);
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   const model::LoraMember& m = MembersOf(**adapter)[0];
-  const auto& names = base->encoder->linear_names();
+  const auto& names = base->backbone->linear_names();
   int checked = 0;
   for (size_t i = 0; i < names.size(); ++i) {
     if (!m.layers[i].a.defined()) continue;

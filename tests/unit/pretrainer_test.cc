@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "server/model/encoder.h"
+#include "server/model/backbone.h"
 #include "server/model/safetensors.h"
 #include "server/text/tokenizer.h"
 #include "tests/support/test_util.h"
@@ -230,19 +230,19 @@ TEST_F(PretrainTest, LearnsThePhrasesAndReportsTheCurve) {
       << "before " << before.loss << " / " << before.accuracy << ", after " << r->heldout.loss
       << " / " << r->heldout.accuracy << " (" << r->heldout.predictions << " predictions)";
   // The encoder is frozen again afterwards.
-  for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const auto& p : base_->backbone->parameters()) EXPECT_FALSE(p.requires_grad());
 }
 
 TEST_F(PretrainTest, TheBagOfWordsTermTrainsThePoolerToSummariseTheRow) {
   const TokenRows train = PackSequences(docs_, 16, kCls, kSep);
   const TokenRows heldout(train.begin(), train.begin() + 16);
   const std::string pooler = "pooler.dense.weight";
-  const torch::Tensor initial = base_->encoder->named_parameters()[pooler].clone();
+  const torch::Tensor initial = base_->backbone->named_parameters()[pooler].clone();
   MlmHead head(base_->config, 1);
   PretrainOptions o = Options();
   o.steps = 5;
   ASSERT_TRUE(Pretrain(*base_, head, train, heldout, o, 5, nullptr).ok());
-  EXPECT_TRUE(base_->encoder->named_parameters()[pooler].equal(initial)) << "MLM alone";
+  EXPECT_TRUE(base_->backbone->named_parameters()[pooler].equal(initial)) << "MLM alone";
 
   o = Options();
   o.cls_bow_weight = 1.0;
@@ -251,7 +251,7 @@ TEST_F(PretrainTest, TheBagOfWordsTermTrainsThePoolerToSummariseTheRow) {
   absl::StatusOr<PretrainReport> r = Pretrain(
       *base_, head, train, heldout, o, 100, [&](const PretrainProgress& p) { seen.push_back(p); });
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_FALSE(base_->encoder->named_parameters()[pooler].equal(initial));
+  EXPECT_FALSE(base_->backbone->named_parameters()[pooler].equal(initial));
   ASSERT_GE(seen.size(), 2u);
   // Each row is a few of three phrases: its bag of words is predictable from what [CLS] sees.
   EXPECT_GT(seen.front().cls_bow_loss, 0);
@@ -259,7 +259,7 @@ TEST_F(PretrainTest, TheBagOfWordsTermTrainsThePoolerToSummariseTheRow) {
       << seen.front().cls_bow_loss << " -> " << seen.back().cls_bow_loss;
   EXPECT_GT(r->heldout.accuracy, before.accuracy + 0.2)  // and the MLM still learns
       << before.accuracy << " -> " << r->heldout.accuracy;
-  for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const auto& p : base_->backbone->parameters()) EXPECT_FALSE(p.requires_grad());
 
   o.cls_bow_weight = -1;
   EXPECT_EQ(Pretrain(*base_, head, train, heldout, o, 1, nullptr).status().code(),
@@ -274,18 +274,18 @@ TEST_F(PretrainTest, IsDeterministicGivenTheSeed) {
   MlmHead head_a(base_->config, 1);
   ASSERT_TRUE(Pretrain(*base_, head_a, train, heldout, o, 5, nullptr).ok());
   std::map<std::string, torch::Tensor> a;
-  for (const auto& item : base_->encoder->named_parameters()) a[item.key()] = item.value().clone();
+  for (const auto& item : base_->backbone->named_parameters()) a[item.key()] = item.value().clone();
 
   std::unique_ptr<model::BaseModel> other = *model::LoadBaseModel(dir_.path());
   MlmHead head_b(other->config, 1);
   ASSERT_TRUE(Pretrain(*other, head_b, train, heldout, o, 5, nullptr).ok());
-  for (const auto& item : other->encoder->named_parameters()) {
+  for (const auto& item : other->backbone->named_parameters()) {
     EXPECT_TRUE(item.value().equal(a[item.key()])) << item.key();
   }
   // Training moved the fused query/key/value storage, and the checkpoint views see it.
   std::unique_ptr<model::BaseModel> fresh = *model::LoadBaseModel(dir_.path());
   const std::string q = "encoder.layer.0.attention.self.query.weight";
-  EXPECT_FALSE(a[q].equal(fresh->encoder->named_parameters()[q]));
+  EXPECT_FALSE(a[q].equal(fresh->backbone->named_parameters()[q]));
 }
 
 TEST_F(PretrainTest, Bf16MixedPrecisionTracksFloat32AndKeepsTheWeightsFloat32) {
@@ -314,8 +314,8 @@ TEST_F(PretrainTest, Bf16MixedPrecisionTracksFloat32AndKeepsTheWeightsFloat32) {
   std::unique_ptr<model::BaseModel> again = *model::LoadBaseModel(dir_.path());
   MlmHead head_again(again->config, 1);
   ASSERT_TRUE(Pretrain(*again, head_again, train, heldout, o, 1, nullptr).ok());
-  auto other_params = other->encoder->named_parameters();
-  for (const auto& item : again->encoder->named_parameters()) {
+  auto other_params = other->backbone->named_parameters();
+  for (const auto& item : again->backbone->named_parameters()) {
     EXPECT_TRUE(item.value().equal(other_params[item.key()])) << item.key();
   }
 
@@ -326,7 +326,7 @@ TEST_F(PretrainTest, Bf16MixedPrecisionTracksFloat32AndKeepsTheWeightsFloat32) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GT(r->heldout.accuracy, before.accuracy + 0.3)
       << before.accuracy << " -> " << r->heldout.accuracy;
-  for (const auto& item : other->encoder->named_parameters()) {
+  for (const auto& item : other->backbone->named_parameters()) {
     EXPECT_EQ(item.value().scalar_type(), torch::kFloat32) << item.key();
     EXPECT_TRUE(torch::isfinite(item.value()).all().item<bool>()) << item.key();
   }
@@ -338,7 +338,7 @@ TEST_F(PretrainTest, Bf16MixedPrecisionTracksFloat32AndKeepsTheWeightsFloat32) {
 
 TEST_F(PretrainTest, UnfreezeListsTheFusedProjectionsAndNotThePooler) {
   std::set<std::string> names;
-  for (const auto& [name, t] : base_->encoder->Unfreeze()) {
+  for (const auto& [name, t] : base_->backbone->Unfreeze()) {
     names.insert(name);
     EXPECT_TRUE(t.requires_grad()) << name;
   }
@@ -381,7 +381,7 @@ TEST_F(PretrainTest, CheckpointLoadsAsABaseAndKeepsTheHeadUnderBertForMaskedLmNa
           .unsqueeze(0);
   const torch::Tensor mask = torch::ones_like(ids), types = torch::zeros_like(ids);
   torch::NoGradGuard no_grad;
-  const torch::Tensor expected = base_->encoder->HiddenStates(ids, mask, types, nullptr);
+  const torch::Tensor expected = base_->backbone->HiddenStates(ids, mask, types, nullptr);
 
   for (const auto& [dtype, tolerance] : std::vector<std::pair<model::DType, double>>{
            {model::DType::kF32, 1e-6}, {model::DType::kF16, 2e-2}}) {
@@ -402,7 +402,7 @@ TEST_F(PretrainTest, CheckpointLoadsAsABaseAndKeepsTheHeadUnderBertForMaskedLmNa
     absl::StatusOr<std::unique_ptr<model::BaseModel>> loaded = model::LoadBaseModel(out.path());
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     EXPECT_EQ((*loaded)->head, nullptr);  // an MLM head is not a classification head
-    const torch::Tensor got = (*loaded)->encoder->HiddenStates(ids, mask, types, nullptr);
+    const torch::Tensor got = (*loaded)->backbone->HiddenStates(ids, mask, types, nullptr);
     EXPECT_LT((got - expected).abs().max().item<double>(), tolerance);
   }
 }
@@ -429,8 +429,8 @@ TEST_F(PretrainTest, ExtendVocabularyAddsWordsAtTheMeanOfTheirOldPiecesAndKeepsT
   EXPECT_EQ((*loaded)->config.vocab_size, vocab_ + 2);
   EXPECT_EQ(*(*loaded)->tokenizer->TokenizeToIds("unwanted running"),
             (std::vector<int64_t>{vocab_, vocab_ + 1}));
-  const torch::Tensor old_e = base_->encoder->word_embeddings_weight();
-  const torch::Tensor new_e = (*loaded)->encoder->word_embeddings_weight();
+  const torch::Tensor old_e = base_->backbone->word_embeddings_weight();
+  const torch::Tensor new_e = (*loaded)->backbone->word_embeddings_weight();
   EXPECT_TRUE(new_e.slice(0, 0, vocab_).equal(old_e));
   const torch::Tensor ids = torch::tensor(unwanted, torch::kInt64);
   EXPECT_LT((new_e[vocab_] - old_e.index_select(0, ids).mean(0)).abs().max().item<double>(), 1e-6);
@@ -455,8 +455,8 @@ TEST_F(PretrainTest, ExtendVocabularyAddsWordsAtTheMeanOfTheirOldPiecesAndKeepsT
   const torch::Tensor mask = torch::ones_like(x), types = torch::zeros_like(x);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE((*loaded)
-                  ->encoder->HiddenStates(x, mask, types, nullptr)
-                  .allclose(base_->encoder->HiddenStates(x, mask, types, nullptr)));
+                  ->backbone->HiddenStates(x, mask, types, nullptr)
+                  .allclose(base_->backbone->HiddenStates(x, mask, types, nullptr)));
 
   testing::TempDir bad;
   const std::string reordered = "[UNK]\n[PAD]\n" + old_vocab.substr(old_vocab.find("[CLS]"));

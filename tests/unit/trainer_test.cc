@@ -80,7 +80,7 @@ TEST_F(TrainerTest, LearnsASeparableTaskAndReportsEveryView) {
   EXPECT_LT(seen.back().loss, seen.front().loss);
   EXPECT_TRUE(seen.back().has_validation);
   // The base stays frozen and the result carries no autograd state.
-  for (const auto& p : base_->encoder->parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const auto& p : base_->backbone->parameters()) EXPECT_FALSE(p.requires_grad());
   for (const model::LoraMember& m : r->members) {
     EXPECT_FALSE(m.classifier_weight.requires_grad());
   }

@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   const loracle::model::ModelConfig config = (*base)->config;
   const loracle::text::Tokenizer& tokenizer = *(*base)->tokenizer;
   // Rows are full (no padding): one batched attention product per layer beats the per-row loop.
-  if (absl::GetFlag(FLAGS_batched_attention)) (*base)->encoder->set_batched_attention(true);
+  if (absl::GetFlag(FLAGS_batched_attention)) (*base)->backbone->set_batched_attention(true);
 
   // Special ids from the vocabulary.
   auto id_of = [&](const std::string& token) -> int64_t {

@@ -18,7 +18,7 @@ keep their meaning), then the corpus's most frequent words it lacks, until N ent
 """
 import collections, json, os, re, sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "model"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "server", "model"))
 from make_default_vocab import assemble  # noqa: E402  (the shared assembly)
 
 SUFFIXES = ["s", "es", "ed", "ing", "er", "ers", "est", "ly", "ion", "ions", "tion", "tions",

@@ -18,7 +18,7 @@
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
 #include "server/model/dropout.h"
-#include "server/model/encoder.h"
+#include "server/model/backbone.h"
 #include "server/util/file_util.h"
 
 namespace loracle::pretrain {
@@ -83,7 +83,7 @@ struct ShardLoss {
 ShardLoss MlmLoss(model::BaseModel& base, MlmHead& head, const MaskedBatch& b, bool count,
                   const torch::Tensor* bow_targets = nullptr,
                   const model::LoraLinear* pooler = nullptr) {
-  model::Encoder encoder = base.encoder;
+  model::Backbone encoder = base.backbone;
   const torch::Tensor ones = torch::ones_like(b.input_ids);
   const torch::Tensor types = torch::zeros_like(b.input_ids);
   const torch::Tensor h = encoder->HiddenStates(b.input_ids, ones, types, nullptr);
@@ -302,7 +302,7 @@ absl::StatusOr<PretrainReport> Pretrain(
         "0");
   }
   const bool bow = o.cls_bow_weight > 0;
-  const int pooler_index = base.encoder->LinearIndex("pooler.dense");
+  const int pooler_index = base.backbone->LinearIndex("pooler.dense");
   if (bow && pooler_index < 0) {
     return absl::InvalidArgumentError("cls_bow_weight > 0 needs a model with a pooler (BERT)");
   }
@@ -326,8 +326,8 @@ absl::StatusOr<PretrainReport> Pretrain(
       (decay ? decayed : not_decayed).push_back(t);
       all.push_back(t);
     };
-    for (auto& [name, t] : base.encoder->Unfreeze()) add(name, t);
-    const model::LoraLinear* pooler = bow ? &base.encoder->linear(pooler_index) : nullptr;
+    for (auto& [name, t] : base.backbone->Unfreeze()) add(name, t);
+    const model::LoraLinear* pooler = bow ? &base.backbone->linear(pooler_index) : nullptr;
     if (bow) {
       (*pooler)->weight.set_requires_grad(true);
       (*pooler)->bias.set_requires_grad(true);
@@ -503,7 +503,7 @@ std::vector<std::pair<std::string, torch::Tensor>> CheckpointTensors(const model
                                                                      const MlmHead& head) {
   const std::string prefix = model::LayoutFor(base.config.architecture()).base_prefix + ".";
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : base.encoder->named_parameters(/*recurse=*/true)) {
+  for (const auto& item : base.backbone->named_parameters(/*recurse=*/true)) {
     named.emplace_back(prefix + item.key(), item.value());
   }
   for (auto& item : head->NamedTensors()) named.push_back(std::move(item));

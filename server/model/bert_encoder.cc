@@ -1,4 +1,4 @@
-#include "server/model/encoder.h"
+#include "server/model/bert_encoder.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -44,7 +44,7 @@ std::vector<int64_t> PrefixLengths(const torch::Tensor& attention_mask) {
 
 }  // namespace
 
-std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& path) {
+std::shared_ptr<torch::nn::Module> BertEncoderImpl::Submodule(const std::string& path) {
   if (auto it = submodules_.find(path); it != submodules_.end()) return it->second;
   const size_t dot = path.rfind('.');
   torch::nn::Module& parent = dot == std::string::npos ? static_cast<torch::nn::Module&>(*this)
@@ -55,7 +55,7 @@ std::shared_ptr<torch::nn::Module> EncoderImpl::Submodule(const std::string& pat
   return m;
 }
 
-LoraLinear EncoderImpl::AddLinear(const LinearSpec& spec, torch::Tensor weight,
+LoraLinear BertEncoderImpl::AddLinear(const LinearSpec& spec, torch::Tensor weight,
                                   torch::Tensor bias) {
   const size_t dot = spec.path.rfind('.');
   const int index = static_cast<int>(linears_.size());
@@ -67,7 +67,7 @@ LoraLinear EncoderImpl::AddLinear(const LinearSpec& spec, torch::Tensor weight,
   return l;
 }
 
-torch::nn::LayerNorm EncoderImpl::AddLayerNorm(const std::string& path) {
+torch::nn::LayerNorm BertEncoderImpl::AddLayerNorm(const std::string& path) {
   const size_t dot = path.rfind('.');
   return Submodule(path.substr(0, dot))
       ->register_module(
@@ -76,7 +76,7 @@ torch::nn::LayerNorm EncoderImpl::AddLayerNorm(const std::string& path) {
               torch::nn::LayerNormOptions({config_.hidden_size}).eps(config_.layer_norm_eps)));
 }
 
-EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
+BertEncoderImpl::BertEncoderImpl(const ModelConfig& c) : config_(c) {
   using torch::nn::Embedding;
   using torch::nn::EmbeddingOptions;
   const EncoderLayout& layout = LayoutFor(c.architecture());
@@ -114,7 +114,7 @@ EncoderImpl::EncoderImpl(const ModelConfig& c) : config_(c) {
   if (layout.has_pooler) pooler_ = AddLinear(linears.back());
 }
 
-void EncoderImpl::To(const Placement& placement) {
+void BertEncoderImpl::To(const Placement& placement) {
   torch::NoGradGuard no_grad;
   torch::nn::Module::to(placement.device, placement.dtype);
   batched_attention_ = !placement.on_cpu();
@@ -131,20 +131,20 @@ void EncoderImpl::To(const Placement& placement) {
   }
 }
 
-int EncoderImpl::LinearIndex(const std::string& module_path) const {
+int BertEncoderImpl::LinearIndex(const std::string& module_path) const {
   for (size_t i = 0; i < linear_names_.size(); ++i) {
     if (linear_names_[i] == module_path) return static_cast<int>(i);
   }
   return -1;
 }
 
-torch::Tensor EncoderImpl::Activation(const torch::Tensor& x) const {
+torch::Tensor BertEncoderImpl::Activation(const torch::Tensor& x) const {
   if (config_.hidden_act == "relu") return torch::relu(x);
   if (config_.hidden_act == "gelu_new") return torch::gelu(x, "tanh");
   return torch::gelu(x);  // exact (erf) GELU, transformers' "gelu"
 }
 
-torch::Tensor EncoderImpl::Embed(const torch::Tensor& input_ids,
+torch::Tensor BertEncoderImpl::Embed(const torch::Tensor& input_ids,
                                  const torch::Tensor& token_type_ids) {
   torch::Tensor positions;
   if (config_.position_offset() > 0) {
@@ -164,7 +164,7 @@ torch::Tensor EncoderImpl::Embed(const torch::Tensor& input_ids,
   return embeddings_norm_(h);
 }
 
-EncoderImpl::AttentionMask EncoderImpl::MakeAttentionMask(const torch::Tensor& attention_mask,
+BertEncoderImpl::AttentionMask BertEncoderImpl::MakeAttentionMask(const torch::Tensor& attention_mask,
                                                           const torch::Tensor& host_mask,
                                                           torch::ScalarType dtype) const {
   AttentionMask m;
@@ -178,7 +178,7 @@ EncoderImpl::AttentionMask EncoderImpl::MakeAttentionMask(const torch::Tensor& a
   return m;
 }
 
-EncoderImpl::HiddenKeyMasks EncoderImpl::DrawHiddenKeyMasks(
+BertEncoderImpl::HiddenKeyMasks BertEncoderImpl::DrawHiddenKeyMasks(
     const LoraRouting& routing, const AttentionMask& mask, int64_t layer,
     const torch::TensorOptions& options) const {
   const int64_t rows = mask.mask.size(0), seq = mask.mask.size(1);
@@ -215,7 +215,7 @@ EncoderImpl::HiddenKeyMasks EncoderImpl::DrawHiddenKeyMasks(
   return out;
 }
 
-torch::Tensor EncoderImpl::SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
+torch::Tensor BertEncoderImpl::SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
                                          const torch::Tensor& dropkey) const {
   const int64_t rows = qkv.size(0), seq = qkv.size(1);
   const int64_t hidden = config_.hidden_size, heads = config_.num_attention_heads;
@@ -270,7 +270,7 @@ torch::Tensor EncoderImpl::SelfAttention(const torch::Tensor& qkv, const Attenti
   return context;
 }
 
-torch::Tensor EncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
+torch::Tensor BertEncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
                                         const AttentionMask& mask, const LoraRouting* routing,
                                         bool hiddenkey) {
   Layer& l = layers_[static_cast<size_t>(index)];
@@ -288,7 +288,7 @@ torch::Tensor EncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
   return AddNorm(l.out_norm, l.output(inter, routing), a);
 }
 
-torch::Tensor EncoderImpl::HiddenStates(const torch::Tensor& input_ids,
+torch::Tensor BertEncoderImpl::HiddenStates(const torch::Tensor& input_ids,
                                         const torch::Tensor& attention_mask,
                                         const torch::Tensor& token_type_ids,
                                         const LoraRouting* routing) {
@@ -325,7 +325,7 @@ torch::Tensor EncoderImpl::HiddenStates(const torch::Tensor& input_ids,
   return h;
 }
 
-torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
+torch::Tensor BertEncoderImpl::forward(const torch::Tensor& input_ids,
                                    const torch::Tensor& attention_mask,
                                    const torch::Tensor& token_type_ids,
                                    const LoraRouting* routing) {
@@ -334,7 +334,7 @@ torch::Tensor EncoderImpl::forward(const torch::Tensor& input_ids,
   return torch::tanh(pooler_(cls, routing));
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::Unfreeze() {
+std::vector<std::pair<std::string, torch::Tensor>> BertEncoderImpl::Unfreeze() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   std::set<const void*> fused;  // the query/key/value views' storage, listed once per layer
   const EncoderLayout& layout = LayoutFor(config_.architecture());
@@ -358,50 +358,8 @@ std::vector<std::pair<std::string, torch::Tensor>> EncoderImpl::Unfreeze() {
   return out;
 }
 
-std::vector<torch::Tensor> EncoderImpl::Classify(const torch::Tensor& features,
-                                                 const LoraRouting& routing) {
-  std::vector<torch::Tensor> out;
-  out.reserve(routing.size());
-  for (const LoraGroup& g : routing) {
-    out.push_back(g.member->Head(features.slice(0, g.begin, g.end)));
-  }
-  return out;
-}
-
-absl::StatusOr<torch::Tensor> ForwardInParts(Encoder& encoder, const torch::Tensor& input_ids,
-                                             const torch::Tensor& attention_mask,
-                                             const torch::Tensor& token_type_ids,
-                                             const LoraRouting& routing, int parts) {
-  const int64_t rows = input_ids.size(0);
-  parts = static_cast<int>(std::clamp<int64_t>(parts, 1, std::max<int64_t>(rows, 1)));
-  std::vector<torch::Tensor> features(static_cast<size_t>(parts));
-  std::vector<std::string> errors(static_cast<size_t>(parts));
-  const bool inference = c10::InferenceMode::is_enabled();
-  const bool grad = torch::GradMode::is_enabled();
-  auto run = [&](int p) {
-    c10::InferenceMode inference_guard(inference);
-    torch::AutoGradMode grad_guard(grad);
-    const int64_t begin = rows * p / parts, end = rows * (p + 1) / parts;
-    const LoraRouting part = SliceRouting(routing, begin, end);
-    try {
-      features[static_cast<size_t>(p)] =
-          encoder->forward(input_ids.slice(0, begin, end), attention_mask.slice(0, begin, end),
-                           token_type_ids.slice(0, begin, end), &part);
-    } catch (const std::exception& e) {
-      errors[static_cast<size_t>(p)] = e.what();
-    }
-  };
-  std::vector<std::thread> threads;
-  for (int p = 1; p < parts; ++p) threads.emplace_back(run, p);
-  run(0);
-  for (std::thread& t : threads) t.join();
-  for (int p = 0; p < parts; ++p) {
-    if (!errors[static_cast<size_t>(p)].empty()) {
-      return absl::InternalError(
-          absl::StrCat("forward of rows part ", p, ": ", errors[static_cast<size_t>(p)]));
-    }
-  }
-  return parts == 1 ? features[0] : torch::cat(features, 0);
+Backbone MakeBertEncoder(const ModelConfig& config) {
+  return Backbone(std::shared_ptr<BackboneImpl>(std::make_shared<BertEncoderImpl>(config)));
 }
 
 }  // namespace loracle::model

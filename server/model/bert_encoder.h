@@ -1,7 +1,8 @@
-#ifndef LORACLE_SERVER_MODEL_ENCODER_H_
-#define LORACLE_SERVER_MODEL_ENCODER_H_
+#ifndef LORACLE_SERVER_MODEL_BERT_ENCODER_H_
+#define LORACLE_SERVER_MODEL_BERT_ENCODER_H_
 
-// A BERT-family encoder (BERT, RoBERTa, DistilBERT) in LibTorch whose module tree mirrors
+// The BERT-family backbone (model_type bert, roberta, distilbert; backbone.h): an encoder in
+// LibTorch whose module tree mirrors
 // transformers' BertModel / RobertaModel / DistilBertModel, so named_parameters() are the
 // checkpoint's tensor names (architecture.h). Every linear layer is a LoraLinear (lora.h): the
 // frozen base weight is shared by all rows of a batch, and each row may add the low-rank delta
@@ -19,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/architecture.h"
+#include "server/model/backbone.h"
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
 #include "server/model/model_config.h"
@@ -26,50 +28,48 @@
 
 namespace loracle::model {
 
-class EncoderImpl : public torch::nn::Module {
+class BertEncoderImpl : public BackboneImpl {
  public:
-  explicit EncoderImpl(const ModelConfig& config);
+  explicit BertEncoderImpl(const ModelConfig& config);
 
   // input_ids, attention_mask, token_type_ids: int64 [rows, seq] (token types are ignored when
   // the model has none), on the host or on the encoder's device; host inputs cross to the device
   // in one copy. Returns the [CLS] features the head reads, [rows, hidden]: BERT's pooled
   // output (tanh(W h_cls + b), BertPooler), or h_cls itself for RoBERTa and DistilBERT.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                        const torch::Tensor& token_type_ids, const LoraRouting* routing);
+                        const torch::Tensor& token_type_ids, const LoraRouting* routing) override;
 
   // The last layer's hidden states [rows, seq, hidden] (what forward pools), for token-level
   // heads such as masked-language modelling. Inputs as forward's.
   torch::Tensor HiddenStates(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                             const torch::Tensor& token_type_ids, const LoraRouting* routing);
+                             const torch::Tensor& token_type_ids,
+                             const LoraRouting* routing) override;
 
   // For training the base itself (pretraining): every tensor the hidden states depend on, by
   // name, with requires_grad set. Each layer's query, key and value come as their one fused
   // storage ("<layer>.attention.self.qkv.weight" / ".bias"), which forward reads; their three
   // checkpoint parameters are views of it and see every in-place update. The pooler is left out
   // (HiddenStates does not reach it). Call before To(); not thread-safe.
-  std::vector<std::pair<std::string, torch::Tensor>> Unfreeze();
-  const torch::Tensor& word_embeddings_weight() const { return word_embeddings_->weight; }
-
-  // Classification logits of feature rows [begin, end) with each group's head: one tensor per
-  // routing group, [end - begin, num_labels(member)].
-  static std::vector<torch::Tensor> Classify(const torch::Tensor& features,
-                                             const LoraRouting& routing);
+  std::vector<std::pair<std::string, torch::Tensor>> Unfreeze() override;
+  const torch::Tensor& word_embeddings_weight() const override { return word_embeddings_->weight; }
 
   // Moves every parameter to `placement` (device and floating type), keeping query, key and value
   // views of one fused weight. Call before any forward; not thread-safe.
-  void To(const Placement& placement);
-  torch::Device device() const { return word_embeddings_->weight.device(); }
-  torch::ScalarType dtype() const { return word_embeddings_->weight.scalar_type(); }
+  void To(const Placement& placement) override;
+  torch::Device device() const override { return word_embeddings_->weight.device(); }
+  torch::ScalarType dtype() const override { return word_embeddings_->weight.scalar_type(); }
   // Attention of all rows in one batched product with an additive mask (what a GPU wants: one
   // kernel, not one per row) instead of row by row on each row's own keys (what a CPU wants: no
   // work on padding). To() turns it on off the CPU; tests set it to compare the two.
-  void set_batched_attention(bool on) { batched_attention_ = on; }
+  void set_batched_attention(bool on) override { batched_attention_ = on; }
 
-  const ModelConfig& config() const { return config_; }
+  const ModelConfig& config() const override { return config_; }
   // LoRA-adaptable linear layers by module path ("encoder.layer.0.attention.self.query").
-  const std::vector<std::string>& linear_names() const { return linear_names_; }
-  int LinearIndex(const std::string& module_path) const;  // -1 when absent
-  const LoraLinear& linear(int index) const { return linears_[static_cast<size_t>(index)]; }
+  const std::vector<std::string>& linear_names() const override { return linear_names_; }
+  int LinearIndex(const std::string& module_path) const override;  // -1 when absent
+  const LoraLinear& linear(int index) const override {
+    return linears_[static_cast<size_t>(index)];
+  }
 
  private:
   struct Layer {
@@ -123,18 +123,11 @@ class EncoderImpl : public torch::nn::Module {
   std::map<std::string, std::shared_ptr<torch::nn::Module>> submodules_;
   bool batched_attention_ = false;
 };
-TORCH_MODULE(Encoder);
+TORCH_MODULE(BertEncoder);
 
-// encoder->forward over `parts` contiguous row ranges at once, the first on the calling thread and
-// each other on a thread of its own, concatenated: every row's features as in one forward (masks
-// are seeded per row). The caller sets BLAS threads (1 per part fills the cores without
-// oversubscribing them). Runs under the caller's InferenceMode / GradMode in every part. Errors
-// thrown by torch in any part come back as INTERNAL.
-absl::StatusOr<torch::Tensor> ForwardInParts(Encoder& encoder, const torch::Tensor& input_ids,
-                                             const torch::Tensor& attention_mask,
-                                             const torch::Tensor& token_type_ids,
-                                             const LoraRouting& routing, int parts);
+// The registry entry (backbone.cc): a BertEncoder for `config`.
+Backbone MakeBertEncoder(const ModelConfig& config);
 
 }  // namespace loracle::model
 
-#endif  // LORACLE_SERVER_MODEL_ENCODER_H_
+#endif  // LORACLE_SERVER_MODEL_BERT_ENCODER_H_
