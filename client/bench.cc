@@ -140,7 +140,6 @@ struct FeedbackCall {
 
 }  // namespace
 
-
 namespace {
 
 grpc::StatusCode CodeForHttp(int status) {

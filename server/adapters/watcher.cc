@@ -57,8 +57,8 @@ absl::StatusOr<std::unique_ptr<Watcher>> Watcher::Create(const Options& options)
     w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->inotify_fd_ < 0) {
       LORACLE_LOG(WARNING, "store watcher: no inotify (%s); polling %s every %s",
-                   std::strerror(errno), options.store->root().c_str(),
-                   absl::FormatDuration(options.poll_interval).c_str());
+                  std::strerror(errno), options.store->root().c_str(),
+                  absl::FormatDuration(options.poll_interval).c_str());
     }
   }
   {

@@ -296,12 +296,11 @@ absl::Status LoracleServer::LoadEngine() {
   if (absl::StatusOr<std::vector<std::string>> stale = store_->RemoveStaleStaging(absl::Hours(1));
       stale.ok()) {
     for (const std::string& path : *stale) {
-      LORACLE_LOG(INFO, "removed %s, left by a publish that did not finish",
-                   path.c_str());
+      LORACLE_LOG(INFO, "removed %s, left by a publish that did not finish", path.c_str());
     }
   } else {
     LORACLE_LOG(WARNING, "cleaning the adapter store's staging: %s",
-                 stale.status().ToString().c_str());
+                stale.status().ToString().c_str());
   }
 
   adapters::Registry::Options registry_options;
@@ -323,13 +322,11 @@ absl::Status LoracleServer::LoadEngine() {
     absl::StatusOr<std::shared_ptr<const adapters::Adapter>> head =
         WithSeries(adapters::BaseHeadAdapter(*base_model, options_.base_head_adapter), m);
     absl::Status s = head.ok() ? registry_->Add(*std::move(head)) : head.status();
-    if (!s.ok() && !absl::IsNotFound(s))
-      LORACLE_LOG(ERROR, "%s", s.ToString());
+    if (!s.ok() && !absl::IsNotFound(s)) LORACLE_LOG(ERROR, "%s", s.ToString());
   }
   for (const adapters::AdapterInfo& info : registry_->List()) {
     if (info.state == adapters::AdapterState::kFailed) {
-      LORACLE_LOG(ERROR, "adapter %s failed to load: %s", info.name.c_str(),
-                   info.error.c_str());
+      LORACLE_LOG(ERROR, "adapter %s failed to load: %s", info.name.c_str(), info.error.c_str());
     }
   }
   if (options_.store_poll_interval > absl::ZeroDuration()) {
@@ -372,8 +369,7 @@ absl::Status LoracleServer::LoadEngine() {
     jobs_slot_.Publish(jobs_.get());
     if (options_.model_dir.empty() && options_.spam_demo && options_.training_workers > 0) {
       if (absl::Status s = SubmitSpamDemoIfNeeded(*jobs_, *store_); !s.ok()) {
-        LORACLE_LOG(ERROR, "could not queue the spam demo job: %s",
-                     s.ToString().c_str());
+        LORACLE_LOG(ERROR, "could not queue the spam demo job: %s", s.ToString().c_str());
       }
     }
   }

@@ -29,10 +29,10 @@
 #include "server/http/http_server.h"
 #include "server/rpc/engine.h"
 #include "server/rpc/inference_service.h"
-#include "server/serving/predictor.h"
 #include "server/rpc/rest_service.h"
 #include "server/rpc/training_service.h"
 #include "server/serving/batcher.h"
+#include "server/serving/predictor.h"
 
 namespace loracle::adapters {
 class Registry;
@@ -91,7 +91,7 @@ class LoracleServer {
     bool store_inotify = true;
     serving::Batcher::Options batcher;
     serving::Predictor::Limits inference;  // request limits
-    int64_t max_message_bytes = 64 << 20;      // largest gRPC request; beyond: RESOURCE_EXHAUSTED
+    int64_t max_message_bytes = 64 << 20;  // largest gRPC request; beyond: RESOURCE_EXHAUSTED
     // gRPC over TLS when tls_cert_file and tls_key_file (PEM) are set; with tls_client_ca_file,
     // mutual TLS: clients must present a certificate that CA signed.
     std::string tls_cert_file;

@@ -15,7 +15,6 @@
 
 namespace loracle::calibration {
 
-
 // `probs`: one probability vector per example (equal lengths); `labels`: the true class of each.
 // INVALID_ARGUMENT for empty input, ragged rows, labels out of range, or num_bins < 1.
 absl::StatusOr<CalibrationReport> Evaluate(const std::vector<std::vector<double>>& probs,

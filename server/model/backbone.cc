@@ -41,13 +41,12 @@ absl::StatusOr<Backbone> CreateBackbone(const ModelConfig& config) {
   for (const Family& f : kFamilies) {
     if (config.model_type == f.model_type) return f.make(config);
   }
-  return absl::InvalidArgumentError(absl::StrCat("model_type \"", config.model_type,
-                                                 "\" is not supported (supported: ",
-                                                 SupportedModelTypes(), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("model_type \"", config.model_type,
+                   "\" is not supported (supported: ", SupportedModelTypes(), ")"));
 }
 
-absl::StatusOr<torch::Tensor> ForwardInParts(BackboneImpl& backbone,
-                                             const torch::Tensor& input_ids,
+absl::StatusOr<torch::Tensor> ForwardInParts(BackboneImpl& backbone, const torch::Tensor& input_ids,
                                              const torch::Tensor& attention_mask,
                                              const torch::Tensor& token_type_ids,
                                              const LoraRouting& routing, int parts) {

@@ -32,8 +32,7 @@ class BackboneImpl : public torch::nn::Module {
   // ignored by families without them), on the host or on the backbone's device; host inputs cross
   // to the device in one copy. `routing` may be null (the base alone). Returns the pooled
   // features [rows, hidden] the head reads.
-  virtual torch::Tensor forward(const torch::Tensor& input_ids,
-                                const torch::Tensor& attention_mask,
+  virtual torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                 const torch::Tensor& token_type_ids,
                                 const LoraRouting* routing) = 0;
   // The last layer's hidden states [rows, seq, hidden], for token-level heads.
@@ -77,8 +76,7 @@ absl::StatusOr<Backbone> CreateBackbone(const ModelConfig& config);
 // (masks are seeded per row). The caller sets BLAS threads (1 per part fills the cores without
 // oversubscribing them). Runs under the caller's InferenceMode / GradMode in every part. Errors
 // thrown by torch in any part come back as INTERNAL.
-absl::StatusOr<torch::Tensor> ForwardInParts(BackboneImpl& backbone,
-                                             const torch::Tensor& input_ids,
+absl::StatusOr<torch::Tensor> ForwardInParts(BackboneImpl& backbone, const torch::Tensor& input_ids,
                                              const torch::Tensor& attention_mask,
                                              const torch::Tensor& token_type_ids,
                                              const LoraRouting& routing, int parts);

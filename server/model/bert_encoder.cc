@@ -56,7 +56,7 @@ std::shared_ptr<torch::nn::Module> BertEncoderImpl::Submodule(const std::string&
 }
 
 LoraLinear BertEncoderImpl::AddLinear(const LinearSpec& spec, torch::Tensor weight,
-                                  torch::Tensor bias) {
+                                      torch::Tensor bias) {
   const size_t dot = spec.path.rfind('.');
   const int index = static_cast<int>(linears_.size());
   LoraLinear l = weight.defined() ? LoraLinear(std::move(weight), std::move(bias), index)
@@ -145,7 +145,7 @@ torch::Tensor BertEncoderImpl::Activation(const torch::Tensor& x) const {
 }
 
 torch::Tensor BertEncoderImpl::Embed(const torch::Tensor& input_ids,
-                                 const torch::Tensor& token_type_ids) {
+                                     const torch::Tensor& token_type_ids) {
   torch::Tensor positions;
   if (config_.position_offset() > 0) {
     // RoBERTa: real tokens count up from pad_token_id + 1, padding keeps pad_token_id.
@@ -164,9 +164,9 @@ torch::Tensor BertEncoderImpl::Embed(const torch::Tensor& input_ids,
   return embeddings_norm_(h);
 }
 
-BertEncoderImpl::AttentionMask BertEncoderImpl::MakeAttentionMask(const torch::Tensor& attention_mask,
-                                                          const torch::Tensor& host_mask,
-                                                          torch::ScalarType dtype) const {
+BertEncoderImpl::AttentionMask BertEncoderImpl::MakeAttentionMask(
+    const torch::Tensor& attention_mask, const torch::Tensor& host_mask,
+    torch::ScalarType dtype) const {
   AttentionMask m;
   m.mask = attention_mask;
   m.host_mask = host_mask;
@@ -216,7 +216,7 @@ BertEncoderImpl::HiddenKeyMasks BertEncoderImpl::DrawHiddenKeyMasks(
 }
 
 torch::Tensor BertEncoderImpl::SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
-                                         const torch::Tensor& dropkey) const {
+                                             const torch::Tensor& dropkey) const {
   const int64_t rows = qkv.size(0), seq = qkv.size(1);
   const int64_t hidden = config_.hidden_size, heads = config_.num_attention_heads;
   const int64_t head_dim = hidden / heads;
@@ -271,8 +271,8 @@ torch::Tensor BertEncoderImpl::SelfAttention(const torch::Tensor& qkv, const Att
 }
 
 torch::Tensor BertEncoderImpl::LayerForward(int64_t index, const torch::Tensor& h,
-                                        const AttentionMask& mask, const LoraRouting* routing,
-                                        bool hiddenkey) {
+                                            const AttentionMask& mask, const LoraRouting* routing,
+                                            bool hiddenkey) {
   Layer& l = layers_[static_cast<size_t>(index)];
   const int64_t hidden = config_.hidden_size;
   torch::Tensor qkv = FusedLinear(h, l.qkv_weight, l.qkv_bias);  // [rows, seq, 3 * hidden]
@@ -289,9 +289,9 @@ torch::Tensor BertEncoderImpl::LayerForward(int64_t index, const torch::Tensor& 
 }
 
 torch::Tensor BertEncoderImpl::HiddenStates(const torch::Tensor& input_ids,
-                                        const torch::Tensor& attention_mask,
-                                        const torch::Tensor& token_type_ids,
-                                        const LoraRouting* routing) {
+                                            const torch::Tensor& attention_mask,
+                                            const torch::Tensor& token_type_ids,
+                                            const LoraRouting* routing) {
   const torch::Device device = this->device();
   const torch::Tensor host_mask =
       attention_mask.device().is_cpu() ? attention_mask : attention_mask.to(torch::kCPU);
@@ -326,9 +326,9 @@ torch::Tensor BertEncoderImpl::HiddenStates(const torch::Tensor& input_ids,
 }
 
 torch::Tensor BertEncoderImpl::forward(const torch::Tensor& input_ids,
-                                   const torch::Tensor& attention_mask,
-                                   const torch::Tensor& token_type_ids,
-                                   const LoraRouting* routing) {
+                                       const torch::Tensor& attention_mask,
+                                       const torch::Tensor& token_type_ids,
+                                       const LoraRouting* routing) {
   torch::Tensor cls = HiddenStates(input_ids, attention_mask, token_type_ids, routing).select(1, 0);
   if (pooler_.is_empty()) return cls;
   return torch::tanh(pooler_(cls, routing));

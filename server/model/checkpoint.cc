@@ -230,7 +230,8 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
         absl::StrCat("building the encoder from ", dir, ": ", e.what_without_backtrace()));
   }
 
-  absl::StatusOr<std::unique_ptr<text::Tokenizer>> tokenizer = text::LoadTokenizer(dir, &model->max_length);
+  absl::StatusOr<std::unique_ptr<text::Tokenizer>> tokenizer =
+      text::LoadTokenizer(dir, &model->max_length);
   if (!tokenizer.ok()) return tokenizer.status();
   if ((*tokenizer)->vocab_size() > config->vocab_size) {
     return absl::InvalidArgumentError(

@@ -27,7 +27,7 @@ struct BaseModel {
   std::string dir;
   ModelConfig config;
   Backbone backbone{nullptr};  // eval mode, parameters frozen (requires_grad = false)
-  Placement placement;       // where the backbone's and every adapter's tensors live
+  Placement placement;         // where the backbone's and every adapter's tensors live
   std::unique_ptr<text::Tokenizer> tokenizer;
   int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;

@@ -35,7 +35,6 @@ loracle::v1::OnlineReport ToProto(const calibration::CalibrationSums& sums) {
   return out;
 }
 
-
 }  // namespace
 
 serving::PredictCall ToCall(const PredictRequest& request) {

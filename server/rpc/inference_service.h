@@ -8,8 +8,8 @@
 #include "absl/time/time.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "server/rpc/engine.h"
-#include "server/serving/predictor.h"
 #include "server/rpc/unary_call.h"
+#include "server/serving/predictor.h"
 
 namespace loracle::metrics {
 class Metrics;

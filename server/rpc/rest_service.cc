@@ -211,11 +211,11 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
       }
     }
   }
-  json out = {{"model_name", r.adapter},
-              {"model_version", std::to_string(r.version)},
-              {"parameters",
-               {{"labels", r.labels}, {"members", r.members}, {"mc_samples", r.mc_samples}}},
-              {"outputs", std::move(outputs)}};
+  json out = {
+      {"model_name", r.adapter},
+      {"model_version", std::to_string(r.version)},
+      {"parameters", {{"labels", r.labels}, {"members", r.members}, {"mc_samples", r.mc_samples}}},
+      {"outputs", std::move(outputs)}};
   if (!id.empty()) out["id"] = id;
   return out;
 }

@@ -3,7 +3,8 @@
 
 // Inference over HTTP/JSON in the shape of the Open Inference Protocol (KServe v2), a thin
 // adapter over the same use-case as gRPC: serving::Predictor (validation, limits, tokenizer,
-// registry, batcher) and its RecordFeedback, the same role tokens (Authorization: Bearer), statuses mapped to HTTP codes.
+// registry, batcher) and its RecordFeedback, the same role tokens (Authorization: Bearer), statuses
+// mapped to HTTP codes.
 //
 //   GET  /v2/health/live                 200 while the process runs
 //   GET  /v2/health/ready                200 once the model is loaded (503 before and from

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <utility>
 
-#include "server/model/checkpoint.h"
 #include "server/model/backbone.h"
+#include "server/model/checkpoint.h"
 
 namespace loracle::serving {
 

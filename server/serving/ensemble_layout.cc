@@ -52,9 +52,8 @@ EnsembleLayout LayOut(const std::vector<LayoutItem>& items) {
             for (int64_t e = 0; e < it.encodings; ++e) {
               out.rows.push_back({i, e, m, s});
               if (sampled) {
-                g.row_seeds.push_back(it.example_keys == nullptr
-                                          ? pass
-                                          : ExampleSeed(pass, (*it.example_keys)[e]));
+                g.row_seeds.push_back(
+                    it.example_keys == nullptr ? pass : ExampleSeed(pass, (*it.example_keys)[e]));
               }
             }
           }

@@ -83,8 +83,9 @@ std::vector<std::vector<PassLogits>> GatherPasses(const EnsembleLayout& layout,
                                                   const std::vector<std::vector<int>>& windows);
 
 // Each pass's softmax at `temperature`, then the uncertainty summary (uncertainty.h).
-absl::StatusOr<UncertaintySummary> Summarise(const PassLogits& passes, double temperature,
-                                             std::vector<std::vector<double>>* pass_probs = nullptr);
+absl::StatusOr<UncertaintySummary> Summarise(
+    const PassLogits& passes, double temperature,
+    std::vector<std::vector<double>>* pass_probs = nullptr);
 
 }  // namespace loracle::serving
 

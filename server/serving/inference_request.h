@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/text/tokenizer.h"
 #include "server/serving/uncertainty.h"
+#include "server/text/tokenizer.h"
 
 namespace loracle::adapters {
 struct Adapter;

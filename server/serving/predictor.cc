@@ -106,9 +106,8 @@ absl::Status Predictor::Validate(const PredictCall& call, const Limits& limits) 
   }
   const int64_t n = static_cast<int64_t>(call.inputs.size());
   if (n > limits.max_inputs_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat("inputs has ", n,
-                                                   " texts; the limit per request is ",
-                                                   limits.max_inputs_per_request));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "inputs has ", n, " texts; the limit per request is ", limits.max_inputs_per_request));
   }
   if (!call.text_pairs.empty() && call.text_pairs.size() != call.inputs.size()) {
     return absl::InvalidArgumentError(absl::StrCat("text_pairs has ", call.text_pairs.size(),
@@ -205,8 +204,8 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
           options_.limits.max_passes_per_request,
           " (--max_passes_per_request): ask for fewer mc_samples")));
     }
-    req->abstain_threshold = call.abstain_threshold.has_value() ? *call.abstain_threshold
-                                                                : serving.abstain_threshold;
+    req->abstain_threshold =
+        call.abstain_threshold.has_value() ? *call.abstain_threshold : serving.abstain_threshold;
     if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
     req->cancelled = std::move(cancelled);
     InferenceRequest* raw = req.get();
@@ -225,9 +224,8 @@ absl::StatusOr<std::vector<FeedbackOutcome>> Predictor::RecordFeedback(
     const std::vector<FeedbackItem>& items) {
   if (feedback == nullptr) return absl::UnimplementedError("this server keeps no feedback");
   if (static_cast<int64_t>(items.size()) > limits.max_feedback_items) {
-    return absl::InvalidArgumentError(absl::StrCat("items has ", items.size(),
-                                                   " entries; the limit per call is ",
-                                                   limits.max_feedback_items));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "items has ", items.size(), " entries; the limit per call is ", limits.max_feedback_items));
   }
   const absl::Time now = absl::Now();
   std::vector<FeedbackOutcome> out;

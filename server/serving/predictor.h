@@ -36,9 +36,9 @@ class Batcher;
 struct PredictCall {
   std::string adapter;
   std::vector<std::string> inputs;
-  std::vector<std::string> text_pairs;  // empty, or one per input
-  std::optional<int64_t> mc_samples;    // N; unset = the adapter's default
-  uint64_t seed = 0;                    // seeds the test-time dropout masks
+  std::vector<std::string> text_pairs;      // empty, or one per input
+  std::optional<int64_t> mc_samples;        // N; unset = the adapter's default
+  uint64_t seed = 0;                        // seeds the test-time dropout masks
   std::optional<double> abstain_threshold;  // unset = the adapter's default
   bool return_members = false;
 };
@@ -96,10 +96,10 @@ class Predictor {
   };
   struct Options {
     Limits limits;
-    adapters::Registry* registry = nullptr;    // required
-    const text::Tokenizer* tokenizer = nullptr;  // required
-    int max_length = 512;                      // tokens per window, special tokens included
-    Batcher* batcher = nullptr;                // required
+    adapters::Registry* registry = nullptr;          // required
+    const text::Tokenizer* tokenizer = nullptr;      // required
+    int max_length = 512;                            // tokens per window, special tokens included
+    Batcher* batcher = nullptr;                      // required
     calibration::FeedbackStore* feedback = nullptr;  // optional: predictions are not remembered
   };
   // INVALID_ARGUMENT when a required part is missing. Nothing is owned; all outlive the Predictor.

@@ -17,7 +17,6 @@
 #include "nlohmann/json.hpp"
 #include "server/util/file_util.h"
 
-
 namespace loracle::training {
 
 absl::Status CheckDataLimits(const std::vector<Example>& examples,

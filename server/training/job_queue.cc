@@ -109,7 +109,7 @@ absl::Status JobQueue::Recover() {
     Job job;
     if (!text.ok() || !google::protobuf::util::JsonStringToMessage(*text, &job).ok()) {
       LORACLE_LOG(WARNING, "skipping unreadable job %s in %s", id.c_str(),
-                   options_.jobs_dir.c_str());
+                  options_.jobs_dir.c_str());
       continue;
     }
     if (job.state() == loracle::v1::JOB_STATE_RUNNING) {
@@ -283,8 +283,7 @@ void JobQueue::Persist(const Job& job) const {
     s = util::WriteFileAtomically(JobDir(job.id()) + "/job.json", json);
   }
   if (!s.ok()) {
-    LORACLE_LOG(ERROR, "cannot persist job %s: %s", job.id().c_str(),
-                 s.ToString().c_str());
+    LORACLE_LOG(ERROR, "cannot persist job %s: %s", job.id().c_str(), s.ToString().c_str());
   }
 }
 

@@ -16,9 +16,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/model/architecture.h"
+#include "server/model/backbone.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
-#include "server/model/backbone.h"
 #include "server/serving/ensemble_engine.h"
 #include "server/serving/ensemble_layout.h"
 #include "server/serving/uncertainty.h"
@@ -73,8 +73,7 @@ serving::EnsembleLayout LayOut(const Examples& e, int first_member, int members,
   return serving::LayOut({it});
 }
 
-serving::PackedRows Pack(const serving::EnsembleLayout& layout, const Examples& e,
-                         int64_t pad_id) {
+serving::PackedRows Pack(const serving::EnsembleLayout& layout, const Examples& e, int64_t pad_id) {
   return serving::PackRows(
       layout,
       [&](const serving::RowRef& r) -> const text::Encoding& {
@@ -108,8 +107,7 @@ std::vector<torch::Tensor> Logits(const model::BaseModel& base, const serving::P
   const torch::Tensor counts =
       torch::tensor(std::vector<float>(e.windows.begin(), e.windows.end())).to(device);
   for (torch::Tensor& l : logits) {
-    const torch::Tensor sum =
-        torch::zeros({e.size(), l.size(1)}, l.options()).index_add(0, seg, l);
+    const torch::Tensor sum = torch::zeros({e.size(), l.size(1)}, l.options()).index_add(0, seg, l);
     l = sum / counts.to(l.dtype()).unsqueeze(1);
   }
   return logits;

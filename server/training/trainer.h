@@ -69,7 +69,7 @@ struct TrainerOptions {
 // and in the report as in serving.
 struct EncodedData {
   std::vector<text::Encoding> inputs;  // every example's windows, example-major
-  std::vector<int> labels;              // one per example
+  std::vector<int> labels;             // one per example
   // Example i's inputs are [starts[i], starts[i + 1]); empty = one input per example.
   std::vector<size_t> starts;
   size_t size() const { return labels.size(); }

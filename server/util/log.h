@@ -31,20 +31,20 @@ void LogLine(LogSeverity severity, const char* file, int line, absl::string_view
 #define LORACLE_LOG_SEVERITY_WARNING ::loracle::util::LogSeverity::kWarning
 #define LORACLE_LOG_SEVERITY_ERROR ::loracle::util::LogSeverity::kError
 
-#define LORACLE_LOG(severity, ...)                                                            \
-  do {                                                                                        \
-    if (::loracle::util::LogEnabled(LORACLE_LOG_SEVERITY_##severity)) {                       \
-      ::loracle::util::LogLine(LORACLE_LOG_SEVERITY_##severity, __FILE__, __LINE__,           \
-                               ::absl::StrFormat(__VA_ARGS__));                               \
-    }                                                                                         \
+#define LORACLE_LOG(severity, ...)                                                  \
+  do {                                                                              \
+    if (::loracle::util::LogEnabled(LORACLE_LOG_SEVERITY_##severity)) {             \
+      ::loracle::util::LogLine(LORACLE_LOG_SEVERITY_##severity, __FILE__, __LINE__, \
+                               ::absl::StrFormat(__VA_ARGS__));                     \
+    }                                                                               \
   } while (false)
 
-#define LORACLE_VLOG(level, ...)                                                              \
-  do {                                                                                        \
-    if (::loracle::util::Verbosity() >= (level)) {                                            \
-      ::loracle::util::LogLine(::loracle::util::LogSeverity::kInfo, __FILE__, __LINE__,      \
-                               ::absl::StrFormat(__VA_ARGS__));                               \
-    }                                                                                         \
+#define LORACLE_VLOG(level, ...)                                                        \
+  do {                                                                                  \
+    if (::loracle::util::Verbosity() >= (level)) {                                      \
+      ::loracle::util::LogLine(::loracle::util::LogSeverity::kInfo, __FILE__, __LINE__, \
+                               ::absl::StrFormat(__VA_ARGS__));                         \
+    }                                                                                   \
   } while (false)
 
 #endif  // LORACLE_SERVER_UTIL_LOG_H_

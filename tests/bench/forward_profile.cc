@@ -21,9 +21,9 @@
 #include <cstdlib>
 #include <functional>
 
+#include "server/model/bert_encoder.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
-#include "server/model/bert_encoder.h"
 
 namespace {
 
@@ -126,11 +126,12 @@ int main(int argc, char** argv) {
       "{\"rows\": %lld, \"tokens\": %lld, \"forward_s\": %.4f, \"forward_gflops\": %.1f, "
       "\"linear_gemms_s\": %.4f, \"linear_gflops\": %.1f, \"attention_s\": %.4f, "
       "\"attention_gflops\": %.1f, \"other_s\": %.4f, \"loaded_forward_s\": %.4f, "
-      "\"page_faults_per_forward\": %ld, \"row_parallel_parts\": %d, \"row_parallel_forward_s\": %.4f, "
+      "\"page_faults_per_forward\": %ld, \"row_parallel_parts\": %d, \"row_parallel_forward_s\": "
+      "%.4f, "
       "\"row_parallel_gflops\": %.1f}\n",
       static_cast<long long>(rows), static_cast<long long>(tokens), forward,
       (linear_flops + attn_flops) / forward / 1e9, gemms, linear_flops / gemms / 1e9, attention,
-      attn_flops / attention / 1e9, forward - gemms - attention, loaded, faults, parts, row_parallel,
-      (linear_flops + attn_flops) / row_parallel / 1e9);
+      attn_flops / attention / 1e9, forward - gemms - attention, loaded, faults, parts,
+      row_parallel, (linear_flops + attn_flops) / row_parallel / 1e9);
   return 0;
 }

@@ -27,7 +27,8 @@ training::EncodedData Encode(const model::BaseModel& base,
   for (const auto& [text, label] : texts) {
     absl::StatusOr<std::vector<int64_t>> ids = base.tokenizer->TokenizeToIds(text);
     EXPECT_TRUE(ids.ok()) << ids.status();
-    absl::StatusOr<std::vector<text::Encoding>> w = base.tokenizer->Windows(*ids, base.max_length, 1);
+    absl::StatusOr<std::vector<text::Encoding>> w =
+        base.tokenizer->Windows(*ids, base.max_length, 1);
     EXPECT_TRUE(w.ok()) << w.status();
     d.Add(*std::move(w), label);
   }
@@ -72,8 +73,8 @@ void ExpectReportEqualsPredict(const model::DropoutSpec& dropout, int members, i
   identity.lora = o.lora;
   const std::shared_ptr<const adapters::Adapter> adapter =
       adapters::MakeAdapter(std::move(identity), std::move(trained->members));
-  std::unique_ptr<testing::TestServer> server = testing::TestServer::Start(
-      {}, [&](adapters::Store& store, app::LoracleServer::Options&) {
+  std::unique_ptr<testing::TestServer> server =
+      testing::TestServer::Start({}, [&](adapters::Store& store, app::LoracleServer::Options&) {
         ASSERT_TRUE(store
                         .Publish("parity",
                                  [&](const std::string& dir) {

@@ -227,8 +227,8 @@ TEST_P(ArchitectureTest, LogitsMatchTheEquationsOnTheFileWeights) {
       c10::InferenceMode guard;
       torch::Tensor ids = torch::tensor(e->input_ids, torch::kInt64).view({1, n});
       torch::Tensor types = torch::tensor(e->token_type_ids, torch::kInt64).view({1, n});
-      logits =
-          m.head->Head(m.backbone->forward(ids, torch::ones({1, n}, torch::kInt64), types, nullptr));
+      logits = m.head->Head(
+          m.backbone->forward(ids, torch::ones({1, n}, torch::kInt64), types, nullptr));
     }
     const Vec want = ref.Logits(e->input_ids, e->token_type_ids);
     ASSERT_EQ(logits.size(1), 3);
@@ -261,10 +261,10 @@ TEST_P(ArchitectureTest, PaddedBatchRowsEqualRowsAlone) {
   c10::InferenceMode guard;
   torch::Tensor batch =
       m.backbone->forward(torch::tensor(ids).view({2, n}), torch::tensor(mask).view({2, n}),
-                         torch::zeros({2, n}, torch::kInt64), nullptr);
+                          torch::zeros({2, n}, torch::kInt64), nullptr);
   torch::Tensor alone = m.backbone->forward(torch::tensor(shorter->input_ids).view({1, s}),
-                                           torch::ones({1, s}, torch::kInt64),
-                                           torch::zeros({1, s}, torch::kInt64), nullptr);
+                                            torch::ones({1, s}, torch::kInt64),
+                                            torch::zeros({1, s}, torch::kInt64), nullptr);
   EXPECT_TRUE(torch::allclose(batch[1], alone[0], 1e-5, 1e-5)) << k.model_type;
 }
 
@@ -289,8 +289,8 @@ TEST_P(ArchitectureTest, MaskWithHolesMatchesTheEquations) {
   {
     c10::InferenceMode guard;
     logits = m.head->Head(m.backbone->forward(torch::tensor(ids).view({2, n}),
-                                             torch::tensor(mask).view({2, n}),
-                                             torch::zeros({2, n}, torch::kInt64), nullptr));
+                                              torch::tensor(mask).view({2, n}),
+                                              torch::zeros({2, n}, torch::kInt64), nullptr));
   }
   const Vec holed = ref.Logits(e->input_ids, e->token_type_ids, attend);
   const Vec full = ref.Logits(e->input_ids, e->token_type_ids);

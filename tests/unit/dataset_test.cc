@@ -10,9 +10,9 @@
 namespace loracle::training {
 namespace {
 
-using testing::TempDir;
 using data::ParseCsv;
 using data::ParseJsonl;
+using testing::TempDir;
 
 TEST(DatasetTest, JsonlWithPairsAndBlankLines) {
   auto e = ParseJsonl(

@@ -1,13 +1,12 @@
 // The encoder against an independent reference: a plain-C++ (double precision, no torch) BERT
 // layer written from the equations, fed the very same weights.
 
-#include "server/model/bert_encoder.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
 
+#include "server/model/bert_encoder.h"
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
 #include "server/model/safetensors.h"

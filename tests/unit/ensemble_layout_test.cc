@@ -71,8 +71,9 @@ TEST(EnsembleLayoutTest, ExampleKeysGiveEachExampleItsOwnMasksAndMemberChunksKee
   ASSERT_EQ(l.groups.size(), 1u);
   EXPECT_EQ(l.groups[0].member, 2);
   const uint64_t pass = PassSeed(9, 2, 0);
-  EXPECT_EQ(l.groups[0].row_seeds,
-            (std::vector<uint64_t>{ExampleSeed(pass, 5), ExampleSeed(pass, 5), ExampleSeed(pass, 6)}));
+  EXPECT_EQ(
+      l.groups[0].row_seeds,
+      (std::vector<uint64_t>{ExampleSeed(pass, 5), ExampleSeed(pass, 5), ExampleSeed(pass, 6)}));
 }
 
 TEST(EnsembleLayoutTest, GatherAveragesEachInputsWindowsPassByPass) {
@@ -81,8 +82,7 @@ TEST(EnsembleLayoutTest, GatherAveragesEachInputsWindowsPassByPass) {
   ASSERT_EQ(l.groups.size(), 1u);
   // Rows: (s0, e0) (s0, e1) (s0, e2) (s1, e0) (s1, e1) (s1, e2), two classes each.
   const std::vector<double> logits = {1, 2, 3, 4, 5, 6, 10, 20, 30, 40, 50, 60};
-  const std::vector<std::vector<PassLogits>> out =
-      GatherPasses(l, {logits.data()}, {2}, {{2, 1}});
+  const std::vector<std::vector<PassLogits>> out = GatherPasses(l, {logits.data()}, {2}, {{2, 1}});
   ASSERT_EQ(out.size(), 1u);
   ASSERT_EQ(out[0].size(), 2u);
   EXPECT_EQ(out[0][0], (PassLogits{{2, 3}, {20, 30}}));

@@ -46,7 +46,7 @@ torch::Tensor Logits(model::BaseModel& base, const Adapter& adapter, int member)
   torch::Tensor ids = torch::tensor(e->input_ids).view({1, n});
   model::LoraRouting routing = {{0, 1, &MembersOf(adapter)[static_cast<size_t>(member)]}};
   torch::Tensor f = base.backbone->forward(ids, torch::ones({1, n}, torch::kInt64),
-                                          torch::zeros({1, n}, torch::kInt64), &routing);
+                                           torch::zeros({1, n}, torch::kInt64), &routing);
   return model::BackboneImpl::Classify(f, routing)[0];
 }
 

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "server/model/backbone.h"
 #include "server/model/checkpoint.h"
 #include "server/model/default_model.h"
-#include "server/model/backbone.h"
 #include "server/model/safetensors.h"
 #include "server/text/tokenizer.h"
 #include "tests/support/test_util.h"

@@ -31,8 +31,8 @@
 #include "server/model/default_model.h"
 #include "server/model/dropout.h"
 #include "server/text/tokenizer.h"
-#include "tools/pretrain/pretrainer.h"
 #include "server/util/file_util.h"
+#include "tools/pretrain/pretrainer.h"
 
 ABSL_FLAG(std::string, corpus, "", "JSONL corpus files, comma-separated ({\"text\", \"source\"})");
 ABSL_FLAG(std::string, vocab, "", "WordPiece vocab.txt ([PAD] [UNK] [CLS] [SEP] [MASK] included)");

@@ -15,10 +15,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/model/architecture.h"
+#include "server/model/backbone.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
 #include "server/model/dropout.h"
-#include "server/model/backbone.h"
 #include "server/util/file_util.h"
 
 namespace loracle::pretrain {
