@@ -126,6 +126,12 @@ TEST(BinaryTest, StartsOnTheBuiltInModelServesAndDrainsOnSigterm) {
   ASSERT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
   const double ready_s = absl::ToDoubleSeconds(absl::Now() - start);
   EXPECT_LT(ready_s, 30.0) << "SERVING within seconds";
+  // An open server says so once, as a leveled warning (server/util/log.h).
+  EXPECT_TRUE(std::regex_search(
+      testing::ReadFile(log),
+      std::regex(
+          R"((^|\n)W\d{4} [0-9:.]+ loracle_server\.cc:\d+\] no --auth_tokens_file: every caller)")))
+      << testing::ReadFile(log);
   std::printf("built-in model loaded and SERVING after %.2f s\n", ready_s);
 
   auto channel = grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials());
@@ -248,7 +254,7 @@ TEST(BinaryTest, SighupReloadsTheTokensFileAndABrokenOneIsLoggedAndIgnored) {
   const std::string port = WaitForLog(log, "gRPC on port ([0-9]+)", absl::Seconds(30));
   ASSERT_FALSE(port.empty()) << testing::ReadFile(log);
   ASSERT_FALSE(WaitForLog(log, "SERVING", absl::Seconds(60)).empty()) << testing::ReadFile(log);
-  EXPECT_EQ(testing::ReadFile(log).find("WARNING: no --auth_tokens_file"), std::string::npos);
+  EXPECT_EQ(testing::ReadFile(log).find("no --auth_tokens_file"), std::string::npos);
 
   const std::string cli = absl::StrCat(BinDir(), "/loracle --server=127.0.0.1:", port,
                                        " predict --adapter=one hello 2>&1; echo rc=$?");
