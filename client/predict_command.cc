@@ -63,6 +63,14 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
     }
     req.set_seed(seed);
   }
+  if (std::string v = Flag(args, "coverage"); !v.empty()) {
+    float c;
+    if (!absl::SimpleAtof(v, &c)) {
+      err << "loracle predict: --coverage must be a number in (0, 1), e.g. 0.9\n";
+      return 2;
+    }
+    req.set_coverage(c);  // the server checks the range
+  }
   req.set_return_members(Flag(args, "members") == "true");
   auto stub = loracle::v1::Inference::NewStub(channel);
   grpc::ClientContext ctx;
@@ -99,6 +107,10 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
           {"num_tokens", p.num_tokens()},
           {"windows", p.windows()},
       };
+      if (req.has_coverage()) {
+        pj["prediction_set"] =
+            std::vector<std::string>(p.prediction_set().begin(), p.prediction_set().end());
+      }
       if (p.members_size() > 0) {
         pj["members"] = nlohmann::json::array();
         for (const auto& m : p.members()) {
@@ -131,6 +143,10 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
                            p.uncertainty().mutual_information(),
                            flags.empty() ? "-" : absl::StrJoin(flags, ","),
                            absl::StrJoin(probs, " "), Shorten(texts[static_cast<size_t>(i)], 40));
+    if (req.has_coverage()) {
+      out << absl::StrFormat("      %.0f%% set: {%s}\n", 100 * req.coverage(),
+                             absl::StrJoin(p.prediction_set(), ", "));
+    }
     for (const auto& m : p.members()) {
       std::vector<std::string> mp;
       for (float v : m.probs()) mp.push_back(absl::StrFormat("%.3f", v));

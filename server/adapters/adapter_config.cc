@@ -1,5 +1,6 @@
 #include "server/adapters/adapter_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 
@@ -299,6 +300,21 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       *field = v->get<double>();
     }
   }
+  if (auto it = j.find("conformal"); it != j.end() && !it->is_null()) {
+    const auto scores = it->is_object() ? it->find("scores") : it->end();
+    if (!it->is_object() || it->value("score", "") != "LAC" || scores == it->end() ||
+        !scores->is_array()) {
+      return Bad(source,
+                 "\"conformal\" must be {\"score\": \"LAC\", \"scores\": [numbers in [0, 1]]}");
+    }
+    for (const json& x : *scores) {
+      if (!x.is_number() || !(x.get<double>() >= 0) || x.get<double>() > 1) {
+        return Bad(source, "\"conformal.scores\" must hold numbers in [0, 1]");
+      }
+      c.conformal_scores.push_back(x.get<double>());
+    }
+    std::sort(c.conformal_scores.begin(), c.conformal_scores.end());
+  }
   return c;
 }
 
@@ -328,6 +344,9 @@ std::string ServingConfigToJson(const ServingConfig& c) {
     j["validation"] = {{"examples", c.validation.examples}, {"accuracy", c.validation.accuracy},
                        {"ece", c.validation.ece},           {"mce", c.validation.mce},
                        {"nll", c.validation.nll},           {"brier", c.validation.brier}};
+  }
+  if (!c.conformal_scores.empty()) {
+    j["conformal"] = {{"score", "LAC"}, {"scores", c.conformal_scores}};
   }
   return j.dump(2) + "\n";
 }

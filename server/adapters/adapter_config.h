@@ -86,6 +86,10 @@ struct ServingConfig {
   // The calibrated ensemble's report on the validation data ("validation" in loracle.json,
   // written by the fine-tune job; examples == 0: none). Exported as gauges per loaded version.
   calibration::CalibrationReport validation;
+  // Split-conformal calibration scores (calibration/conformal.h): the LAC scores 1 - p_y of the
+  // served probabilities on the validation data, sorted ascending ("conformal" in loracle.json,
+  // written by the fine-tune job). Empty: the adapter serves no prediction sets.
+  std::vector<double> conformal_scores;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

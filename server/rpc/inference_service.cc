@@ -45,6 +45,7 @@ serving::PredictCall ToCall(const PredictRequest& request) {
   if (request.has_mc_samples()) call.mc_samples = request.mc_samples();
   call.seed = request.seed();
   if (request.has_abstain_threshold()) call.abstain_threshold = request.abstain_threshold();
+  if (request.has_coverage()) call.coverage = request.coverage();
   call.return_members = request.return_members();
   return call;
 }
@@ -71,6 +72,7 @@ void ToProto(const serving::PredictReply& reply, PredictResponse* response) {
     p->set_truncated(in.truncated);
     p->set_num_tokens(static_cast<uint32_t>(in.num_tokens));
     p->set_windows(static_cast<uint32_t>(in.windows));
+    for (const std::string& l : in.prediction_set) p->add_prediction_set(l);
     for (const serving::MemberOutput& m : in.members) {
       loracle::v1::MemberOutput* out = p->add_members();
       out->set_member(static_cast<uint32_t>(m.member));

@@ -1,5 +1,6 @@
 #include "server/rpc/rest_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -125,13 +126,16 @@ absl::Status ParseInfer(const std::string& body, const std::string& adapter,
         out->return_members = value.get<bool>();
       } else if (key == "abstain_threshold" && value.is_number()) {
         out->abstain_threshold = value.get<double>();
+      } else if (key == "coverage" && value.is_number()) {
+        out->coverage = value.get<double>();
       } else if (key == "timeout_ms" && value.is_number_integer() && value.get<int64_t>() > 0) {
         *timeout = absl::Milliseconds(value.get<int64_t>());
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "parameters.", key,
             ": unknown or of the wrong type (mc_samples, seed: integers; "
-            "return_members: boolean; abstain_threshold: number; timeout_ms: integer > 0)"));
+            "return_members: boolean; abstain_threshold, coverage: numbers; timeout_ms: integer > "
+            "0)"));
       }
     }
   }
@@ -155,14 +159,18 @@ json Tensor(const std::string& name, const std::string& datatype, std::vector<in
           {"data", std::move(data)}};
 }
 
+// `sets`: the call asked for conformal sets (output prediction_set, BOOL [N, C]: label c is in
+// input n's set).
 absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
-                                   const std::vector<std::string>& wanted, const std::string& id) {
+                                   const std::vector<std::string>& wanted, const std::string& id,
+                                   bool sets) {
   const int64_t n = static_cast<int64_t>(r.predictions.size());
   const int64_t c = static_cast<int64_t>(r.labels.size());
   json probs = json::array(), std = json::array(), label = json::array(), index = json::array(),
        pe = json::array(), ee = json::array(), mi = json::array(), conf = json::array(),
        abstained = json::array(), truncated = json::array(), tokens = json::array(),
-       windows = json::array(), ids = json::array(), members = json::array();
+       windows = json::array(), ids = json::array(), members = json::array(),
+       in_set = json::array();
   int64_t passes = 0;
   for (const serving::Prediction& p : r.predictions) {
     for (float v : p.probs) probs.push_back(v);
@@ -182,6 +190,10 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
     for (const serving::MemberOutput& m : p.members) {
       for (float v : m.probs) members.push_back(v);
     }
+    for (const std::string& l : r.labels) {
+      in_set.push_back(std::find(p.prediction_set.begin(), p.prediction_set.end(), l) !=
+                       p.prediction_set.end());
+    }
   }
   std::vector<json> all = {
       Tensor("probabilities", "FP32", {n, c}, probs), Tensor("label", "BYTES", {n}, label),
@@ -193,6 +205,7 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
       Tensor("prediction_id", "BYTES", {n}, ids),
   };
   if (passes > 0) all.push_back(Tensor("member_probabilities", "FP32", {n, passes, c}, members));
+  if (sets) all.push_back(Tensor("prediction_set", "BOOL", {n, c}, in_set));
   json outputs = json::array();
   if (wanted.empty()) {
     for (json& t : all) outputs.push_back(std::move(t));
@@ -207,7 +220,8 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
       }
       if (!found) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "outputs: no output named \"", w, "\" (member_probabilities needs return_members)"));
+            "outputs: no output named \"", w,
+            "\" (member_probabilities needs return_members, prediction_set needs coverage)"));
       }
     }
   }
@@ -332,6 +346,10 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
   outputs.push_back({{"name", "num_tokens"}, {"datatype", "INT64"}, {"shape", n}});
   outputs.push_back({{"name", "windows"}, {"datatype", "INT64"}, {"shape", n}});
   outputs.push_back({{"name", "prediction_id"}, {"datatype", "BYTES"}, {"shape", n}});
+  outputs.push_back({{"name", "prediction_set"},
+                     {"datatype", "BOOL"},
+                     {"shape", nc},
+                     {"optional", true}});  // with parameters.coverage
   json out = {
       {"name", adapter},
       {"versions", json::array({std::to_string(info->version)})},
@@ -385,6 +403,7 @@ http::Response RestService::Infer(const http::Request& request, const std::strin
     return done(s);
   }
   const absl::Time deadline = start + timeout;
+  const bool sets = predict.coverage.has_value();
   predictor->Predict(std::move(predict), deadline, /*cancelled=*/{},
                      [call](absl::StatusOr<serving::PredictReply> reply) {
                        call->reply = std::move(reply);
@@ -396,7 +415,7 @@ http::Response RestService::Infer(const http::Request& request, const std::strin
     return done(absl::DeadlineExceededError("no answer within the request's timeout"));
   }
   if (!call->reply.ok()) return done(call->reply.status());
-  absl::StatusOr<json> out = InferResponse(*call->reply, outputs, id);
+  absl::StatusOr<json> out = InferResponse(*call->reply, outputs, id, sets);
   if (!out.ok()) return done(out.status());
   Record(infer_, start, absl::OkStatus());
   return Json(200, *out);

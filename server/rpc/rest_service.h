@@ -16,7 +16,8 @@
 //                                        predictive_entropy, expected_entropy,
 //                                        mutual_information, confidence, prob_std [N, C],
 //                                        abstained, truncated, num_tokens, windows,
-//                                        prediction_id
+//                                        prediction_id; with parameters.coverage,
+//                                        prediction_set [N, C] (BOOL: label c in the set)
 //   POST /v2/models/{adapter}/feedback   {"items": [{"prediction_id", "true_label"}, ...]}
 //
 // Handlers block their HTTP worker until the batch thread answers (bounded by the request's

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "server/adapters/adapter.h"
 #include "server/adapters/registry.h"
+#include "server/calibration/conformal.h"
 #include "server/calibration/feedback_store.h"
 #include "server/metrics/metrics.h"
 #include "server/serving/batcher.h"
@@ -30,9 +31,10 @@ std::string NewPredictionId() {
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
 }
 
+// `set_threshold`: the conformal threshold of the call's coverage; unset: no sets.
 PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
                    const std::vector<bool>& truncated, bool return_members,
-                   calibration::FeedbackStore* feedback) {
+                   std::optional<double> set_threshold, calibration::FeedbackStore* feedback) {
   const absl::Time now = absl::Now();
   const adapters::Adapter& adapter = *req.adapter;
   PredictReply reply;
@@ -74,6 +76,11 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
         p.members.push_back({static_cast<int>(k / static_cast<size_t>(req.mc_samples)),
                              static_cast<int>(k % static_cast<size_t>(req.mc_samples)),
                              in.passes[k]});
+      }
+    }
+    if (set_threshold.has_value()) {
+      for (int c : calibration::PredictionSet(in.summary.mean_probs, *set_threshold)) {
+        p.prediction_set.push_back(adapter.serving.labels[static_cast<size_t>(c)]);
       }
     }
     if (adapter.series != nullptr) {
@@ -121,6 +128,12 @@ absl::Status Predictor::Validate(const PredictCall& call, const Limits& limits) 
   }
   if (call.abstain_threshold.has_value() && !(*call.abstain_threshold >= 0)) {
     return absl::InvalidArgumentError("abstain_threshold must be >= 0");
+  }
+  if (call.coverage.has_value() && !(*call.coverage > 0 && *call.coverage < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "coverage must be in (0, 1) (e.g. 0.9 for sets that hold the true label 90% of the "
+        "time), got ",
+        *call.coverage));
   }
   for (size_t i = 0; i < call.inputs.size(); ++i) {
     for (const std::string* text :
@@ -191,6 +204,16 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
       if (serving.max_windows > 1) req->windows.push_back(static_cast<int>(w->size()));
       for (text::Encoding& e : *w) req->inputs.push_back(std::move(e));
     }
+    std::optional<double> set_threshold;
+    if (call.coverage.has_value()) {
+      if (serving.conformal_scores.empty()) {
+        return done(absl::FailedPreconditionError(absl::StrCat(
+            "adapter ", call.adapter, " (version ", (*adapter)->version,
+            ") has no conformal calibration scores, so it cannot serve prediction sets "
+            "(coverage): fine-tune it with loracle (Training.Submit), which keeps them")));
+      }
+      set_threshold = calibration::ConformalThreshold(serving.conformal_scores, *call.coverage);
+    }
     req->adapter = *adapter;
     req->members = (*adapter)->members;
     req->mc_samples =
@@ -210,9 +233,10 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
     req->cancelled = std::move(cancelled);
     InferenceRequest* raw = req.get();
     req->done = [done, raw, truncated = std::move(truncated), return_members = call.return_members,
+                 set_threshold,
                  feedback = options_.feedback](absl::StatusOr<InferenceResult> result) {
       if (!result.ok()) return done(result.status());
-      done(Reply(*raw, *result, truncated, return_members, feedback));
+      done(Reply(*raw, *result, truncated, return_members, set_threshold, feedback));
     };
     if (absl::Status s = options_.batcher->Submit(std::move(req)); !s.ok()) done(s);
   };

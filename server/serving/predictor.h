@@ -40,6 +40,7 @@ struct PredictCall {
   std::optional<int64_t> mc_samples;        // N; unset = the adapter's default
   uint64_t seed = 0;                        // seeds the test-time dropout masks
   std::optional<double> abstain_threshold;  // unset = the adapter's default
+  std::optional<double> coverage;  // a conformal prediction set per input (calibration/conformal.h)
   bool return_members = false;
 };
 
@@ -61,7 +62,8 @@ struct Prediction {
   bool truncated = false;  // the text did not fit the adapter's windows
   int64_t num_tokens = 0;
   int64_t windows = 1;
-  std::vector<MemberOutput> members;  // with return_members: the M x N passes, member-major
+  std::vector<MemberOutput> members;        // with return_members: the M x N passes, member-major
+  std::vector<std::string> prediction_set;  // with coverage: most probable first
 };
 
 struct PredictReply {
@@ -107,7 +109,9 @@ class Predictor {
 
   // The call's problems a person can fix, checked before any lookup: adapter named,
   // 1..max_inputs_per_request inputs, text_pairs empty or matching, mc_samples in
-  // [1, max_mc_samples], abstain_threshold >= 0, every text within max_input_bytes.
+  // [1, max_mc_samples], abstain_threshold >= 0, coverage in (0, 1), every text within
+  // max_input_bytes. After the adapter is acquired: FAILED_PRECONDITION, naming it, for coverage
+  // with an adapter that has no conformal calibration scores.
   static absl::Status Validate(const PredictCall& call, const Limits& limits);
 
   // Runs one call; `done` is called exactly once, on this thread (an early error) or on a batch

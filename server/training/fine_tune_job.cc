@@ -232,6 +232,7 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
                                 reference.mutual_information};
   const calibration::CalibrationReport& calibrated = trained->report.calibrated;
   identity.serving.validation = calibrated;
+  identity.serving.conformal_scores = trained->report.conformal_scores;
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/calibration/conformal.h"
 #include "server/model/architecture.h"
 #include "server/model/backbone.h"
 #include "server/model/checkpoint.h"
@@ -470,6 +471,10 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
       r.validation_confidence.push_back(s->confidence);
       r.validation_mutual_information.push_back(s->mutual_information);
     }
+    absl::StatusOr<std::vector<double>> scores =
+        calibration::LacScores(r.validation_probs, validation.labels);
+    if (!scores.ok()) return scores.status();
+    r.conformal_scores = *std::move(scores);
     r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   } catch (const c10::Error& e) {

@@ -105,6 +105,8 @@ struct TrainingReport {
   std::vector<std::vector<double>> validation_probs;
   std::vector<double> validation_confidence;
   std::vector<double> validation_mutual_information;
+  // The split-conformal LAC scores 1 - p_y of validation_probs, sorted (calibration/conformal.h).
+  std::vector<double> conformal_scores;
   int64_t steps = 0;      // optimiser steps run
   int64_t best_step = 0;  // the step whose weights were kept
   double seconds = 0;

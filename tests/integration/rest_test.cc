@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "loracle/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/calibration/conformal.h"
 #include "server/rpc/rest_service.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
@@ -82,12 +85,16 @@ class RestTest : public ::testing::Test {
   static void SetUpTestSuite() {
     auto spec = testing::TinyAdapterSpec({"neg", "pos"}, 3, 11);
     spec.serving.mc_samples = 2;
-    auto t = testing::TestServer::Start(
-        {{"sentiment", spec}, {"single", testing::TinyAdapterSpec({"a", "b", "c"}, 1, 12)}},
-        [](adapters::Store&, app::LoracleServer::Options& o) {
-          o.http_address = "127.0.0.1:0";
-          o.inference.max_inputs_per_request = 8;
-        });
+    auto sets = testing::TinyAdapterSpec({"x", "y", "z"}, 1, 13);
+    sets.serving.conformal_scores = kScores;
+    auto t =
+        testing::TestServer::Start({{"sentiment", spec},
+                                    {"single", testing::TinyAdapterSpec({"a", "b", "c"}, 1, 12)},
+                                    {"sets", sets}},
+                                   [](adapters::Store&, app::LoracleServer::Options& o) {
+                                     o.http_address = "127.0.0.1:0";
+                                     o.inference.max_inputs_per_request = 8;
+                                   });
     ASSERT_NE(t, nullptr);
     server_ = t.release();
   }
@@ -95,6 +102,8 @@ class RestTest : public ::testing::Test {
   static int port() { return server_->server().http_port(); }
 
   static testing::TestServer* server_;
+  // The "sets" adapter's conformal calibration scores (as a fine-tune job keeps them).
+  static inline const std::vector<double> kScores = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
 };
 testing::TestServer* RestTest::server_;
 
@@ -263,6 +272,95 @@ TEST(RestAuthTest, RoleTokensAsBearerHeaders) {
                 .status,
             200);
   EXPECT_EQ(Http(port, "GET", "/v2/health/ready").status, 200) << "probes need no token";
+}
+
+}  // namespace
+}  // namespace loracle
+
+namespace loracle {
+namespace {
+
+// Split-conformal sets over gRPC and REST: the labels whose 1 - p is within the adapter's
+// threshold for the coverage, the same either way, and precise errors.
+TEST_F(RestTest, ConformalPredictionSetsOverGrpcAndRest) {
+  const std::vector<std::string> texts = {"a fine day", "the worst film", "nothing much",
+                                          "free money now"};
+  auto stub = loracle::v1::Inference::NewStub(server_->NewChannel());
+  auto predict = [&](const std::string& adapter, float coverage,
+                     loracle::v1::PredictResponse* resp) {
+    loracle::v1::PredictRequest req;
+    req.set_adapter(adapter);
+    for (const std::string& t : texts) req.add_inputs(t);
+    req.set_coverage(coverage);
+    grpc::ClientContext ctx;
+    return stub->Predict(&ctx, req, resp);
+  };
+  for (float bad : {0.0f, 1.0f, -0.5f, 1.5f, std::nanf("")}) {
+    loracle::v1::PredictResponse resp;
+    const grpc::Status s = predict("sets", bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "coverage must be in (0, 1)"))
+        << s.error_message();
+  }
+  {
+    loracle::v1::PredictResponse resp;
+    const grpc::Status s = predict("single", 0.9f, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "adapter single (version 1) has no conformal"))
+        << s.error_message();
+  }
+  int sized = 0;
+  for (float coverage : {0.5f, 0.8f}) {
+    loracle::v1::PredictResponse resp;
+    const grpc::Status s = predict("sets", coverage, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    const double q = calibration::ConformalThreshold(kScores, coverage);
+    HttpReply r = Http(port(), "POST", "/v2/models/sets/infer",
+                       Infer(texts, {{"coverage", coverage}}).dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json reply = json::parse(r.body);
+    const json* mask = nullptr;
+    for (const json& o : reply["outputs"]) {
+      if (o["name"] == "prediction_set") mask = &o;
+    }
+    ASSERT_NE(mask, nullptr) << r.body;
+    EXPECT_EQ((*mask)["datatype"], "BOOL");
+    EXPECT_EQ((*mask)["shape"], json::array({4, 3}));
+    for (int i = 0; i < resp.predictions_size(); ++i) {
+      const loracle::v1::Prediction& p = resp.predictions(i);
+      std::vector<std::string> want;
+      std::vector<std::pair<float, std::string>> by_prob;
+      for (int c = 0; c < 3; ++c) by_prob.push_back({p.probs(c), resp.labels(c)});
+      std::stable_sort(by_prob.begin(), by_prob.end(),
+                       [](const auto& a, const auto& b) { return a.first > b.first; });
+      bool borderline = false;
+      for (const auto& [prob, label] : by_prob) {
+        borderline |= std::abs(1.0 - prob - q) < 1e-5;
+        if (1.0 - prob <= q) want.push_back(label);
+      }
+      if (borderline) continue;  // float rounding of the reply could flip it
+      EXPECT_EQ(std::vector<std::string>(p.prediction_set().begin(), p.prediction_set().end()),
+                want)
+          << coverage << " input " << i;
+      sized += static_cast<int>(want.size());
+      for (int c = 0; c < 3; ++c) {
+        const bool in = std::find(want.begin(), want.end(), resp.labels(c)) != want.end();
+        EXPECT_EQ((*mask)["data"][static_cast<size_t>(i * 3 + c)].get<bool>(), in);
+      }
+    }
+  }
+  EXPECT_GT(sized, 0) << "some set should hold a label";
+  // Without coverage, no set; REST errors map to 400 with the same messages.
+  HttpReply plain = Http(port(), "POST", "/v2/models/sets/infer", Infer(texts).dump());
+  EXPECT_FALSE(absl::StrContains(plain.body, "prediction_set")) << plain.body;
+  HttpReply bad =
+      Http(port(), "POST", "/v2/models/sets/infer", Infer(texts, {{"coverage", 1.0}}).dump());
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_TRUE(absl::StrContains(bad.body, "coverage must be in (0, 1)")) << bad.body;
+  HttpReply unfit =
+      Http(port(), "POST", "/v2/models/single/infer", Infer(texts, {{"coverage", 0.9}}).dump());
+  EXPECT_EQ(unfit.status, 400) << unfit.body;
+  EXPECT_TRUE(absl::StrContains(unfit.body, "has no conformal")) << unfit.body;
 }
 
 }  // namespace

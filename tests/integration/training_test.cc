@@ -140,6 +140,7 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_EQ(resp.members(), 2u);
   EXPECT_EQ(resp.predictions(0).label(), "spam");
   EXPECT_EQ(resp.predictions(1).label(), "ham");
+  EXPECT_EQ(resp.predictions(0).prediction_set_size(), 0) << "sets only when asked for";
 
   // Get and List show it; the store holds the PEFT files and the report.
   grpc::ClientContext list_ctx;
@@ -182,6 +183,22 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_NE(metrics.find("loracle_training_job_duration_seconds_count{state=\"SUCCEEDED\"} 1"),
             std::string::npos);
   EXPECT_NE(metrics.find("loracle_training_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos);
+
+  // The job kept the validation texts' conformal scores: it serves prediction sets, and a set
+  // at a higher coverage holds at least the labels of one at a lower coverage.
+  ASSERT_EQ(serving["conformal"]["scores"].size(), done.validation_examples());
+  EXPECT_EQ(serving["conformal"]["score"], "LAC");
+  int previous = 0;
+  for (float coverage : {0.5f, 0.99f}) {
+    req.set_coverage(coverage);
+    grpc::ClientContext set_ctx;
+    loracle::v1::PredictResponse sets;
+    ASSERT_TRUE(inference->Predict(&set_ctx, req, &sets).ok());
+    const int size = sets.predictions(0).prediction_set_size();
+    EXPECT_GE(size, previous) << coverage;
+    previous = size;
+  }
+  EXPECT_EQ(previous, 2) << "8 validation texts cannot support 99%: every label";
 }
 
 // A publish that runs out of room: the store on a 160 KiB tmpfs (ENOSPC; needs the right to

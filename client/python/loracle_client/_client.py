@@ -47,6 +47,9 @@ class Prediction:
     labels: List[str]
     members: List[MemberOutput]
     windows: int = 1  # windows a long text was read in (adapters fine-tuned with max_windows)
+    # With coverage=c: the split-conformal set (labels, most probable first) that holds the true
+    # label with probability >= c over exchangeable inputs.
+    prediction_set: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +175,8 @@ class Client:
     def predict(self, adapter: str, texts: Sequence[str], pairs: Optional[Sequence[str]] = None,
                 mc_samples: Optional[int] = None, return_members: bool = False,
                 seed: Optional[int] = None,
-                abstain_threshold: Optional[float] = None) -> List[Prediction]:
+                abstain_threshold: Optional[float] = None,
+                coverage: Optional[float] = None) -> List[Prediction]:
         """Classifies `texts` (and sentence `pairs`) with `adapter`; one Prediction per text."""
         req = inference_pb2.PredictRequest(adapter=adapter,
                                            inputs=[t.encode("utf-8") for t in texts],
@@ -185,6 +189,8 @@ class Client:
             req.seed = seed
         if abstain_threshold is not None:
             req.abstain_threshold = abstain_threshold
+        if coverage is not None:
+            req.coverage = coverage
         resp = self._call(self._inference.Predict, req)
         labels = list(resp.labels)
         return [Prediction(prediction_id=p.prediction_id, label=p.label,
@@ -198,7 +204,8 @@ class Client:
                            version=resp.version, labels=labels,
                            members=[MemberOutput(m.member, m.sample, list(m.probs))
                                     for m in p.members],
-                           windows=p.windows or 1)
+                           windows=p.windows or 1,
+                           prediction_set=list(p.prediction_set))
                 for p in resp.predictions]
 
     def feedback(self, labels: Union[Dict[str, str], Sequence[Tuple[str, str]]]) -> FeedbackResult:
