@@ -18,7 +18,8 @@ namespace {
 constexpr char kUsage[] = R"(usage: loracle [--server=HOST:PORT] COMMAND [options]
 
 commands:
-  predict --adapter=NAME [--mc_samples=N] [--seed=S] [--coverage=C] [--members] [--json] TEXT...
+  predict --adapter=NAME [--mc_samples=N] [--seed=S] [--coverage=C] [--abstain_risk=R]
+          [--members] [--json] TEXT...
           classify TEXTs (or lines of stdin when TEXT is -) with an adapter or ensemble
   adapters [list | get NAME | load NAME [--version=V | --path=DIR] | unload NAME]
           list the adapters the server holds, show one, or (admin) load the newest or a
@@ -73,7 +74,9 @@ struct Command {
 
 const std::vector<Command>& Commands() {
   static const std::vector<Command>* commands = new std::vector<Command>{
-      {"predict", PredictCommand, {"adapter", "mc_samples", "members", "seed", "coverage"}},
+      {"predict",
+       PredictCommand,
+       {"adapter", "mc_samples", "members", "seed", "coverage", "abstain_risk"}},
       {"adapters", AdaptersCommand, {"path", "version"}},
       {"bench",
        BenchCommand,

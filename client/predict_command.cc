@@ -63,6 +63,14 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
     }
     req.set_seed(seed);
   }
+  if (std::string v = Flag(args, "abstain_risk"); !v.empty()) {
+    float r;
+    if (!absl::SimpleAtof(v, &r)) {
+      err << "loracle predict: --abstain_risk must be a number in (0, 1), e.g. 0.1\n";
+      return 2;
+    }
+    req.set_abstain_risk(r);  // the server checks the range
+  }
   if (std::string v = Flag(args, "coverage"); !v.empty()) {
     float c;
     if (!absl::SimpleAtof(v, &c)) {
@@ -101,6 +109,7 @@ int PredictCommand(const Args& args, const Channel& channel, std::ostream& out, 
             {"expected_entropy", u.expected_entropy()},
             {"mutual_information", u.mutual_information()},
             {"confidence", u.confidence()},
+            {"error_score", u.error_score()},
             {"prob_std", std::vector<float>(u.prob_std().begin(), u.prob_std().end())}}},
           {"abstained", p.abstained()},
           {"truncated", p.truncated()},

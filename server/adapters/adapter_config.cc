@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/calibration/error_score.h"
 
 namespace loracle::adapters {
 namespace {
@@ -315,6 +316,33 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
     }
     std::sort(c.conformal_scores.begin(), c.conformal_scores.end());
   }
+  if (auto it = j.find("error_score"); it != j.end() && !it->is_null()) {
+    const auto scores = it->is_object() ? it->find("scores") : it->end();
+    const auto wrong = it->is_object() ? it->find("wrong") : it->end();
+    const std::string usage =
+        "\"error_score\" must be {\"name\": NAME, \"scores\": [ascending numbers], "
+        "\"wrong\": [0 or 1, one per score]}";
+    if (!it->is_object() || !it->contains("name") || !(*it)["name"].is_string() ||
+        scores == it->end() || !scores->is_array() || wrong == it->end() || !wrong->is_array() ||
+        scores->size() != wrong->size()) {
+      return Bad(source, usage);
+    }
+    c.error_score.name = (*it)["name"].get<std::string>();
+    if (absl::Status s = calibration::ParseErrorScore(c.error_score.name).status(); !s.ok()) {
+      return Bad(source, absl::StrCat("\"error_score.name\": ", s.message()));
+    }
+    for (size_t i = 0; i < scores->size(); ++i) {
+      const json& x = (*scores)[i];
+      const json& w = (*wrong)[i];
+      if (!x.is_number() || !std::isfinite(x.get<double>()) || !w.is_number_integer() ||
+          (w.get<int>() != 0 && w.get<int>() != 1) ||
+          (i > 0 && x.get<double>() < c.error_score.scores.back())) {
+        return Bad(source, usage);
+      }
+      c.error_score.scores.push_back(x.get<double>());
+      c.error_score.wrong.push_back(w.get<int>() == 1);
+    }
+  }
   return c;
 }
 
@@ -347,6 +375,11 @@ std::string ServingConfigToJson(const ServingConfig& c) {
   }
   if (!c.conformal_scores.empty()) {
     j["conformal"] = {{"score", "LAC"}, {"scores", c.conformal_scores}};
+  }
+  if (!c.error_score.name.empty()) {
+    std::vector<int> wrong(c.error_score.wrong.begin(), c.error_score.wrong.end());
+    j["error_score"] = {
+        {"name", c.error_score.name}, {"scores", c.error_score.scores}, {"wrong", wrong}};
   }
   return j.dump(2) + "\n";
 }

@@ -90,6 +90,16 @@ struct ServingConfig {
   // served probabilities on the validation data, sorted ascending ("conformal" in loracle.json,
   // written by the fine-tune job). Empty: the adapter serves no prediction sets.
   std::vector<double> conformal_scores;
+  // The uncertainty that best flagged wrong answers on the validation data
+  // (calibration/error_score.h; "error_score" in loracle.json, written by the fine-tune job):
+  // its name, and the validation predictions' scores ascending with whether each was wrong
+  // (abstain_risk chooses its threshold on them). Empty name: none; Uncertainty.error_score is 0.
+  struct ErrorScoring {
+    std::string name;
+    std::vector<double> scores;
+    std::vector<bool> wrong;
+  };
+  ErrorScoring error_score;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

@@ -46,6 +46,7 @@ serving::PredictCall ToCall(const PredictRequest& request) {
   call.seed = request.seed();
   if (request.has_abstain_threshold()) call.abstain_threshold = request.abstain_threshold();
   if (request.has_coverage()) call.coverage = request.coverage();
+  if (request.has_abstain_risk()) call.abstain_risk = request.abstain_risk();
   call.return_members = request.return_members();
   return call;
 }
@@ -67,6 +68,7 @@ void ToProto(const serving::PredictReply& reply, PredictResponse* response) {
     u->set_expected_entropy(in.expected_entropy);
     u->set_mutual_information(in.mutual_information);
     u->set_confidence(in.confidence);
+    u->set_error_score(in.error_score);
     u->mutable_prob_std()->Add(in.prob_std.begin(), in.prob_std.end());
     p->set_abstained(in.abstained);
     p->set_truncated(in.truncated);

@@ -128,13 +128,16 @@ absl::Status ParseInfer(const std::string& body, const std::string& adapter,
         out->abstain_threshold = value.get<double>();
       } else if (key == "coverage" && value.is_number()) {
         out->coverage = value.get<double>();
+      } else if (key == "abstain_risk" && value.is_number()) {
+        out->abstain_risk = value.get<double>();
       } else if (key == "timeout_ms" && value.is_number_integer() && value.get<int64_t>() > 0) {
         *timeout = absl::Milliseconds(value.get<int64_t>());
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "parameters.", key,
             ": unknown or of the wrong type (mc_samples, seed: integers; "
-            "return_members: boolean; abstain_threshold, coverage: numbers; timeout_ms: integer > "
+            "return_members: boolean; abstain_threshold, abstain_risk, coverage: numbers; "
+            "timeout_ms: integer > "
             "0)"));
       }
     }
@@ -168,9 +171,9 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
   const int64_t c = static_cast<int64_t>(r.labels.size());
   json probs = json::array(), std = json::array(), label = json::array(), index = json::array(),
        pe = json::array(), ee = json::array(), mi = json::array(), conf = json::array(),
-       abstained = json::array(), truncated = json::array(), tokens = json::array(),
-       windows = json::array(), ids = json::array(), members = json::array(),
-       in_set = json::array();
+       error_score = json::array(), abstained = json::array(), truncated = json::array(),
+       tokens = json::array(), windows = json::array(), ids = json::array(),
+       members = json::array(), in_set = json::array();
   int64_t passes = 0;
   for (const serving::Prediction& p : r.predictions) {
     for (float v : p.probs) probs.push_back(v);
@@ -181,6 +184,7 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
     ee.push_back(p.expected_entropy);
     mi.push_back(p.mutual_information);
     conf.push_back(p.confidence);
+    error_score.push_back(p.error_score);
     abstained.push_back(p.abstained);
     truncated.push_back(p.truncated);
     tokens.push_back(p.num_tokens);
@@ -196,13 +200,20 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
     }
   }
   std::vector<json> all = {
-      Tensor("probabilities", "FP32", {n, c}, probs), Tensor("label", "BYTES", {n}, label),
-      Tensor("label_index", "INT64", {n}, index),     Tensor("predictive_entropy", "FP32", {n}, pe),
-      Tensor("expected_entropy", "FP32", {n}, ee),    Tensor("mutual_information", "FP32", {n}, mi),
-      Tensor("confidence", "FP32", {n}, conf),        Tensor("prob_std", "FP32", {n, c}, std),
-      Tensor("abstained", "BOOL", {n}, abstained),    Tensor("truncated", "BOOL", {n}, truncated),
-      Tensor("num_tokens", "INT64", {n}, tokens),     Tensor("windows", "INT64", {n}, windows),
+      Tensor("probabilities", "FP32", {n, c}, probs),
+      Tensor("label", "BYTES", {n}, label),
+      Tensor("label_index", "INT64", {n}, index),
+      Tensor("predictive_entropy", "FP32", {n}, pe),
+      Tensor("expected_entropy", "FP32", {n}, ee),
+      Tensor("mutual_information", "FP32", {n}, mi),
+      Tensor("confidence", "FP32", {n}, conf),
+      Tensor("prob_std", "FP32", {n, c}, std),
+      Tensor("abstained", "BOOL", {n}, abstained),
+      Tensor("truncated", "BOOL", {n}, truncated),
+      Tensor("num_tokens", "INT64", {n}, tokens),
+      Tensor("windows", "INT64", {n}, windows),
       Tensor("prediction_id", "BYTES", {n}, ids),
+      Tensor("error_score", "FP32", {n}, error_score),
   };
   if (passes > 0) all.push_back(Tensor("member_probabilities", "FP32", {n, passes, c}, members));
   if (sets) all.push_back(Tensor("prediction_set", "BOOL", {n, c}, in_set));
@@ -335,8 +346,8 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
   for (const char* o : {"probabilities", "prob_std"}) {
     outputs.push_back({{"name", o}, {"datatype", "FP32"}, {"shape", nc}});
   }
-  for (const char* o :
-       {"predictive_entropy", "expected_entropy", "mutual_information", "confidence"}) {
+  for (const char* o : {"predictive_entropy", "expected_entropy", "mutual_information",
+                        "confidence", "error_score"}) {
     outputs.push_back({{"name", o}, {"datatype", "FP32"}, {"shape", n}});
   }
   outputs.push_back({{"name", "label"}, {"datatype", "BYTES"}, {"shape", n}});

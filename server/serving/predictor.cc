@@ -10,6 +10,7 @@
 #include "server/adapters/adapter.h"
 #include "server/adapters/registry.h"
 #include "server/calibration/conformal.h"
+#include "server/calibration/error_score.h"
 #include "server/calibration/feedback_store.h"
 #include "server/metrics/metrics.h"
 #include "server/serving/batcher.h"
@@ -26,15 +27,24 @@ struct Tokenized {
   std::optional<text::Encoding> pair;
 };
 
+// abstain_risk's guarantee holds with probability 1 - kRiskDelta (calibration/error_score.h).
+constexpr double kRiskDelta = 0.1;
+
 std::string NewPredictionId() {
   thread_local absl::BitGen gen;
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
 }
 
-// `set_threshold`: the conformal threshold of the call's coverage; unset: no sets.
+// Per call: `set_threshold`, the conformal threshold of its coverage (unset: no sets);
+// `risk_threshold`, the error score above which abstain_risk abstains (unset: none).
+struct ReplyOptions {
+  bool return_members = false;
+  std::optional<double> set_threshold, risk_threshold;
+};
+
 PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
-                   const std::vector<bool>& truncated, bool return_members,
-                   std::optional<double> set_threshold, calibration::FeedbackStore* feedback) {
+                   const std::vector<bool>& truncated, const ReplyOptions& options,
+                   calibration::FeedbackStore* feedback) {
   const absl::Time now = absl::Now();
   const adapters::Adapter& adapter = *req.adapter;
   PredictReply reply;
@@ -63,7 +73,18 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     p.mutual_information = static_cast<float>(in.summary.mutual_information);
     p.confidence = static_cast<float>(in.summary.confidence);
     for (double v : in.summary.prob_std) p.prob_std.push_back(static_cast<float>(v));
-    p.abstained = in.abstained;
+    std::optional<calibration::ErrorScore> kind;
+    if (!adapter.serving.error_score.name.empty()) {
+      if (absl::StatusOr<calibration::ErrorScore> k =
+              calibration::ParseErrorScore(adapter.serving.error_score.name);
+          k.ok()) {
+        kind = *k;
+      }
+    }
+    const double error_score = kind.has_value() ? ErrorScoreOf(*kind, in.summary) : 0.0;
+    p.error_score = static_cast<float>(error_score);
+    p.abstained = in.abstained ||
+                  (options.risk_threshold.has_value() && error_score > *options.risk_threshold);
     p.truncated = truncated[i];
     const size_t windows = req.windows.empty() ? 1 : static_cast<size_t>(req.windows[i]);
     for (size_t w = 0; w < windows; ++w) {
@@ -71,20 +92,20 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     }
     first += windows;
     p.windows = static_cast<int64_t>(windows);
-    if (return_members) {
+    if (options.return_members) {
       for (size_t k = 0; k < in.passes.size(); ++k) {
         p.members.push_back({static_cast<int>(k / static_cast<size_t>(req.mc_samples)),
                              static_cast<int>(k % static_cast<size_t>(req.mc_samples)),
                              in.passes[k]});
       }
     }
-    if (set_threshold.has_value()) {
-      for (int c : calibration::PredictionSet(in.summary.mean_probs, *set_threshold)) {
+    if (options.set_threshold.has_value()) {
+      for (int c : calibration::PredictionSet(in.summary.mean_probs, *options.set_threshold)) {
         p.prediction_set.push_back(adapter.serving.labels[static_cast<size_t>(c)]);
       }
     }
     if (adapter.series != nullptr) {
-      adapter.series->RecordPrediction(in.abstained, in.summary.confidence,
+      adapter.series->RecordPrediction(p.abstained, in.summary.confidence,
                                        in.summary.mutual_information,
                                        in.summary.predictive_entropy);
     }
@@ -128,6 +149,12 @@ absl::Status Predictor::Validate(const PredictCall& call, const Limits& limits) 
   }
   if (call.abstain_threshold.has_value() && !(*call.abstain_threshold >= 0)) {
     return absl::InvalidArgumentError("abstain_threshold must be >= 0");
+  }
+  if (call.abstain_risk.has_value() && !(*call.abstain_risk > 0 && *call.abstain_risk < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "abstain_risk must be in (0, 1) (e.g. 0.1: at most 10% errors among answered inputs), "
+        "got ",
+        *call.abstain_risk));
   }
   if (call.coverage.has_value() && !(*call.coverage > 0 && *call.coverage < 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -204,7 +231,21 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
       if (serving.max_windows > 1) req->windows.push_back(static_cast<int>(w->size()));
       for (text::Encoding& e : *w) req->inputs.push_back(std::move(e));
     }
-    std::optional<double> set_threshold;
+    ReplyOptions reply;
+    reply.return_members = call.return_members;
+    if (call.abstain_risk.has_value()) {
+      const adapters::ServingConfig::ErrorScoring& e = serving.error_score;
+      if (e.name.empty() || e.scores.empty()) {
+        return done(absl::FailedPreconditionError(absl::StrCat(
+            "adapter ", call.adapter, " (version ", (*adapter)->version,
+            ") has no error score chosen on validation data, so it cannot abstain by risk "
+            "(abstain_risk): fine-tune it with loracle (Training.Submit), or use "
+            "abstain_threshold")));
+      }
+      reply.risk_threshold =
+          calibration::ThresholdForRisk(e.scores, e.wrong, *call.abstain_risk, kRiskDelta)
+              .threshold;
+    }
     if (call.coverage.has_value()) {
       if (serving.conformal_scores.empty()) {
         return done(absl::FailedPreconditionError(absl::StrCat(
@@ -212,7 +253,8 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
             ") has no conformal calibration scores, so it cannot serve prediction sets "
             "(coverage): fine-tune it with loracle (Training.Submit), which keeps them")));
       }
-      set_threshold = calibration::ConformalThreshold(serving.conformal_scores, *call.coverage);
+      reply.set_threshold =
+          calibration::ConformalThreshold(serving.conformal_scores, *call.coverage);
     }
     req->adapter = *adapter;
     req->members = (*adapter)->members;
@@ -232,11 +274,10 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
     if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
     req->cancelled = std::move(cancelled);
     InferenceRequest* raw = req.get();
-    req->done = [done, raw, truncated = std::move(truncated), return_members = call.return_members,
-                 set_threshold,
+    req->done = [done, raw, truncated = std::move(truncated), reply,
                  feedback = options_.feedback](absl::StatusOr<InferenceResult> result) {
       if (!result.ok()) return done(result.status());
-      done(Reply(*raw, *result, truncated, return_members, set_threshold, feedback));
+      done(Reply(*raw, *result, truncated, reply, feedback));
     };
     if (absl::Status s = options_.batcher->Submit(std::move(req)); !s.ok()) done(s);
   };

@@ -41,6 +41,8 @@ struct PredictCall {
   uint64_t seed = 0;                        // seeds the test-time dropout masks
   std::optional<double> abstain_threshold;  // unset = the adapter's default
   std::optional<double> coverage;  // a conformal prediction set per input (calibration/conformal.h)
+  // Abstain to keep the answered error rate <= this (calibration/error_score.h).
+  std::optional<double> abstain_risk;
   bool return_members = false;
 };
 
@@ -57,6 +59,7 @@ struct Prediction {
   std::string label;
   std::vector<float> probs;  // ensemble-averaged
   float predictive_entropy = 0, expected_entropy = 0, mutual_information = 0, confidence = 0;
+  float error_score = 0;  // the adapter's chosen error score; 0 without one
   std::vector<float> prob_std;
   bool abstained = false;
   bool truncated = false;  // the text did not fit the adapter's windows
@@ -109,9 +112,9 @@ class Predictor {
 
   // The call's problems a person can fix, checked before any lookup: adapter named,
   // 1..max_inputs_per_request inputs, text_pairs empty or matching, mc_samples in
-  // [1, max_mc_samples], abstain_threshold >= 0, coverage in (0, 1), every text within
-  // max_input_bytes. After the adapter is acquired: FAILED_PRECONDITION, naming it, for coverage
-  // with an adapter that has no conformal calibration scores.
+  // [1, max_mc_samples], abstain_threshold >= 0, coverage and abstain_risk in (0, 1), every text
+  // within max_input_bytes. After the adapter is acquired: FAILED_PRECONDITION, naming it, for
+  // coverage (abstain_risk) with an adapter that has no conformal (error) scores.
   static absl::Status Validate(const PredictCall& call, const Limits& limits);
 
   // Runs one call; `done` is called exactly once, on this thread (an early error) or on a batch

@@ -38,6 +38,12 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
   *out.mutable_ensemble() = ToProto(r.ensemble);
   out.set_temperature(static_cast<float>(r.temperature));
   *out.mutable_calibrated() = ToProto(r.calibrated);
+  out.set_error_score(std::string(calibration::ErrorScoreName(r.error_score)));
+  for (size_t i = 0; i < r.error_score_aurc.size(); ++i) {
+    loracle::v1::ErrorScoreCandidate* c = out.add_error_score_candidates();
+    c->set_name(std::string(calibration::ErrorScoreName(calibration::kErrorScores[i])));
+    c->set_aurc(static_cast<float>(r.error_score_aurc[i]));
+  }
   return out;
 }
 
@@ -233,6 +239,9 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   const calibration::CalibrationReport& calibrated = trained->report.calibrated;
   identity.serving.validation = calibrated;
   identity.serving.conformal_scores = trained->report.conformal_scores;
+  identity.serving.error_score = {
+      std::string(calibration::ErrorScoreName(trained->report.error_score)),
+      trained->report.error_scores, trained->report.error_wrong};
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;

@@ -464,9 +464,11 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         Report(ensemble, validation.labels, r.temperature);
     if (!cal.ok()) return cal.status();
     r.calibrated = *cal;
+    std::vector<serving::UncertaintySummary> summaries;
     for (const serving::PassLogits& example : ensemble) {
       absl::StatusOr<serving::UncertaintySummary> s = serving::Summarise(example, r.temperature);
       if (!s.ok()) return s.status();
+      summaries.push_back(*s);
       r.validation_probs.push_back(s->mean_probs);
       r.validation_confidence.push_back(s->confidence);
       r.validation_mutual_information.push_back(s->mutual_information);
@@ -475,6 +477,21 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
         calibration::LacScores(r.validation_probs, validation.labels);
     if (!scores.ok()) return scores.status();
     r.conformal_scores = *std::move(scores);
+    absl::StatusOr<calibration::ErrorScoreChoice> choice =
+        calibration::ChooseErrorScore(summaries, validation.labels);
+    if (!choice.ok()) return choice.status();
+    r.error_score = choice->score;
+    r.error_score_aurc = choice->aurc;
+    std::vector<std::pair<double, bool>> scored;
+    for (size_t i = 0; i < summaries.size(); ++i) {
+      scored.emplace_back(calibration::ErrorScoreOf(r.error_score, summaries[i]),
+                          summaries[i].argmax != validation.labels[i]);
+    }
+    std::sort(scored.begin(), scored.end());
+    for (const auto& [score, wrong] : scored) {
+      r.error_scores.push_back(score);
+      r.error_wrong.push_back(wrong);
+    }
     r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   } catch (const c10::Error& e) {

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "server/adapters/adapter_config.h"
 #include "server/calibration/calibration.h"
+#include "server/calibration/error_score.h"
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
 #include "server/text/tokenizer.h"
@@ -107,6 +108,13 @@ struct TrainingReport {
   std::vector<double> validation_mutual_information;
   // The split-conformal LAC scores 1 - p_y of validation_probs, sorted (calibration/conformal.h).
   std::vector<double> conformal_scores;
+  // The error score chosen on those predictions (calibration/error_score.h), each candidate's
+  // AURC (in kErrorScores order), and the chosen score of every validation prediction, ascending,
+  // with whether it was wrong.
+  calibration::ErrorScore error_score = calibration::ErrorScore::kOneMinusConfidence;
+  std::vector<double> error_score_aurc;
+  std::vector<double> error_scores;
+  std::vector<bool> error_wrong;
   int64_t steps = 0;      // optimiser steps run
   int64_t best_step = 0;  // the step whose weights were kept
   double seconds = 0;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "loracle/v1/inference.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/calibration/conformal.h"
+#include "server/calibration/error_score.h"
 #include "server/rpc/rest_service.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
@@ -87,6 +89,12 @@ class RestTest : public ::testing::Test {
     spec.serving.mc_samples = 2;
     auto sets = testing::TinyAdapterSpec({"x", "y", "z"}, 1, 13);
     sets.serving.conformal_scores = kScores;
+    // 40 validation predictions by 1 - confidence: the lower half right, the upper half 50% wrong.
+    sets.serving.error_score.name = "one_minus_confidence";
+    for (int i = 0; i < 40; ++i) {
+      sets.serving.error_score.scores.push_back(0.01 * i);
+      sets.serving.error_score.wrong.push_back(i >= 20 && i % 2 == 0);
+    }
     auto t =
         testing::TestServer::Start({{"sentiment", spec},
                                     {"single", testing::TinyAdapterSpec({"a", "b", "c"}, 1, 12)},
@@ -361,6 +369,72 @@ TEST_F(RestTest, ConformalPredictionSetsOverGrpcAndRest) {
       Http(port(), "POST", "/v2/models/single/infer", Infer(texts, {{"coverage", 0.9}}).dump());
   EXPECT_EQ(unfit.status, 400) << unfit.body;
   EXPECT_TRUE(absl::StrContains(unfit.body, "has no conformal")) << unfit.body;
+}
+
+}  // namespace
+}  // namespace loracle
+
+namespace loracle {
+namespace {
+
+// abstain_risk over gRPC and REST: error_score is the adapter's chosen score (1 - confidence
+// here; 0 for an adapter without one), and an input abstains when its score is above the
+// threshold certified on the adapter's validation predictions.
+TEST_F(RestTest, AbstainRiskUsesTheAdaptersErrorScore) {
+  const std::vector<std::string> texts = {"a fine day",     "the worst film",  "nothing much",
+                                          "free money now", "see you at noon", "x"};
+  auto stub = loracle::v1::Inference::NewStub(server_->NewChannel());
+  auto predict = [&](const std::string& adapter, std::optional<float> risk,
+                     loracle::v1::PredictResponse* resp) {
+    loracle::v1::PredictRequest req;
+    req.set_adapter(adapter);
+    for (const std::string& t : texts) req.add_inputs(t);
+    if (risk.has_value()) req.set_abstain_risk(*risk);
+    grpc::ClientContext ctx;
+    return stub->Predict(&ctx, req, resp);
+  };
+  for (float bad : {0.0f, 1.0f, -0.1f}) {
+    loracle::v1::PredictResponse resp;
+    const grpc::Status s = predict("sets", bad, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "abstain_risk must be in (0, 1)"));
+  }
+  {
+    loracle::v1::PredictResponse resp;
+    const grpc::Status s = predict("single", 0.1f, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "adapter single (version 1) has no error"))
+        << s.error_message();
+    ASSERT_TRUE(predict("single", std::nullopt, &resp).ok());
+    EXPECT_EQ(resp.predictions(0).uncertainty().error_score(), 0.0f) << "none: documented as 0";
+  }
+  std::vector<double> scores;
+  std::vector<bool> wrong;
+  for (int i = 0; i < 40; ++i) {
+    scores.push_back(0.01 * i);
+    wrong.push_back(i >= 20 && i % 2 == 0);
+  }
+  for (float risk : {0.3f, 0.6f}) {
+    loracle::v1::PredictResponse resp;
+    ASSERT_TRUE(predict("sets", risk, &resp).ok());
+    const double t = calibration::ThresholdForRisk(scores, wrong, risk, 0.1).threshold;
+    for (const loracle::v1::Prediction& p : resp.predictions()) {
+      const float e = p.uncertainty().error_score();
+      EXPECT_NEAR(e, 1 - p.uncertainty().confidence(), 1e-6);
+      if (std::abs(e - t) > 1e-5) EXPECT_EQ(p.abstained(), e > t) << risk << " " << e << " " << t;
+    }
+  }
+  // REST: the same parameter, the error_score output, the same errors.
+  HttpReply r =
+      Http(port(), "POST", "/v2/models/sets/infer", Infer(texts, {{"abstain_risk", 0.3}}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  bool has_error_score = false;
+  const json reply = json::parse(r.body);
+  for (const json& o : reply["outputs"]) has_error_score |= o["name"] == "error_score";
+  EXPECT_TRUE(has_error_score) << r.body;
+  HttpReply bad =
+      Http(port(), "POST", "/v2/models/single/infer", Infer(texts, {{"abstain_risk", 0.3}}).dump());
+  EXPECT_EQ(bad.status, 400) << bad.body;
 }
 
 }  // namespace

@@ -187,6 +187,10 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   // The job kept the validation texts' conformal scores: it serves prediction sets, and a set
   // at a higher coverage holds at least the labels of one at a lower coverage.
   ASSERT_EQ(serving["conformal"]["scores"].size(), done.validation_examples());
+  // And the error score it chose on them, with every candidate's AURC in the report.
+  EXPECT_EQ(serving["error_score"]["name"], done.report().error_score());
+  EXPECT_EQ(serving["error_score"]["scores"].size(), done.validation_examples());
+  EXPECT_EQ(done.report().error_score_candidates_size(), 5);
   EXPECT_EQ(serving["conformal"]["score"], "LAC");
   int previous = 0;
   for (float coverage : {0.5f, 0.99f}) {

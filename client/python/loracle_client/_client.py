@@ -50,6 +50,9 @@ class Prediction:
     # With coverage=c: the split-conformal set (labels, most probable first) that holds the true
     # label with probability >= c over exchangeable inputs.
     prediction_set: List[str] = dataclasses.field(default_factory=list)
+    # Higher = more likely wrong: the uncertainty that ranked the adapter's validation errors
+    # best (0 for adapters without one).
+    error_score: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +179,8 @@ class Client:
                 mc_samples: Optional[int] = None, return_members: bool = False,
                 seed: Optional[int] = None,
                 abstain_threshold: Optional[float] = None,
-                coverage: Optional[float] = None) -> List[Prediction]:
+                coverage: Optional[float] = None,
+                abstain_risk: Optional[float] = None) -> List[Prediction]:
         """Classifies `texts` (and sentence `pairs`) with `adapter`; one Prediction per text."""
         req = inference_pb2.PredictRequest(adapter=adapter,
                                            inputs=[t.encode("utf-8") for t in texts],
@@ -191,6 +195,8 @@ class Client:
             req.abstain_threshold = abstain_threshold
         if coverage is not None:
             req.coverage = coverage
+        if abstain_risk is not None:
+            req.abstain_risk = abstain_risk
         resp = self._call(self._inference.Predict, req)
         labels = list(resp.labels)
         return [Prediction(prediction_id=p.prediction_id, label=p.label,
@@ -205,7 +211,8 @@ class Client:
                            members=[MemberOutput(m.member, m.sample, list(m.probs))
                                     for m in p.members],
                            windows=p.windows or 1,
-                           prediction_set=list(p.prediction_set))
+                           prediction_set=list(p.prediction_set),
+                           error_score=p.uncertainty.error_score)
                 for p in resp.predictions]
 
     def feedback(self, labels: Union[Dict[str, str], Sequence[Tuple[str, str]]]) -> FeedbackResult:
