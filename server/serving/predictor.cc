@@ -53,6 +53,13 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
   reply.labels = adapter.serving.labels;
   reply.members = req.members;
   reply.mc_samples = req.mc_samples;
+  // The adapter's error score (validated when its loracle.json was read); none: 0.
+  std::optional<calibration::ErrorScore> kind;
+  if (absl::StatusOr<calibration::ErrorScore> k =
+          calibration::ParseErrorScore(adapter.serving.error_score.name);
+      k.ok()) {
+    kind = *k;
+  }
   size_t first = 0;  // input i's first encoding
   for (size_t i = 0; i < result.inputs.size(); ++i) {
     const InputResult& in = result.inputs[i];
@@ -73,14 +80,6 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     p.mutual_information = static_cast<float>(in.summary.mutual_information);
     p.confidence = static_cast<float>(in.summary.confidence);
     for (double v : in.summary.prob_std) p.prob_std.push_back(static_cast<float>(v));
-    std::optional<calibration::ErrorScore> kind;
-    if (!adapter.serving.error_score.name.empty()) {
-      if (absl::StatusOr<calibration::ErrorScore> k =
-              calibration::ParseErrorScore(adapter.serving.error_score.name);
-          k.ok()) {
-        kind = *k;
-      }
-    }
     const double error_score = kind.has_value() ? ErrorScoreOf(*kind, in.summary) : 0.0;
     p.error_score = static_cast<float>(error_score);
     p.abstained = in.abstained ||
