@@ -60,9 +60,11 @@ bool BuildRequest(const Args& args, SubmitRequest* r, std::ostream& err) {
     r->mutable_lora()->add_target_modules(std::string(t));
   }
   r->mutable_lora()->set_use_rslora(Flag(args, "rslora") == "true");
-  const std::string method = absl::AsciiStrToLower(Flag(args, "dropout", "lora_dropout"));
+  // Without --dropout the server's default applies (independently trained members, no dropout).
+  const std::string method = absl::AsciiStrToLower(Flag(args, "dropout"));
   loracle::v1::DropoutConfig* d = r->mutable_dropout();
-  if (method == "none") {
+  if (method.empty()) {
+  } else if (method == "none") {
     d->set_method(loracle::v1::DROPOUT_METHOD_NONE);
   } else if (method == "input") {
     d->set_method(loracle::v1::DROPOUT_METHOD_INPUT);

@@ -343,6 +343,25 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       c.error_score.wrong.push_back(w.get<int>() == 1);
     }
   }
+  if (auto it = j.find("ood"); it != j.end() && !it->is_null()) {
+    const std::string usage =
+        "\"ood\" must be {\"method\": \"mahalanobis\", \"file\": FILE, \"quantile\": q in "
+        "(0, 1), \"threshold\": number > 0}";
+    if (!it->is_object() || it->value("method", "") != "mahalanobis" || !it->contains("file") ||
+        !(*it)["file"].is_string() || !it->contains("quantile") || !(*it)["quantile"].is_number() ||
+        !it->contains("threshold") || !(*it)["threshold"].is_number()) {
+      return Bad(source, usage);
+    }
+    c.ood.method = "mahalanobis";
+    c.ood.file = (*it)["file"].get<std::string>();
+    c.ood.quantile = (*it)["quantile"].get<double>();
+    c.ood.threshold = (*it)["threshold"].get<double>();
+    if (c.ood.file.empty() || c.ood.file.find('/') != std::string::npos ||
+        !(c.ood.quantile > 0 && c.ood.quantile < 1) || !(c.ood.threshold > 0) ||
+        !std::isfinite(c.ood.threshold)) {
+      return Bad(source, usage + " (file: a name in the adapter's directory)");
+    }
+  }
   return c;
 }
 
@@ -380,6 +399,12 @@ std::string ServingConfigToJson(const ServingConfig& c) {
     std::vector<int> wrong(c.error_score.wrong.begin(), c.error_score.wrong.end());
     j["error_score"] = {
         {"name", c.error_score.name}, {"scores", c.error_score.scores}, {"wrong", wrong}};
+  }
+  if (!c.ood.method.empty()) {
+    j["ood"] = {{"method", c.ood.method},
+                {"file", c.ood.file},
+                {"quantile", c.ood.quantile},
+                {"threshold", c.ood.threshold}};
   }
   return j.dump(2) + "\n";
 }

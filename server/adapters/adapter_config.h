@@ -100,6 +100,18 @@ struct ServingConfig {
     std::vector<bool> wrong;
   };
   ErrorScoring error_score;
+  // How unlike the training inputs an input is (model/ood_detector.h; "ood" in loracle.json,
+  // written by the fine-tune job): the detector's statistics live in `file` beside the PEFT files;
+  // Uncertainty.ood_score = distance / threshold, where `threshold` is the `quantile` of the
+  // validation texts' distances (ood_score > 1 for a share 1 - quantile of inputs like them).
+  // Empty method: none; ood_score is 0.
+  struct OodScoring {
+    std::string method;  // "mahalanobis"
+    std::string file;
+    double quantile = 0.95;
+    double threshold = 0;
+  };
+  OodScoring ood;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

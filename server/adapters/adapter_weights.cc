@@ -129,9 +129,11 @@ const std::vector<model::LoraMember>& MembersOf(const Adapter& adapter) {
   return adapter.weights->members;
 }
 
-std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members) {
+std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members,
+                                     std::shared_ptr<const model::OodDetector> ood) {
   auto weights = std::make_shared<AdapterWeights>();
   weights->members = std::move(members);
+  weights->ood = std::move(ood);
   identity.members = static_cast<int>(weights->members.size());
   identity.memory_bytes = 0;
   for (const model::LoraMember& m : weights->members) {
@@ -143,8 +145,16 @@ std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMe
       if (t->defined()) identity.memory_bytes += static_cast<int64_t>(t->nbytes());
     }
   }
+  if (weights->ood != nullptr) {
+    identity.memory_bytes +=
+        4 * weights->ood->hidden() * (weights->ood->hidden() + weights->ood->classes());
+  }
   identity.weights = std::move(weights);
   return std::make_shared<Adapter>(std::move(identity));
+}
+
+const model::OodDetector* OodOf(const Adapter& adapter) {
+  return adapter.weights == nullptr ? nullptr : adapter.weights->ood.get();
 }
 
 absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
@@ -177,7 +187,14 @@ absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
     return absl::InternalError(
         absl::StrCat("loading adapter ", dir, ": ", e.what_without_backtrace()));
   }
-  return MakeAdapter(std::move(adapter), std::move(members));
+  std::shared_ptr<const model::OodDetector> ood;
+  if (!serving->ood.method.empty()) {
+    absl::StatusOr<model::OodDetector> d = model::OodDetector::Load(
+        dir + "/" + serving->ood.file, base.backbone->config().hidden_size);
+    if (!d.ok()) return d.status();
+    ood = std::make_shared<const model::OodDetector>(*std::move(d));
+  }
+  return MakeAdapter(std::move(adapter), std::move(members), std::move(ood));
 }
 
 absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel& base,
@@ -204,6 +221,14 @@ absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
   const std::string base_prefix = model::LayoutFor(arch).base_prefix;
   const model::HeadLayout& head = model::HeadFor(arch);
   if (absl::Status s = util::MakeDirs(dir); !s.ok()) return s;
+  if (!adapter.serving.ood.method.empty()) {
+    const model::OodDetector* ood = OodOf(adapter);
+    if (ood == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("adapter ", adapter.name, ": loracle.json names an OOD detector it lacks"));
+    }
+    if (absl::Status s = ood->Save(dir + "/" + adapter.serving.ood.file); !s.ok()) return s;
+  }
   if (absl::Status s = util::WriteFileAtomically(dir + "/" + kServingConfigFile,
                                                  ServingConfigToJson(adapter.serving));
       !s.ok()) {

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "server/adapters/adapter.h"
 #include "server/model/lora.h"
+#include "server/model/ood_detector.h"
 
 namespace loracle::model {
 struct BaseModel;
@@ -21,13 +22,18 @@ namespace loracle::adapters {
 
 struct AdapterWeights {
   std::vector<model::LoraMember> members;  // M entries
+  // The OOD detector ServingConfig::ood names; null without one.
+  std::shared_ptr<const model::OodDetector> ood;
 };
 
 // The member weights of `adapter`; it must have weights (every adapter this file loads does).
 const std::vector<model::LoraMember>& MembersOf(const Adapter& adapter);
 
 // An adapter named `name` with `members` as its weights; adapter.members = members.size().
-std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members);
+std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMember> members,
+                                     std::shared_ptr<const model::OodDetector> ood = nullptr);
+// The OOD detector of `adapter`, or null.
+const model::OodDetector* OodOf(const Adapter& adapter);
 
 // Loads the adapter directory `dir` against `base`. Head tensors the adapter lacks come from the
 // base checkpoint's own head when it has one. Errors name the file and tensor: NOT_FOUND
@@ -46,8 +52,9 @@ absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel&
 // Writes `adapter` into `dir` (created if needed) as PEFT saves a LoRA sequence-classification
 // adapter of `base`'s architecture: adapter_config.json (adapter.lora, with the head modules as
 // modules_to_save) and adapter_model.safetensors per member (member-<i>/ when M > 1), plus
-// loracle.json. F32 tensors; `base_model.model.<prefix>.<module>.lora_{A,B}.weight` and
-// `base_model.model.<head module>.{weight,bias}` keys.
+// loracle.json and, with an OOD detector, its file (ServingConfig::ood). F32 tensors;
+// `base_model.model.<prefix>.<module>.lora_{A,B}.weight` and `base_model.model.<head
+// module>.{weight,bias}` keys.
 absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
                          const model::BaseModel& base);
 

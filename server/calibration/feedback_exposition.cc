@@ -107,6 +107,36 @@ std::vector<MetricFamily> FeedbackFamilies(const std::vector<FeedbackStore::Vers
       }
     }
   }
+  MetricFamily set_coverage =
+      Family("loracle_online_set_coverage",
+             "Share of labelled live predictions whose conformal set at `target` coverage held the "
+             "true label, since the version loaded (adapters with conformal scores)",
+             MetricType::Gauge);
+  MetricFamily set_target = Family("loracle_online_set_target",
+                                   "The coverage a conformal set promises, as a number (for alert "
+                                   "arithmetic against loracle_online_set_coverage)",
+                                   MetricType::Gauge);
+  MetricFamily set_labelled =
+      Family("loracle_online_set_labelled",
+             "Labelled live predictions behind loracle_online_set_coverage", MetricType::Gauge);
+  MetricFamily set_size =
+      Family("loracle_online_set_size", "Mean conformal set size of labelled live predictions",
+             MetricType::Gauge);
+  for (const FeedbackStore::VersionReport& r : reports) {
+    if (!r.has_sets) continue;
+    const std::string version = absl::StrCat(r.version);
+    for (size_t t = 0; t < kOnlineCoverageTargets.size(); ++t) {
+      const std::vector<ClientMetric::Label> labels = {
+          L("adapter", r.adapter), L("version", version),
+          L("target", absl::StrFormat("%.2f", kOnlineCoverageTargets[t]))};
+      AddGauge(set_target, labels, kOnlineCoverageTargets[t]);
+      AddGauge(set_labelled, labels, static_cast<double>(r.set_labelled));
+      if (r.set_labelled == 0) continue;
+      const double n = static_cast<double>(r.set_labelled);
+      AddGauge(set_coverage, labels, static_cast<double>(r.set_covered[t]) / n);
+      AddGauge(set_size, labels, static_cast<double>(r.set_size[t]) / n);
+    }
+  }
   MetricFamily psi = Family("loracle_drift_psi",
                             "Population stability index of the latest --feedback_window "
                             "predictions' confidence or mutual information against the reference "
@@ -139,8 +169,9 @@ std::vector<MetricFamily> FeedbackFamilies(const std::vector<FeedbackStore::Vers
                                 "--feedback_capacity and --feedback_ttl_s)",
                                 MetricType::Gauge);
   AddGauge(waiting, {}, static_cast<double>(remembered));
-  return {total,     dups,     labelled, accuracy, ece,       mce,    brier,  nll,
-          bin_count, bin_conf, bin_acc,  psi,      reference, served, waiting};
+  return {total,    dups,      labelled,  accuracy, ece,          mce,        brier,
+          nll,      bin_count, bin_conf,  bin_acc,  set_coverage, set_target, set_labelled,
+          set_size, psi,       reference, served,   waiting};
 }
 
 }  // namespace loracle::calibration

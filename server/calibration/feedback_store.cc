@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/calibration/conformal.h"
 
 namespace loracle::calibration {
 
@@ -88,6 +89,12 @@ void FeedbackStore::Remember(std::string id, const Served& served, std::vector<f
       stats.reference_from_validation = true;
     }
   }
+  if (stats.predictions == 1 && served.conformal_scores != nullptr &&
+      !served.conformal_scores->empty()) {
+    for (double target : kOnlineCoverageTargets) {
+      stats.set_thresholds.push_back(ConformalThreshold(*served.conformal_scores, target));
+    }
+  }
   if (!stats.reference.valid()) {  // the first window becomes the reference
     stats.first_confidence.push_back(confidence);
     stats.first_mi.push_back(mutual_information);
@@ -146,6 +153,16 @@ absl::StatusOr<FeedbackStore::Result> FeedbackStore::Record(absl::string_view id
   stats.since_load.Add(o);
   stats.recent.push_back(o);
   if (static_cast<int64_t>(stats.recent.size()) > options_.window) stats.recent.pop_front();
+  if (!stats.set_thresholds.empty()) {
+    const std::vector<double> probs(e.probs.begin(), e.probs.end());
+    const int y = static_cast<int>(label - labels.begin());
+    ++stats.set_labelled;
+    for (size_t t = 0; t < stats.set_thresholds.size(); ++t) {
+      const std::vector<int> set = PredictionSet(probs, stats.set_thresholds[t]);
+      stats.set_covered[t] += std::find(set.begin(), set.end(), y) != set.end();
+      stats.set_size[t] += static_cast<int64_t>(set.size());
+    }
+  }
   return Result::kRecorded;
 }
 
@@ -163,6 +180,10 @@ std::vector<FeedbackStore::VersionReport> FeedbackStore::Reports() const {
     r.reference_from_validation = stats.reference_from_validation;
     r.reference_examples = stats.reference.examples;
     r.live_examples = static_cast<int64_t>(stats.live.size());
+    r.has_sets = !stats.set_thresholds.empty();
+    r.set_labelled = stats.set_labelled;
+    r.set_covered = stats.set_covered;
+    r.set_size = stats.set_size;
     r.has_drift = stats.reference.valid() && !stats.live.empty();
     if (r.has_drift) {
       const double n = static_cast<double>(stats.live.size());

@@ -8,6 +8,10 @@
 // (calibration.h) computes offline from the same probabilities and labels, plus the per-bin
 // counts, mean confidences and accuracies of a reliability diagram.
 //
+// For adapters with conformal calibration scores (conformal.h), each labelled prediction also
+// counts whether its split-conformal set at each of kOnlineCoverageTargets held the true label:
+// online set coverage, equal to what PredictionSet computes offline from the same probabilities.
+//
 // It also measures drift before any feedback arrives: per adapter version, the confidence and
 // mutual information of the latest `window` predictions against a reference distribution
 // (drift.h): the adapter's validation data when it brings one, else its first `window`
@@ -38,6 +42,9 @@
 #include "server/calibration/drift.h"
 
 namespace loracle::calibration {
+
+// The coverages whose sets Feedback checks online (as the fine-tune report does offline).
+inline constexpr std::array<double, 3> kOnlineCoverageTargets = {0.8, 0.9, 0.95};
 
 // Running sums over labelled predictions. Bins are calibration.h's: 15 equal-width confidence
 // bins over (0, 1], bin b holding confidences in (b/15, (b+1)/15].
@@ -84,6 +91,8 @@ class FeedbackStore {
     int64_t reference_examples = 0;
     const std::vector<double>* reference_confidence = nullptr;
     const std::vector<double>* reference_mutual_information = nullptr;
+    // The adapter's conformal scores, sorted; null or empty: no online set coverage.
+    const std::vector<double>* conformal_scores = nullptr;
   };
   // Remembers a returned prediction (for feedback, and its confidence and mutual information for
   // drift); forgets the oldest beyond capacity or ttl.
@@ -112,6 +121,12 @@ class FeedbackStore {
     int64_t live_examples = 0;
     double psi_confidence = 0;
     double psi_mutual_information = 0;
+    // Online set coverage since load, per kOnlineCoverageTargets entry (has_sets: the adapter has
+    // conformal scores): labelled predictions, how many sets held the true label, set sizes summed.
+    bool has_sets = false;
+    int64_t set_labelled = 0;
+    std::array<int64_t, kOnlineCoverageTargets.size()> set_covered{};
+    std::array<int64_t, kOnlineCoverageTargets.size()> set_size{};
   };
   // Every adapter version with predictions, ordered by (adapter, version).
   std::vector<VersionReport> Reports() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -144,6 +159,10 @@ class FeedbackStore {
     std::deque<std::pair<uint8_t, uint8_t>> live;    // (confidence, MI) bins, oldest first
     std::array<int64_t, kConfidenceBins> live_confidence{};
     std::array<int64_t, kMutualInformationBins> live_mi{};
+    std::vector<double> set_thresholds;  // per kOnlineCoverageTargets; empty: no sets
+    int64_t set_labelled = 0;
+    std::array<int64_t, kOnlineCoverageTargets.size()> set_covered{};
+    std::array<int64_t, kOnlineCoverageTargets.size()> set_size{};
   };
   using VersionKey = std::pair<std::string, int64_t>;
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

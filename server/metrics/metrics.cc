@@ -20,6 +20,9 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
 const prometheus::Histogram::BucketBoundaries kRowBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 const prometheus::Histogram::BucketBoundaries kProbBuckets = {0.1, 0.2, 0.3, 0.4,  0.5, 0.6,
                                                               0.7, 0.8, 0.9, 0.95, 0.99};
+// ood_score: 1 is the adapter's validation 95th percentile.
+const prometheus::Histogram::BucketBoundaries kOodBuckets = {0.25, 0.5, 0.75, 1, 1.25,
+                                                             1.5,  2,   3,    5, 10};
 const prometheus::Histogram::BucketBoundaries kPassBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 const prometheus::Histogram::BucketBoundaries kJobBuckets = {
     10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400};
@@ -67,6 +70,7 @@ struct AdapterSeries::Families {
   prometheus::Family<prometheus::Histogram>* confidence;
   prometheus::Family<prometheus::Histogram>* mutual_information;
   prometheus::Family<prometheus::Histogram>* predictive_entropy;
+  prometheus::Family<prometheus::Histogram>* ood_score;
   // Validation report and temperature of the version, in this order.
   std::vector<prometheus::Family<prometheus::Gauge>*> gauges;
 
@@ -78,6 +82,7 @@ struct AdapterSeries::Families {
     prometheus::Histogram* confidence = nullptr;
     prometheus::Histogram* mutual_information = nullptr;
     prometheus::Histogram* predictive_entropy = nullptr;
+    prometheus::Histogram* ood_score = nullptr;
     std::vector<prometheus::Gauge*> gauges;
   };
   absl::Mutex mu;
@@ -95,6 +100,7 @@ AdapterSeries::~AdapterSeries() {
   families_->confidence->Remove(confidence_);
   families_->mutual_information->Remove(mutual_information_);
   families_->predictive_entropy->Remove(predictive_entropy_);
+  families_->ood_score->Remove(ood_score_);
   for (size_t i = 0; i < it->second.gauges.size(); ++i) {
     if (it->second.gauges[i] != nullptr) families_->gauges[i]->Remove(it->second.gauges[i]);
   }
@@ -102,7 +108,8 @@ AdapterSeries::~AdapterSeries() {
 }
 
 void AdapterSeries::RecordPrediction(bool abstained, double confidence, double mutual_information,
-                                     double predictive_entropy) {
+                                     double predictive_entropy, double ood_score) {
+  if (ood_score >= 0) ood_score_->Observe(ood_score);
   predictions_->Increment();
   if (abstained) abstained_->Increment();
   confidence_->Observe(confidence);
@@ -164,6 +171,14 @@ Metrics::Metrics(const Options& options)
       &BuildHistogram()
            .Name("loracle_prediction_entropy")
            .Help("Predictive entropy of the averaged probabilities (nats), by adapter version")
+           .Register(*registry_);
+  families->ood_score =
+      &BuildHistogram()
+           .Name("loracle_prediction_ood_score")
+           .Help(
+               "How unlike the adapter's training inputs each input is (Uncertainty.ood_score; "
+               "above 1 for about 5% of inputs like its validation data), by adapter version; "
+               "only adapters with an OOD detector")
            .Register(*registry_);
   for (const auto& [name, help] : std::vector<std::pair<const char*, const char*>>{
            {"loracle_adapter_validation_accuracy",
@@ -345,6 +360,7 @@ std::shared_ptr<AdapterSeries> Metrics::NewAdapterSeries(const std::string& adap
     live.confidence = &f.confidence->Add(labels, kProbBuckets);
     live.mutual_information = &f.mutual_information->Add(labels, kMiBuckets);
     live.predictive_entropy = &f.predictive_entropy->Add(labels, kEntropyBuckets);
+    live.ood_score = &f.ood_score->Add(labels, kOodBuckets);
     live.gauges.assign(f.gauges.size(), nullptr);
     if (validation != nullptr && validation->examples > 0) {
       const double values[] = {validation->accuracy, validation->ece,
@@ -363,6 +379,7 @@ std::shared_ptr<AdapterSeries> Metrics::NewAdapterSeries(const std::string& adap
   s->confidence_ = live.confidence;
   s->mutual_information_ = live.mutual_information;
   s->predictive_entropy_ = live.predictive_entropy;
+  s->ood_score_ = live.ood_score;
   return s;
 }
 

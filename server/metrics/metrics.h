@@ -80,8 +80,9 @@ class AdapterSeries {
   AdapterSeries(const AdapterSeries&) = delete;
   AdapterSeries& operator=(const AdapterSeries&) = delete;
 
+  // `ood_score` < 0: the adapter has no OOD detector (nothing observed).
   void RecordPrediction(bool abstained, double confidence, double mutual_information,
-                        double predictive_entropy);
+                        double predictive_entropy, double ood_score = -1);
 
  private:
   friend class Metrics;
@@ -95,6 +96,7 @@ class AdapterSeries {
   prometheus::Histogram* confidence_ = nullptr;
   prometheus::Histogram* mutual_information_ = nullptr;
   prometheus::Histogram* predictive_entropy_ = nullptr;
+  prometheus::Histogram* ood_score_ = nullptr;
 };
 
 class Metrics {

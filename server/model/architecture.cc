@@ -1,5 +1,7 @@
 #include "server/model/architecture.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace loracle::model {
@@ -138,6 +140,18 @@ TensorShapes HeadTensorShapes(const ModelConfig& c, int64_t num_labels) {
 
 std::vector<std::string> DefaultTargetModules(Architecture arch) {
   return SpecFor(arch).default_targets;
+}
+
+std::vector<std::string> AllLinearTargetModules(Architecture arch) {
+  const EncoderLayout& l = LayoutFor(arch);
+  std::vector<std::string> out;
+  for (const std::string* path :
+       {&l.query, &l.key, &l.value, &l.attn_out, &l.intermediate, &l.output}) {
+    const size_t dot = path->rfind('.');
+    std::string name = dot == std::string::npos ? *path : path->substr(dot + 1);
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+  }
+  return out;
 }
 
 std::vector<std::string> HeadModules(Architecture arch) { return SpecFor(arch).head_modules; }

@@ -70,6 +70,11 @@ const ArchitectureSpec* SpecForModelType(const std::string& model_type);
 std::string SupportedModelTypes();
 
 std::vector<std::string> DefaultTargetModules(Architecture arch);
+// Every linear layer of the encoder layers as PEFT target names (the last component of each
+// module path: BERT and RoBERTa "query", "key", "value", "dense"; DistilBERT "q_lin", "k_lin",
+// "v_lin", "out_lin", "lin1", "lin2"), like PEFT's "all-linear" without the head. BERT's pooler
+// is a "dense" too and is adapted with them.
+std::vector<std::string> AllLinearTargetModules(Architecture arch);
 std::vector<std::string> HeadModules(Architecture arch);
 
 }  // namespace loracle::model

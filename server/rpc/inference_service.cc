@@ -69,6 +69,7 @@ void ToProto(const serving::PredictReply& reply, PredictResponse* response) {
     u->set_mutual_information(in.mutual_information);
     u->set_confidence(in.confidence);
     u->set_error_score(in.error_score);
+    u->set_ood_score(in.ood_score);
     u->mutable_prob_std()->Add(in.prob_std.begin(), in.prob_std.end());
     p->set_abstained(in.abstained);
     p->set_truncated(in.truncated);

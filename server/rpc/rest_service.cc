@@ -171,9 +171,9 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
   const int64_t c = static_cast<int64_t>(r.labels.size());
   json probs = json::array(), std = json::array(), label = json::array(), index = json::array(),
        pe = json::array(), ee = json::array(), mi = json::array(), conf = json::array(),
-       error_score = json::array(), abstained = json::array(), truncated = json::array(),
-       tokens = json::array(), windows = json::array(), ids = json::array(),
-       members = json::array(), in_set = json::array();
+       error_score = json::array(), ood_score = json::array(), abstained = json::array(),
+       truncated = json::array(), tokens = json::array(), windows = json::array(),
+       ids = json::array(), members = json::array(), in_set = json::array();
   int64_t passes = 0;
   for (const serving::Prediction& p : r.predictions) {
     for (float v : p.probs) probs.push_back(v);
@@ -185,6 +185,7 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
     mi.push_back(p.mutual_information);
     conf.push_back(p.confidence);
     error_score.push_back(p.error_score);
+    ood_score.push_back(p.ood_score);
     abstained.push_back(p.abstained);
     truncated.push_back(p.truncated);
     tokens.push_back(p.num_tokens);
@@ -214,6 +215,7 @@ absl::StatusOr<json> InferResponse(const serving::PredictReply& r,
       Tensor("windows", "INT64", {n}, windows),
       Tensor("prediction_id", "BYTES", {n}, ids),
       Tensor("error_score", "FP32", {n}, error_score),
+      Tensor("ood_score", "FP32", {n}, ood_score),
   };
   if (passes > 0) all.push_back(Tensor("member_probabilities", "FP32", {n, passes, c}, members));
   if (sets) all.push_back(Tensor("prediction_set", "BOOL", {n, c}, in_set));
@@ -347,7 +349,7 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
     outputs.push_back({{"name", o}, {"datatype", "FP32"}, {"shape", nc}});
   }
   for (const char* o : {"predictive_entropy", "expected_entropy", "mutual_information",
-                        "confidence", "error_score"}) {
+                        "confidence", "error_score", "ood_score"}) {
     outputs.push_back({{"name", o}, {"datatype", "FP32"}, {"shape", n}});
   }
   outputs.push_back({{"name", "label"}, {"datatype", "BYTES"}, {"shape", n}});

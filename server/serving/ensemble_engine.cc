@@ -57,11 +57,12 @@ model::LoraRouting Route(
 absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel& base,
                                                          const PackedRows& rows,
                                                          const model::LoraRouting& routing,
-                                                         int parts) {
+                                                         int parts, torch::Tensor* features) {
   model::Backbone backbone = base.backbone;  // a handle: forwards only read it
   absl::StatusOr<torch::Tensor> pooled =
       model::ForwardInParts(*backbone, rows.ids, rows.mask, rows.types, routing, parts);
   if (!pooled.ok()) return pooled.status();
+  if (features != nullptr) *features = *pooled;
   // Every group's logits, flattened into one tensor: one copy back to the host.
   std::vector<torch::Tensor> flat;
   std::vector<int64_t> classes;
@@ -78,6 +79,48 @@ absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel&
     offset += n * classes[g];
   }
   return logits;
+}
+
+std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
+                                        const torch::Tensor& row_features,
+                                        const std::vector<std::vector<int>>& windows,
+                                        const std::vector<bool>& wanted) {
+  const size_t items = windows.size();
+  // Every item's encoding -> input index, and each item's input count.
+  std::vector<std::vector<int64_t>> input_of(items);
+  std::vector<int64_t> inputs(items, 0);
+  auto want = [&](size_t item) { return wanted.empty() || wanted[item]; };
+  for (size_t item = 0; item < items; ++item) {
+    if (!want(item) || windows[item].empty()) continue;
+    for (int w : windows[item]) {
+      input_of[item].insert(input_of[item].end(), static_cast<size_t>(w), inputs[item]);
+      ++inputs[item];
+    }
+  }
+  std::vector<std::vector<int64_t>> rows(items), targets(items);
+  for (size_t r = 0; r < layout.rows.size(); ++r) {
+    const RowRef& row = layout.rows[r];
+    if (!want(row.item)) continue;
+    const int64_t input = input_of[row.item].empty()
+                              ? row.encoding
+                              : input_of[row.item][static_cast<size_t>(row.encoding)];
+    if (windows[row.item].empty()) inputs[row.item] = std::max(inputs[row.item], input + 1);
+    rows[row.item].push_back(static_cast<int64_t>(r));
+    targets[row.item].push_back(input);
+  }
+  const torch::Tensor host = row_features.detach().to(torch::kCPU, torch::kFloat32);
+  std::vector<torch::Tensor> out(items);
+  for (size_t item = 0; item < items; ++item) {
+    if (rows[item].empty()) continue;
+    const torch::Tensor target = torch::tensor(targets[item], torch::kInt64);
+    const torch::Tensor picked = host.index_select(0, torch::tensor(rows[item], torch::kInt64));
+    torch::Tensor sum = torch::zeros({inputs[item], host.size(1)}, torch::kFloat32);
+    sum.index_add_(0, target, picked);
+    torch::Tensor count = torch::zeros({inputs[item]}, torch::kFloat32);
+    count.index_add_(0, target, torch::ones({target.size(0)}, torch::kFloat32));
+    out[item] = sum / count.clamp_min(1.0).unsqueeze(1);
+  }
+  return out;
 }
 
 std::vector<std::vector<PassLogits>> GatherPasses(const EnsembleLayout& layout,

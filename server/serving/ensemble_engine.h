@@ -43,11 +43,21 @@ model::LoraRouting Route(
 
 // One forward of every row (in `parts` row parts on threads of their own; the caller sets the
 // BLAS threads and the InferenceMode / NoGradGuard), then each group's head: one float64 host
-// tensor [group rows, classes] per group, brought back in one copy.
+// tensor [group rows, classes] per group, brought back in one copy. With `features`, also every
+// row's pooled features (what the heads read), [rows, hidden] on the backbone's device.
 absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel& base,
                                                          const PackedRows& rows,
                                                          const model::LoraRouting& routing,
-                                                         int parts);
+                                                         int parts,
+                                                         torch::Tensor* features = nullptr);
+
+// Each input's mean feature over its rows (every pass and window): for each item, float32 host
+// [inputs, hidden], inputs as `windows[item]` groups encodings (empty = one each). Items listed
+// in `wanted` only (others get an undefined tensor); empty `wanted` = every item.
+std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
+                                        const torch::Tensor& row_features,
+                                        const std::vector<std::vector<int>>& windows,
+                                        const std::vector<bool>& wanted = {});
 
 // ForwardLogits' tensors as GatherPasses wants them.
 std::vector<std::vector<PassLogits>> GatherPasses(const EnsembleLayout& layout,

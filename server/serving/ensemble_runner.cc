@@ -60,6 +60,15 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   const int64_t n = static_cast<int64_t>(layout.rows.size());
   const int64_t seq = packed.ids.size(1);
 
+  // Requests whose adapter scores how unlike its training inputs they are need the features.
+  std::vector<bool> ood(batch.size(), false);
+  bool any_ood = false;
+  for (size_t r = 0; r < batch.size(); ++r) {
+    ood[r] = adapters::OodOf(*batch[r]->adapter) != nullptr;
+    any_ood = any_ood || ood[r];
+  }
+  torch::Tensor features;
+
   absl::Time start;
   absl::StatusOr<std::vector<torch::Tensor>> logits;
   {
@@ -79,7 +88,7 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     const int blas = cpu ? model::SetServingBlasThreads(parts > 1 ? 1 : cores) : cores;
     // One part with BLAS pinned to one thread (a job trains): split the tokens instead.
     model::TokenParallelScope token_split(parts == 1 && blas < cores && parallel ? cores : 1);
-    logits = ForwardLogits(*options_.base, packed, routing, parts);
+    logits = ForwardLogits(*options_.base, packed, routing, parts, any_ood ? &features : nullptr);
   }
   if (!logits.ok()) return logits.status();
   if (options_.metrics != nullptr) {
@@ -89,10 +98,24 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
 
   // Per input: its K passes (windows averaged), at the adapter's temperature, summarised.
   const std::vector<std::vector<PassLogits>> passes = GatherPasses(layout, *logits, windows);
+  std::vector<torch::Tensor> ood_scores(batch.size());
+  if (any_ood) {
+    c10::InferenceMode guard;
+    const std::vector<torch::Tensor> means = MeanFeatures(layout, features, windows, ood);
+    for (size_t r = 0; r < batch.size(); ++r) {
+      if (!ood[r]) continue;
+      ood_scores[r] = adapters::OodOf(*batch[r]->adapter)->Distances(means[r]) /
+                      batch[r]->adapter->serving.ood.threshold;
+    }
+  }
   std::vector<InferenceResult> results(batch.size());
   for (size_t r = 0; r < batch.size(); ++r) {
     const InferenceRequest& req = *batch[r];
     results[r].inputs.resize(req.num_inputs());
+    if (ood_scores[r].defined()) {
+      const double* d = ood_scores[r].data_ptr<double>();
+      for (size_t i = 0; i < req.num_inputs(); ++i) results[r].inputs[i].ood_score = d[i];
+    }
     for (size_t i = 0; i < req.num_inputs(); ++i) {
       std::vector<std::vector<double>> probs;
       absl::StatusOr<UncertaintySummary> s =

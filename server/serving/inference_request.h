@@ -22,6 +22,9 @@ struct InputResult {
   UncertaintySummary summary;              // over the K = members x mc_samples passes
   std::vector<std::vector<float>> passes;  // the K probability vectors, member-major
   bool abstained = false;
+  // Distance to the adapter's training inputs over its OOD threshold (ServingConfig::ood);
+  // 0 when the adapter has no OOD detector.
+  double ood_score = 0;
 };
 
 struct InferenceResult {

@@ -70,10 +70,11 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     for (double v : in.summary.mean_probs) p.probs.push_back(static_cast<float>(v));
     if (feedback != nullptr) {
       const adapters::ServingConfig::Reference& ref = adapter.serving.reference;
-      feedback->Remember(p.prediction_id,
-                         {adapter.name, adapter.version, &adapter.serving.labels, ref.examples,
-                          &ref.confidence, &ref.mutual_information},
-                         p.probs, in.summary.confidence, in.summary.mutual_information, now);
+      feedback->Remember(
+          p.prediction_id,
+          {adapter.name, adapter.version, &adapter.serving.labels, ref.examples, &ref.confidence,
+           &ref.mutual_information, &adapter.serving.conformal_scores},
+          p.probs, in.summary.confidence, in.summary.mutual_information, now);
     }
     p.predictive_entropy = static_cast<float>(in.summary.predictive_entropy);
     p.expected_entropy = static_cast<float>(in.summary.expected_entropy);
@@ -82,6 +83,7 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     for (double v : in.summary.prob_std) p.prob_std.push_back(static_cast<float>(v));
     const double error_score = kind.has_value() ? ErrorScoreOf(*kind, in.summary) : 0.0;
     p.error_score = static_cast<float>(error_score);
+    p.ood_score = static_cast<float>(in.ood_score);
     p.abstained = in.abstained ||
                   (options.risk_threshold.has_value() && error_score > *options.risk_threshold);
     p.truncated = truncated[i];
@@ -105,8 +107,8 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     }
     if (adapter.series != nullptr) {
       adapter.series->RecordPrediction(p.abstained, in.summary.confidence,
-                                       in.summary.mutual_information,
-                                       in.summary.predictive_entropy);
+                                       in.summary.mutual_information, in.summary.predictive_entropy,
+                                       adapter.serving.ood.method.empty() ? -1.0 : in.ood_score);
     }
   }
   return reply;

@@ -60,6 +60,7 @@ struct Prediction {
   std::vector<float> probs;  // ensemble-averaged
   float predictive_entropy = 0, expected_entropy = 0, mutual_information = 0, confidence = 0;
   float error_score = 0;  // the adapter's chosen error score; 0 without one
+  float ood_score = 0;    // distance to the adapter's training inputs / threshold; 0 without one
   std::vector<float> prob_std;
   bool abstained = false;
   bool truncated = false;  // the text did not fit the adapter's windows

@@ -13,6 +13,7 @@
 #include "server/adapters/adapter_weights.h"
 #include "server/adapters/registry.h"
 #include "server/adapters/store.h"
+#include "server/calibration/conformal.h"
 #include "server/calibration/drift.h"
 #include "server/model/architecture.h"
 #include "server/model/checkpoint.h"
@@ -43,6 +44,39 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
     loracle::v1::ErrorScoreCandidate* c = out.add_error_score_candidates();
     c->set_name(std::string(calibration::ErrorScoreName(calibration::kErrorScores[i])));
     c->set_aurc(static_cast<float>(r.error_score_aurc[i]));
+  }
+  out.set_members_trained(static_cast<uint32_t>(r.members_trained));
+  for (double x : r.ensemble_nll_by_members) out.add_ensemble_nll_by_members(static_cast<float>(x));
+  out.set_best_member(static_cast<uint32_t>(r.best_member));
+  *out.mutable_best_member_calibrated() = ToProto(r.best_member_calibrated);
+  out.set_best_member_aurc(static_cast<float>(r.best_member_aurc));
+  out.set_members_aurc(static_cast<float>(r.members_aurc));
+  if (r.ood_threshold > 0) {
+    loracle::v1::OodReport* ood = out.mutable_ood();
+    ood->set_method("mahalanobis");
+    ood->set_threshold(static_cast<float>(r.ood_threshold));
+    ood->set_quantile(static_cast<float>(kOodQuantile));
+    ood->set_shrinkage(static_cast<float>(r.ood_shrinkage));
+    double sum = 0;
+    for (double x : r.ood_validation_scores) sum += x;
+    ood->set_validation_mean_score(
+        static_cast<float>(sum / std::max<size_t>(r.ood_validation_scores.size(), 1)));
+  }
+  if (!r.conformal_scores.empty()) {
+    for (double target : {0.8, 0.9, 0.95}) {
+      const double threshold = calibration::ConformalThreshold(r.conformal_scores, target);
+      double covered = 0, size = 0;
+      for (size_t i = 0; i < r.validation_probs.size(); ++i) {
+        const std::vector<int> set = calibration::PredictionSet(r.validation_probs[i], threshold);
+        size += static_cast<double>(set.size());
+        covered += std::find(set.begin(), set.end(), r.validation_labels[i]) != set.end();
+      }
+      const double n = static_cast<double>(std::max<size_t>(r.validation_probs.size(), 1));
+      loracle::v1::ConformalPoint* p = out.add_conformal();
+      p->set_target(static_cast<float>(target));
+      p->set_coverage(static_cast<float>(covered / n));
+      p->set_mean_set_size(static_cast<float>(size / n));
+    }
   }
   return out;
 }
@@ -98,12 +132,16 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFor(const SubmitRequest& r,
   o.lora.use_rslora = r.lora().use_rslora();
   o.lora.target_modules.assign(r.lora().target_modules().begin(), r.lora().target_modules().end());
   if (o.lora.target_modules.empty()) {
-    o.lora.target_modules = model::DefaultTargetModules(base.config.architecture());
+    // Every linear layer of the encoder: stronger, more diverse members than PEFT's
+    // query/value default (tests/bench/README.md, "Defaults fitted to the data").
+    o.lora.target_modules = model::AllLinearTargetModules(base.config.architecture());
   }
   o.lora.modules_to_save = model::HeadModules(base.config.architecture());
   const auto& d = r.dropout();
   switch (d.method()) {
-    case loracle::v1::DROPOUT_METHOD_UNSPECIFIED:
+    case loracle::v1::DROPOUT_METHOD_UNSPECIFIED:  // independently trained members instead
+      o.dropout = {};
+      break;
     case loracle::v1::DROPOUT_METHOD_LORA_DROPOUT:
       o.dropout = {model::DropoutMethod::kLoraDropout, d.rate() > 0 ? d.rate() : 0.1};
       break;
@@ -122,10 +160,14 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFor(const SubmitRequest& r,
     default:
       return absl::InvalidArgumentError(absl::StrCat("unknown dropout method ", d.method()));
   }
-  o.members = r.ensemble_members() > 0 ? static_cast<int>(r.ensemble_members()) : 1;
+  // Unset M: up to kDefaultMembers members, keeping the first ones that pay on validation.
+  o.members = r.ensemble_members() > 0 ? static_cast<int>(r.ensemble_members()) : kDefaultMembers;
+  o.choose_members = r.ensemble_members() == 0;
   o.mc_samples =
       r.mc_samples() > 0 ? static_cast<int>(r.mc_samples()) : (o.dropout.active() ? 4 : 1);
-  o.epochs = r.epochs() > 0 ? static_cast<int>(r.epochs()) : 3;
+  // Epochs: a budget; the weights kept are the best validation epoch's, and `patience` epochs
+  // without a better validation NLL end the run early.
+  o.epochs = r.epochs() > 0 ? static_cast<int>(r.epochs()) : kDefaultEpochs;
   o.max_steps = static_cast<int64_t>(r.max_steps());
   o.learning_rate = r.learning_rate() > 0 ? r.learning_rate() : 1e-3;
   o.batch_size = r.batch_size() > 0 ? static_cast<int>(r.batch_size()) : 16;
@@ -133,7 +175,7 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFor(const SubmitRequest& r,
   o.warmup_fraction = opt.warmup_fraction() > 0 ? opt.warmup_fraction() : 0.06;
   o.weight_decay = opt.weight_decay() > 0 ? opt.weight_decay() : 0.01;
   o.max_grad_norm = opt.max_grad_norm() > 0 ? opt.max_grad_norm() : 1.0;
-  o.patience = static_cast<int>(opt.patience());
+  o.patience = opt.patience() > 0 ? static_cast<int>(opt.patience()) : kDefaultPatience;
   o.seed = r.seed() != 0 ? r.seed() : 1;
   return o;
 }
@@ -224,7 +266,7 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   adapters::Adapter identity;
   identity.name = r.adapter();
   identity.serving.labels = *labels;
-  identity.serving.members = options->members;
+  identity.serving.members = static_cast<int>(trained->members.size());
   identity.serving.mc_samples = options->dropout.active() ? options->mc_samples : 1;
   identity.serving.temperature = trained->report.temperature;
   identity.serving.dropout = options->dropout;
@@ -242,12 +284,16 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   identity.serving.error_score = {
       std::string(calibration::ErrorScoreName(trained->report.error_score)),
       trained->report.error_scores, trained->report.error_wrong};
+  if (trained->ood != nullptr) {
+    identity.serving.ood = {"mahalanobis", model::kOodFile, kOodQuantile,
+                            trained->report.ood_threshold};
+  }
   identity.serving.description = absl::StrCat("fine-tuned by loracle on ", train->size(),
                                               " examples (", val->size(), " for validation)");
   identity.lora = options->lora;
   identity.lora.base_model_name_or_path = base.dir;
   std::shared_ptr<const adapters::Adapter> adapter =
-      adapters::MakeAdapter(std::move(identity), std::move(trained->members));
+      adapters::MakeAdapter(std::move(identity), std::move(trained->members), trained->ood);
   const loracle::v1::ValidationReport report = ToProto(trained->report);
   absl::StatusOr<int64_t> version = env.store->Publish(r.adapter(), [&](const std::string& dir) {
     if (absl::Status s = adapters::SaveAdapter(dir, *adapter, base); !s.ok()) return s;

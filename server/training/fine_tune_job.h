@@ -41,6 +41,13 @@ struct FineTuneContext {
   bool idle_priority = true;               // TrainerOptions::idle_priority
 };
 
+// A job given only data: up to kDefaultMembers members (the first ones that pay kept), no
+// dropout, every linear layer adapted, at most kDefaultEpochs epochs, stopped after
+// kDefaultPatience epochs without a better validation NLL, the best epoch's weights kept.
+inline constexpr int kDefaultMembers = 4;
+inline constexpr int kDefaultEpochs = 6;
+inline constexpr int kDefaultPatience = 2;
+
 // The trainer options `request` asks for, defaults filled in. INVALID_ARGUMENT for unknown
 // dropout methods.
 absl::StatusOr<TrainerOptions> TrainerOptionsFor(const loracle::v1::SubmitRequest& request,

@@ -25,6 +25,7 @@
 #include "server/serving/uncertainty.h"
 #include "server/training/losses.h"
 #include "server/training/optimisation.h"
+#include "server/util/log.h"
 
 namespace loracle::training {
 namespace {
@@ -209,12 +210,16 @@ using Passes = std::vector<serving::PassLogits>;
 absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
                                 const std::vector<LoraMember>& members, const EncodedData& data,
                                 int samples, const model::DropoutSpec* dropout, uint64_t seed,
-                                const TrainerOptions& o) {
+                                const TrainerOptions& o, torch::Tensor* features = nullptr) {
   Passes out(data.size());
+  // With `features`: each example's pooled features averaged over its passes and windows, as
+  // serving averages them for the OOD score.
+  std::vector<std::vector<torch::Tensor>> feature_chunks;
   constexpr size_t kChunk = 32;
   const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, ShardThreads(base, o)));
   const bool sampled = samples > 1 && dropout != nullptr && dropout->active();
   std::vector<absl::Status> status(static_cast<size_t>(shards));
+  feature_chunks.resize(static_cast<size_t>(shards));
   RunShards(shards, o.idle_priority, [&](int shard) {
     torch::NoGradGuard no_grad;
     const auto [first, last] = ShardRange(data.size(), shards, shard);
@@ -225,11 +230,17 @@ absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
       const serving::EnsembleLayout layout =
           LayOut(e, 0, static_cast<int>(members.size()), samples, sampled, seed, false);
       const model::LoraRouting routing = RouteTo(layout, members, dropout);
+      torch::Tensor rows;
       absl::StatusOr<std::vector<torch::Tensor>> logits =
-          serving::ForwardLogits(base, Pack(layout, e, base.tokenizer->pad_id()), routing, 1);
+          serving::ForwardLogits(base, Pack(layout, e, base.tokenizer->pad_id()), routing, 1,
+                                 features != nullptr ? &rows : nullptr);
       if (!logits.ok()) {
         status[static_cast<size_t>(shard)] = logits.status();
         return;
+      }
+      if (features != nullptr) {
+        feature_chunks[static_cast<size_t>(shard)].push_back(
+            serving::MeanFeatures(layout, rows, {e.windows})[0]);
       }
       std::vector<std::vector<serving::PassLogits>> passes =
           serving::GatherPasses(layout, *logits, {e.windows});
@@ -238,6 +249,11 @@ absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
   });
   for (const absl::Status& s : status) {
     if (!s.ok()) return s;
+  }
+  if (features != nullptr) {
+    std::vector<torch::Tensor> all;
+    for (auto& chunks : feature_chunks) all.insert(all.end(), chunks.begin(), chunks.end());
+    *features = torch::cat(all);
   }
   return out;
 }
@@ -253,6 +269,101 @@ absl::StatusOr<calibration::CalibrationReport> Report(const Passes& passes,
                                                       const std::vector<int>& labels,
                                                       double temperature) {
   return calibration::Evaluate(calibration::EnsembleProbs(passes, temperature), labels);
+}
+
+// The OOD detector (model/ood_detector.h): fitted on the training split's features (one pass per
+// member, no dropout), its threshold the conformal kOodQuantile quantile of the validation
+// texts' distances with features as serving averages them. A fit that fails (degenerate
+// features) leaves the adapter without one, with a warning; it does not fail the job.
+absl::Status FitOod(const model::BaseModel& base, const std::vector<LoraMember>& members,
+                    const EncodedData& train, const EncodedData& validation,
+                    const torch::Tensor& validation_features, int64_t classes,
+                    const TrainerOptions& o, TrainedMembers* result) {
+  torch::Tensor train_features;
+  absl::StatusOr<Passes> passes =
+      Evaluate(base, members, train, 1, nullptr, kPredictSeed, o, &train_features);
+  if (!passes.ok()) return passes.status();
+  absl::StatusOr<model::OodDetector> detector =
+      model::OodDetector::Fit(train_features, train.labels, static_cast<int>(classes));
+  if (!detector.ok()) {
+    LORACLE_LOG(WARNING, "no OOD detector for this adapter: %s", detector.status().ToString());
+    return absl::OkStatus();
+  }
+  const torch::Tensor d = detector->Distances(validation_features);
+  std::vector<double> distances(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+  std::sort(distances.begin(), distances.end());
+  const size_t n = distances.size();
+  // The ceil((n + 1) q)-th smallest: a new text exchangeable with the validation texts exceeds
+  // it with probability <= 1 - q.
+  const size_t k =
+      std::min(n, static_cast<size_t>(std::ceil(static_cast<double>(n + 1) * kOodQuantile)));
+  const double threshold = distances[std::max<size_t>(k, 1) - 1];
+  if (!(threshold > 0) || !std::isfinite(threshold)) {
+    LORACLE_LOG(WARNING, "no OOD detector for this adapter: validation distances are degenerate");
+    return absl::OkStatus();
+  }
+  TrainingReport& r = result->report;
+  r.ood_threshold = threshold;
+  r.ood_shrinkage = detector->shrinkage();
+  for (double x : distances) r.ood_validation_scores.push_back(x / threshold);
+  result->ood = std::make_shared<const model::OodDetector>(*std::move(detector));
+  return absl::OkStatus();
+}
+
+// Each example's passes of the first k members (deterministic passes: one per member).
+Passes FirstMembers(const Passes& all, size_t k) {
+  Passes out;
+  for (const auto& example : all) {
+    out.emplace_back(example.begin(), example.begin() + static_cast<int64_t>(k));
+  }
+  return out;
+}
+
+// The ensemble of the first k members, calibrated (its own temperature), for every k; the best
+// single member calibrated; the AURC (1 - confidence) of both.
+absl::Status CompareMembers(const Passes& deterministic, const std::vector<int>& labels,
+                            TrainingReport* r) {
+  auto calibrated = [&](const Passes& passes) -> absl::StatusOr<calibration::CalibrationReport> {
+    absl::StatusOr<double> t = calibration::FitEnsembleTemperature(passes, labels);
+    if (!t.ok()) return t.status();
+    return Report(passes, labels, *t);
+  };
+  auto aurc = [&](const Passes& passes) -> absl::StatusOr<double> {
+    absl::StatusOr<double> t = calibration::FitEnsembleTemperature(passes, labels);
+    if (!t.ok()) return t.status();
+    std::vector<double> scores;
+    std::vector<bool> wrong;
+    for (size_t i = 0; i < passes.size(); ++i) {
+      absl::StatusOr<serving::UncertaintySummary> s = serving::Summarise(passes[i], *t);
+      if (!s.ok()) return s.status();
+      scores.push_back(1 - s->confidence);
+      wrong.push_back(s->argmax != labels[i]);
+    }
+    return calibration::Aurc(scores, wrong);
+  };
+  const size_t m_count = deterministic.empty() ? 0 : deterministic[0].size();
+  double best_nll = 0;
+  for (size_t m = 0; m < m_count; ++m) {
+    absl::StatusOr<calibration::CalibrationReport> one =
+        calibrated(MemberPasses(deterministic, static_cast<int>(m)));
+    if (!one.ok()) return one.status();
+    if (m == 0 || one->nll < best_nll) {
+      best_nll = one->nll;
+      r->best_member = static_cast<int>(m);
+      r->best_member_calibrated = *one;
+    }
+    absl::StatusOr<calibration::CalibrationReport> first =
+        calibrated(FirstMembers(deterministic, m + 1));
+    if (!first.ok()) return first.status();
+    r->ensemble_nll_by_members.push_back(first->nll);
+  }
+  absl::StatusOr<double> best_aurc = aurc(MemberPasses(deterministic, r->best_member));
+  if (!best_aurc.ok()) return best_aurc.status();
+  r->best_member_aurc = *best_aurc;
+  absl::StatusOr<double> all_aurc = aurc(deterministic);
+  if (!all_aurc.ok()) return all_aurc.status();
+  r->members_aurc = *all_aurc;
+  return absl::OkStatus();
 }
 
 OptimisationOptions OptimisationOf(const TrainerOptions& o) {
@@ -435,10 +546,12 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     r.steps = step;
     r.best_step = best_step;
     r.validation_examples = validation.size();
-    absl::StatusOr<Passes> evaluated =
-        Evaluate(base, result.members, validation, 1, nullptr, kPredictSeed, o);
+    r.validation_labels = validation.labels;
+    torch::Tensor validation_features;
+    absl::StatusOr<Passes> evaluated = Evaluate(base, result.members, validation, 1, nullptr,
+                                                kPredictSeed, o, &validation_features);
     if (!evaluated.ok()) return evaluated.status();
-    const Passes deterministic = *std::move(evaluated);
+    Passes deterministic = *std::move(evaluated);
     for (int m = 0; m < m_count; ++m) {
       absl::StatusOr<calibration::CalibrationReport> rep =
           Report(MemberPasses(deterministic, m), validation.labels, 1.0);
@@ -446,11 +559,31 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
       r.members.push_back(*rep);
     }
     r.single = r.members[0];
+    r.members_trained = m_count;
+    if (absl::Status s = CompareMembers(deterministic, validation.labels, &r); !s.ok()) return s;
+    if (o.choose_members && m_count > 1) {
+      // Keep the first k members, k growing only while a member cuts the calibrated validation
+      // NLL by kMemberPayoff of the kept ensemble's.
+      size_t keep = 1;
+      for (size_t k = 2; k <= r.ensemble_nll_by_members.size(); ++k) {
+        if (r.ensemble_nll_by_members[k - 1] <=
+            r.ensemble_nll_by_members[keep - 1] * (1 - kMemberPayoff)) {
+          keep = k;
+        }
+      }
+      if (keep < static_cast<size_t>(m_count)) {
+        result.members.resize(keep);
+        absl::StatusOr<Passes> kept = Evaluate(base, result.members, validation, 1, nullptr,
+                                               kPredictSeed, o, &validation_features);
+        if (!kept.ok()) return kept.status();
+        deterministic = *std::move(kept);
+      }
+    }
     // The ensemble as a Predict without a seed serves it: M x N passes, masks PassSeed(0, m, s).
     Passes ensemble = deterministic;
     if (o.mc_samples > 1 && o.dropout.active()) {
-      absl::StatusOr<Passes> sampled =
-          Evaluate(base, result.members, validation, o.mc_samples, &o.dropout, kPredictSeed, o);
+      absl::StatusOr<Passes> sampled = Evaluate(base, result.members, validation, o.mc_samples,
+                                                &o.dropout, kPredictSeed, o, &validation_features);
       if (!sampled.ok()) return sampled.status();
       ensemble = *std::move(sampled);
     }
@@ -491,6 +624,13 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
     for (const auto& [score, wrong] : scored) {
       r.error_scores.push_back(score);
       r.error_wrong.push_back(wrong);
+    }
+    if (o.fit_ood) {
+      if (absl::Status s = FitOod(base, result.members, train, validation, validation_features,
+                                  n_labels, o, &result);
+          !s.ok()) {
+        return s;
+      }
     }
     r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;

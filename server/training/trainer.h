@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "server/calibration/error_score.h"
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
+#include "server/model/ood_detector.h"
 #include "server/text/tokenizer.h"
 
 namespace loracle::model {
@@ -58,6 +60,11 @@ struct TrainerOptions {
   int batch_size = 16;  // examples per step (each runs as M rows)
   double max_grad_norm = 1.0;
   int patience = 0;  // epochs without validation-NLL improvement before stopping; 0 = never
+  // Fit the OOD detector after training (one more forward over the training split).
+  bool fit_ood = true;
+  // Keep only the first members that pay: member k stays when the calibrated ensemble of the
+  // first k cuts the validation NLL by at least kMemberPayoff of the smaller kept ensemble's.
+  bool choose_members = false;
   uint64_t seed = 1;
   enum class MemberSchedule { kSequential, kOneForward };
   MemberSchedule member_schedule = MemberSchedule::kSequential;
@@ -104,6 +111,7 @@ struct TrainingReport {
   // and confidence and mutual information, the reference distribution for drift
   // (calibration/drift.h).
   std::vector<std::vector<double>> validation_probs;
+  std::vector<int> validation_labels;
   std::vector<double> validation_confidence;
   std::vector<double> validation_mutual_information;
   // The split-conformal LAC scores 1 - p_y of validation_probs, sorted (calibration/conformal.h).
@@ -115,6 +123,22 @@ struct TrainingReport {
   std::vector<double> error_score_aurc;
   std::vector<double> error_scores;
   std::vector<bool> error_wrong;
+  // The OOD detector's threshold (the kOodQuantile quantile of the validation distances), the
+  // Ledoit-Wolf shrinkage its covariance took, and every validation text's ood_score, ascending.
+  // ood_threshold == 0: no detector.
+  double ood_threshold = 0;
+  double ood_shrinkage = 0;
+  std::vector<double> ood_validation_scores;
+  // Members: how many were trained (`members` reports each); the calibrated validation NLL of
+  // the ensemble of the first k members, k = 1..members_trained (one deterministic pass each);
+  // the best single member calibrated at its own temperature, and the AURC (1 - confidence) of
+  // that member and of all trained members together.
+  int members_trained = 1;
+  std::vector<double> ensemble_nll_by_members;
+  int best_member = 0;
+  calibration::CalibrationReport best_member_calibrated;
+  double best_member_aurc = 0;
+  double members_aurc = 0;
   int64_t steps = 0;      // optimiser steps run
   int64_t best_step = 0;  // the step whose weights were kept
   double seconds = 0;
@@ -123,7 +147,13 @@ struct TrainingReport {
 struct TrainedMembers {
   std::vector<model::LoraMember> members;  // detached, no gradients
   TrainingReport report;
+  std::shared_ptr<const model::OodDetector> ood;  // null: none fitted
 };
+
+// ood_score = 1 at this quantile of the validation texts' distances.
+inline constexpr double kOodQuantile = 0.95;
+// TrainerOptions::choose_members: the relative validation-NLL cut a member must buy.
+inline constexpr double kMemberPayoff = 0.01;
 
 class Trainer {
  public:

@@ -1,10 +1,12 @@
 // One ensemble engine: the trainer's validation report and Predict over real gRPC run the same
 // layout, masks, forward, window averaging, temperature and summary, so the report's per-example
-// ensemble probabilities are what Predict serves for those texts, bit for bit in float32.
+// ensemble probabilities are what Predict serves for those texts, bit for bit in float32; and the
+// OOD detector the job fits, saved and loaded, scores them as the report did.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,8 +73,12 @@ void ExpectReportEqualsPredict(const model::DropoutSpec& dropout, int members, i
   identity.serving.temperature = report.temperature;
   identity.serving.dropout = o.dropout;
   identity.lora = o.lora;
+  ASSERT_NE(trained->ood, nullptr);
+  ASSERT_GT(report.ood_threshold, 0);
+  identity.serving.ood = {"mahalanobis", model::kOodFile, training::kOodQuantile,
+                          report.ood_threshold};
   const std::shared_ptr<const adapters::Adapter> adapter =
-      adapters::MakeAdapter(std::move(identity), std::move(trained->members));
+      adapters::MakeAdapter(std::move(identity), std::move(trained->members), trained->ood);
   std::unique_ptr<testing::TestServer> server =
       testing::TestServer::Start({}, [&](adapters::Store& store, app::LoracleServer::Options&) {
         ASSERT_TRUE(store
@@ -112,6 +118,19 @@ void ExpectReportEqualsPredict(const model::DropoutSpec& dropout, int members, i
               static_cast<float>(report.validation_mutual_information[i]));
   }
   EXPECT_EQ(differing, 0);
+  // OOD: the served scores are the report's validation scores (which it keeps sorted); the
+  // detector went through its file. About 1 - kOodQuantile of them exceed 1.
+  std::vector<double> served;
+  for (const loracle::v1::Prediction& p : response.predictions()) {
+    served.push_back(p.uncertainty().ood_score());
+  }
+  std::sort(served.begin(), served.end());
+  ASSERT_EQ(served.size(), report.ood_validation_scores.size());
+  for (size_t i = 0; i < served.size(); ++i) {
+    EXPECT_NEAR(served[i], report.ood_validation_scores[i], 1e-5 * (1 + served[i])) << i;
+  }
+  EXPECT_GT(served.front(), 0);
+  EXPECT_LE(std::count_if(served.begin(), served.end(), [](double x) { return x > 1 + 1e-6; }), 2);
   if (mc_samples > 1) {
     double mi = 0;
     for (double v : report.validation_mutual_information) mi += v;

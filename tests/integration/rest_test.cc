@@ -432,6 +432,11 @@ TEST_F(RestTest, AbstainRiskUsesTheAdaptersErrorScore) {
   const json reply = json::parse(r.body);
   for (const json& o : reply["outputs"]) has_error_score |= o["name"] == "error_score";
   EXPECT_TRUE(has_error_score) << r.body;
+  // ood_score: an output of every reply; 0 for an adapter without an OOD detector (documented).
+  const json* ood = Output(reply, "ood_score");
+  ASSERT_NE(ood, nullptr) << r.body;
+  ASSERT_EQ((*ood)["data"].size(), texts.size());
+  for (const json& x : (*ood)["data"]) EXPECT_EQ(x.get<double>(), 0.0);
   HttpReply bad =
       Http(port(), "POST", "/v2/models/single/infer", Infer(texts, {{"abstain_risk", 0.3}}).dump());
   EXPECT_EQ(bad.status, 400) << bad.body;

@@ -35,6 +35,8 @@
 #include "server/adapters/store.h"
 #include "server/app/loracle_server.h"
 #include "server/calibration/calibration.h"
+#include "server/calibration/conformal.h"
+#include "server/calibration/feedback_store.h"
 #include "server/util/file_util.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
@@ -46,6 +48,18 @@ using loracle::v1::PredictRequest;
 using loracle::v1::PredictResponse;
 
 // One member, 8 test-time dropout samples by default.
+// "topics" keeps conformal scores like a fine-tuned adapter's (1 - p_y of 20 validation texts;
+// a random 3-label adapter's probabilities lie near 1/3, so these give sets of 1 to 3 labels).
+const std::vector<double> kTopicsScores = {0.50, 0.52, 0.54, 0.56, 0.58, 0.60, 0.61,
+                                           0.62, 0.63, 0.64, 0.65, 0.66, 0.67, 0.68,
+                                           0.69, 0.70, 0.72, 0.74, 0.76, 0.80};
+adapters::RandomAdapterSpec TopicsSpec() {
+  adapters::RandomAdapterSpec spec =
+      testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20);
+  spec.serving.conformal_scores = kTopicsScores;
+  return spec;
+}
+
 adapters::RandomAdapterSpec McSpec(model::DropoutSpec dropout) {
   adapters::RandomAdapterSpec spec = testing::TinyAdapterSpec({"ham", "spam"}, 1, 9);
   spec.serving.mc_samples = 8;
@@ -59,7 +73,7 @@ class ServerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     auto t = testing::TestServer::Start(
         {{"sentiment", testing::TinyAdapterSpec({"negative", "positive"}, 1, 1)},
-         {"topics", testing::TinyAdapterSpec({"sports", "politics", "tech"}, 3, 20)},
+         {"topics", TopicsSpec()},
          {"broken", testing::TinyAdapterSpec({"a", "b"}, 1, 3)},
          {"mc", McSpec(model::DropoutSpec{model::DropoutMethod::kLoraDropout, 0.3})},
          {"hk", McSpec(model::DropoutSpec{model::DropoutMethod::kHiddenKey, 0, 0.3, 0.2})}},
@@ -465,6 +479,25 @@ TEST_F(ServerTest, FeedbackFeedsOnlineCalibrationMetrics) {
   EXPECT_NEAR(Sample(body, "loracle_online_mce" + labels_since), offline.mce, 1e-6);
   EXPECT_EQ(Sample(body, "loracle_feedback_total{adapter=\"topics\",version=\"1\"}"), 30);
   EXPECT_EQ(Sample(body, "loracle_feedback_duplicates_total{adapter=\"topics\",version=\"1\"}"), 1);
+  // Online conformal set coverage equals the offline sets of the same probabilities and labels.
+  int sizes_differ = 0;
+  for (double target : calibration::kOnlineCoverageTargets) {
+    const double threshold = calibration::ConformalThreshold(kTopicsScores, target);
+    int covered = 0, size = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+      const std::vector<int> set = calibration::PredictionSet(probs[i], threshold);
+      covered += std::find(set.begin(), set.end(), truth[i]) != set.end();
+      size += static_cast<int>(set.size());
+      sizes_differ += set.size() != 1;
+    }
+    const std::string l =
+        absl::StrFormat("{adapter=\"topics\",version=\"1\",target=\"%.2f\"}", target);
+    EXPECT_EQ(Sample(body, "loracle_online_set_labelled" + l), 30) << l;
+    EXPECT_NEAR(Sample(body, "loracle_online_set_coverage" + l), covered / 30.0, 1e-9) << l;
+    EXPECT_NEAR(Sample(body, "loracle_online_set_size" + l), size / 30.0, 1e-9) << l;
+    EXPECT_NEAR(Sample(body, "loracle_online_set_target" + l), target, 1e-12) << l;
+  }
+  EXPECT_GT(sizes_differ, 0) << "the scores should give sets of more than one size";
   double binned = 0;
   for (int b = 1; b <= 15; ++b) {
     const double v = Sample(body,

@@ -141,6 +141,9 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_EQ(resp.predictions(0).label(), "spam");
   EXPECT_EQ(resp.predictions(1).label(), "ham");
   EXPECT_EQ(resp.predictions(0).prediction_set_size(), 0) << "sets only when asked for";
+  for (const loracle::v1::Prediction& p : resp.predictions()) {
+    EXPECT_GT(p.uncertainty().ood_score(), 0) << "the job fitted an OOD detector";
+  }
 
   // Get and List show it; the store holds the PEFT files and the report.
   grpc::ClientContext list_ctx;
@@ -192,6 +195,19 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_EQ(serving["error_score"]["scores"].size(), done.validation_examples());
   EXPECT_EQ(done.report().error_score_candidates_size(), 5);
   EXPECT_EQ(serving["conformal"]["score"], "LAC");
+  ASSERT_EQ(done.report().conformal_size(), 3);
+  EXPECT_FLOAT_EQ(done.report().conformal(1).target(), 0.9f);
+  EXPECT_GE(done.report().conformal(1).coverage(), 0.9f) << "its own calibration data";
+  // The OOD detector: its statistics in loracle's own file beside the PEFT files, its threshold
+  // in loracle.json and the report, its scores on /metrics.
+  EXPECT_EQ(serving["ood"]["method"], "mahalanobis");
+  EXPECT_EQ(serving["ood"]["quantile"].get<double>(), 0.95);
+  EXPECT_FALSE(testing::ReadFile(dir + "/" + serving["ood"]["file"].get<std::string>()).empty());
+  EXPECT_EQ(done.report().ood().method(), "mahalanobis");
+  EXPECT_NEAR(done.report().ood().threshold(), serving["ood"]["threshold"].get<double>(),
+              1e-5 * serving["ood"]["threshold"].get<double>());
+  EXPECT_NE(metrics.find("loracle_prediction_ood_score_count{adapter=\"spam\",version=\"1\"} 2"),
+            std::string::npos);
   int previous = 0;
   for (float coverage : {0.5f, 0.99f}) {
     req.set_coverage(coverage);
@@ -328,7 +344,11 @@ TEST_F(TrainingTest, BundledDataThroughTheDataDirectory) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.version(), 1);
-  EXPECT_EQ(resp.mc_samples(), 4u) << "LORA_DROPOUT by default, N = 4";
+  EXPECT_EQ(resp.mc_samples(), 1u) << "no dropout by default: independently trained members";
+  EXPECT_GE(resp.members(), 1u);
+  EXPECT_LE(resp.members(), 4u) << "up to 4 members by default, the ones that pay kept";
+  EXPECT_EQ(done.report().members_trained(), 4u);
+  EXPECT_EQ(done.report().ensemble_nll_by_members_size(), 4);
 }
 
 // The words that decide the label come after 12 neutral tokens, windows hold 6: trained and

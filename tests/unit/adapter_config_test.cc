@@ -103,6 +103,37 @@ TEST(AdapterConfigTest, ServingConfigKeepsTheValidationReportAndReference) {
   EXPECT_NE(bad.status().message().find("validation.accuracy"), std::string::npos) << bad.status();
 }
 
+TEST(AdapterConfigTest, ServingConfigKeepsTheOodDetectorsThreshold) {
+  ServingConfig c;
+  c.labels = {"a", "b"};
+  c.ood = {"mahalanobis", "loracle_ood.safetensors", 0.95, 12.5};
+  auto back = ParseServingConfig(ServingConfigToJson(c), "loracle.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ood.method, "mahalanobis");
+  EXPECT_EQ(back->ood.file, "loracle_ood.safetensors");
+  EXPECT_DOUBLE_EQ(back->ood.quantile, 0.95);
+  EXPECT_DOUBLE_EQ(back->ood.threshold, 12.5);
+  // Absent: none (adapters published before OOD detectors load as they did).
+  auto none = ParseServingConfig(R"({"labels": ["a", "b"]})", "l.json");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->ood.method.empty());
+  for (const char* bad : {
+           R"({"labels": ["a", "b"], "ood": {"method": "knn", "file": "f", "quantile": 0.9,
+              "threshold": 1}})",
+           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "file": "../f",
+              "quantile": 0.9, "threshold": 1}})",
+           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "file": "f",
+              "quantile": 1.5, "threshold": 1}})",
+           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "file": "f",
+              "quantile": 0.9, "threshold": 0}})",
+           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "quantile": 0.9}})"}) {
+    auto r = ParseServingConfig(bad, "l.json");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("\"ood\""), std::string::npos) << r.status();
+  }
+}
+
 TEST(AdapterConfigTest, AdapterNamesAreSafePathComponents) {
   EXPECT_TRUE(ValidateAdapterName("spam-filter_v2.1").ok());
   EXPECT_FALSE(ValidateAdapterName("").ok());

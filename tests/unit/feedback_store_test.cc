@@ -2,9 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "server/calibration/conformal.h"
 
 namespace loracle::calibration {
 namespace {
@@ -64,6 +68,46 @@ TEST(FeedbackStoreTest, OnlineReportEqualsTheOfflineOne) {
   int64_t binned = 0;
   for (int64_t c : reports[0].since_load.bin_count) binned += c;
   EXPECT_EQ(binned, 400);
+}
+
+// Online set coverage: for an adapter with conformal scores, each labelled prediction counts
+// whether PredictionSet at each target held its label; none for adapters without scores.
+TEST(FeedbackStoreTest, OnlineSetCoverageEqualsTheOfflineSets) {
+  auto store = Store();
+  const std::vector<double> scores = {0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95};
+  FeedbackStore::Served with_sets = Served("sets", 1);
+  with_sets.conformal_scores = &scores;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.01f, 1.0f);
+  const absl::Time t0 = absl::Now();
+  std::array<int64_t, kOnlineCoverageTargets.size()> covered{}, size{};
+  for (int i = 0; i < 200; ++i) {
+    std::vector<float> p = {u(rng), u(rng), u(rng)};
+    const float sum = p[0] + p[1] + p[2];
+    for (float& x : p) x /= sum;
+    const int y = i % 3;
+    for (size_t t = 0; t < kOnlineCoverageTargets.size(); ++t) {
+      const std::vector<int> set =
+          PredictionSet(std::vector<double>(p.begin(), p.end()),
+                        ConformalThreshold(scores, kOnlineCoverageTargets[t]));
+      covered[t] += std::find(set.begin(), set.end(), y) != set.end();
+      size[t] += static_cast<int64_t>(set.size());
+    }
+    store->Remember("s" + std::to_string(i), with_sets, p, 0.5, 0.0, t0);
+    store->Remember("n" + std::to_string(i), Served("plain", 1), p, 0.5, 0.0, t0);
+    ASSERT_TRUE(store->Record("s" + std::to_string(i), kLabels[static_cast<size_t>(y)], t0).ok());
+    ASSERT_TRUE(store->Record("n" + std::to_string(i), kLabels[static_cast<size_t>(y)], t0).ok());
+  }
+  const auto reports = store->Reports();
+  ASSERT_EQ(reports.size(), 2u);
+  const auto& plain = reports[0].adapter == "plain" ? reports[0] : reports[1];
+  const auto& sets = reports[0].adapter == "sets" ? reports[0] : reports[1];
+  EXPECT_FALSE(plain.has_sets);
+  ASSERT_TRUE(sets.has_sets);
+  EXPECT_EQ(sets.set_labelled, 200);
+  EXPECT_EQ(sets.set_covered, covered);
+  EXPECT_EQ(sets.set_size, size);
+  EXPECT_LT(sets.set_covered[0], sets.set_covered[2]) << "higher targets, larger sets";
 }
 
 TEST(FeedbackStoreTest, UnknownExpiredDuplicateAndBadLabel) {

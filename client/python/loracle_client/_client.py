@@ -53,6 +53,9 @@ class Prediction:
     # Higher = more likely wrong: the uncertainty that ranked the adapter's validation errors
     # best (0 for adapters without one).
     error_score: float = 0.0
+    # Higher = less like the adapter's training inputs; > 1 for about 5% of texts like its
+    # validation texts (0 for adapters without an OOD detector).
+    ood_score: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +215,8 @@ class Client:
                                     for m in p.members],
                            windows=p.windows or 1,
                            prediction_set=list(p.prediction_set),
-                           error_score=p.uncertainty.error_score)
+                           error_score=p.uncertainty.error_score,
+                           ood_score=p.uncertainty.ood_score)
                 for p in resp.predictions]
 
     def feedback(self, labels: Union[Dict[str, str], Sequence[Tuple[str, str]]]) -> FeedbackResult:
