@@ -77,6 +77,28 @@ void PrintReport(const Job& job, std::ostream& out) {
   row("single (member 0)", r.single());
   row("ensemble", r.ensemble());
   row(absl::StrFormat("calibrated (T=%.3f)", r.temperature()), r.calibrated());
+  if (r.has_best_member_calibrated()) {
+    row(absl::StrFormat("best member %u, calib.", r.best_member()), r.best_member_calibrated());
+  }
+  if (r.ensemble_nll_by_members_size() > 1) {
+    out << "calibrated NLL by members kept:";
+    for (int k = 0; k < r.ensemble_nll_by_members_size(); ++k) {
+      out << absl::StrFormat(" %d: %.4f", k + 1, r.ensemble_nll_by_members(k));
+    }
+    out << absl::StrFormat(" (kept %u of %u)\n", r.members_kept(), r.members_trained());
+  }
+  if (!r.error_score().empty()) out << "error_score: " << r.error_score() << "\n";
+  for (const loracle::v1::ConformalPoint& c : r.conformal()) {
+    out << absl::StrFormat("conformal @%.2f: coverage %.3f, mean set size %.2f\n", c.target(),
+                           c.coverage(), c.mean_set_size());
+  }
+  if (r.has_ood()) {
+    out << absl::StrFormat(
+        "ood_score: %s, 1 at distance %.3f (the validation %.0f%% quantile), validation mean "
+        "%.3f\n",
+        r.ood().method(), r.ood().threshold(), 100 * r.ood().quantile(),
+        r.ood().validation_mean_score());
+  }
 }
 
 grpc::Status WatchJob(loracle::v1::Training::Stub& stub, const std::string& id, bool tty,

@@ -35,6 +35,10 @@ loracle::v1::SubmitRequest SpamDemoRequest() {
   AddAll(kSpamValidation, "validation.jsonl", r.mutable_validation_examples());
   r.add_labels("ham");
   r.add_labels("spam");
+  // Only with the built-in model (BERT): its first-start recipe, LoRA on query and value (PEFT's
+  // default), which the README's example answers were checked with.
+  r.mutable_lora()->add_target_modules("query");
+  r.mutable_lora()->add_target_modules("value");
   r.set_ensemble_members(2);
   r.mutable_dropout()->set_method(loracle::v1::DROPOUT_METHOD_LORA_DROPOUT);
   r.mutable_dropout()->set_rate(0.1f);

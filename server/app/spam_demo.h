@@ -21,7 +21,8 @@ namespace loracle::app {
 inline constexpr char kSpamDemoAdapter[] = "spam";
 
 // The job: the embedded train (1,399 mails) and validation (200) splits, 2 members with LoRA
-// Dropout (p = 0.1, N = 4), 2 epochs over the first 96 tokens of each mail.
+// Dropout (p = 0.1, N = 4) on query and value, 2 epochs over the first 96 tokens of each mail.
+// Submitted only with the built-in model (a BERT).
 loracle::v1::SubmitRequest SpamDemoRequest();
 
 // Submits SpamDemoRequest() unless the store already has "spam" or a job for it is queued or

@@ -41,7 +41,9 @@ struct InferenceRequest {
   int members = 1;     // M: the adapter's ensemble members
   int mc_samples = 1;  // N: test-time dropout samples per member
   uint64_t seed = 0;
-  double abstain_threshold = 0;  // mutual information above which to abstain; 0 = never
+  // Mutual information above which the runner marks an input abstained; 0 = never. (Adapters
+  // with an error score compare that instead, in Predictor; the runner then gets 0.)
+  double abstain_threshold = 0;
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time enqueued;  // set by Batcher::Submit
   // True once the caller has gone away; checked before the request runs. May be empty. Must be

@@ -39,6 +39,7 @@ std::string NewPredictionId() {
 // `risk_threshold`, the error score above which abstain_risk abstains (unset: none).
 struct ReplyOptions {
   bool return_members = false;
+  double abstain_threshold = 0;  // on the error score, for adapters with one
   std::optional<double> set_threshold, risk_threshold;
 };
 
@@ -84,7 +85,12 @@ PredictReply Reply(const InferenceRequest& req, const InferenceResult& result,
     const double error_score = kind.has_value() ? ErrorScoreOf(*kind, in.summary) : 0.0;
     p.error_score = static_cast<float>(error_score);
     p.ood_score = static_cast<float>(in.ood_score);
-    p.abstained = in.abstained ||
+    // abstain_threshold compares the error score where the adapter has one, else (in the runner)
+    // mutual information.
+    const bool over_threshold =
+        kind.has_value() ? options.abstain_threshold > 0 && error_score > options.abstain_threshold
+                         : in.abstained;
+    p.abstained = over_threshold ||
                   (options.risk_threshold.has_value() && error_score > *options.risk_threshold);
     p.truncated = truncated[i];
     const size_t windows = req.windows.empty() ? 1 : static_cast<size_t>(req.windows[i]);
@@ -270,8 +276,13 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
           options_.limits.max_passes_per_request,
           " (--max_passes_per_request): ask for fewer mc_samples")));
     }
-    req->abstain_threshold =
+    const double abstain_threshold =
         call.abstain_threshold.has_value() ? *call.abstain_threshold : serving.abstain_threshold;
+    if (calibration::ParseErrorScore(serving.error_score.name).ok()) {
+      reply.abstain_threshold = abstain_threshold;  // on the error score
+    } else {
+      req->abstain_threshold = abstain_threshold;  // on mutual information, in the runner
+    }
     if (deadline != absl::InfiniteFuture()) req->deadline = deadline;
     req->cancelled = std::move(cancelled);
     InferenceRequest* raw = req.get();

@@ -294,7 +294,8 @@ absl::StatusOr<JobOutcome> RunFineTune(const SubmitRequest& r, JobContext& conte
   identity.lora.base_model_name_or_path = base.dir;
   std::shared_ptr<const adapters::Adapter> adapter =
       adapters::MakeAdapter(std::move(identity), std::move(trained->members), trained->ood);
-  const loracle::v1::ValidationReport report = ToProto(trained->report);
+  loracle::v1::ValidationReport report = ToProto(trained->report);
+  report.set_members_kept(static_cast<uint32_t>(adapters::MembersOf(*adapter).size()));
   absl::StatusOr<int64_t> version = env.store->Publish(r.adapter(), [&](const std::string& dir) {
     if (absl::Status s = adapters::SaveAdapter(dir, *adapter, base); !s.ok()) return s;
     std::string json;

@@ -150,7 +150,8 @@ def run_config(cli, addr, d, name, flags):
 
 
 # The simplest thing a user could do instead: one plain LoRA adapter, no dropout, 6 epochs (with
-# the server's temperature fit, as every job has).
+# the server's temperature fit, as every job has, and its default targets: every linear layer
+# since issue 41; add --targets=query,value for the issue's original baseline).
 BASELINE = ["--members=1", "--dropout=none", "--epochs=6"]
 
 

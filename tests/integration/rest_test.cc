@@ -424,6 +424,35 @@ TEST_F(RestTest, AbstainRiskUsesTheAdaptersErrorScore) {
       if (std::abs(e - t) > 1e-5) EXPECT_EQ(p.abstained(), e > t) << risk << " " << e << " " << t;
     }
   }
+  // abstain_threshold compares the error score where the adapter has one, else mutual information.
+  for (const auto& [adapter, uses_error_score] :
+       std::vector<std::pair<std::string, bool>>{{"sets", true}, {"sentiment", false}}) {
+    loracle::v1::PredictRequest req;
+    req.set_adapter(adapter);
+    for (const std::string& t : texts) req.add_inputs(t);
+    loracle::v1::PredictResponse plain;
+    {
+      grpc::ClientContext ctx;
+      ASSERT_TRUE(stub->Predict(&ctx, req, &plain).ok());
+    }
+    std::vector<double> values;
+    for (const loracle::v1::Prediction& p : plain.predictions()) {
+      values.push_back(uses_error_score ? p.uncertainty().error_score()
+                                        : p.uncertainty().mutual_information());
+    }
+    std::vector<double> sorted = values;
+    std::sort(sorted.begin(), sorted.end());
+    const double t = (sorted[2] + sorted[3]) / 2;  // half the inputs above
+    ASSERT_LT(sorted[2], sorted[3]) << adapter;
+    req.set_abstain_threshold(static_cast<float>(t));
+    loracle::v1::PredictResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Predict(&ctx, req, &resp).ok());
+    for (int i = 0; i < resp.predictions_size(); ++i) {
+      EXPECT_EQ(resp.predictions(i).abstained(), values[static_cast<size_t>(i)] > t)
+          << adapter << " " << i;
+    }
+  }
   // REST: the same parameter, the error_score output, the same errors.
   HttpReply r =
       Http(port(), "POST", "/v2/models/sets/infer", Infer(texts, {{"abstain_risk", 0.3}}).dump());
