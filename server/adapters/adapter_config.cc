@@ -199,6 +199,14 @@ std::string PeftConfigToJson(const PeftLoraConfig& c) {
   return j.dump(2) + "\n";
 }
 
+namespace {
+// `object` has `key` and it is a string (json::value would throw on another type).
+bool IsString(const json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string();
+}
+}  // namespace
+
 absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::string_view source) {
   absl::StatusOr<json> parsed = ParseObject(text, source);
   if (!parsed.ok()) return parsed.status();
@@ -303,8 +311,8 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
   }
   if (auto it = j.find("conformal"); it != j.end() && !it->is_null()) {
     const auto scores = it->is_object() ? it->find("scores") : it->end();
-    if (!it->is_object() || it->value("score", "") != "LAC" || scores == it->end() ||
-        !scores->is_array()) {
+    if (!it->is_object() || !IsString(*it, "score") || (*it)["score"] != "LAC" ||
+        scores == it->end() || !scores->is_array()) {
       return Bad(source,
                  "\"conformal\" must be {\"score\": \"LAC\", \"scores\": [numbers in [0, 1]]}");
     }
@@ -347,9 +355,10 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
     const std::string usage =
         "\"ood\" must be {\"method\": \"mahalanobis\", \"file\": FILE, \"quantile\": q in "
         "(0, 1), \"threshold\": number > 0}";
-    if (!it->is_object() || it->value("method", "") != "mahalanobis" || !it->contains("file") ||
-        !(*it)["file"].is_string() || !it->contains("quantile") || !(*it)["quantile"].is_number() ||
-        !it->contains("threshold") || !(*it)["threshold"].is_number()) {
+    if (!it->is_object() || !IsString(*it, "method") || (*it)["method"] != "mahalanobis" ||
+        !it->contains("file") || !(*it)["file"].is_string() || !it->contains("quantile") ||
+        !(*it)["quantile"].is_number() || !it->contains("threshold") ||
+        !(*it)["threshold"].is_number()) {
       return Bad(source, usage);
     }
     c.ood.method = "mahalanobis";

@@ -126,11 +126,25 @@ TEST(AdapterConfigTest, ServingConfigKeepsTheOodDetectorsThreshold) {
               "quantile": 1.5, "threshold": 1}})",
            R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "file": "f",
               "quantile": 0.9, "threshold": 0}})",
-           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "quantile": 0.9}})"}) {
+           R"({"labels": ["a", "b"], "ood": {"method": "mahalanobis", "quantile": 0.9}})",
+           R"({"labels": ["a", "b"], "ood": {"method": 5, "file": "f", "quantile": 0.9,
+              "threshold": 1}})"}) {
     auto r = ParseServingConfig(bad, "l.json");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find("\"ood\""), std::string::npos) << r.status();
+  }
+}
+
+// Wrong JSON types are INVALID_ARGUMENT, never an exception (a loracle.json from disk).
+TEST(AdapterConfigTest, WrongTypesInTheTrustFieldsAreErrorsNotExceptions) {
+  for (const char* bad : {R"({"labels": ["a", "b"], "conformal": {"score": 1, "scores": [0.1]}})",
+                          R"({"labels": ["a", "b"], "conformal": {"score": null}})",
+                          R"({"labels": ["a", "b"], "ood": {"method": ["x"]}})",
+                          R"({"labels": ["a", "b"], "error_score": {"name": 3}})"}) {
+    absl::StatusOr<ServingConfig> r = ParseServingConfig(bad, "l.json");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
 
