@@ -62,9 +62,14 @@ ABSL_FLAG(bool, spam_demo, true,
 ABSL_FLAG(std::string, device, "cpu",
           "Where the model, adapters and training run: cpu, cuda or cuda:N (needs a loracle "
           "built against a CUDA LibTorch: README \"GPU\")");
-ABSL_FLAG(std::string, dtype, "float32",
-          "Floating type of the model's weights and activations: float32, bfloat16 or float16 "
-          "(float16: cuda only). Uncertainty math is float64 on the host regardless");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Floating type of the model's weights and activations: auto, float32, bfloat16 or "
+          "float16 (cuda only). auto: bfloat16 on a CPU with native bfloat16 products "
+          "(AVX512_BF16 or AMX-BF16), else float32. Uncertainty math is float64 on the host "
+          "regardless");
+ABSL_FLAG(std::string, quantize, "none",
+          "none or int8 (CPU): the frozen base's linear layers as int8 GEMMs (per-channel "
+          "weights, activations quantized per call), float32 activations, LoRA deltas and heads");
 ABSL_FLAG(int, threads, 0, "BLAS threads: every GEMM of a forward; 0 = all cores");
 ABSL_FLAG(int, intra_op_threads, 1,
           "Torch intra-op threads (element-wise ops); 0 = all cores. More than 1 makes torch's "
@@ -230,6 +235,7 @@ int main(int argc, char** argv) {
   options.base_head_adapter = absl::GetFlag(FLAGS_base_head_adapter);
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.quantize = absl::GetFlag(FLAGS_quantize);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   options.parallel_rows = absl::GetFlag(FLAGS_parallel_rows);

@@ -125,7 +125,7 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
         "adapter_memory_bytes must be >= 0 (0: no limit), got ", options.adapter_memory_bytes));
   }
   absl::StatusOr<model::Placement> placement =
-      model::ResolvePlacement(options.device, options.dtype);
+      model::ResolvePlacement(options.device, options.dtype, options.quantize);
   if (!placement.ok()) return placement.status();
   std::unique_ptr<LoracleServer> s(new LoracleServer(options));
   absl::StatusOr<std::unique_ptr<calibration::FeedbackStore>> feedback =
@@ -134,11 +134,10 @@ absl::StatusOr<std::unique_ptr<LoracleServer>> LoracleServer::Create(const Optio
   s->feedback_ = *std::move(feedback);
   metrics::Metrics::Options metrics_options;
   metrics_options.bind_address = options.metrics_address;
-  metrics_options.build_info = {{"version", LORACLE_VERSION},
-                                {"git_commit", LORACLE_GIT_COMMIT},
-                                {"torch_version", TORCH_VERSION},
-                                {"device", placement->DeviceName()},
-                                {"dtype", placement->DTypeName()}};
+  metrics_options.build_info = {
+      {"version", LORACLE_VERSION},      {"git_commit", LORACLE_GIT_COMMIT},
+      {"torch_version", TORCH_VERSION},  {"device", placement->DeviceName()},
+      {"dtype", placement->DTypeName()}, {"quantize", placement->QuantizeName()}};
   absl::StatusOr<std::unique_ptr<metrics::Metrics>> metrics =
       metrics::Metrics::Create(metrics_options);
   if (!metrics.ok()) return metrics.status();
@@ -274,9 +273,12 @@ absl::Status LoracleServer::LoadEngine() {
     model_dir = *dir;
   }
   model::SetComputeThreads({options_.threads, options_.intra_op_threads});  // process-wide
-  absl::StatusOr<model::Placement> placement =
-      model::ResolvePlacement(options_.device, options_.dtype);  // checked by Create
+  absl::StatusOr<model::Placement> placement = model::ResolvePlacement(
+      options_.device, options_.dtype, options_.quantize);  // checked by Create
   if (!placement.ok()) return placement.status();
+  LORACLE_LOG(INFO, "model on %s in %s, quantize %s (%s)", placement->DeviceName().c_str(),
+              placement->DTypeName().c_str(), placement->QuantizeName().c_str(),
+              placement->dtype_reason.c_str());
   absl::StatusOr<std::unique_ptr<model::BaseModel>> base =
       model::LoadBaseModel(model_dir, *placement);
   if (!base.ok()) return base.status();

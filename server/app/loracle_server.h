@@ -79,7 +79,8 @@ class LoracleServer {
     // Where the model, adapters and training run (model/placement.h): cpu | cuda | cuda:N, and
     // float32 | bfloat16 | float16.
     std::string device = "cpu";
-    std::string dtype = "float32";
+    std::string dtype = "auto";
+    std::string quantize = "none";     // none | int8 (CPU): int8 base GEMMs
     int threads = 0;                   // BLAS (GEMM) threads; 0 = all cores
     int intra_op_threads = 1;          // torch's element-wise pool; see model/cpu_runtime.h
     bool parallel_rows = true;         // see serving::EnsembleRunner::Options

@@ -48,6 +48,10 @@ class BackboneImpl : public torch::nn::Module {
 
   // Moves every parameter to `placement` (device and floating type). Call before any forward.
   virtual void To(const Placement& placement) = 0;
+  // --quantize=int8: packs an int8 copy of every frozen base linear layer that runs per token
+  // (lora.h Int8Linear) for inference; the float32 weights stay for training. Call after To() on a
+  // float32 CPU placement. FAILED_PRECONDITION as PackInt8.
+  virtual absl::Status QuantizeInt8() = 0;
   virtual torch::Device device() const = 0;
   virtual torch::ScalarType dtype() const = 0;
   // Attention of all rows in one batched product (a GPU's choice) instead of row by row.

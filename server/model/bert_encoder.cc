@@ -131,6 +131,22 @@ void BertEncoderImpl::To(const Placement& placement) {
   }
 }
 
+absl::Status BertEncoderImpl::QuantizeInt8() {
+  for (Layer& l : layers_) {
+    absl::StatusOr<std::shared_ptr<const Int8Linear>> qkv = PackInt8(l.qkv_weight, l.qkv_bias);
+    if (!qkv.ok()) return qkv.status();
+    l.qkv_int8 = *std::move(qkv);
+    for (LoraLinear* part : {&l.attn_out, &l.intermediate, &l.output}) {
+      absl::StatusOr<std::shared_ptr<const Int8Linear>> q =
+          PackInt8((*part)->weight, (*part)->bias);
+      if (!q.ok()) return q.status();
+      (*part)->int8 = *std::move(q);
+    }
+  }
+  // The pooler reads one token per row: too little work to pay for its rounding.
+  return absl::OkStatus();
+}
+
 int BertEncoderImpl::LinearIndex(const std::string& module_path) const {
   for (size_t i = 0; i < linear_names_.size(); ++i) {
     if (linear_names_[i] == module_path) return static_cast<int>(i);
@@ -275,7 +291,8 @@ torch::Tensor BertEncoderImpl::LayerForward(int64_t index, const torch::Tensor& 
                                             bool hiddenkey) {
   Layer& l = layers_[static_cast<size_t>(index)];
   const int64_t hidden = config_.hidden_size;
-  torch::Tensor qkv = FusedLinear(h, l.qkv_weight, l.qkv_bias);  // [rows, seq, 3 * hidden]
+  // [rows, seq, 3 * hidden]
+  torch::Tensor qkv = FusedLinear(h, l.qkv_weight, l.qkv_bias, l.qkv_int8.get());
   l.query->AddLora(h, qkv.narrow(2, 0, hidden), routing);
   l.key->AddLora(h, qkv.narrow(2, hidden, hidden), routing);
   l.value->AddLora(h, qkv.narrow(2, 2 * hidden, hidden), routing);

@@ -56,6 +56,7 @@ class BertEncoderImpl : public BackboneImpl {
   // Moves every parameter to `placement` (device and floating type), keeping query, key and value
   // views of one fused weight. Call before any forward; not thread-safe.
   void To(const Placement& placement) override;
+  absl::Status QuantizeInt8() override;
   torch::Device device() const override { return word_embeddings_->weight.device(); }
   torch::ScalarType dtype() const override { return word_embeddings_->weight.scalar_type(); }
   // Attention of all rows in one batched product with an additive mask (what a GPU wants: one
@@ -73,7 +74,8 @@ class BertEncoderImpl : public BackboneImpl {
 
  private:
   struct Layer {
-    torch::Tensor qkv_weight, qkv_bias;  // [3h, h], [3h]: query, key, value's storage
+    torch::Tensor qkv_weight, qkv_bias;          // [3h, h], [3h]: query, key, value's storage
+    std::shared_ptr<const Int8Linear> qkv_int8;  // --quantize=int8
     LoraLinear query{nullptr}, key{nullptr}, value{nullptr}, attn_out{nullptr};
     torch::nn::LayerNorm attn_norm{nullptr};
     LoraLinear intermediate{nullptr}, output{nullptr};

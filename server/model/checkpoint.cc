@@ -198,6 +198,9 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
     model->backbone->eval();
     model->placement = placement;
     if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->backbone->To(placement);
+    if (placement.int8) {
+      if (absl::Status s = model->backbone->QuantizeInt8(); !s.ok()) return s;
+    }
 
     // The checkpoint's own classification head, when it has one.
     const HeadLayout& head = HeadFor(config->architecture());

@@ -1,14 +1,31 @@
 #include "server/model/lora.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/native/quantized/PackedParams.h>
 
 #include <algorithm>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "server/model/cpu_runtime.h"
 
 namespace loracle::model {
+
+class Int8Linear {
+ public:
+  explicit Int8Linear(c10::intrusive_ptr<LinearPackedParamsBase> packed)
+      : packed_(std::move(packed)) {}
+  // x [tokens, in] float32 -> [tokens, out] float32.
+  torch::Tensor Apply(const torch::Tensor& x) const {
+    return packed_->apply_dynamic(x, /*reduce_range=*/false);
+  }
+
+ private:
+  c10::intrusive_ptr<LinearPackedParamsBase> packed_;
+};
+
 namespace {
 
 // `mask` [n, k] viewed to broadcast against x [n, ..., k].
@@ -21,17 +38,67 @@ torch::Tensor Broadcastable(const torch::Tensor& mask, int64_t dims) {
 
 }  // namespace
 
+std::string Int8Engine() {
+  static const std::string engine = [] {
+    const std::vector<at::QEngine>& have = at::globalContext().supportedQEngines();
+    // fbgemm and oneDNN run x86 int8 GEMMs (VNNI where the CPU has it); QNNPACK is for ARM.
+    for (at::QEngine e : {at::QEngine::FBGEMM, at::QEngine::ONEDNN}) {
+      if (std::find(have.begin(), have.end(), e) != have.end()) {
+        at::globalContext().setQEngine(e);
+        return std::string(e == at::QEngine::FBGEMM ? "fbgemm" : "onednn");
+      }
+    }
+    return std::string();
+  }();
+  return engine;
+}
+
+absl::StatusOr<std::shared_ptr<const Int8Linear>> PackInt8(const torch::Tensor& weight,
+                                                           const torch::Tensor& bias) {
+  if (Int8Engine().empty()) {
+    return absl::FailedPreconditionError(
+        "--quantize=int8: this LibTorch has no quantized engine for int8 GEMMs on this CPU "
+        "(needs fbgemm or oneDNN on x86-64)");
+  }
+  if (!weight.device().is_cpu() || weight.scalar_type() != torch::kFloat32) {
+    return absl::FailedPreconditionError(
+        "--quantize=int8 quantizes float32 weights on the CPU (--device=cpu --dtype=float32)");
+  }
+  c10::InferenceMode guard;
+  const torch::Tensor w = weight.detach().contiguous();
+  // Symmetric per-row scales: the largest |w| of a row maps to 127.
+  const torch::Tensor scales =
+      (w.abs().amax(1).clamp_min(1e-12) / 127.0).to(torch::kFloat64).contiguous();
+  const torch::Tensor zero_points = torch::zeros({w.size(0)}, torch::kInt64);
+  const torch::Tensor q = torch::quantize_per_channel(w, scales, zero_points, 0, torch::kQInt8);
+  static auto prepack = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("quantized::linear_prepack", "")
+                            .typed<c10::intrusive_ptr<LinearPackedParamsBase>(
+                                at::Tensor, c10::optional<at::Tensor>)>();
+  try {
+    return std::make_shared<const Int8Linear>(prepack.call(
+        q, bias.defined() ? c10::optional<at::Tensor>(bias.detach().contiguous()) : c10::nullopt));
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--quantize=int8: packing a [", w.size(0), ", ", w.size(1),
+                     "] weight failed in LibTorch's ", Int8Engine(), " engine: ", e.what()));
+  }
+}
+
 torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
-                          const torch::Tensor& bias) {
+                          const torch::Tensor& bias, const Int8Linear* int8) {
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = weight.size(0);
   const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
   const int64_t tokens = x2.size(0);
+  const bool inference = c10::InferenceMode::is_enabled() && x.device().is_cpu();
+  const bool quantized = int8 != nullptr && inference && x.scalar_type() == torch::kFloat32;
   // Below this many tokens per chunk a split costs more in hand-offs than it gains.
   constexpr int64_t kMinTokensPerPart = 16;
   const int parts =
       static_cast<int>(std::min<int64_t>(TokenParallelParts(), tokens / kMinTokensPerPart));
-  if (parts <= 1 || !c10::InferenceMode::is_enabled() || !x.device().is_cpu()) {
+  if (parts <= 1 || !inference) {
+    if (quantized) return int8->Apply(x2.contiguous()).view(shape);
     return torch::addmm(bias, x2, weight.t()).view(shape);
   }
   // Each chunk of tokens writes its own rows of the output: one GEMM per helper thread.
@@ -41,7 +108,11 @@ torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
     c10::InferenceMode guard;
     const int64_t begin = tokens * p / parts, end = tokens * (p + 1) / parts;
     torch::Tensor rows = out.narrow(0, begin, end - begin);
-    torch::addmm_out(rows, bias, x2.narrow(0, begin, end - begin), wt);
+    if (quantized) {
+      rows.copy_(int8->Apply(x2.narrow(0, begin, end - begin).contiguous()));
+    } else {
+      torch::addmm_out(rows, bias, x2.narrow(0, begin, end - begin), wt);
+    }
   });
   return out.view(shape);
 }
@@ -68,7 +139,7 @@ LoraLinearImpl::LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_
 }
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {
-  torch::Tensor y = FusedLinear(x, weight, bias);
+  torch::Tensor y = FusedLinear(x, weight, bias, int8.get());
   AddLora(x, y, routing);
   return y;
 }

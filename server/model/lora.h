@@ -8,10 +8,12 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "server/model/architecture.h"
 #include "server/model/dropout.h"
 
@@ -27,10 +29,27 @@ enum MaskPurpose : uint64_t {
   kMaskHiddenCut = 5
 };
 
+// An int8 copy of a frozen base linear layer (--quantize=int8): weights quantized per output
+// channel (symmetric, one scale per row), activations quantized per call (dynamic, one scale per
+// call) by LibTorch's quantized engine (fbgemm, else oneDNN), products accumulated in int32 and
+// returned in float32 with the bias added. For inference only: gradients never flow through it.
+class Int8Linear;  // lora.cc
+
+// The quantized engine --quantize=int8 uses on this machine ("fbgemm", "onednn"), or empty when
+// LibTorch has none that runs int8 GEMMs here.
+std::string Int8Engine();
+
+// Packs weight [out, in] and bias [out] (float32, CPU). FAILED_PRECONDITION when Int8Engine() is
+// empty or the tensors are not float32 on the CPU.
+absl::StatusOr<std::shared_ptr<const Int8Linear>> PackInt8(const torch::Tensor& weight,
+                                                           const torch::Tensor& bias);
+
 // x [..., in] W^T + b as one 2-D addmm (the bias fused into the GEMM's output, where a 3-D input
-// would take matmul plus a separate bias pass).
+// would take matmul plus a separate bias pass). With `int8` (the same layer packed by PackInt8),
+// float32 CPU inputs under InferenceMode take the int8 product instead; training (grad mode) and
+// other inputs keep W.
 torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
-                          const torch::Tensor& bias);
+                          const torch::Tensor& bias, const Int8Linear* int8 = nullptr);
 
 // One LoRA delta: y += scaling * (x A^T) B^T, with A [r, in], B [out, r], on the base model's
 // device; computed in the activations' floating type whatever A and B's own.
@@ -106,6 +125,8 @@ class LoraLinearImpl : public torch::nn::Module {
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out]
+  // The base product's int8 copy (--quantize=int8), or null.
+  std::shared_ptr<const Int8Linear> int8;
 
  private:
   int index_;

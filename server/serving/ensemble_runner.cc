@@ -86,8 +86,11 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
       parts = static_cast<int>(std::clamp<int64_t>(n, 1, cores));
     }
     const int blas = cpu ? model::SetServingBlasThreads(parts > 1 ? 1 : cores) : cores;
-    // One part with BLAS pinned to one thread (a job trains): split the tokens instead.
-    model::TokenParallelScope token_split(parts == 1 && blas < cores && parallel ? cores : 1);
+    // One part with BLAS pinned to one thread (a job trains), or with int8 GEMMs (their engine
+    // runs on torch's one intra-op thread): split the tokens instead.
+    const bool int8 = options_.base->placement.int8;
+    model::TokenParallelScope token_split(parts == 1 && (blas < cores || int8) && parallel ? cores
+                                                                                           : 1);
     logits = ForwardLogits(*options_.base, packed, routing, parts, any_ood ? &features : nullptr);
   }
   if (!logits.ok()) return logits.status();

@@ -43,7 +43,7 @@ all64="$(seq -s, -f 'a%g' 0 63)"
 for round in $(seq 1 "$rounds"); do
   # Each load keeps the server saturated: 32 requests of K=1 in flight, or 8 of K=8 (64 rows, one
   # full batch at the default --max_batch_size=64).
-  start_server
+  start_server --dtype=float32
   before="$("$build/loracle-gemm-rate" 2)"
   bench "k1_$round" a0 "$concurrency"
   after="$("$build/loracle-gemm-rate" 2)"
@@ -52,8 +52,16 @@ for round in $(seq 1 "$rounds"); do
   bench "k8_$round" ens8 8
   bench "mixed64_$round" "$all64" "$concurrency"
   bench "base_$round" base "$concurrency"
-  start_server --max_batch_size=1
+  bench "lone_float32_$round" a0 1
+  start_server --dtype=float32 --max_batch_size=1
   bench "batch1_$round" a0 "$concurrency"
+  # The fast CPU modes (README --dtype, --quantize): saturated and lone, one adapter.
+  for mode in bfloat16 int8; do
+    if [[ "$mode" == int8 ]]; then start_server --dtype=float32 --quantize=int8;
+    else start_server --dtype="$mode"; fi
+    bench "sat_${mode}_$round" a0 "$concurrency"
+    bench "lone_${mode}_$round" a0 1
+  done
   kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
 done
 
@@ -95,6 +103,18 @@ for k, v in ratios.items():
 print("\nper round: " + "; ".join(f"{k} " + ", ".join(f"{x:.3f}" for x in v) for k, v in per_round.items()))
 print(f"GEMM GFLOP/s (before, after k1) per round: {gemm_rows}; {flops/1e9:.3f} GFLOP per request; "
       f"k1 median {achieved:.1f} GFLOP/s")
+modes = {}
+for m in ["float32", "bfloat16", "int8"]:
+    sat = rps["k1"] if m == "float32" else [json.load(open(f"{work}/sat_{m}_{i}.json"))["requests_per_s"] for i in range(1, rounds + 1)]
+    lone = [json.load(open(f"{work}/lone_{m}_{i}.json"))["latency_ms"]["p50"] for i in range(1, rounds + 1)]
+    modes[m] = {"requests_per_s": sat, "lone_p50_ms": lone,
+                "vs_float32_requests_per_s": [sat[i] / rps["k1"][i] for i in range(rounds)]}
+result = json.load(open(out))
+result["modes"] = modes
+json.dump(result, open(out, "w"), indent=2)
+print("\n| mode | req/s, concurrency 32 (median) | x float32 | lone p50 ms (median) |\n|---|---|---|---|")
+for m, v in modes.items():
+    print(f"| {m} | {median(v['requests_per_s']):.1f} | {median(v['vs_float32_requests_per_s']):.2f} | {median(v['lone_p50_ms']):.1f} |")
 for n in names:
     x = runs[n][0]
     print(f"{n:8s} req/s per round: " + ", ".join(f"{v:.2f}" for v in rps[n]) +

@@ -33,6 +33,9 @@ std::unique_ptr<TestServer> TestServer::Start(
   o.adapters_dir = t->store_dir_.path();
   o.jobs_dir = t->jobs_dir_.path();
   o.threads = 2;
+  // The same numbers on every CI machine (--dtype=auto would pick bfloat16 on one with native
+  // bfloat16); tests of other dtypes set it in `prepare`.
+  o.dtype = "float32";
   o.batcher.max_queue_delay_us = 1000;
   // These servers serve what their tests load. The store watcher has its own tests
   // (unit/watcher_test.cc; BinaryTest.ReplicasSharingAStore... on the real binary); a prepare

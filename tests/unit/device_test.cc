@@ -15,6 +15,7 @@
 #include "server/adapters/adapter_weights.h"
 #include "server/model/checkpoint.h"
 #include "server/model/cpu_runtime.h"
+#include "server/model/lora.h"
 #include "server/model/placement.h"
 #include "server/serving/ensemble_runner.h"
 #include "server/training/trainer.h"
@@ -53,6 +54,51 @@ TEST(PlacementTest, ParsesDevicesAndTypes) {
   EXPECT_NE(half.status().message().find("bfloat16"), std::string::npos) << half.status();
 }
 
+TEST(PlacementTest, AutoPicksBfloat16OnlyWhereTheCpuMultipliesItNatively) {
+  model::CpuBf16Support cpu;
+  Placement p = model::AutoCpuPlacement(cpu);
+  EXPECT_EQ(p.dtype, torch::kFloat32);
+  EXPECT_NE(p.dtype_reason.find("no native bfloat16"), std::string::npos) << p.dtype_reason;
+  cpu.avx512_bf16 = true;  // the instructions, but the OS does not save ZMM state
+  EXPECT_EQ(model::AutoCpuPlacement(cpu).dtype, torch::kFloat32);
+  cpu.os_avx512 = true;
+  p = model::AutoCpuPlacement(cpu);
+  EXPECT_EQ(p.dtype, torch::kBFloat16);
+  EXPECT_NE(p.dtype_reason.find("AVX512_BF16"), std::string::npos) << p.dtype_reason;
+  cpu = {};
+  cpu.amx_bf16 = cpu.os_amx = true;
+  p = model::AutoCpuPlacement(cpu);
+  EXPECT_EQ(p.dtype, torch::kBFloat16);
+  EXPECT_NE(p.dtype_reason.find("AMX-BF16"), std::string::npos) << p.dtype_reason;
+
+  // This machine: what it detects decides, and the reason says so.
+  absl::StatusOr<Placement> here = ResolvePlacement("cpu", "auto");
+  ASSERT_TRUE(here.ok()) << here.status();
+  EXPECT_EQ(here->dtype, model::DetectCpuBf16().native() ? torch::kBFloat16 : torch::kFloat32);
+  EXPECT_NE(here->dtype_reason.find("--dtype=auto"), std::string::npos);
+  EXPECT_EQ(ResolvePlacement("cpu", "float32")->dtype_reason, "--dtype=float32");
+}
+
+TEST(PlacementTest, Int8IsACpuFloat32ModeWithAnEngine) {
+  EXPECT_EQ(ResolvePlacement("cpu", "float32", "int4").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolvePlacement("cpu", "bfloat16", "int8").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolvePlacement("cuda", "float32", "int8").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ResolvePlacement("cpu", "float32")->int8);
+  absl::StatusOr<Placement> p = ResolvePlacement("cpu", "auto", "int8");
+  if (model::Int8Engine().empty()) {
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
+    GTEST_SKIP() << "no int8 engine in this LibTorch";
+  }
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->int8);
+  EXPECT_EQ(p->dtype, torch::kFloat32);
+  EXPECT_EQ(p->QuantizeName(), "int8");
+  EXPECT_NE(p->dtype_reason.find(model::Int8Engine()), std::string::npos) << p->dtype_reason;
+}
+
 TEST(PlacementTest, CudaFailsClearlyWithoutAGpuAndResolvesWithOne) {
   absl::StatusOr<Placement> p = ResolvePlacement("cuda", "bfloat16");
   if (!torch::cuda::is_available()) {
@@ -80,7 +126,9 @@ TEST(PlacementTest, LowestFiniteIsFiniteInItsType) {
 
 // Every placement to check against cpu/float32.
 std::vector<std::pair<std::string, std::string>> Placements() {
+  // "int8": cpu/float32 with --quantize=int8, where LibTorch has an int8 engine.
   std::vector<std::pair<std::string, std::string>> out = {{"cpu", "bfloat16"}};
+  if (!model::Int8Engine().empty()) out.emplace_back("cpu", "int8");
   if (torch::cuda::is_available()) {
     out.insert(out.end(), {{"cuda", "float32"}, {"cuda", "bfloat16"}, {"cuda", "float16"}});
   }
@@ -92,7 +140,9 @@ class DeviceTest : public ::testing::TestWithParam<std::pair<std::string, std::s
   void SetUp() override {
     model::SetComputeThreads({2, 1});
     testing::WriteTinyModel(model_dir_.path(), 7);
-    absl::StatusOr<Placement> placement = ResolvePlacement(GetParam().first, GetParam().second);
+    const bool int8 = GetParam().second == "int8";
+    absl::StatusOr<Placement> placement = ResolvePlacement(
+        GetParam().first, int8 ? "float32" : GetParam().second, int8 ? "int8" : "none");
     ASSERT_TRUE(placement.ok()) << placement.status();
     placement_ = *placement;
     auto reference = model::LoadBaseModel(model_dir_.path());
@@ -123,8 +173,14 @@ class DeviceTest : public ::testing::TestWithParam<std::pair<std::string, std::s
   }
 
   // Tolerance on probabilities against cpu/float32: float32 differs only in summation order;
-  // bfloat16 keeps 8 bits of mantissa, float16 11.
-  double Tolerance() const { return placement_.dtype == torch::kFloat32 ? 1e-4 : 0.06; }
+  // bfloat16 keeps 8 bits of mantissa, float16 11; int8 rounds weights to 1/254 of each row's
+  // largest and activations to 1/255 of each call's range, which dot products of 32 terms (this
+  // tiny model's width) average out less than real models' (tests/bench/accuracy_guard.py bounds
+  // it on real data: max |dp| <= 0.02).
+  double Tolerance() const {
+    if (placement_.int8) return 0.1;
+    return placement_.dtype == torch::kFloat32 ? 1e-4 : 0.06;
+  }
 
   // Every pass of every input of one batch: M members x N samples of the adapters in `adapters`.
   static std::vector<std::vector<double>> Run(
@@ -210,6 +266,7 @@ TEST_P(DeviceTest, SampledEnsemblesMatchTheCpuFloat32Reference) {
     }
   }
   EXPECT_LE(worst, Tolerance());
+  if (placement_.int8) EXPECT_GT(worst, 1e-6) << "the int8 products did not run";
   RecordProperty("max_abs_probability_difference", std::to_string(worst));
   // The passes of one input differ (the masks took effect) in both.
   EXPECT_NE(want[0], want[1]);
