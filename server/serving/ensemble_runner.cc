@@ -85,10 +85,12 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
     if (parallel && model::TrainingActive()) {
       parts = static_cast<int>(std::clamp<int64_t>(n, 1, cores));
     }
-    const int blas = cpu ? model::SetServingBlasThreads(parts > 1 ? 1 : cores) : cores;
-    // One part with BLAS pinned to one thread (a job trains), or with int8 GEMMs (their engine
-    // runs on torch's one intra-op thread): split the tokens instead.
+    // int8: the heavy GEMMs run on the quantized engine, split by tokens below; BLAS keeps one
+    // thread, so its pool's spinning workers do not compete with the token parts for the cores.
     const bool int8 = options_.base->placement.int8;
+    const int blas = cpu ? model::SetServingBlasThreads(parts > 1 || int8 ? 1 : cores) : cores;
+    // One part with BLAS pinned to one thread (a job trains, or int8, whose engine runs on
+    // torch's one intra-op thread): split the tokens instead.
     model::TokenParallelScope token_split(parts == 1 && (blas < cores || int8) && parallel ? cores
                                                                                            : 1);
     logits = ForwardLogits(*options_.base, packed, routing, parts, any_ood ? &features : nullptr);
