@@ -46,7 +46,9 @@ nlohmann::json AdapterJson(const loracle::v1::AdapterInfo& a) {
           {"lora_alpha", a.lora_alpha()},
           {"path", a.path()},
           {"resident", a.resident()},
-          {"memory_bytes", a.memory_bytes()}};
+          {"memory_bytes", a.memory_bytes()},
+          {"base_fingerprint", a.base_fingerprint()},
+          {"base_verified", a.base_verified()}};
 }
 
 }  // namespace

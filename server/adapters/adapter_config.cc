@@ -371,6 +371,17 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       return Bad(source, usage + " (file: a name in the adapter's directory)");
     }
   }
+  if (auto it = j.find("base"); it != j.end() && !it->is_null()) {
+    const std::string usage =
+        "\"base\" must be {\"fingerprint\": \"lfp1-...\", \"model_type\": TYPE, \"path\": DIR}";
+    if (!it->is_object() || !IsString(*it, "fingerprint")) return Bad(source, usage);
+    c.base.fingerprint = (*it)["fingerprint"].get<std::string>();
+    if (c.base.fingerprint.empty() || c.base.fingerprint.size() > 128) {
+      return Bad(source, usage + " (fingerprint: 1 to 128 characters)");
+    }
+    if (IsString(*it, "model_type")) c.base.model_type = (*it)["model_type"].get<std::string>();
+    if (IsString(*it, "path")) c.base.path = (*it)["path"].get<std::string>();
+  }
   return c;
 }
 
@@ -414,6 +425,11 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                 {"file", c.ood.file},
                 {"quantile", c.ood.quantile},
                 {"threshold", c.ood.threshold}};
+  }
+  if (!c.base.fingerprint.empty()) {
+    j["base"] = {{"fingerprint", c.base.fingerprint},
+                 {"model_type", c.base.model_type},
+                 {"path", c.base.path}};
   }
   return j.dump(2) + "\n";
 }

@@ -112,6 +112,16 @@ struct ServingConfig {
     double threshold = 0;
   };
   OodScoring ood;
+  // The base the adapter was trained on ("base" in loracle.json, stamped by every adapter loracle
+  // writes; model/fingerprint.h). Loading refuses an adapter whose fingerprint is not the serving
+  // base's. Empty fingerprint (external PEFT adapters, adapters written before fingerprints):
+  // unchecked, loaded with a warning.
+  struct BaseIdentity {
+    std::string fingerprint;  // "lfp1-<16 hex>"
+    std::string model_type;
+    std::string path;  // the base's directory when it was written (informational)
+  };
+  BaseIdentity base;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

@@ -10,6 +10,7 @@
 #include "server/model/checkpoint.h"
 #include "server/model/safetensors.h"
 #include "server/util/file_util.h"
+#include "server/util/log.h"
 
 namespace loracle::adapters {
 namespace {
@@ -157,6 +158,25 @@ const model::OodDetector* OodOf(const Adapter& adapter) {
   return adapter.weights == nullptr ? nullptr : adapter.weights->ood.get();
 }
 
+absl::Status CheckBase(const ServingConfig& serving, const model::BaseModel& base,
+                       const std::string& dir) {
+  const std::string& recorded = serving.base.fingerprint;
+  if (recorded.empty()) {
+    LORACLE_LOG(WARNING,
+                "adapter %s records no base fingerprint (an external PEFT adapter, or written "
+                "before fingerprints): serving it unchecked on %s (%s)",
+                dir.c_str(), base.dir.c_str(), base.fingerprint.id.c_str());
+    return absl::OkStatus();
+  }
+  if (recorded == base.fingerprint.id) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "adapter ", dir, " was trained on another base (fingerprint ", recorded,
+      serving.base.path.empty() ? "" : absl::StrCat(", ", serving.base.path),
+      ") than the one serving (", base.fingerprint.id, ", ", base.dir,
+      "); its answers on this base would be wrong. Retrain it on this base (Training.Submit with "
+      "the same data), or serve it with the base it was trained on"));
+}
+
 absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
                                                      const std::string& name, int64_t version,
                                                      const model::BaseModel& base) {
@@ -171,6 +191,7 @@ absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
   if (!text.ok()) return text.status();
   absl::StatusOr<ServingConfig> serving = ParseServingConfig(*text, dir + "/" + kServingConfigFile);
   if (!serving.ok()) return serving.status();
+  if (absl::Status s = CheckBase(*serving, base, dir); !s.ok()) return s;
   adapter.serving = *serving;
   std::vector<model::LoraMember> members;
   try {
@@ -208,6 +229,7 @@ absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel&
   adapter.path = base.dir;
   adapter.serving.labels = base.head_labels;
   adapter.serving.description = "the base checkpoint's own classification head";
+  adapter.serving.base = {base.fingerprint.id, base.config.model_type, base.dir};
   adapter.lora.rank = 0;
   adapter.lora.target_modules.clear();
   adapter.lora.modules_to_save = model::HeadModules(base.config.architecture());
@@ -229,8 +251,10 @@ absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
     }
     if (absl::Status s = ood->Save(dir + "/" + adapter.serving.ood.file); !s.ok()) return s;
   }
-  if (absl::Status s = util::WriteFileAtomically(dir + "/" + kServingConfigFile,
-                                                 ServingConfigToJson(adapter.serving));
+  ServingConfig serving = adapter.serving;
+  serving.base = {base.fingerprint.id, base.config.model_type, base.dir};
+  if (absl::Status s =
+          util::WriteFileAtomically(dir + "/" + kServingConfigFile, ServingConfigToJson(serving));
       !s.ok()) {
     return s;
   }
@@ -256,7 +280,9 @@ absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,
         named.emplace_back("base_model.model." + head.dense + ".bias", member.head_dense_bias);
       }
       named.emplace_back("base_model.model." + head.out + ".weight", member.classifier_weight);
-      named.emplace_back("base_model.model." + head.out + ".bias", member.classifier_bias);
+      if (member.classifier_bias.defined()) {
+        named.emplace_back("base_model.model." + head.out + ".bias", member.classifier_bias);
+      }
       std::vector<torch::Tensor> keep;
       std::vector<model::TensorToWrite> tensors;
       for (auto& [name, t] : named) {

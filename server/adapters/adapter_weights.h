@@ -38,10 +38,17 @@ const model::OodDetector* OodOf(const Adapter& adapter);
 // Loads the adapter directory `dir` against `base`. Head tensors the adapter lacks come from the
 // base checkpoint's own head when it has one. Errors name the file and tensor: NOT_FOUND
 // (missing file), INVALID_ARGUMENT (bad config, missing or mis-shaped tensor, labels that
-// disagree with the head), DATA_LOSS (corrupt safetensors). Thread-safe (reads `base` only).
+// disagree with the head), DATA_LOSS (corrupt safetensors), FAILED_PRECONDITION (loracle.json
+// records another base's fingerprint: CheckBase). Thread-safe (reads `base` only).
 absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
                                                      const std::string& name, int64_t version,
                                                      const model::BaseModel& base);
+
+// OK when `serving` records `base`'s fingerprint, or none (logged as a warning: external PEFT
+// adapters and adapters written before fingerprints load unchecked); FAILED_PRECONDITION naming
+// both fingerprints and how to retrain otherwise. `dir` names the adapter in messages.
+absl::Status CheckBase(const ServingConfig& serving, const model::BaseModel& base,
+                       const std::string& dir);
 
 // The base checkpoint's own classification head (*ForSequenceClassification) as a head-only
 // adapter named `name`: no LoRA layers, labels from config.json's id2label, version 0, path = the
@@ -52,7 +59,8 @@ absl::StatusOr<std::shared_ptr<Adapter>> BaseHeadAdapter(const model::BaseModel&
 // Writes `adapter` into `dir` (created if needed) as PEFT saves a LoRA sequence-classification
 // adapter of `base`'s architecture: adapter_config.json (adapter.lora, with the head modules as
 // modules_to_save) and adapter_model.safetensors per member (member-<i>/ when M > 1), plus
-// loracle.json and, with an OOD detector, its file (ServingConfig::ood). F32 tensors;
+// loracle.json (with `base`'s fingerprint in "base", whatever adapter.serving.base holds) and, with
+// an OOD detector, its file (ServingConfig::ood). F32 tensors;
 // `base_model.model.<prefix>.<module>.lora_{A,B}.weight` and `base_model.model.<head
 // module>.{weight,bias}` keys.
 absl::Status SaveAdapter(const std::string& dir, const Adapter& adapter,

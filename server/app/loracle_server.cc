@@ -284,6 +284,10 @@ absl::Status LoracleServer::LoadEngine() {
   if (!base.ok()) return base.status();
   base_ = *std::move(base);
   const model::BaseModel* base_model = base_.get();
+  LORACLE_LOG(INFO, "base %s: fingerprint %s (%lld tensors, %s)", model_dir.c_str(),
+              base_model->fingerprint.id.c_str(),
+              static_cast<long long>(base_model->fingerprint.tensors),
+              base_model->fingerprint.sampled ? "weights sampled" : "every weight byte hashed");
 
   absl::StatusOr<std::unique_ptr<serving::EnsembleRunner>> runner = serving::EnsembleRunner::Create(
       {base_model, options_.threads, options_.parallel_rows, metrics_.get()});
@@ -370,7 +374,8 @@ absl::Status LoracleServer::LoadEngine() {
     jobs_ = *std::move(queue);
     jobs_slot_.Publish(jobs_.get());
     if (options_.model_dir.empty() && options_.spam_demo && options_.training_workers > 0) {
-      if (absl::Status s = SubmitSpamDemoIfNeeded(*jobs_, *store_); !s.ok()) {
+      if (absl::Status s = SubmitSpamDemoIfNeeded(*jobs_, *store_, base_model->fingerprint.id);
+          !s.ok()) {
         LORACLE_LOG(ERROR, "could not queue the spam demo job: %s", s.ToString().c_str());
       }
     }

@@ -3,10 +3,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "server/adapters/adapter_config.h"
 #include "server/adapters/store.h"
 #include "server/data/examples.h"
 #include "server/training/dataset.h"
 #include "server/training/job_queue.h"
+#include "server/util/file_util.h"
+#include "server/util/log.h"
 
 namespace loracle::app {
 
@@ -49,8 +53,23 @@ loracle::v1::SubmitRequest SpamDemoRequest() {
   return r;
 }
 
-absl::Status SubmitSpamDemoIfNeeded(training::JobQueue& jobs, const adapters::Store& store) {
-  if (store.LatestVersion(kSpamDemoAdapter).ok()) return absl::OkStatus();
+absl::Status SubmitSpamDemoIfNeeded(training::JobQueue& jobs, const adapters::Store& store,
+                                    const std::string& base_fingerprint) {
+  if (absl::StatusOr<int64_t> latest = store.LatestVersion(kSpamDemoAdapter); latest.ok()) {
+    const std::string path = absl::StrCat(store.VersionDir(kSpamDemoAdapter, *latest), "/",
+                                          adapters::kServingConfigFile);
+    std::string recorded;
+    if (absl::StatusOr<std::string> text = util::ReadFileToString(path); text.ok()) {
+      absl::StatusOr<adapters::ServingConfig> serving = adapters::ParseServingConfig(*text, path);
+      if (serving.ok()) recorded = serving->base.fingerprint;
+    }
+    if (recorded == base_fingerprint) return absl::OkStatus();
+    LORACLE_LOG(INFO,
+                "the cached \"%s\" adapter (version %d) was trained on base %s, not on the "
+                "built-in model (%s): retraining it",
+                kSpamDemoAdapter, *latest, recorded.empty() ? "(none recorded)" : recorded.c_str(),
+                base_fingerprint.c_str());
+  }
   std::string token, next;
   do {
     absl::StatusOr<std::vector<loracle::v1::Job>> page = jobs.List(100, token, &next);

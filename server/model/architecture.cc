@@ -22,6 +22,31 @@ EncoderLayout BertLayout(const std::string& base_prefix, bool has_pooler) {
           has_pooler};
 }
 
+EncoderLayout DecoderLayout() {
+  return {"model",
+          "layers.",
+          "self_attn.q_proj",
+          "self_attn.k_proj",
+          "self_attn.v_proj",
+          "self_attn.o_proj",
+          "input_layernorm",
+          "mlp.up_proj",
+          "mlp.down_proj",
+          "post_attention_layernorm",
+          /*has_pooler=*/false,
+          "mlp.gate_proj"};
+}
+
+ArchitectureSpec DecoderSpec(Architecture arch, const char* model_type, const char* cls) {
+  return {arch,
+          model_type,
+          cls,
+          DecoderLayout(),
+          {"", HeadActivation::kNone, "score", false},
+          {"q_proj", "v_proj"},
+          {"score"}};
+}
+
 // Indexed by Architecture.
 const std::vector<ArchitectureSpec>& Specs() {
   static const std::vector<ArchitectureSpec>* const specs = new std::vector<ArchitectureSpec>{
@@ -49,6 +74,10 @@ const std::vector<ArchitectureSpec>& Specs() {
        {"pre_classifier", HeadActivation::kRelu, "classifier"},
        {"q_lin", "v_lin"},
        {"pre_classifier", "classifier"}},
+      DecoderSpec(Architecture::kLlama, "llama", "LlamaForSequenceClassification"),
+      DecoderSpec(Architecture::kMistral, "mistral", "MistralForSequenceClassification"),
+      DecoderSpec(Architecture::kQwen2, "qwen2", "Qwen2ForSequenceClassification"),
+      DecoderSpec(Architecture::kQwen3, "qwen3", "Qwen3ForSequenceClassification"),
   };
   return *specs;
 }
@@ -77,6 +106,20 @@ std::vector<LinearSpec> AdaptableLinears(const ModelConfig& c) {
   const EncoderLayout& l = LayoutFor(c.architecture());
   const int64_t h = c.hidden_size, i = c.intermediate_size;
   std::vector<LinearSpec> out;
+  if (c.is_decoder()) {
+    const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+    for (int64_t n = 0; n < c.num_hidden_layers; ++n) {
+      const std::string p = absl::StrCat(l.layer_prefix, n, ".");
+      out.push_back({p + l.query, h, q});
+      out.push_back({p + l.key, h, kv});
+      out.push_back({p + l.value, h, kv});
+      out.push_back({p + l.attn_out, q, h});
+      out.push_back({p + l.gate, h, i});
+      out.push_back({p + l.intermediate, h, i});
+      out.push_back({p + l.output, i, h});
+    }
+    return out;
+  }
   for (int64_t n = 0; n < c.num_hidden_layers; ++n) {
     const std::string p = absl::StrCat(l.layer_prefix, n, ".");
     out.push_back({p + l.query, h, h});
@@ -93,6 +136,29 @@ std::vector<LinearSpec> AdaptableLinears(const ModelConfig& c) {
 TensorShapes BaseTensorShapes(const ModelConfig& c) {
   const EncoderLayout& l = LayoutFor(c.architecture());
   const int64_t h = c.hidden_size;
+  if (c.is_decoder()) {
+    TensorShapes t = {{"embed_tokens.weight", {c.vocab_size, h}}};
+    const std::vector<LinearSpec> linears = AdaptableLinears(c);
+    for (int64_t n = 0; n < c.num_hidden_layers; ++n) {
+      const std::string p = absl::StrCat(l.layer_prefix, n, ".");
+      t.push_back({p + l.attn_norm + ".weight", {h}});
+      for (size_t k = 0; k < 7; ++k) {
+        const LinearSpec& s = linears[static_cast<size_t>(n) * 7 + k];
+        t.push_back({s.path + ".weight", {s.out, s.in}});
+        const bool bias = k < 3 ? c.qkv_bias() : k == 3 ? c.o_bias() : c.mlp_bias;
+        if (bias) t.push_back({s.path + ".bias", {s.out}});
+        if (k == 3) {
+          if (c.architecture() == Architecture::kQwen3) {
+            t.push_back({p + "self_attn.q_norm.weight", {c.head_dim}});
+            t.push_back({p + "self_attn.k_norm.weight", {c.head_dim}});
+          }
+          t.push_back({p + l.out_norm + ".weight", {h}});
+        }
+      }
+    }
+    t.push_back({"norm.weight", {h}});
+    return t;
+  }
   TensorShapes t = {
       {"embeddings.word_embeddings.weight", {c.vocab_size, h}},
       {"embeddings.position_embeddings.weight", {c.max_position_embeddings, h}},
@@ -134,7 +200,7 @@ TensorShapes HeadTensorShapes(const ModelConfig& c, int64_t num_labels) {
     t.push_back({head.dense + ".bias", {h}});
   }
   t.push_back({head.out + ".weight", {num_labels, h}});
-  t.push_back({head.out + ".bias", {num_labels}});
+  if (head.out_bias) t.push_back({head.out + ".bias", {num_labels}});
   return t;
 }
 
@@ -146,7 +212,8 @@ std::vector<std::string> AllLinearTargetModules(Architecture arch) {
   const EncoderLayout& l = LayoutFor(arch);
   std::vector<std::string> out;
   for (const std::string* path :
-       {&l.query, &l.key, &l.value, &l.attn_out, &l.intermediate, &l.output}) {
+       {&l.query, &l.key, &l.value, &l.attn_out, &l.gate, &l.intermediate, &l.output}) {
+    if (path->empty()) continue;
     const size_t dot = path->rfind('.');
     std::string name = dot == std::string::npos ? *path : path->substr(dot + 1);
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));

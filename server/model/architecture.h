@@ -16,12 +16,15 @@ namespace loracle::model {
 
 using TensorShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 
-// Module paths inside one transformer layer, relative to "<layer_prefix><i>.".
+// Module paths inside one transformer layer, relative to "<layer_prefix><i>.". Decoders: attn_norm
+// is input_layernorm (before attention), out_norm post_attention_layernorm (before the MLP),
+// intermediate the MLP's up_proj, `gate` its gate_proj and output its down_proj.
 struct EncoderLayout {
-  std::string base_prefix;   // the base model's attribute in *For* classes: "bert", "roberta", ...
-  std::string layer_prefix;  // "encoder.layer." | "transformer.layer."
+  std::string base_prefix;   // the base model's attribute in *For* classes: "bert", "model", ...
+  std::string layer_prefix;  // "encoder.layer." | "transformer.layer." | "layers."
   std::string query, key, value, attn_out, attn_norm, intermediate, output, out_norm;
   bool has_pooler = false;  // BERT: the [CLS] features pass BertPooler (dense + tanh)
+  std::string gate;         // decoders' SwiGLU gate ("mlp.gate_proj"); empty for encoders
 };
 const EncoderLayout& LayoutFor(Architecture arch);
 
@@ -31,8 +34,8 @@ struct LinearSpec {
   int64_t in = 0;
   int64_t out = 0;
 };
-// In the encoder's order (LoraLinear::index()): per layer query, key, value, attention output,
-// FFN in, FFN out; then BERT's pooler.
+// In the backbone's order (LoraLinear::index()): encoders per layer query, key, value, attention
+// output, FFN in, FFN out, then BERT's pooler; decoders per layer q, k, v, o, gate, up, down.
 std::vector<LinearSpec> AdaptableLinears(const ModelConfig& config);
 
 // Every tensor of the bare base model (BertModel, RobertaModel without pooler, DistilBertModel).
@@ -43,10 +46,12 @@ TensorShapes BaseTensorShapes(const ModelConfig& config);
 //   RoBERTa     classifier.out_proj(tanh(classifier.dense(h_cls)))
 //   DistilBERT  classifier(relu(pre_classifier(h_cls)))
 enum class HeadActivation { kNone, kTanh, kRelu };
+//   decoders    score(h_last), no bias (the last non-padding token's final hidden state)
 struct HeadLayout {
   std::string dense;  // "" when the head is one linear layer
   HeadActivation activation = HeadActivation::kNone;
   std::string out;
+  bool out_bias = true;  // whether `out` has a bias (decoders' score has none)
 };
 const HeadLayout& HeadFor(Architecture arch);
 TensorShapes HeadTensorShapes(const ModelConfig& config, int64_t num_labels);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/model/architecture.h"
 #include "server/model/bert_encoder.h"
+#include "server/model/llama_decoder.h"
 
 namespace loracle::model {
 namespace {
@@ -23,6 +24,10 @@ constexpr Family kFamilies[] = {
     {"bert", MakeBertEncoder},
     {"roberta", MakeBertEncoder},
     {"distilbert", MakeBertEncoder},
+    {"llama", MakeLlamaDecoder},
+    {"mistral", MakeLlamaDecoder},
+    {"qwen2", MakeLlamaDecoder},
+    {"qwen3", MakeLlamaDecoder},
 };
 
 }  // namespace

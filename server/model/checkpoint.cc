@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "server/model/architecture.h"
+#include "server/model/fingerprint.h"
 #include "server/text/tokenizer_files.h"
 #include "server/util/file_util.h"
 
@@ -182,6 +183,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
     absl::StatusOr<Backbone> backbone = CreateBackbone(*config);
     if (!backbone.ok()) return backbone.status();
     model->backbone = *std::move(backbone);
+    std::vector<std::pair<std::string, TensorView>> base_tensors;
     for (auto& item : model->backbone->named_parameters(/*recurse=*/true)) {
       const std::string& name = item.key();
       std::string key = name;
@@ -192,9 +194,11 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
                          "\"), expected shape ", ShapeString(item.value().sizes())));
       }
       if (absl::Status s = load(key, item.value()); !s.ok()) return s;
+      base_tensors.emplace_back(name, *w.Get(key));
       item.value().set_requires_grad(false);
       model->num_parameters += item.value().numel();
     }
+    model->fingerprint = FingerprintBase(*config, base_tensors);
     model->backbone->eval();
     model->placement = placement;
     if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->backbone->To(placement);

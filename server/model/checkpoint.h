@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/model/backbone.h"
+#include "server/model/fingerprint.h"
 #include "server/model/model_config.h"
 #include "server/model/placement.h"
 #include "server/model/safetensors.h"
@@ -31,6 +32,9 @@ struct BaseModel {
   std::unique_ptr<text::Tokenizer> tokenizer;
   int max_length = 512;  // tokens per input, special tokens included
   int64_t num_parameters = 0;
+  // The base's identity (fingerprint.h), stamped into every adapter written on it and checked
+  // when one loads.
+  BaseFingerprint fingerprint;
   // The checkpoint's own classification head (*ForSequenceClassification), with no LoRA layers;
   // null when the checkpoint has none. Labels from config.id2label.
   std::shared_ptr<const LoraMember> head;

@@ -89,7 +89,7 @@ std::vector<float> RandomInitValues(const std::string& name, const std::vector<i
                                     const ModelConfig& config, uint64_t seed, float weight_std) {
   size_t n = 1;
   for (int64_t d : shape) n *= static_cast<size_t>(d);
-  if (EndsWith(name, "LayerNorm.weight") || EndsWith(name, "layer_norm.weight")) {
+  if (EndsWith(name, "LayerNorm.weight") || EndsWith(name, "norm.weight")) {  // every norm's gain
     return std::vector<float>(n, 1.0f);
   }
   if (EndsWith(name, ".bias")) return std::vector<float>(n, 0.0f);

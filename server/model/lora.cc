@@ -99,6 +99,7 @@ torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
       static_cast<int>(std::min<int64_t>(TokenParallelParts(), tokens / kMinTokensPerPart));
   if (parts <= 1 || !inference) {
     if (quantized) return int8->Apply(x2.contiguous()).view(shape);
+    if (!bias.defined()) return torch::mm(x2, weight.t()).view(shape);
     return torch::addmm(bias, x2, weight.t()).view(shape);
   }
   // Each chunk of tokens writes its own rows of the output: one GEMM per helper thread.
@@ -110,8 +111,10 @@ torch::Tensor FusedLinear(const torch::Tensor& x, const torch::Tensor& weight,
     torch::Tensor rows = out.narrow(0, begin, end - begin);
     if (quantized) {
       rows.copy_(int8->Apply(x2.narrow(0, begin, end - begin).contiguous()));
-    } else {
+    } else if (bias.defined()) {
       torch::addmm_out(rows, bias, x2.narrow(0, begin, end - begin), wt);
+    } else {
+      torch::mm_out(rows, x2.narrow(0, begin, end - begin), wt);
     }
   });
   return out.view(shape);
@@ -128,14 +131,14 @@ std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int 
           KeepMask({out}, p, MixSeed(row_seed, static_cast<uint64_t>(linear_index), kMaskB))};
 }
 
-LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index)
-    : LoraLinearImpl(torch::zeros({out_features, in_features}), torch::zeros({out_features}),
-                     index) {}
+LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, int index, bool has_bias)
+    : LoraLinearImpl(torch::zeros({out_features, in_features}),
+                     has_bias ? torch::zeros({out_features}) : torch::Tensor(), index) {}
 
 LoraLinearImpl::LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index)
     : index_(index) {
   weight = register_parameter("weight", std::move(weight_storage));
-  bias = register_parameter("bias", std::move(bias_storage));
+  if (bias_storage.defined()) bias = register_parameter("bias", std::move(bias_storage));
 }
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x, const LoraRouting* routing) {

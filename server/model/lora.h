@@ -69,7 +69,7 @@ struct LoraMember {
   torch::Tensor head_dense_bias;    // [hidden]
   HeadActivation head_activation = HeadActivation::kNone;
   torch::Tensor classifier_weight;  // [num_labels, hidden]
-  torch::Tensor classifier_bias;    // [num_labels]
+  torch::Tensor classifier_bias;  // [num_labels]; undefined for heads without one (decoders' score)
 
   // Moves every tensor to `options`' device and floating type (not thread-safe).
   void To(const torch::TensorOptions& options);
@@ -111,8 +111,10 @@ std::pair<torch::Tensor, torch::Tensor> LoraDropoutMasks(uint64_t row_seed, int 
 
 class LoraLinearImpl : public torch::nn::Module {
  public:
-  LoraLinearImpl(int64_t in_features, int64_t out_features, int index);
-  // Parameters that are views of storage the caller owns (the encoder's fused QKV weight).
+  // Without `has_bias` the layer has no "bias" parameter (decoders' projections).
+  LoraLinearImpl(int64_t in_features, int64_t out_features, int index, bool has_bias = true);
+  // Parameters that are views of storage the caller owns (the encoder's fused QKV weight); an
+  // undefined `bias_storage`: no bias.
   LoraLinearImpl(torch::Tensor weight_storage, torch::Tensor bias_storage, int index);
   // x: [rows, ..., in]. `routing` may be null (base only).
   torch::Tensor forward(const torch::Tensor& x, const LoraRouting* routing);
@@ -124,7 +126,7 @@ class LoraLinearImpl : public torch::nn::Module {
   int64_t out_features() const { return weight.size(0); }
 
   torch::Tensor weight;  // [out, in]
-  torch::Tensor bias;    // [out]
+  torch::Tensor bias;    // [out]; undefined when the layer has none
   // The base product's int8 copy (--quantize=int8), or null.
   std::shared_ptr<const Int8Linear> int8;
 

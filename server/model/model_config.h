@@ -10,16 +10,30 @@
 
 namespace loracle::model {
 
-// The encoder families loracle runs. They share one post-LayerNorm transformer; they differ in
-// tensor names, position ids, token types and classification head (architecture.h).
-enum class Architecture { kBert, kRoberta, kDistilBert };
+// The families loracle runs. The encoders (BERT, RoBERTa, DistilBERT) share one post-LayerNorm
+// transformer and differ in tensor names, position ids, token types and classification head; the
+// decoders (Llama, Mistral, Qwen2, Qwen3) share one pre-RMSNorm causal transformer with rotary
+// positions, grouped-query attention and a SwiGLU MLP, and differ in biases, q/k norms and the
+// sliding window (architecture.h).
+enum class Architecture { kBert, kRoberta, kDistilBert, kLlama, kMistral, kQwen2, kQwen3 };
+
+// A decoder's rotary-embedding frequency scaling (config.json "rope_scaling", or transformers 5's
+// "rope_parameters"): "default" (none), "linear" (inv_freq / factor) or "llama3" (Llama 3.1's
+// wavelength-dependent scaling). Other types are refused at parse.
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;
+};
 
 // The architecture fields of a Hugging Face `config.json` (BertConfig, RobertaConfig or
 // DistilBertConfig), in BERT's vocabulary: DistilBERT's dim / n_layers / n_heads / hidden_dim /
 // activation land in hidden_size / num_hidden_layers / num_attention_heads / intermediate_size /
 // hidden_act.
 struct ModelConfig {
-  std::string model_type = "bert";  // bert | roberta | distilbert
+  std::string model_type = "bert";  // bert | roberta | distilbert | llama | mistral | qwen2 | qwen3
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t num_hidden_layers = 0;
@@ -34,6 +48,22 @@ struct ModelConfig {
   // ("id2label"); empty when the config has none.
   std::vector<std::string> architectures;
   std::vector<std::string> id2label;
+
+  // Decoders only (filled with transformers' defaults at parse).
+  int64_t num_key_value_heads = 0;  // grouped-query attention: heads share K/V in groups
+  int64_t head_dim = 0;             // per head; hidden_size / heads unless config.json sets it
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool attention_bias = false;  // q/k/v/o biases (Llama, Qwen3); Qwen2: q/k/v always, o never
+  bool mlp_bias = false;        // gate/up/down biases (Llama)
+  bool tie_word_embeddings = false;
+  int64_t sliding_window = 0;  // Mistral: a query attends the last `sliding_window` keys; 0 = all
+
+  bool is_decoder() const;
+  // Whether q/k/v and o have biases.
+  bool qkv_bias() const;
+  bool o_bias() const;
 
   Architecture architecture() const;
   // RoBERTa numbers positions from pad_token_id + 1 (transformers'

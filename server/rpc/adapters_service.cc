@@ -45,6 +45,9 @@ void ToProto(const adapters::AdapterInfo& info, loracle::v1::AdapterInfo* out) {
   out->set_memory_bytes(info.memory_bytes);
   out->set_max_windows(static_cast<uint32_t>(info.serving.max_windows));
   out->set_window_length(static_cast<uint32_t>(info.serving.window_length));
+  out->set_base_fingerprint(info.serving.base.fingerprint);
+  out->set_base_verified(info.state == adapters::AdapterState::kReady &&
+                         !info.serving.base.fingerprint.empty());
 }
 
 }  // namespace

@@ -382,6 +382,9 @@ http::Response RestService::Metadata(const std::string& adapter, bool ready_only
         {"max_windows", info->serving.max_windows},
         {"window_length", info->serving.window_length},
         {"rank", info->lora.rank},
+        {"base_fingerprint", info->serving.base.fingerprint},
+        {"base_verified",
+         info->state == adapters::AdapterState::kReady && !info->serving.base.fingerprint.empty()},
         {"description", info->serving.description}}}};
   if (!info->error.empty()) out["parameters"]["error"] = info->error;
   return Json(200, out);

@@ -318,6 +318,113 @@ INSTANTIATE_TEST_SUITE_P(Limits, FullStoreTest, ::testing::Values("tmpfs", "rlim
 
 // The bundled SpamAssassin files, named server-side through --data_dir (a few steps: the numbers
 // on real data are in tests/bench/README.md).
+// Adapter <-> base identity: a published adapter records its base's fingerprint; moved to another
+// base of the same shapes (another seed), it fails to load and is never served, naming both
+// fingerprints; an external adapter without one loads, marked unverified.
+TEST_F(TrainingTest, AnAdapterMovedToAnotherBaseOfTheSameShapesIsNeverServed) {
+  Start();
+  SubmitRequest r = Request("home");
+  r.set_ensemble_members(1);
+  r.set_epochs(2);
+  Job job;
+  ASSERT_TRUE(Submit(r, &job).ok());
+  ASSERT_EQ(WatchToEnd(job.id()).state(), loracle::v1::JOB_STATE_SUCCEEDED);
+  const std::string published = server_->store().VersionDir("home", 1);
+  const nlohmann::json serving =
+      nlohmann::json::parse(testing::ReadFile(published + "/loracle.json"));
+  const std::string home_base = serving["base"]["fingerprint"].get<std::string>();
+  EXPECT_EQ(home_base.rfind("lfp1-", 0), 0u) << home_base;
+  EXPECT_EQ(serving["base"]["model_type"], "bert");
+  auto adapters_a = loracle::v1::Adapters::NewStub(channel_);
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest get;
+    get.set_name("home");
+    loracle::v1::AdapterInfo info;
+    ASSERT_TRUE(adapters_a->Get(&ctx, get, &info).ok());
+    EXPECT_EQ(info.base_fingerprint(), home_base);
+    EXPECT_TRUE(info.base_verified());
+  }
+  testing::TempDir moved;
+  std::filesystem::copy(published, moved.path() + "/home",
+                        std::filesystem::copy_options::recursive);
+  server_.reset();
+
+  // Another server, on a base with the same shapes and other weights.
+  Start([&](adapters::Store& store, app::LoracleServer::Options& o) {
+    testing::WriteTinyModel(o.model_dir, /*seed=*/4);
+    ASSERT_TRUE(store
+                    .Publish("home",
+                             [&](const std::string& dir) {
+                               std::filesystem::copy(
+                                   moved.path() + "/home", dir,
+                                   std::filesystem::copy_options::recursive |
+                                       std::filesystem::copy_options::overwrite_existing);
+                               return absl::OkStatus();
+                             })
+                    .ok());
+    ASSERT_TRUE(store
+                    .Publish("external",
+                             [](const std::string& dir) {
+                               return adapters::WriteRandomAdapter(
+                                   dir, testing::TinyConfig(),
+                                   testing::TinyAdapterSpec({"no", "yes"}, 1, 9));
+                             })
+                    .ok());
+  });
+  auto adapters_b = loracle::v1::Adapters::NewStub(channel_);
+  auto inference = loracle::v1::Inference::NewStub(channel_);
+  auto get = [&](const std::string& name) {
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest req;
+    req.set_name(name);
+    loracle::v1::AdapterInfo info;
+    EXPECT_TRUE(adapters_b->Get(&ctx, req, &info).ok()) << name;
+    return info;
+  };
+  auto predict = [&](const std::string& name) {
+    grpc::ClientContext ctx;
+    loracle::v1::PredictRequest req;
+    req.set_adapter(name);
+    req.add_inputs("the mail free money win now");
+    loracle::v1::PredictResponse resp;
+    return inference->Predict(&ctx, req, &resp);
+  };
+  const loracle::v1::AdapterInfo home = get("home");
+  EXPECT_EQ(home.state(), loracle::v1::ADAPTER_STATE_FAILED);
+  EXPECT_FALSE(home.base_verified());
+  EXPECT_NE(home.error().find(home_base), std::string::npos) << home.error();
+  EXPECT_NE(home.error().find("lfp1-"), home.error().rfind("lfp1-"))
+      << "names the serving base's fingerprint too: " << home.error();
+  EXPECT_NE(home.error().find("Retrain"), std::string::npos) << home.error();
+  const grpc::Status served = predict("home");
+  EXPECT_EQ(served.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << served.error_message();
+  {
+    grpc::ClientContext ctx;
+    loracle::v1::LoadAdapterRequest load;
+    load.set_name("home");
+    loracle::v1::AdapterInfo info;
+    const grpc::Status s = adapters_b->Load(&ctx, load, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_NE(s.error_message().find(home_base), std::string::npos) << s.error_message();
+  }
+  // The server stays up for the adapters that do load; one without a fingerprint is unchecked.
+  const loracle::v1::AdapterInfo external = get("external");
+  EXPECT_EQ(external.state(), loracle::v1::ADAPTER_STATE_READY);
+  EXPECT_TRUE(external.base_fingerprint().empty());
+  EXPECT_FALSE(external.base_verified());
+  EXPECT_TRUE(predict("external").ok());
+
+  // Retrained on this base, the same name serves again.
+  ASSERT_TRUE(Submit(r, &job).ok());
+  ASSERT_EQ(WatchToEnd(job.id()).state(), loracle::v1::JOB_STATE_SUCCEEDED);
+  const loracle::v1::AdapterInfo retrained = get("home");
+  EXPECT_EQ(retrained.state(), loracle::v1::ADAPTER_STATE_READY);
+  EXPECT_TRUE(retrained.base_verified());
+  EXPECT_NE(retrained.base_fingerprint(), home_base);
+  EXPECT_TRUE(predict("home").ok());
+}
+
 TEST_F(TrainingTest, BundledDataThroughTheDataDirectory) {
   Start([](adapters::Store&, app::LoracleServer::Options& o) {
     o.training.data_dir = std::string(LORACLE_SOURCE_DIR) + "/tests/data/spam-assassin";
@@ -668,10 +775,35 @@ TEST(SpamDemoTest, EmbeddedDataAndSubmittedOnce) {
   testing::TempDir jobs_dir, store_dir;
   auto jobs = *training::JobQueue::Create({jobs_dir.path(), 0, 4, nullptr});
   auto store = *adapters::Store::Create({store_dir.path()});
-  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store).ok());
-  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store).ok());
+  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store, "lfp1-aaaaaaaaaaaaaaaa").ok());
+  ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store, "lfp1-aaaaaaaaaaaaaaaa").ok());
   std::string next;
   EXPECT_EQ(jobs->List(10, "", &next)->size(), 1u);
+}
+
+// A cached "spam" is kept on the base it was trained on and retrained on any other (an upgrade
+// that changed the built-in model), or when it records none.
+TEST(SpamDemoTest, ACachedAdapterOfAnotherBaseIsRetrained) {
+  for (const std::string recorded : {"lfp1-aaaaaaaaaaaaaaaa", "lfp1-bbbbbbbbbbbbbbbb", ""}) {
+    testing::TempDir jobs_dir, store_dir;
+    auto jobs = *training::JobQueue::Create({jobs_dir.path(), 0, 4, nullptr});
+    auto store = *adapters::Store::Create({store_dir.path()});
+    adapters::ServingConfig serving;
+    serving.labels = {"ham", "spam"};
+    serving.base.fingerprint = recorded;
+    ASSERT_TRUE(store
+                    ->Publish(app::kSpamDemoAdapter,
+                              [&](const std::string& dir) {
+                                testing::WriteFile(dir + "/loracle.json",
+                                                   adapters::ServingConfigToJson(serving));
+                                return absl::OkStatus();
+                              })
+                    .ok());
+    ASSERT_TRUE(app::SubmitSpamDemoIfNeeded(*jobs, *store, "lfp1-aaaaaaaaaaaaaaaa").ok());
+    std::string next;
+    EXPECT_EQ(jobs->List(10, "", &next)->size(), recorded == "lfp1-aaaaaaaaaaaaaaaa" ? 0u : 1u)
+        << "recorded: " << recorded;
+  }
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ absl::Status WriteRandomCheckpoint(const std::string& dir, const ModelConfig& co
   for (const auto& [name, shape] : shapes) {
     std::vector<float> values = RandomInitValues(name, shape, config, seed, layout.weight_std);
     if (layout.bias_std > 0 && (EndsWith(name, "LayerNorm.weight") ||
-                                EndsWith(name, "layer_norm.weight") || EndsWith(name, ".bias"))) {
+                                EndsWith(name, "norm.weight") || EndsWith(name, ".bias"))) {
       const float base = EndsWith(name, ".bias") ? 0.0f : 1.0f;
       values = DeterministicNormal(SeedFor(seed, name), values.size(), layout.bias_std);
       for (float& v : values) v += base;

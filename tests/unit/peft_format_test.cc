@@ -151,6 +151,67 @@ TEST_P(PeftFormatTest, WriteReadWriteRoundTripIsExact) {
             testing::ReadFile(tmp / "two/member-0/adapter_config.json"));
 }
 
+// The base's fingerprint is the same whichever layout holds the same weights (bare, *For* with a
+// head, sharded), differs for other weights or another dtype, is stamped into every adapter saved
+// on it, and refuses that adapter on another base of the same shapes.
+TEST_P(PeftFormatTest, AdaptersKnowTheirBase) {
+  const Arch& a = GetParam();
+  testing::TempDir tmp;
+  const model::ModelConfig c = testing::ConfigOfShape(a.model_type, 16, 2, 2, 24);
+  auto load = [&](const std::string& name, const testing::CheckpointLayout& layout, uint64_t seed) {
+    testing::WriteFixtureModel(tmp / name, c, a.tokenizer, 40, layout, seed);
+    auto base = model::LoadBaseModel(tmp / name);
+    EXPECT_TRUE(base.ok()) << base.status();
+    return *std::move(base);
+  };
+  testing::CheckpointLayout bare, sharded, half;
+  sharded.shards = 3;
+  half.dtype = model::DType::kBF16;
+  auto base = load("bare", bare, 5);
+  EXPECT_EQ(base->fingerprint.tensors,
+            static_cast<int64_t>(base->backbone->named_parameters().size()));
+  {  // The same tensors as a *ForSequenceClassification save: "<prefix>." names and a head.
+    std::filesystem::copy(tmp / "bare", tmp / "headed", std::filesystem::copy_options::recursive);
+    auto file = model::SafetensorsFile::Open(tmp / "bare/model.safetensors");
+    ASSERT_TRUE(file.ok());
+    std::vector<model::TensorToWrite> tensors;
+    for (const std::string& name : (*file)->names()) {
+      const model::TensorView v = *(*file)->Get(name);
+      tensors.push_back({model::LayoutFor(c.architecture()).base_prefix + "." + name, v.dtype,
+                         v.shape, absl::Span<const uint8_t>(v.data, v.nbytes)});
+    }
+    const std::vector<float> head(3 * 16, 0.5f);
+    const std::vector<uint8_t> head_bytes = model::EncodeFloats(head, model::DType::kF32);
+    tensors.push_back({"extra_head.weight", model::DType::kF32, {3, 16}, head_bytes});
+    ASSERT_TRUE(model::WriteSafetensors(tmp / "headed/model.safetensors", tensors).ok());
+    auto headed = model::LoadBaseModel(tmp / "headed");
+    ASSERT_TRUE(headed.ok()) << headed.status();
+    EXPECT_EQ((*headed)->fingerprint.id, base->fingerprint.id);
+  }
+  EXPECT_EQ(load("sharded", sharded, 5)->fingerprint.id, base->fingerprint.id);
+  EXPECT_NE(load("bf16", half, 5)->fingerprint.id, base->fingerprint.id);
+  auto other = load("other", bare, 6);
+  ASSERT_NE(other->fingerprint.id, base->fingerprint.id);
+
+  RandomAdapterSpec spec;
+  spec.serving.labels = {"ham", "spam"};
+  spec.lora.target_modules = a.targets;
+  ASSERT_TRUE(WriteRandomAdapter(tmp / "external", base->config, spec).ok());
+  auto external = LoadAdapter(tmp / "external", "x", 1, *other);  // no fingerprint: unchecked
+  ASSERT_TRUE(external.ok()) << external.status();
+  ASSERT_TRUE(SaveAdapter(tmp / "saved", **external, *base).ok());
+  auto saved = ParseServingConfig(testing::ReadFile(tmp / "saved/loracle.json"), "loracle.json");
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(saved->base.fingerprint, base->fingerprint.id);
+  EXPECT_EQ(saved->base.model_type, a.model_type);
+  EXPECT_TRUE(LoadAdapter(tmp / "saved", "x", 2, *base).ok());
+  auto moved = LoadAdapter(tmp / "saved", "x", 2, *other);
+  ASSERT_FALSE(moved.ok());
+  EXPECT_EQ(moved.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(moved.status().message().find(base->fingerprint.id), std::string::npos);
+  EXPECT_NE(moved.status().message().find(other->fingerprint.id), std::string::npos);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Architectures, PeftFormatTest,
     ::testing::Values(

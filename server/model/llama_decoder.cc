@@ -1,0 +1,332 @@
+#include "server/model/llama_decoder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "server/model/architecture.h"
+
+namespace loracle::model {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Per row: the number of leading attended positions (right padding); rows whose mask is not 1s
+// then 0s count every position up to the last attended one.
+std::vector<int64_t> RowLengths(const torch::Tensor& host_mask) {
+  const torch::Tensor m = host_mask.to(torch::kInt64).contiguous();
+  const int64_t rows = m.size(0), seq = m.size(1);
+  const int64_t* data = m.data_ptr<int64_t>();
+  std::vector<int64_t> out(static_cast<size_t>(rows), 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = seq - 1; j >= 0; --j) {
+      if (data[r * seq + j] != 0) {
+        out[static_cast<size_t>(r)] = j + 1;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// x * cos + rotate_half(x) * sin over the last dimension; cos/sin [seq, d] broadcast over
+// x [rows, seq, heads, d].
+torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  const int64_t seq = x.size(1), d = x.size(-1);
+  return x * cos.view({1, seq, 1, d}) + rotated * sin.view({1, seq, 1, d});
+}
+
+}  // namespace
+
+std::vector<double> RopeInverseFrequencies(const ModelConfig& c) {
+  const int64_t d = c.head_dim;
+  std::vector<double> inv(static_cast<size_t>(d / 2));
+  for (int64_t i = 0; i < d / 2; ++i) {
+    inv[static_cast<size_t>(i)] =
+        1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(d));
+  }
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == "linear") {
+    for (double& f : inv) f /= s.factor;
+  } else if (s.type == "llama3") {
+    // transformers' _compute_llama3_parameters: long wavelengths slowed by `factor`, short ones
+    // kept, the band between interpolated.
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    for (double& f : inv) {
+      const double wavelen = 2 * kPi / f;
+      if (wavelen > low_wavelen) {
+        f /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1 - smooth) * f / s.factor + smooth * f;
+      }
+    }
+  }
+  return inv;
+}
+
+std::shared_ptr<torch::nn::Module> LlamaDecoderImpl::Submodule(const std::string& path) {
+  if (auto it = submodules_.find(path); it != submodules_.end()) return it->second;
+  const size_t dot = path.rfind('.');
+  torch::nn::Module& parent = dot == std::string::npos ? static_cast<torch::nn::Module&>(*this)
+                                                       : *Submodule(path.substr(0, dot));
+  auto m = parent.register_module(dot == std::string::npos ? path : path.substr(dot + 1),
+                                  std::make_shared<torch::nn::Module>());
+  submodules_[path] = m;
+  return m;
+}
+
+LoraLinear LlamaDecoderImpl::AddLinear(const LinearSpec& spec, bool bias) {
+  const size_t dot = spec.path.rfind('.');
+  LoraLinear l(spec.in, spec.out, static_cast<int>(linears_.size()), bias);
+  Submodule(spec.path.substr(0, dot))->register_module(spec.path.substr(dot + 1), l);
+  linears_.push_back(l);
+  linear_names_.push_back(spec.path);
+  return l;
+}
+
+torch::Tensor LlamaDecoderImpl::AddNorm(const std::string& path, int64_t size) {
+  return Submodule(path)->register_parameter("weight", torch::ones({size}));
+}
+
+LlamaDecoderImpl::LlamaDecoderImpl(const ModelConfig& c) : config_(c) {
+  const EncoderLayout& layout = LayoutFor(c.architecture());
+  embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(
+                                                      c.vocab_size, c.hidden_size)));
+  const std::vector<LinearSpec> linears = AdaptableLinears(c);
+  const bool qwen3 = c.architecture() == Architecture::kQwen3;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = layout.layer_prefix + std::to_string(i) + ".";
+    const LinearSpec* s = &linears[static_cast<size_t>(i) * 7];
+    Layer l;
+    l.input_norm = AddNorm(p + layout.attn_norm, c.hidden_size);
+    l.q = AddLinear(s[0], c.qkv_bias());
+    l.k = AddLinear(s[1], c.qkv_bias());
+    l.v = AddLinear(s[2], c.qkv_bias());
+    l.o = AddLinear(s[3], c.o_bias());
+    if (qwen3) {
+      l.q_norm = AddNorm(p + "self_attn.q_norm", c.head_dim);
+      l.k_norm = AddNorm(p + "self_attn.k_norm", c.head_dim);
+    }
+    l.post_norm = AddNorm(p + layout.out_norm, c.hidden_size);
+    l.gate = AddLinear(s[4], c.mlp_bias);
+    l.up = AddLinear(s[5], c.mlp_bias);
+    l.down = AddLinear(s[6], c.mlp_bias);
+    layers_.push_back(l);
+  }
+  norm_ = AddNorm("norm", c.hidden_size);
+  const std::vector<double> inv = RopeInverseFrequencies(c);
+  inv_freq_ = torch::tensor(inv, torch::kFloat64);
+}
+
+void LlamaDecoderImpl::To(const Placement& placement) {
+  torch::NoGradGuard no_grad;
+  torch::nn::Module::to(placement.device, placement.dtype);
+  batched_attention_ = !placement.on_cpu();
+  // Module::to moved the registered parameters; the views kept in layers_ follow them.
+  auto params = named_parameters(/*recurse=*/true);
+  const EncoderLayout& layout = LayoutFor(config_.architecture());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
+    const std::string p = layout.layer_prefix + std::to_string(i) + ".";
+    l.input_norm = params[p + layout.attn_norm + ".weight"];
+    l.post_norm = params[p + layout.out_norm + ".weight"];
+    if (l.q_norm.defined()) {
+      l.q_norm = params[p + "self_attn.q_norm.weight"];
+      l.k_norm = params[p + "self_attn.k_norm.weight"];
+    }
+  }
+  norm_ = params["norm.weight"];
+}
+
+absl::Status LlamaDecoderImpl::QuantizeInt8() {
+  for (LoraLinear& l : linears_) {
+    absl::StatusOr<std::shared_ptr<const Int8Linear>> q = PackInt8(l->weight, l->bias);
+    if (!q.ok()) return q.status();
+    l->int8 = *std::move(q);
+  }
+  return absl::OkStatus();
+}
+
+int LlamaDecoderImpl::LinearIndex(const std::string& module_path) const {
+  for (size_t i = 0; i < linear_names_.size(); ++i) {
+    if (linear_names_[i] == module_path) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+torch::Tensor LlamaDecoderImpl::RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const {
+  // In float32 whatever the activations' type, as transformers' LlamaRMSNorm.
+  const torch::Tensor f = x.to(torch::kFloat32);
+  const torch::Tensor normed =
+      f * torch::rsqrt(f.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_norm_eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> LlamaDecoderImpl::Rotary(
+    int64_t seq, const torch::TensorOptions& options) const {
+  const torch::Tensor positions = torch::arange(seq, torch::kFloat64).unsqueeze(1);
+  const torch::Tensor angles = positions * inv_freq_.unsqueeze(0);  // [seq, d/2], float64
+  const torch::Tensor emb = torch::cat({angles, angles}, -1);
+  return {emb.cos().to(options), emb.sin().to(options)};
+}
+
+LlamaDecoderImpl::HiddenKeyMasks LlamaDecoderImpl::DrawHiddenKeyMasks(
+    const LoraRouting& routing, int64_t rows, int64_t seq, int64_t layer,
+    const torch::TensorOptions& options) const {
+  const int64_t heads = config_.num_attention_heads;
+  const double lowest = LowestFinite(options.dtype().toScalarType());
+  torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq});
+  torch::Tensor hiddencut = torch::ones({rows, seq, config_.intermediate_size});
+  const uint64_t li = static_cast<uint64_t>(layer);
+  for (const LoraGroup& g : routing) {
+    if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
+    for (int64_t r = g.begin; r < g.end; ++r) {
+      const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
+      if (g.dropout->dropkey_rate > 0) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
+        torch::Tensor keep =
+            torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
+        keep.select(2, 0).fill_(1.0);  // key 0 is every query's: never all keys dropped
+        dropkey[r].copy_((1.0 - keep) * lowest);
+      }
+      if (g.dropout->hiddencut_rate > 0) {
+        hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
+                                    MixSeed(seed, li, kMaskHiddenCut)));
+      }
+    }
+  }
+  return {dropkey.to(options), hiddencut.to(options)};
+}
+
+torch::Tensor LlamaDecoderImpl::Attention(const torch::Tensor& q, const torch::Tensor& k,
+                                          const torch::Tensor& v,
+                                          const std::vector<int64_t>& lengths,
+                                          const torch::Tensor& dropkey) const {
+  const int64_t rows = q.size(0), seq = q.size(1);
+  const int64_t heads = config_.num_attention_heads, kv = config_.num_key_value_heads;
+  const int64_t group = heads / kv, d = config_.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const double lowest = LowestFinite(q.scalar_type());
+  // One causal (and sliding-window) mask for every row: 0 where key j is visible to query i.
+  auto visible = [&](int64_t n) {
+    torch::Tensor i = torch::arange(n, torch::kInt64).unsqueeze(1);
+    torch::Tensor j = torch::arange(n, torch::kInt64).unsqueeze(0);
+    torch::Tensor ok = j <= i;
+    if (config_.sliding_window > 0) ok = ok & (i - j < config_.sliding_window);
+    return torch::zeros({n, n}, q.options()).masked_fill_(ok.logical_not().to(q.device()), lowest);
+  };
+  // Query head kv * group + g reads K/V head kv: q as [kv, group * n, d] against k [kv, n, d].
+  auto attend = [&](const torch::Tensor& qr, const torch::Tensor& kr, const torch::Tensor& vr,
+                    const torch::Tensor& mask, const torch::Tensor& drop) {
+    const int64_t n = qr.size(-3), b = qr.size(0);
+    torch::Tensor qg =
+        qr.view({b, n, kv, group, d}).permute({0, 2, 3, 1, 4}).reshape({b, kv, group * n, d});
+    torch::Tensor kt = kr.permute({0, 2, 3, 1});  // [b, kv, d, n]
+    torch::Tensor scores = torch::matmul(qg, kt).mul_(scale).view({b, kv, group, n, n});
+    scores = scores + mask;
+    if (drop.defined()) {
+      scores = torch::clamp_min(scores + drop.reshape({b, kv, group, 1, n}), lowest);
+    }
+    torch::Tensor probs = torch::softmax(scores, -1).view({b, kv, group * n, n});
+    torch::Tensor ctx = torch::matmul(probs, vr.permute({0, 2, 1, 3}));  // [b, kv, group*n, d]
+    return ctx.view({b, kv, group, n, d}).permute({0, 3, 1, 2, 4}).reshape({b, n, heads * d});
+  };
+  if (batched_attention_) {
+    return attend(q, k, v, visible(seq), dropkey);
+  }
+  std::vector<torch::Tensor> out;
+  out.reserve(static_cast<size_t>(rows));
+  std::map<int64_t, torch::Tensor> masks;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = lengths[static_cast<size_t>(r)];
+    torch::Tensor& mask = masks[n];
+    if (!mask.defined()) mask = visible(n);
+    torch::Tensor ctx =
+        attend(q.narrow(0, r, 1).narrow(1, 0, n), k.narrow(0, r, 1).narrow(1, 0, n),
+               v.narrow(0, r, 1).narrow(1, 0, n), mask,
+               dropkey.defined() ? dropkey.narrow(0, r, 1).narrow(-1, 0, n) : torch::Tensor());
+    if (n < seq) ctx = torch::constant_pad_nd(ctx, {0, 0, 0, seq - n});
+    out.push_back(ctx);
+  }
+  return torch::cat(out, 0);
+}
+
+torch::Tensor LlamaDecoderImpl::HiddenStates(const torch::Tensor& input_ids,
+                                             const torch::Tensor& attention_mask,
+                                             const torch::Tensor& token_type_ids,
+                                             const LoraRouting* routing) {
+  const torch::Tensor host_mask =
+      attention_mask.device().is_cpu() ? attention_mask : attention_mask.to(torch::kCPU);
+  const std::vector<int64_t> lengths = RowLengths(host_mask);
+  const torch::Tensor ids =
+      input_ids.device() == device() ? input_ids : input_ids.to(device(), torch::kInt64);
+  torch::Tensor h = embed_tokens_(ids);
+  const int64_t rows = h.size(0), seq = h.size(1);
+  const int64_t heads = config_.num_attention_heads, kv = config_.num_key_value_heads;
+  const int64_t d = config_.head_dim;
+  const auto [cos_t, sin_t] = Rotary(seq, h.options());
+  bool hiddenkey = false;
+  if (routing != nullptr) {
+    for (const LoraGroup& g : *routing) {
+      hiddenkey |= g.dropout_on() && g.dropout->method == DropoutMethod::kHiddenKey;
+    }
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    Layer& l = layers_[static_cast<size_t>(i)];
+    HiddenKeyMasks hk;
+    if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, rows, seq, i, h.options());
+    torch::Tensor x = RmsNorm(h, l.input_norm);
+    torch::Tensor q = l.q(x, routing).view({rows, seq, heads, d});
+    torch::Tensor k = l.k(x, routing).view({rows, seq, kv, d});
+    torch::Tensor v = l.v(x, routing).view({rows, seq, kv, d});
+    if (l.q_norm.defined()) {
+      q = RmsNorm(q, l.q_norm);
+      k = RmsNorm(k, l.k_norm);
+    }
+    q = Rotate(q, cos_t, sin_t);
+    k = Rotate(k, cos_t, sin_t);
+    h = h + l.o(Attention(q, k, v, lengths, hk.dropkey), routing);
+    x = RmsNorm(h, l.post_norm);
+    torch::Tensor inner = torch::silu(l.gate(x, routing)) * l.up(x, routing);
+    if (hk.hiddencut.defined()) inner = inner * hk.hiddencut;
+    h = h + l.down(inner, routing);
+  }
+  return RmsNorm(h, norm_);
+}
+
+torch::Tensor LlamaDecoderImpl::forward(const torch::Tensor& input_ids,
+                                        const torch::Tensor& attention_mask,
+                                        const torch::Tensor& token_type_ids,
+                                        const LoraRouting* routing) {
+  torch::Tensor h = HiddenStates(input_ids, attention_mask, token_type_ids, routing);
+  const torch::Tensor host_mask =
+      attention_mask.device().is_cpu() ? attention_mask : attention_mask.to(torch::kCPU);
+  std::vector<int64_t> last;
+  for (int64_t n : RowLengths(host_mask)) last.push_back(n - 1);
+  const torch::Tensor index = torch::tensor(last, torch::kInt64).to(h.device());
+  return h.index({torch::arange(h.size(0), index.options()), index});
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaDecoderImpl::Unfreeze() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    item.value().set_requires_grad(true);
+    out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+Backbone MakeLlamaDecoder(const ModelConfig& config) {
+  return Backbone(std::shared_ptr<BackboneImpl>(std::make_shared<LlamaDecoderImpl>(config)));
+}
+
+}  // namespace loracle::model

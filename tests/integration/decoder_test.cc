@@ -1,0 +1,368 @@
+// Decoder bases (llama, mistral, qwen2, qwen3) over real gRPC against a float64 reference written
+// here from the published equations (not from the server's code): RMSNorm, rotary embeddings
+// (with Llama 3's frequency scaling), grouped-query attention, causal masking and Mistral's
+// sliding window, Qwen2's q/k/v biases and Qwen3's per-head q/k norms, SwiGLU, and the `score`
+// head on the last real token. Each case serves the checkpoint's own head and a LoRA adapter on
+// every linear layer, in one mixed-length batch whose longest row is longer than the window.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "loracle/v1/adapters.grpc.pb.h"
+#include "loracle/v1/inference.grpc.pb.h"
+#include "loracle/v1/training.grpc.pb.h"
+#include "server/adapters/adapter_config.h"
+#include "server/adapters/adapter_files.h"
+#include "server/model/model_config.h"
+#include "server/model/safetensors.h"
+#include "server/text/tokenizer_files.h"
+#include "tests/support/fixture_checkpoint.h"
+#include "tests/support/test_server.h"
+#include "tests/support/test_util.h"
+
+namespace loracle {
+namespace {
+
+using torch::Tensor;
+
+struct Case {
+  std::string name;
+  model::ModelConfig config;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+// Every tensor of a safetensors file as float64.
+std::map<std::string, Tensor> ReadAll(const std::string& path) {
+  std::map<std::string, Tensor> out;
+  auto f = model::SafetensorsFile::Open(path);
+  EXPECT_TRUE(f.ok()) << f.status();
+  if (!f.ok()) return out;
+  for (const std::string& name : (*f)->names()) {
+    const model::TensorView v = *(*f)->Get(name);
+    EXPECT_EQ(v.dtype, model::DType::kF32) << name;
+    Tensor t = torch::empty(v.shape, torch::kFloat32);
+    std::memcpy(t.data_ptr(), v.data, v.nbytes);
+    out[name] = t.to(torch::kFloat64);
+  }
+  return out;
+}
+
+// The reference: logits of `score` at the last token of `ids` (one unpadded sequence).
+class Reference {
+ public:
+  Reference(const model::ModelConfig& c, std::map<std::string, Tensor> w)
+      : c_(c), w_(std::move(w)) {}
+  // LoRA deltas by module path ("model.layers.0.self_attn.q_proj"): W += scaling * B A.
+  void AddLora(const std::string& module, const Tensor& a, const Tensor& b, double scaling) {
+    Tensor& weight = w_.at(module + ".weight");
+    weight = weight + scaling * torch::matmul(b, a);
+  }
+  void SetHead(const Tensor& score) { w_["score.weight"] = score; }
+
+  Tensor Logits(const std::vector<int64_t>& ids) const {
+    const int64_t n = static_cast<int64_t>(ids.size());
+    const int64_t H = c_.num_attention_heads, KV = c_.num_key_value_heads, d = c_.head_dim;
+    Tensor h = W("model.embed_tokens.weight").index_select(0, torch::tensor(ids));
+    for (int64_t l = 0; l < c_.num_hidden_layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      Tensor x = Rms(h, W(p + "input_layernorm.weight"));
+      Tensor q = Linear(x, p + "self_attn.q_proj").view({n, H, d});
+      Tensor k = Linear(x, p + "self_attn.k_proj").view({n, KV, d});
+      Tensor v = Linear(x, p + "self_attn.v_proj").view({n, KV, d});
+      if (c_.model_type == "qwen3") {
+        q = Rms(q, W(p + "self_attn.q_norm.weight"));
+        k = Rms(k, W(p + "self_attn.k_norm.weight"));
+      }
+      q = Rope(q);
+      k = Rope(k);
+      Tensor ctx = torch::zeros({n, H, d}, torch::kFloat64);
+      for (int64_t head = 0; head < H; ++head) {
+        const int64_t g = head / (H / KV);  // the K/V head this query head shares
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<double> s;
+          std::vector<int64_t> keys;
+          for (int64_t j = 0; j <= i; ++j) {
+            if (c_.sliding_window > 0 && i - j >= c_.sliding_window) continue;
+            s.push_back((q[i][head] * k[j][g]).sum().item<double>() / std::sqrt(double(d)));
+            keys.push_back(j);
+          }
+          const double m = *std::max_element(s.begin(), s.end());
+          double z = 0;
+          for (double& e : s) z += (e = std::exp(e - m));
+          for (size_t t = 0; t < keys.size(); ++t) ctx[i][head] += s[t] / z * v[keys[t]][g];
+        }
+      }
+      h = h + Linear(ctx.view({n, H * d}), p + "self_attn.o_proj");
+      x = Rms(h, W(p + "post_attention_layernorm.weight"));
+      Tensor gate = Linear(x, p + "mlp.gate_proj");
+      h = h +
+          Linear(gate * torch::sigmoid(gate) * Linear(x, p + "mlp.up_proj"), p + "mlp.down_proj");
+    }
+    h = Rms(h, W("model.norm.weight"));
+    return torch::matmul(W("score.weight"), h[n - 1]);
+  }
+
+ private:
+  const Tensor& W(const std::string& name) const {
+    auto it = w_.find(name);
+    if (it == w_.end()) ADD_FAILURE() << "no tensor " << name;
+    return it->second;
+  }
+  Tensor Linear(const Tensor& x, const std::string& module) const {
+    Tensor y = torch::matmul(x, W(module + ".weight").t());
+    if (auto it = w_.find(module + ".bias"); it != w_.end()) y = y + it->second;
+    return y;
+  }
+  Tensor Rms(const Tensor& x, const Tensor& g) const {
+    return x / torch::sqrt(x.pow(2).mean(-1, true) + c_.rms_norm_eps) * g;
+  }
+  // Rotates pair (i, i + d/2) of every head at position p by p * f_i.
+  Tensor Rope(const Tensor& x) const {
+    const int64_t n = x.size(0), d = x.size(-1);
+    Tensor out = x.clone();
+    for (int64_t i = 0; i < d / 2; ++i) {
+      double f = std::pow(c_.rope_theta, -2.0 * i / d);
+      const model::RopeScaling& r = c_.rope_scaling;
+      if (r.type == "linear") f /= r.factor;
+      if (r.type == "llama3") {  // Llama 3.1's published scaling
+        const double wavelen = 2 * M_PI / f, old = double(r.original_max_position_embeddings);
+        if (wavelen > old / r.low_freq_factor) {
+          f = f / r.factor;
+        } else if (wavelen >= old / r.high_freq_factor) {
+          const double s =
+              (old / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+          f = (1 - s) * f / r.factor + s * f;
+        }
+      }
+      for (int64_t p = 0; p < n; ++p) {
+        const double cs = std::cos(p * f), sn = std::sin(p * f);
+        Tensor a = x[p].select(-1, i), b = x[p].select(-1, i + d / 2);
+        out[p].select(-1, i).copy_(a * cs - b * sn);
+        out[p].select(-1, i + d / 2).copy_(b * cs + a * sn);
+      }
+    }
+    return out;
+  }
+  model::ModelConfig c_;
+  std::map<std::string, Tensor> w_;
+};
+
+class DecoderParityTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DecoderParityTest, MatchesTheFloat64ReferenceThroughGrpc) {
+  const Case& k = GetParam();
+  testing::TempDir dir;
+  const std::string model_dir = dir / "model";
+  testing::CheckpointLayout layout;
+  layout.num_labels = 3;
+  layout.weight_std = 0.3f;
+  layout.bias_std = 0.2f;
+  const model::ModelConfig config =
+      testing::WriteFixtureModel(model_dir, k.config, "roberta", 64, layout, 11);
+
+  adapters::RandomAdapterSpec spec;
+  spec.serving.labels = {"a", "b", "c"};
+  spec.lora.rank = 3;
+  spec.lora.lora_alpha = 6;
+  spec.lora.target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                              "gate_proj", "up_proj", "down_proj"};
+  spec.lora_std = 0.3f;
+  spec.seed = 4;
+
+  auto server =
+      testing::TestServer::Start({}, [&](adapters::Store& store, app::LoracleServer::Options& o) {
+        o.model_dir = model_dir;
+        o.base_head_adapter = "base";
+        ASSERT_TRUE(store
+                        .Publish("lora",
+                                 [&](const std::string& d) {
+                                   return adapters::WriteRandomAdapter(d, config, spec);
+                                 })
+                        .ok());
+      });
+  ASSERT_NE(server, nullptr);
+
+  int max_length = 1 << 20;
+  auto tokenizer = text::LoadTokenizer(model_dir, &max_length);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::vector<std::string> texts = {
+      "Hi!", "The quick brown fox jumps over the lazy dog, twice: once at dawn and once at dusk.",
+      "Short one."};
+  std::vector<std::vector<int64_t>> ids;
+  for (const std::string& t : texts) {
+    auto e = (*tokenizer)->Encode(t, std::nullopt, max_length);
+    ASSERT_TRUE(e.ok());
+    ids.push_back(e->input_ids);
+  }
+  ASSERT_GT(ids[1].size(), 12u) << "longer than the sliding window";
+  ASSERT_LT(ids[0].size(), 6u) << "a short row pads";
+
+  std::map<std::string, Tensor> weights = ReadAll(model_dir + "/model.safetensors");
+  Reference base_ref(config, weights);
+  Reference lora_ref(config, weights);
+  {
+    std::map<std::string, Tensor> a =
+        ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors");
+    const double scaling = spec.lora.lora_alpha / spec.lora.rank;
+    int pairs = 0;
+    for (const auto& [key, t] : a) {
+      const std::string suffix = ".lora_A.weight";
+      if (key.size() > suffix.size() &&
+          key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        const std::string module =
+            key.substr(std::string("base_model.model.").size(),
+                       key.size() - suffix.size() - std::string("base_model.model.").size());
+        const std::string b_key = key.substr(0, key.size() - suffix.size()) + ".lora_B.weight";
+        lora_ref.AddLora(module, t, a.at(b_key), scaling);
+        ++pairs;
+      }
+    }
+    EXPECT_EQ(pairs, 7 * config.num_hidden_layers);
+    lora_ref.SetHead(a.at("base_model.model.score.weight"));
+    EXPECT_EQ(a.count("base_model.model.score.bias"), 0u) << "the score head has no bias";
+  }
+
+  auto inference = loracle::v1::Inference::NewStub(server->NewChannel());
+  for (const auto& [adapter, ref] :
+       {std::pair<std::string, const Reference*>{"base", &base_ref}, {"lora", &lora_ref}}) {
+    loracle::v1::PredictRequest req;
+    req.set_adapter(adapter);
+    for (const std::string& t : texts) req.add_inputs(t);
+    loracle::v1::PredictResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status s = inference->Predict(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << adapter << ": " << s.error_message();
+    ASSERT_EQ(resp.predictions_size(), 3);
+    double spread = 0;
+    for (int i = 0; i < 3; ++i) {
+      const Tensor p = torch::softmax(ref->Logits(ids[static_cast<size_t>(i)]), 0);
+      spread = std::max(spread, (p.max() - p.min()).item<double>());
+      EXPECT_EQ(resp.predictions(i).num_tokens(), ids[static_cast<size_t>(i)].size());
+      for (int c = 0; c < 3; ++c) {
+        EXPECT_NEAR(resp.predictions(i).probs(c), p[c].item<double>(), 1e-4)
+            << adapter << " text " << i << " class " << c;
+      }
+    }
+    EXPECT_GT(spread, 0.05) << "the probabilities are not all alike (the check would be weak)";
+  }
+}
+
+model::ModelConfig Decoder(const std::string& type, int64_t heads, int64_t kv, int64_t head_dim) {
+  model::ModelConfig c = testing::ConfigOfShape(type, 24, 2, heads, 40);
+  c.num_key_value_heads = kv;
+  c.head_dim = head_dim;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500.0;
+  return c;
+}
+
+std::vector<Case> Cases() {
+  std::vector<Case> out;
+  model::ModelConfig llama = Decoder("llama", 4, 2, 6);  // GQA: 2 query heads per K/V head
+  llama.rope_scaling.type = "llama3";
+  llama.rope_scaling.factor = 8;
+  llama.rope_scaling.low_freq_factor = 1;
+  llama.rope_scaling.high_freq_factor = 4;
+  llama.rope_scaling.original_max_position_embeddings = 16;
+  out.push_back({"llama", llama});
+  model::ModelConfig linear = Decoder("llama", 2, 2, 12);
+  linear.rope_scaling.type = "linear";
+  linear.rope_scaling.factor = 2;
+  linear.attention_bias = true;
+  linear.mlp_bias = true;
+  out.push_back({"llama_linear_rope_biases", linear});
+  model::ModelConfig mistral = Decoder("mistral", 4, 1, 6);
+  mistral.sliding_window = 5;
+  out.push_back({"mistral_window", mistral});
+  out.push_back({"qwen2", Decoder("qwen2", 4, 2, 6)});
+  out.push_back({"qwen3", Decoder("qwen3", 4, 2, 8)});  // head_dim * heads != hidden
+  return out;
+}
+
+// Fine-tuning through Training.Submit on a small random Llama: PEFT's default decoder targets
+// (q_proj, v_proj; the server's own default is every linear layer) and the bias-less `score` head,
+// learned to validation accuracy >= 0.95, published in PEFT's layout and served.
+TEST(DecoderTrainingTest, FineTunesAndServesOnALlamaBase) {
+  testing::TempDir dir;
+  const std::string model_dir = dir / "model";
+  testing::CheckpointLayout layout;
+  layout.weight_std = 0.1f;
+  model::ModelConfig c = Decoder("llama", 4, 2, 6);
+  testing::WriteFixtureModel(model_dir, c, "roberta", 64, layout, 5);
+  auto server = testing::TestServer::Start(
+      {}, [&](adapters::Store&, app::LoracleServer::Options& o) { o.model_dir = model_dir; });
+  ASSERT_NE(server, nullptr);
+  auto channel = server->NewChannel();
+  auto training = loracle::v1::Training::NewStub(channel);
+  loracle::v1::SubmitRequest r;
+  r.set_adapter("mail");
+  for (const auto& [text, label] : testing::SpamHamTexts(120, 3)) {
+    auto* e = r.add_examples();
+    e->set_text(text);
+    e->set_label(label == 1 ? "spam" : "ham");
+  }
+  r.mutable_lora()->add_target_modules("q_proj");  // PEFT's default for decoders
+  r.mutable_lora()->add_target_modules("v_proj");
+  r.set_ensemble_members(1);
+  r.set_epochs(6);
+  r.set_batch_size(8);
+  r.set_learning_rate(1e-2f);
+  r.set_seed(3);
+  loracle::v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(training->Submit(&ctx, r, &job).ok());
+  }
+  loracle::v1::Job done;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
+    loracle::v1::GetJobRequest req;
+    req.set_id(job.id());
+    auto reader = training->Watch(&ctx, req);
+    while (reader->Read(&done)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_EQ(done.state(), loracle::v1::JOB_STATE_SUCCEEDED) << done.error();
+  EXPECT_GE(done.report().ensemble().accuracy(), 0.95f);
+
+  const std::string version = server->store().VersionDir("mail", done.published_version());
+  const std::string member =
+      testing::ReadFile(version + "/adapter_config.json").empty() ? version + "/member-0" : version;
+  auto weights = model::SafetensorsFile::Open(member + "/adapter_model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  EXPECT_TRUE(
+      (*weights)->Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+  EXPECT_TRUE(
+      (*weights)->Contains("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"));
+  EXPECT_FALSE(
+      (*weights)->Contains("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"));
+  EXPECT_TRUE((*weights)->Contains("base_model.model.score.weight"));
+  EXPECT_FALSE((*weights)->Contains("base_model.model.score.bias"));
+  auto peft = adapters::ParsePeftConfig(testing::ReadFile(member + "/adapter_config.json"), "x");
+  ASSERT_TRUE(peft.ok()) << peft.status();
+  EXPECT_EQ(peft->modules_to_save, std::vector<std::string>{"score"});
+
+  auto inference = loracle::v1::Inference::NewStub(channel);
+  loracle::v1::PredictRequest req;
+  req.set_adapter("mail");
+  req.add_inputs("the mail free money win now");
+  req.add_inputs("the mail meeting please review invoice");
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.predictions(0).label(), "spam");
+  EXPECT_EQ(resp.predictions(1).label(), "ham");
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, DecoderParityTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+}  // namespace
+}  // namespace loracle
