@@ -1,5 +1,8 @@
 #include "server/text/bpe_tokenizer.h"
 
+#include <utf8proc.h>
+
+#include <cstdlib>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -139,6 +142,87 @@ std::vector<std::string> ByteLevelBpeTokenizer::SplitGpt2(absl::string_view text
   return out;
 }
 
+std::vector<std::string> ByteLevelBpeTokenizer::SplitLlama3(absl::string_view text,
+                                                            int max_digits) {
+  const std::vector<int32_t> c = DecodeUtf8(text);
+  const size_t n = c.size();
+  std::vector<std::string> out;
+  auto emit = [&](size_t begin, size_t end) {
+    std::string s;
+    for (size_t k = begin; k < end; ++k) AppendUtf8(c[k], &s);
+    out.push_back(std::move(s));
+  };
+  auto run = [&](size_t k, auto pred) {
+    while (k < n && pred(c[k])) ++k;
+    return k;
+  };
+  auto newline = [](int32_t ch) { return ch == '\r' || ch == '\n'; };
+  auto other = [](int32_t ch) { return !IsSpace(ch) && !IsLetter(ch) && !IsNumber(ch); };
+  auto lower = [](int32_t ch) { return ch >= 'A' && ch <= 'Z' ? ch + 32 : ch; };
+  size_t i = 0;
+  while (i < n) {
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if (c[i] == '\'' && i + 1 < n) {
+      const int32_t a = lower(c[i + 1]);
+      const int32_t b = i + 2 < n ? lower(c[i + 2]) : 0;
+      size_t len = 0;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd') len = 2;
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) len = 3;
+      if (len > 0) {
+        emit(i, i + len);
+        i += len;
+        continue;
+      }
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!newline(c[i]) && !IsLetter(c[i]) && !IsNumber(c[i]) && i + 1 < n && IsLetter(c[i + 1])) {
+      const size_t end = run(i + 1, IsLetter);
+      emit(i, end);
+      i = end;
+      continue;
+    }
+    if (IsLetter(c[i])) {
+      const size_t end = run(i, IsLetter);
+      emit(i, end);
+      i = end;
+      continue;
+    }
+    // \p{N}{1,max_digits}
+    if (IsNumber(c[i])) {
+      size_t end = i;
+      while (end < n && IsNumber(c[end]) && end - i < static_cast<size_t>(max_digits)) ++end;
+      emit(i, end);
+      i = end;
+      continue;
+    }
+    // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+    const size_t body = c[i] == ' ' && i + 1 < n && other(c[i + 1]) ? i + 1 : i;
+    if (other(c[body])) {
+      const size_t end = run(run(body, other), newline);
+      emit(i, end);
+      i = end;
+      continue;
+    }
+    // \s*[\r\n]+: the whitespace run up to its last line break
+    const size_t space_end = run(i, IsSpace);
+    size_t last_break = n;
+    for (size_t k = i; k < space_end; ++k) {
+      if (newline(c[k])) last_break = k;
+    }
+    if (last_break != n) {
+      emit(i, last_break + 1);
+      i = last_break + 1;
+      continue;
+    }
+    // \s+(?!\S) then \s+: the run, less its last character when a non-space follows it
+    size_t end = space_end;
+    if (end < n && end - i > 1) --end;
+    emit(i, end);
+    i = end;
+  }
+  return out;
+}
+
 void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>* ids) const {
   std::vector<std::string> symbols;
   for (int32_t ch : DecodeUtf8(mapped)) {
@@ -184,10 +268,27 @@ void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>*
 void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text,
                                             std::vector<int64_t>* ids) const {
   std::string input(text);
+  if (options_.nfc && !input.empty()) {
+    utf8proc_uint8_t* nfc = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(input.c_str()));
+    if (nfc != nullptr) {  // null only for invalid UTF-8, which Encode has already replaced
+      input.assign(reinterpret_cast<const char*>(nfc));
+      std::free(nfc);
+    }
+  }
   if (options_.add_prefix_space && !input.empty() && input.front() != ' ') input.insert(0, " ");
-  for (const std::string& piece : SplitGpt2(input)) {
+  const std::vector<std::string> pieces =
+      options_.pattern == Pattern::kGpt2
+          ? SplitGpt2(input)
+          : SplitLlama3(input, options_.pattern == Pattern::kLlama3 ? 3 : 1);
+  for (const std::string& piece : pieces) {
     std::string mapped;
     for (unsigned char b : piece) mapped += byte_chars_[b];
+    if (options_.ignore_merges) {
+      if (auto it = ids_.find(mapped); it != ids_.end()) {
+        ids->push_back(it->second);
+        continue;
+      }
+    }
     Bpe(mapped, ids);
   }
 }

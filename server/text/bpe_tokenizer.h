@@ -21,7 +21,16 @@ namespace loracle::text {
 // order. Immutable after Create; thread-safe.
 class ByteLevelBpeTokenizer : public Tokenizer {
  public:
+  // The pre-tokenizer's split pattern: GPT-2's (RoBERTa), or the Split regex Llama 3 and Qwen
+  // put before a ByteLevel(use_regex=false) pre-tokenizer:
+  //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+  //   \s*[\r\n]+|\s+(?!\S)|\s+
+  // (Qwen2/Qwen3: \p{N} one digit at a time instead of {1,3}).
+  enum class Pattern { kGpt2, kLlama3, kQwen2 };
   struct Options {
+    Pattern pattern = Pattern::kGpt2;
+    bool ignore_merges = false;     // a piece that is itself a vocabulary token is not merged
+    bool nfc = false;               // NFC-normalise text before splitting (Qwen's normalizer)
     bool add_prefix_space = false;  // prepend ' ' to text that does not start with one
     std::string unk_token;          // optional; "" = none (unknown symbols are dropped)
     std::string pad_token = "<pad>";
@@ -41,6 +50,8 @@ class ByteLevelBpeTokenizer : public Tokenizer {
 
   // GPT-2's pre-tokenization of `text` (valid UTF-8) into pieces, before byte mapping.
   static std::vector<std::string> SplitGpt2(absl::string_view text);
+  // Llama 3's (max_digits 3) or Qwen's (max_digits 1) pattern, as above.
+  static std::vector<std::string> SplitLlama3(absl::string_view text, int max_digits);
 
  protected:
   void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const override;

