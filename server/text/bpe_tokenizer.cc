@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/text/utf8_util.h"
 
 namespace loracle::text {
@@ -229,6 +230,47 @@ void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>*
     symbols.emplace_back();
     AppendUtf8(ch, &symbols.back());
   }
+  Merge(std::move(symbols), ids);
+}
+
+void ByteLevelBpeTokenizer::SentencePieceSegment(absl::string_view text,
+                                                 std::vector<int64_t>* ids) const {
+  if (text.empty()) return;
+  std::string input = options_.prepend;
+  for (char ch : text) {
+    if (options_.replace_space && ch == ' ') {
+      input += "\xe2\x96\x81";  // U+2581 ▁
+    } else {
+      input += ch;
+    }
+  }
+  const std::string unk = unk_id_ >= 0 ? vocab_[static_cast<size_t>(unk_id_)] : "";
+  std::vector<std::string> symbols;
+  std::string ch;
+  for (int32_t c : DecodeUtf8(input)) {
+    ch.clear();
+    AppendUtf8(c, &ch);
+    if (ids_.contains(ch)) {
+      symbols.push_back(ch);
+      continue;
+    }
+    bool bytes_known = options_.byte_fallback;
+    std::vector<std::string> bytes;
+    for (unsigned char b : ch) {
+      bytes.push_back(absl::StrFormat("<0x%02X>", b));
+      bytes_known = bytes_known && ids_.contains(bytes.back());
+    }
+    if (bytes_known) {
+      symbols.insert(symbols.end(), bytes.begin(), bytes.end());
+    } else if (!unk.empty() && !(options_.fuse_unk && !symbols.empty() && symbols.back() == unk)) {
+      symbols.push_back(unk);
+    }
+  }
+  Merge(std::move(symbols), ids);
+}
+
+void ByteLevelBpeTokenizer::Merge(std::vector<std::string> symbols,
+                                  std::vector<int64_t>* ids) const {
   std::string key;
   while (symbols.size() > 1) {
     int best = std::numeric_limits<int>::max();
@@ -267,6 +309,10 @@ void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>*
 
 void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text,
                                             std::vector<int64_t>* ids) const {
+  if (!options_.byte_level) {
+    SentencePieceSegment(text, ids);
+    return;
+  }
   std::string input(text);
   if (options_.nfc && !input.empty()) {
     utf8proc_uint8_t* nfc = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(input.c_str()));

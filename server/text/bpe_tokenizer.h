@@ -14,8 +14,9 @@
 
 namespace loracle::text {
 
-// Byte-level BPE as GPT-2 and RoBERTa use it (Hugging Face tokenizers' ByteLevel pre-tokenizer +
-// BPE model): split text with GPT-2's pattern
+// Byte-level BPE as GPT-2 and RoBERTa use it (and, with Options::byte_level false, the
+// sentencepiece-style BPE of Llama 2's tokenizer.json) (Hugging Face tokenizers' ByteLevel
+// pre-tokenizer + BPE model): split text with GPT-2's pattern
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // map each piece's UTF-8 bytes to GPT-2's printable byte alphabet, then apply the merges in rank
 // order. Immutable after Create; thread-safe.
@@ -28,6 +29,16 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   // (Qwen2/Qwen3: \p{N} one digit at a time instead of {1,3}).
   enum class Pattern { kGpt2, kLlama3, kQwen2 };
   struct Options {
+    // false: sentencepiece-style BPE (Llama 2): no pre-tokenizer and no byte alphabet; the whole
+    // normalised segment is one word of characters, merged by rank.
+    bool byte_level = true;
+    // Sentencepiece-style only: the normalizer Sequence[Prepend(prepend), Replace(" ", "▁")],
+    // characters outside the vocabulary as their UTF-8 bytes "<0xXX>" (byte_fallback), else unk
+    // (consecutive unks fused into one with fuse_unk).
+    std::string prepend;
+    bool replace_space = false;
+    bool byte_fallback = false;
+    bool fuse_unk = false;
     Pattern pattern = Pattern::kGpt2;
     bool ignore_merges = false;     // a piece that is itself a vocabulary token is not merged
     bool nfc = false;               // NFC-normalise text before splitting (Qwen's normalizer)
@@ -59,6 +70,9 @@ class ByteLevelBpeTokenizer : public Tokenizer {
  private:
   explicit ByteLevelBpeTokenizer(const Options& options) : options_(options) {}
   void Bpe(const std::string& mapped, std::vector<int64_t>* ids) const;
+  // Merges `symbols` by rank and appends their ids (unk, or nothing, for unknown symbols).
+  void Merge(std::vector<std::string> symbols, std::vector<int64_t>* ids) const;
+  void SentencePieceSegment(absl::string_view text, std::vector<int64_t>* ids) const;
 
   Options options_;
   std::vector<std::string> vocab_;  // by id; "" for ids the vocabulary skips

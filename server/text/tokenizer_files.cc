@@ -256,7 +256,35 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
       return absl::OkStatus();
     };
     // Llama 3 and Qwen: Sequence[Split(their regex, Isolated), ByteLevel(use_regex=false)].
-    if (pre.is_object() && pre.value("type", "") == "Sequence") {
+    // Llama 2: no pre-tokenizer; the normalizer prepends "▁" and replaces spaces with it; bytes
+    // of characters outside the vocabulary fall back to "<0xXX>" tokens.
+    const bool sentencepiece =
+        pre.is_null() && normalizer.is_object() &&
+        (normalizer.value("type", "") == "Sequence" || normalizer.value("type", "") == "Prepend" ||
+         normalizer.value("type", "") == "Replace");
+    if (sentencepiece) {
+      const json steps = normalizer.value("type", "") == "Sequence"
+                             ? normalizer.value("normalizers", json::array())
+                             : json::array({normalizer});
+      for (const json& n : steps) {
+        const std::string type = n.is_object() ? n.value("type", "") : "";
+        if (type == "Prepend" && n.contains("prepend") && n["prepend"].is_string()) {
+          o.prepend = n["prepend"].get<std::string>();
+        } else if (type == "Replace" && n.contains("pattern") && n["pattern"].is_object() &&
+                   n["pattern"].value("String", "") == " " && n.value("content", "") == "\u2581") {
+          o.replace_space = true;
+        } else {
+          return Bad(path,
+                     absl::StrCat("normalizer ", n.is_object() ? n.dump().substr(0, 80) : "?",
+                                  " is not supported with sentencepiece-style BPE (supported: "
+                                  "Prepend, Replace(\" \", \"\u2581\"))"));
+        }
+      }
+      o.byte_level = false;
+      o.byte_fallback = model.value("byte_fallback", false);
+      o.fuse_unk = model.value("fuse_unk", false);
+      byte_level = true;  // the model's own kind; no ByteLevel pre-tokenizer is needed
+    } else if (pre.is_object() && pre.value("type", "") == "Sequence") {
       const json steps = pre.value("pretokenizers", json::array());
       const json split = steps.size() == 2 ? steps[0] : json();
       const json bytes = steps.size() == 2 ? steps[1] : json();
@@ -285,8 +313,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     } else if (pre.is_object()) {
       if (auto s = check_pre(pre); !s.ok()) return s;
     }
-    if (!byte_level) return Bad(path, "BPE without a ByteLevel pre_tokenizer is not supported");
-    if (!normalizer.is_null()) {
+    if (!byte_level) {
+      return Bad(path,
+                 "BPE is supported with a ByteLevel pre_tokenizer (GPT-2, RoBERTa), Llama 3's or "
+                 "Qwen's Split + ByteLevel, or sentencepiece-style (no pre_tokenizer; a Prepend / "
+                 "Replace normalizer, as Llama 2)");
+    }
+    if (!normalizer.is_null() && !sentencepiece) {
       if (normalizer.value("type", "") != "NFC") {
         return Bad(path, absl::StrCat("normalizer ", normalizer.value("type", "?"),
                                       " is not supported with byte-level BPE (supported: NFC)"));
@@ -294,7 +327,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
       o.nfc = true;
     }
     o.ignore_merges = model.value("ignore_merges", false);
-    if (model.value("byte_fallback", false)) {
+    if (!sentencepiece && model.value("byte_fallback", false)) {
       return Bad(path, "BPE byte_fallback is not supported with a ByteLevel pre_tokenizer");
     }
     if (model.contains("dropout") && model["dropout"].is_number() &&

@@ -218,7 +218,7 @@ TEST(DecoderTokenizerTest, LlamaThreeAndQwenThreeMatchTokenizersJs) {
   std::stringstream ss;
   ss << in.rdbuf();
   const nlohmann::json ref = nlohmann::json::parse(ss.str());
-  for (const std::string name : {"llama3", "qwen3"}) {
+  for (const std::string name : {"llama3", "qwen3", "llama2"}) {
     const std::string dir = std::string(root) + "/tokenizer-" + name + "/models";
     std::unique_ptr<Tokenizer> t = Load(dir);
     ASSERT_NE(t, nullptr) << dir;

