@@ -47,7 +47,7 @@ absl::Status CopyInto(const TensorView& view, const std::string& name, torch::Te
   absl::StatusOr<c10::ScalarType> type = FloatType(view, name);
   if (!type.ok()) return type.status();
   if (view.nbytes == 0) return absl::OkStatus();
-  if (*type == torch::kFloat32) {
+  if (*type == dst.scalar_type()) {
     std::memcpy(dst.data_ptr(), view.data, view.nbytes);  // mapped data may be unaligned
     return absl::OkStatus();
   }
@@ -180,9 +180,23 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
 
   try {
     torch::NoGradGuard no_grad;
+    // A 16-bit placement gets its parameters in that type from the start (created under it as
+    // the default type), and the weights are converted into them as they are read: a BF16
+    // checkpoint served in bfloat16 never has a float32 copy. Loading runs before serving and
+    // training start, so the process-wide default is not raced.
+    const caffe2::TypeMeta default_dtype = torch::get_default_dtype();
+    if (placement.dtype != torch::kFloat32) {
+      torch::set_default_dtype(c10::scalarTypeToTypeMeta(placement.dtype));
+    }
     absl::StatusOr<Backbone> backbone = CreateBackbone(*config);
+    torch::set_default_dtype(default_dtype);
     if (!backbone.ok()) return backbone.status();
     model->backbone = *std::move(backbone);
+    if (placement.dtype != torch::kFloat32) {  // the few tensors built outside the default type
+      Placement host = placement;
+      host.device = torch::kCPU;
+      model->backbone->To(host);
+    }
     std::vector<std::pair<std::string, TensorView>> base_tensors;
     for (auto& item : model->backbone->named_parameters(/*recurse=*/true)) {
       const std::string& name = item.key();
@@ -201,7 +215,7 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
     model->fingerprint = FingerprintBase(*config, base_tensors);
     model->backbone->eval();
     model->placement = placement;
-    if (!placement.on_cpu() || placement.dtype != torch::kFloat32) model->backbone->To(placement);
+    if (!placement.on_cpu()) model->backbone->To(placement);
     if (placement.int8) {
       if (absl::Status s = model->backbone->QuantizeInt8(); !s.ok()) return s;
     }

@@ -44,7 +44,9 @@ struct BaseModel {
 // Errors name the file and, for weights, the tensor: NOT_FOUND (missing file), INVALID_ARGUMENT
 // (bad config, unsupported architecture, missing or mis-shaped tensor), DATA_LOSS (corrupt
 // safetensors).
-// The weights are read on the host (float32) and then moved to `placement`.
+// The weights are read on the host in `placement`'s floating type (converted from the
+// checkpoint's where they differ; no float32 copy of a 16-bit checkpoint served in 16 bits) and
+// then moved to `placement`'s device.
 absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
                                                          const Placement& placement = {});
 
@@ -52,9 +54,9 @@ absl::StatusOr<std::unique_ptr<BaseModel>> LoadBaseModel(const std::string& dir,
 // INVALID_ARGUMENT for non-float dtypes.
 absl::StatusOr<torch::Tensor> ToFloatTensor(const TensorView& view, const std::string& name);
 
-// Copies a safetensors view into `dst` (float32, contiguous, same number of elements),
-// converting F16/BF16/F64 on the way: one pass over the mapped bytes, no intermediate copy for
-// F32. INVALID_ARGUMENT for non-float dtypes.
+// Copies a safetensors view into `dst` (a floating type, contiguous, same number of elements),
+// converting on the way: one pass over the mapped bytes, a plain copy when the types agree.
+// INVALID_ARGUMENT for non-float dtypes.
 absl::Status CopyInto(const TensorView& view, const std::string& name, torch::Tensor& dst);
 
 // A checkpoint's weights: one model.safetensors or the shards an index names, all mapped.
