@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "server/model/architecture.h"
@@ -93,6 +94,16 @@ LoraLinear LlamaDecoderImpl::AddLinear(const LinearSpec& spec, bool bias) {
   return l;
 }
 
+LoraLinear LlamaDecoderImpl::AddLinearView(const LinearSpec& spec, torch::Tensor weight,
+                                           torch::Tensor bias) {
+  const size_t dot = spec.path.rfind('.');
+  LoraLinear l(std::move(weight), std::move(bias), static_cast<int>(linears_.size()));
+  Submodule(spec.path.substr(0, dot))->register_module(spec.path.substr(dot + 1), l);
+  linears_.push_back(l);
+  linear_names_.push_back(spec.path);
+  return l;
+}
+
 torch::Tensor LlamaDecoderImpl::AddNorm(const std::string& path, int64_t size) {
   return Submodule(path)->register_parameter("weight", torch::ones({size}));
 }
@@ -108,17 +119,25 @@ LlamaDecoderImpl::LlamaDecoderImpl(const ModelConfig& c) : config_(c) {
     const LinearSpec* s = &linears[static_cast<size_t>(i) * 7];
     Layer l;
     l.input_norm = AddNorm(p + layout.attn_norm, c.hidden_size);
-    l.q = AddLinear(s[0], c.qkv_bias());
-    l.k = AddLinear(s[1], c.qkv_bias());
-    l.v = AddLinear(s[2], c.qkv_bias());
+    const int64_t qn = s[0].out, kvn = s[1].out, in = c.intermediate_size;
+    l.qkv_weight = torch::zeros({qn + 2 * kvn, c.hidden_size});
+    if (c.qkv_bias()) l.qkv_bias = torch::zeros({qn + 2 * kvn});
+    auto rows = [](const torch::Tensor& t, int64_t begin, int64_t n) {
+      return t.defined() ? t.narrow(0, begin, n) : torch::Tensor();
+    };
+    l.q = AddLinearView(s[0], rows(l.qkv_weight, 0, qn), rows(l.qkv_bias, 0, qn));
+    l.k = AddLinearView(s[1], rows(l.qkv_weight, qn, kvn), rows(l.qkv_bias, qn, kvn));
+    l.v = AddLinearView(s[2], rows(l.qkv_weight, qn + kvn, kvn), rows(l.qkv_bias, qn + kvn, kvn));
     l.o = AddLinear(s[3], c.o_bias());
     if (qwen3) {
       l.q_norm = AddNorm(p + "self_attn.q_norm", c.head_dim);
       l.k_norm = AddNorm(p + "self_attn.k_norm", c.head_dim);
     }
     l.post_norm = AddNorm(p + layout.out_norm, c.hidden_size);
-    l.gate = AddLinear(s[4], c.mlp_bias);
-    l.up = AddLinear(s[5], c.mlp_bias);
+    l.gate_up_weight = torch::zeros({2 * in, c.hidden_size});
+    if (c.mlp_bias) l.gate_up_bias = torch::zeros({2 * in});
+    l.gate = AddLinearView(s[4], rows(l.gate_up_weight, 0, in), rows(l.gate_up_bias, 0, in));
+    l.up = AddLinearView(s[5], rows(l.gate_up_weight, in, in), rows(l.gate_up_bias, in, in));
     l.down = AddLinear(s[6], c.mlp_bias);
     layers_.push_back(l);
   }
@@ -145,13 +164,45 @@ void LlamaDecoderImpl::To(const Placement& placement) {
     }
   }
   norm_ = params["norm.weight"];
+  Fuse();
+}
+
+void LlamaDecoderImpl::Fuse() {
+  torch::NoGradGuard no_grad;
+  auto fuse = [](std::initializer_list<LoraLinearImpl*> parts, torch::Tensor* weight,
+                 torch::Tensor* bias) {
+    std::vector<torch::Tensor> w, b;
+    for (LoraLinearImpl* p : parts) {
+      w.push_back(p->weight);
+      if (p->bias.defined()) b.push_back(p->bias);
+    }
+    *weight = torch::cat(w, 0);
+    if (!b.empty()) *bias = torch::cat(b, 0);
+    int64_t begin = 0;
+    for (LoraLinearImpl* p : parts) {
+      const int64_t n = p->weight.size(0);
+      p->weight.set_data(weight->narrow(0, begin, n));
+      if (p->bias.defined()) p->bias.set_data(bias->narrow(0, begin, n));
+      begin += n;
+    }
+  };
+  for (Layer& l : layers_) {
+    fuse({l.q.get(), l.k.get(), l.v.get()}, &l.qkv_weight, &l.qkv_bias);
+    fuse({l.gate.get(), l.up.get()}, &l.gate_up_weight, &l.gate_up_bias);
+  }
 }
 
 absl::Status LlamaDecoderImpl::QuantizeInt8() {
-  for (LoraLinear& l : linears_) {
-    absl::StatusOr<std::shared_ptr<const Int8Linear>> q = PackInt8(l->weight, l->bias);
-    if (!q.ok()) return q.status();
-    l->int8 = *std::move(q);
+  for (Layer& l : layers_) {
+    for (auto [weight, bias, out] :
+         {std::tuple{&l.qkv_weight, &l.qkv_bias, &l.qkv_int8},
+          std::tuple{&l.gate_up_weight, &l.gate_up_bias, &l.gate_up_int8},
+          std::tuple{&l.o->weight, &l.o->bias, &l.o->int8},
+          std::tuple{&l.down->weight, &l.down->bias, &l.down->int8}}) {
+      absl::StatusOr<std::shared_ptr<const Int8Linear>> q = PackInt8(*weight, *bias);
+      if (!q.ok()) return q.status();
+      *out = *std::move(q);
+    }
   }
   return absl::OkStatus();
 }
@@ -285,9 +336,14 @@ torch::Tensor LlamaDecoderImpl::HiddenStates(const torch::Tensor& input_ids,
     HiddenKeyMasks hk;
     if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, rows, seq, i, h.options());
     torch::Tensor x = RmsNorm(h, l.input_norm);
-    torch::Tensor q = l.q(x, routing).view({rows, seq, heads, d});
-    torch::Tensor k = l.k(x, routing).view({rows, seq, kv, d});
-    torch::Tensor v = l.v(x, routing).view({rows, seq, kv, d});
+    const int64_t qn = heads * d, kvn = kv * d;
+    torch::Tensor qkv = FusedLinear(x, l.qkv_weight, l.qkv_bias, l.qkv_int8.get());
+    l.q->AddLora(x, qkv.narrow(2, 0, qn), routing);
+    l.k->AddLora(x, qkv.narrow(2, qn, kvn), routing);
+    l.v->AddLora(x, qkv.narrow(2, qn + kvn, kvn), routing);
+    torch::Tensor q = qkv.narrow(2, 0, qn).view({rows, seq, heads, d});
+    torch::Tensor k = qkv.narrow(2, qn, kvn).view({rows, seq, kv, d});
+    torch::Tensor v = qkv.narrow(2, qn + kvn, kvn).view({rows, seq, kv, d});
     if (l.q_norm.defined()) {
       q = RmsNorm(q, l.q_norm);
       k = RmsNorm(k, l.k_norm);
@@ -296,7 +352,11 @@ torch::Tensor LlamaDecoderImpl::HiddenStates(const torch::Tensor& input_ids,
     k = Rotate(k, cos_t, sin_t);
     h = h + l.o(Attention(q, k, v, lengths, hk.dropkey), routing);
     x = RmsNorm(h, l.post_norm);
-    torch::Tensor inner = torch::silu(l.gate(x, routing)) * l.up(x, routing);
+    const int64_t in = config_.intermediate_size;
+    torch::Tensor gate_up = FusedLinear(x, l.gate_up_weight, l.gate_up_bias, l.gate_up_int8.get());
+    l.gate->AddLora(x, gate_up.narrow(2, 0, in), routing);
+    l.up->AddLora(x, gate_up.narrow(2, in, in), routing);
+    torch::Tensor inner = torch::silu(gate_up.narrow(2, 0, in)) * gate_up.narrow(2, in, in);
     if (hk.hiddencut.defined()) inner = inner * hk.hiddencut;
     h = h + l.down(inner, routing);
   }
@@ -317,11 +377,28 @@ torch::Tensor LlamaDecoderImpl::forward(const torch::Tensor& input_ids,
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaDecoderImpl::Unfreeze() {
+  // The fused storages stand for their views (as the encoder's QKV): updates to them are what
+  // forward reads.
   std::vector<std::pair<std::string, torch::Tensor>> out;
+  std::set<const void*> fused;
+  const EncoderLayout& layout = LayoutFor(config_.architecture());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& l = layers_[i];
+    const std::string p = absl::StrCat(layout.layer_prefix, i, ".");
+    out.emplace_back(p + "self_attn.qkv.weight", l.qkv_weight);
+    if (l.qkv_bias.defined()) out.emplace_back(p + "self_attn.qkv.bias", l.qkv_bias);
+    out.emplace_back(p + "mlp.gate_up.weight", l.gate_up_weight);
+    if (l.gate_up_bias.defined()) out.emplace_back(p + "mlp.gate_up.bias", l.gate_up_bias);
+    for (const LoraLinear& part : {l.q, l.k, l.v, l.gate, l.up}) {
+      fused.insert(part->weight.unsafeGetTensorImpl());
+      if (part->bias.defined()) fused.insert(part->bias.unsafeGetTensorImpl());
+    }
+  }
   for (auto& item : named_parameters(/*recurse=*/true)) {
-    item.value().set_requires_grad(true);
+    if (fused.count(item.value().unsafeGetTensorImpl()) > 0) continue;
     out.emplace_back(item.key(), item.value());
   }
+  for (auto& [name, t] : out) t.set_requires_grad(true);
   return out;
 }
 

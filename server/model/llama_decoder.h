@@ -68,6 +68,11 @@ class LlamaDecoderImpl : public BackboneImpl {
   struct Layer {
     torch::Tensor input_norm, post_norm;  // RMSNorm weights [hidden]
     torch::Tensor q_norm, k_norm;         // Qwen3: [head_dim]; undefined otherwise
+    // q, k and v are row blocks of one weight (one GEMM per layer), gate and up of another; each
+    // is still its own module and parameter under its checkpoint name. Biases undefined when the
+    // architecture has none.
+    torch::Tensor qkv_weight, qkv_bias, gate_up_weight, gate_up_bias;
+    std::shared_ptr<const Int8Linear> qkv_int8, gate_up_int8;  // --quantize=int8
     LoraLinear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
     LoraLinear gate{nullptr}, up{nullptr}, down{nullptr};
   };
@@ -77,6 +82,11 @@ class LlamaDecoderImpl : public BackboneImpl {
   };
   std::shared_ptr<torch::nn::Module> Submodule(const std::string& path);
   LoraLinear AddLinear(const LinearSpec& spec, bool bias);
+  // A linear layer whose parameters are views of caller-owned storage (a fused weight's rows).
+  LoraLinear AddLinearView(const LinearSpec& spec, torch::Tensor weight, torch::Tensor bias);
+  // Rebuilds each layer's fused storages from its parameters (after Module::to gave them their
+  // own) and points the parameters back into them.
+  void Fuse();
   torch::Tensor AddNorm(const std::string& path, int64_t size);
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   // cos and sin [seq, head_dim] of positions 0..seq-1, in `options`' floating type.

@@ -79,8 +79,11 @@ int main(int argc, char** argv) {
                     fs::copy_options::overwrite_existing);
     }
   }
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(cores);
+  // As the server runs its forwards: freed memory kept in the process, BLAS on every core and
+  // torch's own intra-op pool at one thread (cpu_runtime.h).
+  KeepFreedMemory();
+  const int cores = Cores();
+  SetComputeThreads({cores, 1});
   Placement placement;
   placement.dtype = mode == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   const double rss_before = StatusMiB("VmRSS:");

@@ -18,6 +18,8 @@
 #include "loracle/v1/training.grpc.pb.h"
 #include "server/adapters/adapter_config.h"
 #include "server/adapters/adapter_files.h"
+#include "server/model/checkpoint.h"
+#include "server/model/lora.h"
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
 #include "server/text/tokenizer_files.h"
@@ -359,6 +361,74 @@ TEST(DecoderTrainingTest, FineTunesAndServesOnALlamaBase) {
   ASSERT_TRUE(inference->Predict(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.predictions(0).label(), "spam");
   EXPECT_EQ(resp.predictions(1).label(), "ham");
+}
+
+// The fused q/k/v and gate/up storages survive a move to another placement (Module::to gives
+// every parameter its own storage; the decoder fuses them again) and int8 packing: bfloat16 and
+// int8 forwards track float32's features, with and without LoRA routing.
+TEST(DecoderPlacementTest, Bfloat16AndInt8TrackFloat32) {
+  testing::TempDir dir;
+  const std::string model_dir = dir / "model";
+  testing::CheckpointLayout layout;
+  layout.num_labels = 2;
+  layout.weight_std = 0.2f;
+  layout.bias_std = 0.1f;
+  model::ModelConfig c = Decoder("qwen2", 4, 2, 6);
+  testing::WriteFixtureModel(model_dir, c, "roberta", 64, layout, 8);
+  auto load = [&](torch::ScalarType dtype, bool int8) {
+    model::Placement p;
+    p.dtype = dtype;
+    p.int8 = int8;
+    auto m = model::LoadBaseModel(model_dir, p);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return *std::move(m);
+  };
+  auto f32 = load(torch::kFloat32, false);
+  auto bf16 = load(torch::kBFloat16, false);
+  EXPECT_EQ(bf16->backbone->dtype(), torch::kBFloat16);
+  std::unique_ptr<model::BaseModel> int8;
+  if (!model::Int8Engine().empty()) int8 = load(torch::kFloat32, true);
+  c10::InferenceMode guard;
+  torch::Tensor ids = torch::randint(3, 200, {3, 12}, torch::kInt64);
+  torch::Tensor mask = torch::ones({3, 12}, torch::kInt64);
+  mask[1].narrow(0, 7, 5).zero_();  // a shorter row
+  torch::Tensor types = torch::zeros({3, 12}, torch::kInt64);
+  const torch::Tensor ref = f32->backbone->forward(ids, mask, types, nullptr);
+  const double scale = ref.abs().max().item<double>();
+  const torch::Tensor b = bf16->backbone->forward(ids, mask, types, nullptr).to(torch::kFloat32);
+  EXPECT_LT((b - ref).abs().max().item<double>(), 0.05 * scale);
+  EXPECT_GT((b - ref).abs().max().item<double>(), 0.0) << "bfloat16 really ran";
+  if (int8 != nullptr) {
+    const torch::Tensor q = int8->backbone->forward(ids, mask, types, nullptr);
+    // Two random layers amplify int8's rounding; Int8LinearTest bounds one product tightly. A
+    // broken fused storage is off by the scale itself.
+    EXPECT_LT((q - ref).abs().max().item<double>(), 0.25 * scale);
+    EXPECT_GT((q - ref).abs().max().item<double>(), 0.0) << "int8 really ran";
+  }
+}
+
+// --quantize=int8's products stay within int8's rounding of float32's: activations quantized to 7
+// bits. With 8 (reduce_range off) the pairwise int16 sums of AVX2 CPUs without VNNI saturate,
+// and a product of unit-scale values was off by up to 1.8 (measured here) instead of 0.05.
+TEST(Int8LinearTest, ProductsDoNotSaturate) {
+  if (model::Int8Engine().empty()) GTEST_SKIP() << "no int8 engine in this LibTorch";
+  c10::InferenceMode guard;
+  torch::manual_seed(3);
+  for (int64_t in : {16, 24, 32, 64, 256}) {
+    for (bool with_bias : {false, true}) {
+      const torch::Tensor w = torch::randn({24, in}) * 0.2;
+      const torch::Tensor bias = with_bias ? torch::randn({24}) * 0.1 : torch::Tensor();
+      auto packed = model::PackInt8(w, bias);
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      const torch::Tensor x = torch::randn({20, in});
+      const torch::Tensor exact = model::FusedLinear(x, w, bias, nullptr);
+      const torch::Tensor q = model::FusedLinear(x, w, bias, packed->get());
+      // Per-element error bound: in terms of 1/2 step of |x|max / 127 and of |w|max / 127.
+      const double step = x.abs().max().item<double>() / 127.0 * w.abs().max().item<double>();
+      EXPECT_LT((q - exact).abs().max().item<double>(), 2.0 * step * std::sqrt(double(in)))
+          << "in " << in << " bias " << with_bias;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, DecoderParityTest, ::testing::ValuesIn(Cases()),
