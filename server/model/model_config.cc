@@ -120,6 +120,10 @@ absl::Status ParseRopeScaling(const json& r, absl::string_view source, const cha
   if (auto st = number("low_freq_factor", true, &s.low_freq_factor); !st.ok()) return st;
   if (auto st = number("high_freq_factor", true, &s.high_freq_factor); !st.ok()) return st;
   if (auto st = number("original_max_position_embeddings", true, &original); !st.ok()) return st;
+  if (original > 1e9) {
+    return Bad(source,
+               absl::StrCat(prefix, "original_max_position_embeddings must be at most 1e9"));
+  }
   s.original_max_position_embeddings = static_cast<int64_t>(original);
   if (!(s.high_freq_factor > s.low_freq_factor)) {
     return Bad(source, absl::StrCat(prefix, "high_freq_factor must exceed low_freq_factor"));

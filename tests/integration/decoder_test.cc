@@ -431,6 +431,50 @@ TEST(Int8LinearTest, ProductsDoNotSaturate) {
   }
 }
 
+// The batched attention a GPU takes (all rows over the padded length, one causal and window mask)
+// equals the CPU's row-by-row attention over each row's own length, on real rows, with LoRA and
+// HIDDENKEY's masks routed per row.
+TEST(DecoderPlacementTest, BatchedAttentionEqualsRowByRow) {
+  testing::TempDir dir;
+  const std::string model_dir = dir / "model";
+  testing::CheckpointLayout layout;
+  layout.weight_std = 0.2f;
+  model::ModelConfig c = Decoder("mistral", 4, 2, 6);
+  c.sliding_window = 4;
+  testing::WriteFixtureModel(model_dir, c, "roberta", 64, layout, 9);
+  auto base = model::LoadBaseModel(model_dir);
+  ASSERT_TRUE(base.ok()) << base.status();
+  model::BackboneImpl& backbone = *(*base)->backbone;
+  // One member with a rank-2 delta on every q_proj and down_proj, and HIDDENKEY's dropout.
+  model::LoraMember member;
+  member.layers.resize(backbone.linear_names().size());
+  torch::manual_seed(1);
+  for (size_t i = 0; i < member.layers.size(); ++i) {
+    const auto& l = backbone.linear(static_cast<int>(i));
+    member.layers[i] = {torch::randn({2, l->in_features()}) * 0.3,
+                        torch::randn({l->out_features(), 2}) * 0.3, 1.0};
+  }
+  member.classifier_weight = torch::randn({2, c.hidden_size});
+  model::DropoutSpec hiddenkey;
+  hiddenkey.method = model::DropoutMethod::kHiddenKey;
+  hiddenkey.dropkey_rate = 0.2;
+  hiddenkey.hiddencut_rate = 0.1;
+  model::LoraRouting routing = {{0, 3, &member, &hiddenkey, {11, 12, 13}}};
+  c10::InferenceMode guard;
+  torch::Tensor ids = torch::randint(3, 200, {3, 10}, torch::kInt64);
+  torch::Tensor mask = torch::ones({3, 10}, torch::kInt64);
+  mask[0].narrow(0, 3, 7).zero_();
+  mask[2].narrow(0, 8, 2).zero_();
+  torch::Tensor types = torch::zeros({3, 10}, torch::kInt64);
+  backbone.set_batched_attention(false);
+  const torch::Tensor rows = backbone.forward(ids, mask, types, &routing);
+  backbone.set_batched_attention(true);
+  const torch::Tensor batched = backbone.forward(ids, mask, types, &routing);
+  EXPECT_LT((rows - batched).abs().max().item<double>(),
+            1e-4 * (1 + rows.abs().max().item<double>()));
+  EXPECT_GT(rows.abs().max().item<double>(), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, DecoderParityTest, ::testing::ValuesIn(Cases()),
                          [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
 
