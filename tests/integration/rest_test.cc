@@ -207,6 +207,9 @@ TEST_F(RestTest, HealthMetadataAndFeedback) {
   EXPECT_EQ(m["versions"], json::array({"1"}));
   EXPECT_EQ(m["parameters"]["labels"], json::array({"a", "b", "c"}));
   EXPECT_EQ(m["parameters"]["state"], "READY");
+  // A random adapter written without a base fingerprint: served, marked unverified.
+  EXPECT_EQ(m["parameters"]["base_fingerprint"], "");
+  EXPECT_EQ(m["parameters"]["base_verified"], false);
   EXPECT_EQ(Http(port(), "GET", "/v2/models/single/ready").status, 200);
   EXPECT_EQ(Http(port(), "GET", "/v2/models/missing").status, 404);
 
