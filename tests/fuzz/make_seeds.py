@@ -49,6 +49,22 @@ seed("config_fuzzer", "roberta_config", b"\x00" + json.dumps(dict(bert, model_ty
 seed("config_fuzzer", "distilbert_config", b"\x00" + json.dumps(
     {"model_type": "distilbert", "dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64,
      "vocab_size": 100, "max_position_embeddings": 64, "activation": "gelu"}).encode())
+seed("config_fuzzer", "llama_config", b"\x00" + json.dumps(
+    {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+     "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 64, "vocab_size": 100,
+     "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+     "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": True}).encode())
+seed("config_fuzzer", "qwen3_config", b"\x00" + json.dumps(
+    {"model_type": "qwen3", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+     "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 64, "vocab_size": 100,
+     "use_sliding_window": False, "sliding_window": None, "layer_types": ["full_attention"] * 2,
+     "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}).encode())
+seed("config_fuzzer", "mistral_config", b"\x00" + json.dumps(
+    {"model_type": "mistral", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+     "num_key_value_heads": 1, "intermediate_size": 64, "vocab_size": 100,
+     "sliding_window": 16}).encode())
 seed("config_fuzzer", "peft", b"\x01" + json.dumps(
     {"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
      "target_modules": ["query", "value"], "modules_to_save": ["classifier"], "use_rslora": False,
@@ -79,6 +95,31 @@ bpe = {"model": {"type": "BPE", "vocab": small,
        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
        "added_tokens": [{"id": 0, "content": "<s>", "special": True}]}
 seed("tokenizer_files_fuzzer", "tokenizer_json_bpe", b"\x00" + json.dumps(bpe).encode())
+# Llama 3's layout (Split regex, then ByteLevel without its own regex; ignore_merges) and Qwen's
+# (one digit per piece, NFC), on the same small vocabulary.
+split = {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")}}
+llama3 = dict(bpe, pre_tokenizer={"type": "Sequence", "pretokenizers": [
+    split, {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+    post_processor={"type": "ByteLevel"})
+llama3["model"] = dict(bpe["model"], ignore_merges=True)
+seed("tokenizer_files_fuzzer", "tokenizer_json_llama3", b"\x00" + json.dumps(llama3).encode())
+qwen = json.loads(json.dumps(llama3).replace("\\\\p{N}{1,3}", "\\\\p{N}"))
+qwen["normalizer"] = {"type": "NFC"}
+seed("tokenizer_files_fuzzer", "tokenizer_json_qwen", b"\x00" + json.dumps(qwen).encode())
+# Llama 2's sentencepiece-style BPE: no pre-tokenizer, Prepend/Replace, byte fallback.
+sp_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{"<0x%02X>" % b: 3 + b for b in range(256)},
+            "\u2581": 259, "a": 260, "b": 261, "\u2581a": 262, "ab": 263}
+sentencepiece = {"model": {"type": "BPE", "vocab": sp_vocab, "merges": ["\u2581 a", "a b"],
+                           "unk_token": "<unk>", "byte_fallback": True, "fuse_unk": True},
+                 "normalizer": {"type": "Sequence", "normalizers": [
+                     {"type": "Prepend", "prepend": "\u2581"},
+                     {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+                 "pre_tokenizer": None,
+                 "added_tokens": [{"id": 1, "content": "<s>", "special": True}]}
+seed("tokenizer_files_fuzzer", "tokenizer_json_sentencepiece",
+     b"\x00" + json.dumps(sentencepiece).encode())
 
 reference = json.loads(read("tokenizers", "reference.json"))
 for t, name in enumerate(["bert-uncased", "bert-cased", "roberta"]):  # the fuzzer's order
