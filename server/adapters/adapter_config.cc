@@ -371,6 +371,16 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       return Bad(source, usage + " (file: a name in the adapter's directory)");
     }
   }
+  if (auto it = j.find("label_words"); it != j.end() && !it->is_null()) {
+    if (auto s = GetStrings(j, "label_words", source, &c.label_words); !s.ok()) return s;
+    if (c.label_words.size() != c.labels.size()) {
+      return Bad(source, absl::StrCat("\"label_words\" must give one word per label (",
+                                      c.labels.size(), "), not ", c.label_words.size()));
+    }
+    for (const std::string& w : c.label_words) {
+      if (w.empty()) return Bad(source, "\"label_words\" entries must not be empty");
+    }
+  }
   if (auto it = j.find("base"); it != j.end() && !it->is_null()) {
     const std::string usage =
         "\"base\" must be {\"fingerprint\": \"lfp1-...\", \"model_type\": TYPE, \"path\": DIR}";
@@ -426,6 +436,7 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                 {"quantile", c.ood.quantile},
                 {"threshold", c.ood.threshold}};
   }
+  if (!c.label_words.empty()) j["label_words"] = c.label_words;
   if (!c.base.fingerprint.empty()) {
     j["base"] = {{"fingerprint", c.base.fingerprint},
                  {"model_type", c.base.model_type},

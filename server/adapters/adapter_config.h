@@ -122,6 +122,13 @@ struct ServingConfig {
     std::string path;  // the base's directory when it was written (informational)
   };
   BaseIdentity base;
+  // Label words ("label_words" in loracle.json; decoder bases): label i's logit is the language
+  // model's logit for label_words[i] as the next token after the input (the LM head's row of
+  // that token, or the tied embedding's), so the class probabilities are the LM's next-token
+  // probabilities renormalised over the label words. Each must be one token of the base's
+  // tokenizer. Replaces the classification head; with no PEFT files the adapter is the base
+  // itself, zero-shot. Empty: the adapter's own head.
+  std::vector<std::string> label_words;
 };
 
 // INVALID_ARGUMENT naming `source` and the field.

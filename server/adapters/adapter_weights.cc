@@ -41,6 +41,7 @@ absl::StatusOr<torch::Tensor> Tensor(const model::SafetensorsFile& file, const s
 
 absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const ServingConfig& serving,
                                              const model::BaseModel& base,
+                                             const torch::Tensor& label_head,
                                              PeftLoraConfig* lora_out) {
   const model::BackboneImpl& encoder = *base.backbone;
   absl::StatusOr<std::string> text = util::ReadFileToString(dir + "/" + kPeftConfigFile);
@@ -87,6 +88,11 @@ absl::StatusOr<model::LoraMember> LoadMember(const std::string& dir, const Servi
                        "\" matches no targeted linear layer of the base model (wrong base model or "
                        "target_modules?)"));
     }
+  }
+  if (label_head.defined()) {  // label words: the LM head's rows, not a classification head
+    member.classifier_weight = label_head;
+    member.To(base.placement.options());
+    return member;
   }
   // The head: from the adapter (modules_to_save), else the base checkpoint's own, as PEFT does
   // for modules it did not save.
@@ -158,6 +164,66 @@ const model::OodDetector* OodOf(const Adapter& adapter) {
   return adapter.weights == nullptr ? nullptr : adapter.weights->ood.get();
 }
 
+absl::StatusOr<torch::Tensor> LabelWordsHead(const ServingConfig& serving,
+                                             const model::BaseModel& base, const std::string& dir) {
+  const std::string source = dir + "/" + kServingConfigFile;
+  if (!base.config.is_decoder()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source,
+        ": \"label_words\" need a decoder base (llama, mistral, qwen2, qwen3); this base "
+        "is ",
+        base.config.model_type));
+  }
+  std::vector<int64_t> ids;
+  for (const std::string& word : serving.label_words) {
+    absl::StatusOr<std::vector<int64_t>> t = base.tokenizer->TokenizeToIds(word);
+    if (!t.ok()) return t.status();
+    if (t->size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": label word \"", word, "\" is ", t->size(),
+          " tokens of this base's tokenizer; label words of one token are supported (a leading "
+          "space often makes a word one token)"));
+    }
+    ids.push_back(t->front());
+  }
+  torch::NoGradGuard no_grad;
+  // The LM head's rows of the label words: lm_head.weight of a *ForCausalLM checkpoint, else the
+  // tied input embeddings. Only these rows are read, never the whole [vocab, hidden] matrix.
+  absl::StatusOr<std::unique_ptr<model::CheckpointWeights>> weights =
+      model::CheckpointWeights::Open(base.dir);
+  if (!weights.ok()) return weights.status();
+  const int64_t hidden = base.config.hidden_size;
+  torch::Tensor head = torch::empty({static_cast<int64_t>(ids.size()), hidden});
+  if ((*weights)->Contains("lm_head.weight")) {
+    absl::StatusOr<model::TensorView> lm = (*weights)->Get("lm_head.weight");
+    if (!lm.ok()) return lm.status();
+    if (lm->shape.size() != 2 || lm->shape[1] != hidden || lm->shape[0] < base.config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat((*weights)->SourceOf("lm_head.weight"),
+                       ": lm_head.weight must be [vocab_size, hidden_size]"));
+    }
+    const size_t row_bytes = lm->nbytes / static_cast<size_t>(lm->shape[0]);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      model::TensorView row = *lm;
+      row.shape = {hidden};
+      row.data = lm->data + static_cast<size_t>(ids[i]) * row_bytes;
+      row.nbytes = row_bytes;
+      torch::Tensor dst = head[static_cast<int64_t>(i)];
+      if (absl::Status s = model::CopyInto(row, "lm_head.weight", dst); !s.ok()) return s;
+    }
+  } else if (base.config.tie_word_embeddings) {
+    head.copy_(base.backbone->word_embeddings_weight()
+                   .index_select(0, torch::tensor(ids, torch::kInt64)
+                                        .to(base.backbone->word_embeddings_weight().device()))
+                   .to(torch::kCPU, torch::kFloat32));
+  } else {
+    return absl::FailedPreconditionError(
+        absl::StrCat(base.dir, " has no lm_head.weight and does not tie its word embeddings, so ",
+                     source, "'s \"label_words\" have no LM head to read"));
+  }
+  return head;
+}
+
 absl::Status CheckBase(const ServingConfig& serving, const model::BaseModel& base,
                        const std::string& dir) {
   const std::string& recorded = serving.base.fingerprint;
@@ -196,10 +262,36 @@ absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
   std::vector<model::LoraMember> members;
   try {
     torch::NoGradGuard no_grad;
-    for (int m = 0; m < serving->members; ++m) {
+    torch::Tensor label_head;
+    if (!serving->label_words.empty()) {
+      absl::StatusOr<torch::Tensor> head = LabelWordsHead(*serving, base, dir);
+      if (!head.ok()) return head.status();
+      label_head = *std::move(head);
+    }
+    // Label words with no PEFT files: the base itself, zero-shot.
+    if (label_head.defined() && !util::FileExists(dir + "/" + kPeftConfigFile) &&
+        !util::IsDirectory(dir + "/member-0")) {
+      if (serving->members != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(dir, "/", kServingConfigFile,
+                                                       ": a zero-shot adapter (label words, no "
+                                                       "PEFT files) has 1 member, not ",
+                                                       serving->members));
+      }
+      model::LoraMember member;
+      member.layers.resize(base.backbone->linear_names().size());
+      member.classifier_weight = label_head;
+      member.To(base.placement.options());
+      members.push_back(std::move(member));
+      adapter.lora.rank = 0;
+      adapter.lora.target_modules.clear();
+      adapter.lora.modules_to_save.clear();
+    }
+    const bool zero_shot = !members.empty();
+    for (int m = 0; !zero_shot && m < serving->members; ++m) {
       const std::string member_dir = serving->members == 1 ? dir : absl::StrCat(dir, "/member-", m);
       PeftLoraConfig lora;
-      absl::StatusOr<model::LoraMember> member = LoadMember(member_dir, *serving, base, &lora);
+      absl::StatusOr<model::LoraMember> member =
+          LoadMember(member_dir, *serving, base, label_head, &lora);
       if (!member.ok()) return member.status();
       if (m == 0) adapter.lora = lora;
       members.push_back(*std::move(member));

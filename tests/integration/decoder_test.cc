@@ -23,6 +23,7 @@
 #include "server/model/model_config.h"
 #include "server/model/safetensors.h"
 #include "server/text/tokenizer_files.h"
+#include "server/util/file_util.h"
 #include "tests/support/fixture_checkpoint.h"
 #include "tests/support/test_server.h"
 #include "tests/support/test_util.h"
@@ -473,6 +474,134 @@ TEST(DecoderPlacementTest, BatchedAttentionEqualsRowByRow) {
   EXPECT_LT((rows - batched).abs().max().item<double>(),
             1e-4 * (1 + rows.abs().max().item<double>()));
   EXPECT_GT(rows.abs().max().item<double>(), 0.0);
+}
+
+// Label words (no score head): label i's logit is the LM head's logit of label_words[i] as the
+// next token. Zero-shot (loracle.json alone) and with a LoRA adapter, for a checkpoint with its
+// own lm_head.weight and for one tying it to the embeddings, against the float64 reference over
+// gRPC; a label word of several tokens fails the load with its name.
+TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
+  for (const bool tied : {true, false}) {
+    SCOPED_TRACE(tied ? "tied embeddings" : "lm_head.weight");
+    testing::TempDir dir;
+    const std::string model_dir = dir / "model";
+    testing::CheckpointLayout layout;
+    layout.weight_std = 0.3f;
+    model::ModelConfig c = Decoder("llama", 4, 2, 6);
+    c.tie_word_embeddings = tied;
+    const model::ModelConfig config =
+        testing::WriteFixtureModel(model_dir, c, "roberta", 64, layout, 21);
+    std::map<std::string, Tensor> weights;
+    for (auto& [name, t] : ReadAll(model_dir + "/model.safetensors")) weights["model." + name] = t;
+    Tensor lm_head = weights.at("model.embed_tokens.weight");
+    if (!tied) {  // a *ForCausalLM save: the base tensors under "model." and its own lm_head
+      torch::manual_seed(5);
+      lm_head = torch::randn({config.vocab_size, config.hidden_size}, torch::kFloat64);
+      const Tensor lm32 = lm_head.to(torch::kFloat32).contiguous();
+      std::vector<Tensor> keep;
+      std::vector<model::TensorToWrite> tensors;
+      for (const auto& [name, t] : weights) {
+        keep.push_back(t.to(torch::kFloat32).contiguous());
+        tensors.push_back(
+            {name, model::DType::kF32, keep.back().sizes().vec(),
+             absl::Span<const uint8_t>(static_cast<const uint8_t*>(keep.back().data_ptr()),
+                                       keep.back().nbytes())});
+      }
+      tensors.push_back(
+          {"lm_head.weight", model::DType::kF32, lm32.sizes().vec(),
+           absl::Span<const uint8_t>(static_cast<const uint8_t*>(lm32.data_ptr()), lm32.nbytes())});
+      ASSERT_TRUE(model::WriteSafetensors(model_dir + "/model.safetensors", tensors).ok());
+    }
+    int max_length = 1 << 20;
+    auto tokenizer = text::LoadTokenizer(model_dir, &max_length);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    const std::vector<std::string> words = {" the", " and", " of"};
+    std::vector<int64_t> word_ids;
+    for (const std::string& w : words) {
+      auto ids = (*tokenizer)->TokenizeToIds(w);
+      ASSERT_TRUE(ids.ok() && ids->size() == 1u) << "\"" << w << "\" is one token of the fixture";
+      word_ids.push_back(ids->front());
+    }
+    const Tensor head = lm_head.index_select(0, torch::tensor(word_ids));
+
+    adapters::ServingConfig zero_shot;
+    zero_shot.labels = {"a", "b", "c"};
+    zero_shot.label_words = words;
+    adapters::RandomAdapterSpec spec;
+    spec.serving = zero_shot;
+    spec.lora.rank = 2;
+    spec.lora.lora_alpha = 4;
+    spec.lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+    spec.lora_std = 0.3f;
+    adapters::ServingConfig long_word = zero_shot;
+    long_word.label_words = {" the", " and", " antidisestablishmentarianism"};
+    auto server = testing::TestServer::Start({}, [&](adapters::Store& store,
+                                                     app::LoracleServer::Options& o) {
+      o.model_dir = model_dir;
+      auto write = [](const adapters::ServingConfig& s) {
+        return [s](const std::string& d) {
+          return util::WriteFileAtomically(d + "/loracle.json", adapters::ServingConfigToJson(s));
+        };
+      };
+      ASSERT_TRUE(store.Publish("zero", write(zero_shot)).ok());
+      ASSERT_TRUE(store.Publish("long", write(long_word)).ok());
+      ASSERT_TRUE(store
+                      .Publish("lora",
+                               [&](const std::string& d) {
+                                 return adapters::WriteRandomAdapter(d, config, spec);
+                               })
+                      .ok());
+    });
+    ASSERT_NE(server, nullptr);
+
+    Reference zero_ref(config, weights);
+    zero_ref.SetHead(head);
+    Reference lora_ref(config, weights);
+    lora_ref.SetHead(head);
+    for (const auto& [key, t] :
+         ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors")) {
+      const std::string suffix = ".lora_A.weight";
+      if (key.size() <= suffix.size() ||
+          key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
+        continue;
+      const std::string stem = key.substr(0, key.size() - suffix.size());
+      const auto all =
+          ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors");
+      lora_ref.AddLora(stem.substr(std::string("base_model.model.").size()), t,
+                       all.at(stem + ".lora_B.weight"), spec.lora.lora_alpha / spec.lora.rank);
+    }
+
+    auto channel = server->NewChannel();
+    auto inference = loracle::v1::Inference::NewStub(channel);
+    const std::vector<std::string> texts = {"Hello there, my friend",
+                                            "A much longer input, with commas, and words"};
+    for (const auto& [adapter, ref] :
+         {std::pair<std::string, const Reference*>{"zero", &zero_ref}, {"lora", &lora_ref}}) {
+      loracle::v1::PredictRequest req;
+      req.set_adapter(adapter);
+      for (const std::string& t : texts) req.add_inputs(t);
+      loracle::v1::PredictResponse resp;
+      grpc::ClientContext ctx;
+      const grpc::Status st = inference->Predict(&ctx, req, &resp);
+      ASSERT_TRUE(st.ok()) << adapter << ": " << st.error_message();
+      for (int i = 0; i < 2; ++i) {
+        auto e = (*tokenizer)->Encode(texts[static_cast<size_t>(i)], std::nullopt, max_length);
+        const Tensor p = torch::softmax(ref->Logits(e->input_ids), 0);
+        for (int k = 0; k < 3; ++k) {
+          EXPECT_NEAR(resp.predictions(i).probs(k), p[k].item<double>(), 1e-4)
+              << adapter << " " << i << " " << k;
+        }
+      }
+    }
+    auto admin = loracle::v1::Adapters::NewStub(channel);
+    grpc::ClientContext ctx;
+    loracle::v1::GetAdapterRequest get;
+    get.set_name("long");
+    loracle::v1::AdapterInfo info;
+    ASSERT_TRUE(admin->Get(&ctx, get, &info).ok());
+    EXPECT_EQ(info.state(), loracle::v1::ADAPTER_STATE_FAILED);
+    EXPECT_NE(info.error().find("antidisestablishmentarianism"), std::string::npos) << info.error();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, DecoderParityTest, ::testing::ValuesIn(Cases()),
