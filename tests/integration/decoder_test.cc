@@ -66,6 +66,21 @@ class Reference {
     weight = weight + scaling * torch::matmul(b, a);
   }
   void SetHead(const Tensor& score) { w_["score.weight"] = score; }
+  // Every LoRA pair of a PEFT adapter_model.safetensors at `scaling`; returns the pairs added.
+  int AddPeftFile(const std::map<std::string, Tensor>& peft, double scaling) {
+    const std::string prefix = "base_model.model.", suffix = ".lora_A.weight";
+    int pairs = 0;
+    for (const auto& [key, a] : peft) {
+      if (key.size() <= prefix.size() + suffix.size() ||
+          key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0) {
+        continue;
+      }
+      const std::string stem = key.substr(0, key.size() - suffix.size());
+      AddLora(stem.substr(prefix.size()), a, peft.at(stem + ".lora_B.weight"), scaling);
+      ++pairs;
+    }
+    return pairs;
+  }
 
   Tensor Logits(const std::vector<int64_t>& ids) const {
     const int64_t n = static_cast<int64_t>(ids.size());
@@ -211,20 +226,7 @@ TEST_P(DecoderParityTest, MatchesTheFloat64ReferenceThroughGrpc) {
   {
     std::map<std::string, Tensor> a =
         ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors");
-    const double scaling = spec.lora.lora_alpha / spec.lora.rank;
-    int pairs = 0;
-    for (const auto& [key, t] : a) {
-      const std::string suffix = ".lora_A.weight";
-      if (key.size() > suffix.size() &&
-          key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
-        const std::string module =
-            key.substr(std::string("base_model.model.").size(),
-                       key.size() - suffix.size() - std::string("base_model.model.").size());
-        const std::string b_key = key.substr(0, key.size() - suffix.size()) + ".lora_B.weight";
-        lora_ref.AddLora(module, t, a.at(b_key), scaling);
-        ++pairs;
-      }
-    }
+    const int pairs = lora_ref.AddPeftFile(a, spec.lora.lora_alpha / spec.lora.rank);
     EXPECT_EQ(pairs, 7 * config.num_hidden_layers);
     lora_ref.SetHead(a.at("base_model.model.score.weight"));
     EXPECT_EQ(a.count("base_model.model.score.bias"), 0u) << "the score head has no bias";
@@ -558,18 +560,10 @@ TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
     zero_ref.SetHead(head);
     Reference lora_ref(config, weights);
     lora_ref.SetHead(head);
-    for (const auto& [key, t] :
-         ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors")) {
-      const std::string suffix = ".lora_A.weight";
-      if (key.size() <= suffix.size() ||
-          key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-        continue;
-      const std::string stem = key.substr(0, key.size() - suffix.size());
-      const auto all =
-          ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors");
-      lora_ref.AddLora(stem.substr(std::string("base_model.model.").size()), t,
-                       all.at(stem + ".lora_B.weight"), spec.lora.lora_alpha / spec.lora.rank);
-    }
+    EXPECT_EQ(lora_ref.AddPeftFile(
+                  ReadAll(server->store().VersionDir("lora", 1) + "/adapter_model.safetensors"),
+                  spec.lora.lora_alpha / spec.lora.rank),
+              3 * config.num_hidden_layers);
 
     auto channel = server->NewChannel();
     auto inference = loracle::v1::Inference::NewStub(channel);
