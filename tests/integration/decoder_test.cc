@@ -170,6 +170,36 @@ class Reference {
   std::map<std::string, Tensor> w_;
 };
 
+// Predicts `texts` (token ids `ids`) with `adapter` over gRPC and expects every served probability
+// within 1e-4 of the reference's, and each input's token count; the reference probabilities must
+// differ across classes (else the comparison would be weak).
+void ExpectServedMatchesReference(loracle::v1::Inference::Stub& inference,
+                                  const std::string& adapter, const std::vector<std::string>& texts,
+                                  const std::vector<std::vector<int64_t>>& ids,
+                                  const Reference& ref) {
+  loracle::v1::PredictRequest req;
+  req.set_adapter(adapter);
+  for (const std::string& t : texts) req.add_inputs(t);
+  loracle::v1::PredictResponse resp;
+  grpc::ClientContext ctx;
+  const grpc::Status s = inference.Predict(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << adapter << ": " << s.error_message();
+  ASSERT_EQ(resp.predictions_size(), static_cast<int>(texts.size()));
+  double spread = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const Tensor p = torch::softmax(ref.Logits(ids[i]), 0);
+    spread = std::max(spread, (p.max() - p.min()).item<double>());
+    const loracle::v1::Prediction& got = resp.predictions(static_cast<int>(i));
+    EXPECT_EQ(got.num_tokens(), ids[i].size());
+    ASSERT_EQ(got.probs_size(), p.size(0));
+    for (int c = 0; c < got.probs_size(); ++c) {
+      EXPECT_NEAR(got.probs(c), p[c].item<double>(), 1e-4)
+          << adapter << " text " << i << " class " << c;
+    }
+  }
+  EXPECT_GT(spread, 0.05) << "the probabilities are not all alike (the check would be weak)";
+}
+
 class DecoderParityTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(DecoderParityTest, MatchesTheFloat64ReferenceThroughGrpc) {
@@ -233,28 +263,8 @@ TEST_P(DecoderParityTest, MatchesTheFloat64ReferenceThroughGrpc) {
   }
 
   auto inference = loracle::v1::Inference::NewStub(server->NewChannel());
-  for (const auto& [adapter, ref] :
-       {std::pair<std::string, const Reference*>{"base", &base_ref}, {"lora", &lora_ref}}) {
-    loracle::v1::PredictRequest req;
-    req.set_adapter(adapter);
-    for (const std::string& t : texts) req.add_inputs(t);
-    loracle::v1::PredictResponse resp;
-    grpc::ClientContext ctx;
-    const grpc::Status s = inference->Predict(&ctx, req, &resp);
-    ASSERT_TRUE(s.ok()) << adapter << ": " << s.error_message();
-    ASSERT_EQ(resp.predictions_size(), 3);
-    double spread = 0;
-    for (int i = 0; i < 3; ++i) {
-      const Tensor p = torch::softmax(ref->Logits(ids[static_cast<size_t>(i)]), 0);
-      spread = std::max(spread, (p.max() - p.min()).item<double>());
-      EXPECT_EQ(resp.predictions(i).num_tokens(), ids[static_cast<size_t>(i)].size());
-      for (int c = 0; c < 3; ++c) {
-        EXPECT_NEAR(resp.predictions(i).probs(c), p[c].item<double>(), 1e-4)
-            << adapter << " text " << i << " class " << c;
-      }
-    }
-    EXPECT_GT(spread, 0.05) << "the probabilities are not all alike (the check would be weak)";
-  }
+  ExpectServedMatchesReference(*inference, "base", texts, ids, base_ref);
+  ExpectServedMatchesReference(*inference, "lora", texts, ids, lora_ref);
 }
 
 model::ModelConfig Decoder(const std::string& type, int64_t heads, int64_t kv, int64_t head_dim) {
@@ -569,24 +579,14 @@ TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
     auto inference = loracle::v1::Inference::NewStub(channel);
     const std::vector<std::string> texts = {"Hello there, my friend",
                                             "A much longer input, with commas, and words"};
-    for (const auto& [adapter, ref] :
-         {std::pair<std::string, const Reference*>{"zero", &zero_ref}, {"lora", &lora_ref}}) {
-      loracle::v1::PredictRequest req;
-      req.set_adapter(adapter);
-      for (const std::string& t : texts) req.add_inputs(t);
-      loracle::v1::PredictResponse resp;
-      grpc::ClientContext ctx;
-      const grpc::Status st = inference->Predict(&ctx, req, &resp);
-      ASSERT_TRUE(st.ok()) << adapter << ": " << st.error_message();
-      for (int i = 0; i < 2; ++i) {
-        auto e = (*tokenizer)->Encode(texts[static_cast<size_t>(i)], std::nullopt, max_length);
-        const Tensor p = torch::softmax(ref->Logits(e->input_ids), 0);
-        for (int k = 0; k < 3; ++k) {
-          EXPECT_NEAR(resp.predictions(i).probs(k), p[k].item<double>(), 1e-4)
-              << adapter << " " << i << " " << k;
-        }
-      }
+    std::vector<std::vector<int64_t>> ids;
+    for (const std::string& t : texts) {
+      auto e = (*tokenizer)->Encode(t, std::nullopt, max_length);
+      ASSERT_TRUE(e.ok()) << e.status();
+      ids.push_back(e->input_ids);
     }
+    ExpectServedMatchesReference(*inference, "zero", texts, ids, zero_ref);
+    ExpectServedMatchesReference(*inference, "lora", texts, ids, lora_ref);
     auto admin = loracle::v1::Adapters::NewStub(channel);
     grpc::ClientContext ctx;
     loracle::v1::GetAdapterRequest get;
