@@ -1,5 +1,7 @@
 #include "server/model/backbone.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <exception>
 #include <functional>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/model/architecture.h"
 #include "server/model/bert_encoder.h"
+#include "server/model/hidden_key.h"
 #include "server/model/llama_decoder.h"
 
 namespace loracle::model {
@@ -21,16 +24,40 @@ struct Family {
   Backbone (*make)(const ModelConfig& config);
 };
 constexpr Family kFamilies[] = {
-    {"bert", MakeBertEncoder},
-    {"roberta", MakeBertEncoder},
-    {"distilbert", MakeBertEncoder},
-    {"llama", MakeLlamaDecoder},
-    {"mistral", MakeLlamaDecoder},
-    {"qwen2", MakeLlamaDecoder},
+    {"bert", MakeBertEncoder},   {"roberta", MakeBertEncoder},  {"distilbert", MakeBertEncoder},
+    {"llama", MakeLlamaDecoder}, {"mistral", MakeLlamaDecoder}, {"qwen2", MakeLlamaDecoder},
     {"qwen3", MakeLlamaDecoder},
 };
 
 }  // namespace
+
+HiddenKeyMasks DrawHiddenKeyMasks(const LoraRouting& routing, int64_t rows, int64_t seq,
+                                  int64_t heads, int64_t intermediate, int64_t layer,
+                                  const torch::TensorOptions& options,
+                                  const std::function<void(int64_t, torch::Tensor&)>& protect) {
+  const double lowest = LowestFinite(options.dtype().toScalarType());
+  torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq});
+  torch::Tensor hiddencut = torch::ones({rows, seq, intermediate});
+  const uint64_t li = static_cast<uint64_t>(layer);
+  for (const LoraGroup& g : routing) {
+    if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
+    for (int64_t r = g.begin; r < g.end; ++r) {
+      const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
+      if (g.dropout->dropkey_rate > 0) {
+        auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
+        torch::Tensor keep =
+            torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
+        protect(r, keep);
+        dropkey[r].copy_((1.0 - keep) * lowest);
+      }
+      if (g.dropout->hiddencut_rate > 0) {
+        hiddencut[r].copy_(KeepMask({seq, intermediate}, g.dropout->hiddencut_rate,
+                                    MixSeed(seed, li, kMaskHiddenCut)));
+      }
+    }
+  }
+  return {dropkey.to(options), hiddencut.to(options)};
+}
 
 std::vector<torch::Tensor> BackboneImpl::Classify(const torch::Tensor& features,
                                                   const LoraRouting& routing) {

@@ -1,7 +1,5 @@
 #include "server/model/bert_encoder.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <algorithm>
 #include <cmath>
 #include <exception>
@@ -12,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/model/hidden_key.h"
 
 namespace loracle::model {
 namespace {
@@ -194,43 +193,6 @@ BertEncoderImpl::AttentionMask BertEncoderImpl::MakeAttentionMask(
   return m;
 }
 
-BertEncoderImpl::HiddenKeyMasks BertEncoderImpl::DrawHiddenKeyMasks(
-    const LoraRouting& routing, const AttentionMask& mask, int64_t layer,
-    const torch::TensorOptions& options) const {
-  const int64_t rows = mask.mask.size(0), seq = mask.mask.size(1);
-  const int64_t heads = config_.num_attention_heads;
-  // Drawn on the host from the rows' seeds (the same masks on every device), then copied to the
-  // device once per layer.
-  const double lowest = LowestFinite(options.dtype().toScalarType());
-  torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq});
-  torch::Tensor hiddencut = torch::ones({rows, seq, config_.intermediate_size});
-  const uint64_t li = static_cast<uint64_t>(layer);
-  for (const LoraGroup& g : routing) {
-    if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
-    for (int64_t r = g.begin; r < g.end; ++r) {
-      const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
-      if (g.dropout->dropkey_rate > 0) {
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
-        torch::Tensor keep =
-            torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
-        // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
-        torch::Tensor valid = mask.host_mask[r].to(keep.scalar_type()).view({1, 1, seq});
-        torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
-        keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
-        dropkey[r].copy_((1.0 - keep) * lowest);
-      }
-      if (g.dropout->hiddencut_rate > 0) {
-        hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
-                                    MixSeed(seed, li, kMaskHiddenCut)));
-      }
-    }
-  }
-  HiddenKeyMasks out;
-  out.dropkey = dropkey.to(options);
-  out.hiddencut = hiddencut.to(options);
-  return out;
-}
-
 torch::Tensor BertEncoderImpl::SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,
                                              const torch::Tensor& dropkey) const {
   const int64_t rows = qkv.size(0), seq = qkv.size(1);
@@ -297,7 +259,18 @@ torch::Tensor BertEncoderImpl::LayerForward(int64_t index, const torch::Tensor& 
   l.key->AddLora(h, qkv.narrow(2, hidden, hidden), routing);
   l.value->AddLora(h, qkv.narrow(2, 2 * hidden, hidden), routing);
   HiddenKeyMasks hk;
-  if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, mask, index, h.options());
+  if (hiddenkey) {
+    // Never drop every attended key of a row: [CLS] (position 0) stays when all would go.
+    auto protect = [&mask](int64_t r, torch::Tensor& keep) {
+      const int64_t seq = keep.size(-1);
+      torch::Tensor valid = mask.host_mask[r].to(keep.scalar_type()).view({1, 1, seq});
+      torch::Tensor none_left = (keep * valid).sum(-1, /*keepdim=*/true) == 0;
+      keep.select(2, 0).masked_fill_(none_left.squeeze(-1), 1.0);
+    };
+    hk = DrawHiddenKeyMasks(*routing, mask.mask.size(0), mask.mask.size(1),
+                            config_.num_attention_heads, config_.intermediate_size, index,
+                            h.options(), protect);
+  }
   torch::Tensor a = l.attn_out(SelfAttention(qkv, mask, hk.dropkey), routing);
   a = AddNorm(l.attn_norm, a, h);
   torch::Tensor inter = Activation(l.intermediate(a, routing));

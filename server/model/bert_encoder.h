@@ -89,17 +89,10 @@ class BertEncoderImpl : public BackboneImpl {
     std::vector<int64_t> key_lengths;
     torch::Tensor additive;  // defined only when some row is not right-padded
   };
-  // HIDDENKEY's per-row masks for one layer: DropKey [rows, heads, 1, seq] (0 or lowest) and
-  // HiddenCut [rows, seq, intermediate] (0 or 1/(1-p)); rows without HIDDENKEY keep everything.
-  struct HiddenKeyMasks {
-    torch::Tensor dropkey, hiddencut;
-  };
   // embeddings.LayerNorm(word + position + token type).
   torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
   AttentionMask MakeAttentionMask(const torch::Tensor& attention_mask,
                                   const torch::Tensor& host_mask, torch::ScalarType dtype) const;
-  HiddenKeyMasks DrawHiddenKeyMasks(const LoraRouting& routing, const AttentionMask& mask,
-                                    int64_t layer, const torch::TensorOptions& options) const;
   // softmax(q k^T / sqrt(d) + mask + dropkey) v per row and head, from the fused QKV output
   // [rows, seq, 3 * hidden]; returns [rows, seq, hidden].
   torch::Tensor SelfAttention(const torch::Tensor& qkv, const AttentionMask& mask,

@@ -1,7 +1,5 @@
 #include "server/model/llama_decoder.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -9,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/model/architecture.h"
+#include "server/model/hidden_key.h"
 
 namespace loracle::model {
 namespace {
@@ -230,34 +229,6 @@ std::pair<torch::Tensor, torch::Tensor> LlamaDecoderImpl::Rotary(
   return {emb.cos().to(options), emb.sin().to(options)};
 }
 
-LlamaDecoderImpl::HiddenKeyMasks LlamaDecoderImpl::DrawHiddenKeyMasks(
-    const LoraRouting& routing, int64_t rows, int64_t seq, int64_t layer,
-    const torch::TensorOptions& options) const {
-  const int64_t heads = config_.num_attention_heads;
-  const double lowest = LowestFinite(options.dtype().toScalarType());
-  torch::Tensor dropkey = torch::zeros({rows, heads, 1, seq});
-  torch::Tensor hiddencut = torch::ones({rows, seq, config_.intermediate_size});
-  const uint64_t li = static_cast<uint64_t>(layer);
-  for (const LoraGroup& g : routing) {
-    if (!g.dropout_on() || g.dropout->method != DropoutMethod::kHiddenKey) continue;
-    for (int64_t r = g.begin; r < g.end; ++r) {
-      const uint64_t seed = g.row_seeds[static_cast<size_t>(r - g.begin)];
-      if (g.dropout->dropkey_rate > 0) {
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(MixSeed(seed, li, kMaskDropKey));
-        torch::Tensor keep =
-            torch::empty({heads, 1, seq}).bernoulli_(1.0 - g.dropout->dropkey_rate, gen);
-        keep.select(2, 0).fill_(1.0);  // key 0 is every query's: never all keys dropped
-        dropkey[r].copy_((1.0 - keep) * lowest);
-      }
-      if (g.dropout->hiddencut_rate > 0) {
-        hiddencut[r].copy_(KeepMask({seq, config_.intermediate_size}, g.dropout->hiddencut_rate,
-                                    MixSeed(seed, li, kMaskHiddenCut)));
-      }
-    }
-  }
-  return {dropkey.to(options), hiddencut.to(options)};
-}
-
 torch::Tensor LlamaDecoderImpl::Attention(const torch::Tensor& q, const torch::Tensor& k,
                                           const torch::Tensor& v,
                                           const std::vector<int64_t>& lengths,
@@ -334,7 +305,11 @@ torch::Tensor LlamaDecoderImpl::HiddenStates(const torch::Tensor& input_ids,
   for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
     Layer& l = layers_[static_cast<size_t>(i)];
     HiddenKeyMasks hk;
-    if (hiddenkey) hk = DrawHiddenKeyMasks(*routing, rows, seq, i, h.options());
+    if (hiddenkey) {
+      // Key 0 is every query's under the causal mask: never dropped, so no query loses all.
+      hk = DrawHiddenKeyMasks(*routing, rows, seq, heads, config_.intermediate_size, i, h.options(),
+                              [](int64_t, torch::Tensor& keep) { keep.select(2, 0).fill_(1.0); });
+    }
     torch::Tensor x = RmsNorm(h, l.input_norm);
     const int64_t qn = heads * d, kvn = kv * d;
     torch::Tensor qkv = FusedLinear(x, l.qkv_weight, l.qkv_bias, l.qkv_int8.get());

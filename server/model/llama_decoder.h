@@ -76,10 +76,6 @@ class LlamaDecoderImpl : public BackboneImpl {
     LoraLinear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
     LoraLinear gate{nullptr}, up{nullptr}, down{nullptr};
   };
-  struct HiddenKeyMasks {
-    torch::Tensor dropkey;    // [rows, heads, 1, seq]: 0 or lowest
-    torch::Tensor hiddencut;  // [rows, seq, intermediate]: 0 or 1/(1-p)
-  };
   std::shared_ptr<torch::nn::Module> Submodule(const std::string& path);
   LoraLinear AddLinear(const LinearSpec& spec, bool bias);
   // A linear layer whose parameters are views of caller-owned storage (a fused weight's rows).
@@ -92,8 +88,6 @@ class LlamaDecoderImpl : public BackboneImpl {
   // cos and sin [seq, head_dim] of positions 0..seq-1, in `options`' floating type.
   std::pair<torch::Tensor, torch::Tensor> Rotary(int64_t seq,
                                                  const torch::TensorOptions& options) const;
-  HiddenKeyMasks DrawHiddenKeyMasks(const LoraRouting& routing, int64_t rows, int64_t seq,
-                                    int64_t layer, const torch::TensorOptions& options) const;
   // q [rows, seq, heads, d], k and v [rows, seq, kv_heads, d] -> [rows, seq, heads * d].
   torch::Tensor Attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                           const std::vector<int64_t>& lengths, const torch::Tensor& dropkey) const;
