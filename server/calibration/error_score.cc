@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <random>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -11,43 +12,8 @@
 namespace loracle::calibration {
 namespace {
 
-// ln I_x(a, b), the regularised incomplete beta function, by its continued fraction
-// (Numerical Recipes' betacf), for a, b > 0 and 0 < x < 1.
-double RegularizedBeta(double a, double b, double x) {
-  if (x <= 0) return 0;
-  if (x >= 1) return 1;
-  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) +
-                                a * std::log(x) + b * std::log1p(-x));
-  auto fraction = [](double a, double b, double x) {
-    constexpr double kTiny = 1e-300;
-    double c = 1, d = 1 - (a + b) * x / (a + 1);
-    if (std::abs(d) < kTiny) d = kTiny;
-    d = 1 / d;
-    double h = d;
-    for (int m = 1; m <= 300; ++m) {
-      const double m2 = 2.0 * m;
-      double aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2));
-      d = 1 + aa * d;
-      if (std::abs(d) < kTiny) d = kTiny;
-      c = 1 + aa / c;
-      if (std::abs(c) < kTiny) c = kTiny;
-      d = 1 / d;
-      h *= d * c;
-      aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1));
-      d = 1 + aa * d;
-      if (std::abs(d) < kTiny) d = kTiny;
-      c = 1 + aa / c;
-      if (std::abs(c) < kTiny) c = kTiny;
-      d = 1 / d;
-      const double del = d * c;
-      h *= del;
-      if (std::abs(del - 1) < 1e-12) break;
-    }
-    return h;
-  };
-  if (x < (a + 1) / (a + b + 2)) return front * fraction(a, b, x) / a;
-  return 1 - front * fraction(b, a, 1 - x) / b;
-}
+// A fixed generator, so that a job's choice does not depend on the run.
+constexpr uint64_t kChoiceSeed = 0x6c6f7261636c6521ULL;
 
 }  // namespace
 
@@ -133,52 +99,61 @@ absl::StatusOr<ErrorScoreChoice> ChooseErrorScore(
     }
     wrong.push_back(predictions[i].argmax != labels[i]);
   }
+  const size_t n = predictions.size();
+  std::vector<std::vector<double>> scores;
   ErrorScoreChoice out;
-  double best = std::numeric_limits<double>::infinity();
   for (ErrorScore kind : kErrorScores) {
-    std::vector<double> scores;
-    for (const serving::UncertaintySummary& s : predictions)
-      scores.push_back(ErrorScoreOf(kind, s));
-    out.aurc.push_back(Aurc(scores, wrong));
-    if (out.aurc.back() < best - 1e-12) {
-      best = out.aurc.back();
-      out.score = kind;
+    std::vector<double> s;
+    for (const serving::UncertaintySummary& p : predictions) s.push_back(ErrorScoreOf(kind, p));
+    out.aurc.push_back(Aurc(s, wrong));
+    scores.push_back(std::move(s));
+  }
+  // Paired bootstrap: the same resampled predictions for every candidate.
+  const size_t k = scores.size();
+  out.wins.assign(k, 0);
+  std::mt19937_64 rng(kChoiceSeed);
+  std::uniform_int_distribution<size_t> pick(0, n == 0 ? 0 : n - 1);
+  std::vector<double> s(n);
+  std::vector<bool> w(n);
+  for (int b = 0; n > 0 && b < kChoiceResamples; ++b) {
+    std::vector<size_t> idx(n);
+    for (size_t& i : idx) i = pick(rng);
+    for (size_t i = 0; i < n; ++i) w[i] = wrong[idx[i]];
+    std::vector<double> area(k);
+    for (size_t c = 0; c < k; ++c) {
+      for (size_t i = 0; i < n; ++i) s[i] = scores[c][idx[i]];
+      area[c] = Aurc(s, w);
+    }
+    for (size_t c = 1; c < k; ++c) out.wins[c] += area[c] < area[0] - 1e-12;
+  }
+  double best = out.aurc[0];
+  for (size_t c = 1; c < k; ++c) {
+    out.wins[c] /= kChoiceResamples;
+    if (out.wins[c] >= kChoiceConfidence && out.aurc[c] < best - 1e-12) {
+      best = out.aurc[c];
+      out.score = kErrorScores[c];
     }
   }
   return out;
 }
 
-double BinomialUpperBound(int64_t errors, int64_t n, double delta) {
-  if (errors >= n) return 1;
-  // The u with P(Bin(n, u) <= errors) = delta, i.e. I_u(errors + 1, n - errors) = 1 - delta.
-  const double a = static_cast<double>(errors) + 1, b = static_cast<double>(n - errors);
-  double lo = 0, hi = 1;
-  for (int i = 0; i < 60; ++i) {
-    const double mid = (lo + hi) / 2;
-    (RegularizedBeta(a, b, mid) < 1 - delta ? lo : hi) = mid;
-  }
-  return hi;
-}
-
 RiskThreshold ThresholdForRisk(const std::vector<double>& sorted_scores,
-                               const std::vector<bool>& wrong, double risk, double delta) {
+                               const std::vector<bool>& wrong, double risk) {
   RiskThreshold out;
   out.threshold = -std::numeric_limits<double>::infinity();
   const size_t n = sorted_scores.size();
   std::vector<int64_t> errors_upto(n + 1, 0);
   for (size_t i = 0; i < n; ++i) errors_upto[i + 1] = errors_upto[i] + wrong[i];
-  // Candidates: the prefixes answering about j / kRiskGrid of the predictions, each cut back to a
-  // change of score (a threshold answers every input with its score); Bonferroni over the grid.
-  for (int j = kRiskGrid; j >= 1; --j) {
-    size_t m = static_cast<size_t>(std::ceil(static_cast<double>(n) * j / kRiskGrid));
-    while (m > 0 && m < n && sorted_scores[m] == sorted_scores[m - 1]) --m;
-    if (m == 0) continue;
-    if (BinomialUpperBound(errors_upto[m], static_cast<int64_t>(m), delta / kRiskGrid) <= risk) {
-      out.threshold = sorted_scores[m - 1];
-      out.coverage = static_cast<double>(m) / static_cast<double>(n);
-      out.error_rate = static_cast<double>(errors_upto[m]) / static_cast<double>(m);
-      return out;
-    }
+  // Candidates: every prefix that ends at a change of score (a threshold answers every input with
+  // its score); the largest within the risk.
+  for (size_t m = n; m >= 1; --m) {
+    if (m < n && sorted_scores[m] == sorted_scores[m - 1]) continue;
+    const double corrected = static_cast<double>(errors_upto[m] + 1) / static_cast<double>(m + 1);
+    if (corrected > risk) continue;
+    out.threshold = sorted_scores[m - 1];
+    out.coverage = static_cast<double>(m) / static_cast<double>(n);
+    out.error_rate = static_cast<double>(errors_upto[m]) / static_cast<double>(m);
+    break;
   }
   return out;
 }

@@ -6,14 +6,19 @@
 //
 //   candidates  1 - confidence, margin (1 - (p_(1) - p_(2))), predictive entropy, mutual
 //               information, the winning class's prob_std: each "higher = more likely wrong"
-//   choice      the lowest AURC (area under the risk-coverage curve: answer the lowest scores
-//               first; ties count in expectation over their order), 1 - confidence on ties
-//   risk        answer inputs whose score is at most the threshold for risk r: of the prefixes of
-//               the validation predictions (by score) answering about 5%, 10%, ..., 100% of
-//               them, the largest whose Clopper-Pearson upper bound on the error rate, at
-//               confidence 1 - delta / 20 (Bonferroni over the 20), is <= r. If validation and
-//               live inputs are exchangeable, the answered error rate is <= r with probability
-//               >= 1 - delta.
+//   choice      1 - confidence, unless another candidate ranks the validation errors better
+//               (lower AURC: answer the lowest scores first; ties count in expectation over
+//               their order) in at least kChoiceConfidence of kChoiceResamples paired bootstrap
+//               resamples of the validation predictions; then the lowest AURC of those that do.
+//               A split with few errors cannot tell the candidates apart, and keeps the default.
+//   risk        answer inputs whose score is at most the threshold for risk r: the largest prefix
+//               of the validation predictions (by score, ending at a change of score) whose
+//               corrected error rate (errors + 1) / (answered + 1) is <= r. The +1 counts the one
+//               new input (conformal risk control's finite-sample correction): for a threshold
+//               fixed in advance and inputs exchangeable with the validation split, the expected
+//               error rate among answered inputs is then <= r; choosing the threshold on the same
+//               split makes that approximate (ErrorScoreTest measures it over many draws). Not a
+//               high-probability bound: one validation draw can land above r.
 
 #include <string>
 #include <vector>
@@ -43,24 +48,25 @@ double Aurc(const std::vector<double>& scores, const std::vector<bool>& wrong);
 struct ErrorScoreChoice {
   ErrorScore score = ErrorScore::kOneMinusConfidence;
   std::vector<double> aurc;  // per kErrorScores entry
+  // Per kErrorScores entry: the share of bootstrap resamples where it ranked the errors better
+  // than 1 - confidence (0 for 1 - confidence itself).
+  std::vector<double> wins;
 };
 // INVALID_ARGUMENT for sizes that disagree or labels out of range.
 absl::StatusOr<ErrorScoreChoice> ChooseErrorScore(
     const std::vector<serving::UncertaintySummary>& predictions, const std::vector<int>& labels);
 
-// The (1 - delta) Clopper-Pearson upper bound on a binomial rate with `errors` in `n` (n >= 1).
-double BinomialUpperBound(int64_t errors, int64_t n, double delta);
-
-inline constexpr int kRiskGrid = 20;
+inline constexpr int kChoiceResamples = 500;
+inline constexpr double kChoiceConfidence = 0.95;
 
 struct RiskThreshold {
   double threshold = 0;   // answer inputs whose score is <= this; -infinity: answer none
   double coverage = 0;    // share of validation predictions answered
   double error_rate = 0;  // their error rate
 };
-// `sorted_scores` ascending, `wrong[i]` for sorted_scores[i]; risk in (0, 1), delta in (0, 1).
+// `sorted_scores` ascending, `wrong[i]` for sorted_scores[i]; risk in (0, 1).
 RiskThreshold ThresholdForRisk(const std::vector<double>& sorted_scores,
-                               const std::vector<bool>& wrong, double risk, double delta);
+                               const std::vector<bool>& wrong, double risk);
 
 }  // namespace loracle::calibration
 

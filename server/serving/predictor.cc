@@ -27,9 +27,6 @@ struct Tokenized {
   std::optional<text::Encoding> pair;
 };
 
-// abstain_risk's guarantee holds with probability 1 - kRiskDelta (calibration/error_score.h).
-constexpr double kRiskDelta = 0.1;
-
 std::string NewPredictionId() {
   thread_local absl::BitGen gen;
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
@@ -250,8 +247,7 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
             "abstain_threshold")));
       }
       reply.risk_threshold =
-          calibration::ThresholdForRisk(e.scores, e.wrong, *call.abstain_risk, kRiskDelta)
-              .threshold;
+          calibration::ThresholdForRisk(e.scores, e.wrong, *call.abstain_risk).threshold;
     }
     if (call.coverage.has_value()) {
       if (serving.conformal_scores.empty()) {

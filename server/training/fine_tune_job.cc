@@ -44,6 +44,9 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
     loracle::v1::ErrorScoreCandidate* c = out.add_error_score_candidates();
     c->set_name(std::string(calibration::ErrorScoreName(calibration::kErrorScores[i])));
     c->set_aurc(static_cast<float>(r.error_score_aurc[i]));
+    if (i < r.error_score_wins.size()) {
+      c->set_bootstrap_wins(static_cast<float>(r.error_score_wins[i]));
+    }
   }
   out.set_members_trained(static_cast<uint32_t>(r.members_trained));
   for (double x : r.ensemble_nll_by_members) out.add_ensemble_nll_by_members(static_cast<float>(x));
@@ -57,6 +60,7 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
     ood->set_threshold(static_cast<float>(r.ood_threshold));
     ood->set_quantile(static_cast<float>(kOodQuantile));
     ood->set_shrinkage(static_cast<float>(r.ood_shrinkage));
+    ood->set_views(static_cast<uint32_t>(r.ood_views));
     double sum = 0;
     for (double x : r.ood_validation_scores) sum += x;
     ood->set_validation_mean_score(

@@ -121,6 +121,7 @@ struct TrainingReport {
   // with whether it was wrong.
   calibration::ErrorScore error_score = calibration::ErrorScore::kOneMinusConfidence;
   std::vector<double> error_score_aurc;
+  std::vector<double> error_score_wins;  // bootstrap share beating 1 - confidence, same order
   std::vector<double> error_scores;
   std::vector<bool> error_wrong;
   // The OOD detector's threshold (the kOodQuantile quantile of the validation distances), the
@@ -128,6 +129,7 @@ struct TrainingReport {
   // ood_threshold == 0: no detector.
   double ood_threshold = 0;
   double ood_shrinkage = 0;
+  int64_t ood_views = 0;  // one per member kept
   std::vector<double> ood_validation_scores;
   // Members: how many were trained (`members` reports each); the calibrated validation NLL of
   // the ensemble of the first k members, k = 1..members_trained (one deterministic pass each);

@@ -420,7 +420,7 @@ TEST_F(RestTest, AbstainRiskUsesTheAdaptersErrorScore) {
   for (float risk : {0.3f, 0.6f}) {
     loracle::v1::PredictResponse resp;
     ASSERT_TRUE(predict("sets", risk, &resp).ok());
-    const double t = calibration::ThresholdForRisk(scores, wrong, risk, 0.1).threshold;
+    const double t = calibration::ThresholdForRisk(scores, wrong, risk).threshold;
     for (const loracle::v1::Prediction& p : resp.predictions()) {
       const float e = p.uncertainty().error_score();
       EXPECT_NEAR(e, 1 - p.uncertainty().confidence(), 1e-6);

@@ -193,7 +193,15 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   // And the error score it chose on them, with every candidate's AURC in the report.
   EXPECT_EQ(serving["error_score"]["name"], done.report().error_score());
   EXPECT_EQ(serving["error_score"]["scores"].size(), done.validation_examples());
-  EXPECT_EQ(done.report().error_score_candidates_size(), 5);
+  ASSERT_EQ(done.report().error_score_candidates_size(), 5);
+  EXPECT_EQ(done.report().error_score_candidates(0).bootstrap_wins(), 0.0f);
+  for (const loracle::v1::ErrorScoreCandidate& c : done.report().error_score_candidates()) {
+    EXPECT_GE(c.bootstrap_wins(), 0.0f);
+    EXPECT_LE(c.bootstrap_wins(), 1.0f);
+    if (c.name() == done.report().error_score() && c.name() != "one_minus_confidence") {
+      EXPECT_GE(c.bootstrap_wins(), 0.95f) << "chosen over 1 - confidence only when it wins";
+    }
+  }
   EXPECT_EQ(serving["conformal"]["score"], "LAC");
   ASSERT_EQ(done.report().conformal_size(), 3);
   EXPECT_FLOAT_EQ(done.report().conformal(1).target(), 0.9f);
@@ -204,6 +212,7 @@ TEST_F(TrainingTest, SubmitWatchToSucceededThenPredictWithThePublishedVersion) {
   EXPECT_EQ(serving["ood"]["quantile"].get<double>(), 0.95);
   EXPECT_FALSE(testing::ReadFile(dir + "/" + serving["ood"]["file"].get<std::string>()).empty());
   EXPECT_EQ(done.report().ood().method(), "mahalanobis");
+  EXPECT_EQ(done.report().ood().views(), 2u) << "one Gaussian per member";
   EXPECT_NEAR(done.report().ood().threshold(), serving["ood"]["threshold"].get<double>(),
               1e-5 * serving["ood"]["threshold"].get<double>());
   EXPECT_NE(metrics.find("loracle_prediction_ood_score_count{adapter=\"spam\",version=\"1\"} 2"),
