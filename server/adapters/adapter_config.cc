@@ -381,6 +381,21 @@ absl::StatusOr<ServingConfig> ParseServingConfig(absl::string_view text, absl::s
       if (w.empty()) return Bad(source, "\"label_words\" entries must not be empty");
     }
   }
+  if (auto it = j.find("prompt_template"); it != j.end() && !it->is_null()) {
+    const std::string kSlot = "{text}";
+    if (!it->is_string()) return Bad(source, "\"prompt_template\" must be a string");
+    c.prompt_template = it->get<std::string>();
+    const size_t at = c.prompt_template.find(kSlot);
+    if (at == std::string::npos ||
+        c.prompt_template.find(kSlot, at + kSlot.size()) != std::string::npos) {
+      return Bad(source,
+                 "\"prompt_template\" must hold \"{text}\" exactly once, where the "
+                 "input goes");
+    }
+    if (c.max_windows > 1) {
+      return Bad(source, "\"prompt_template\" reads one window: \"max_windows\" must be 1");
+    }
+  }
   if (auto it = j.find("base"); it != j.end() && !it->is_null()) {
     const std::string usage =
         "\"base\" must be {\"fingerprint\": \"lfp1-...\", \"model_type\": TYPE, \"path\": DIR}";
@@ -407,10 +422,8 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                     {"dropkey_rate", c.dropout.dropkey_rate},
                     {"hiddencut_rate", c.dropout.hiddencut_rate}};
   }
-  if (c.max_windows > 1) {
-    j["max_windows"] = c.max_windows;
-    j["window_length"] = c.window_length;
-  }
+  if (c.max_windows > 1) j["max_windows"] = c.max_windows;
+  if (c.window_length > 0 || c.max_windows > 1) j["window_length"] = c.window_length;
   if (!c.description.empty()) j["description"] = c.description;
   if (c.reference.examples > 0) {
     j["reference"] = {{"examples", c.reference.examples},
@@ -437,6 +450,7 @@ std::string ServingConfigToJson(const ServingConfig& c) {
                 {"threshold", c.ood.threshold}};
   }
   if (!c.label_words.empty()) j["label_words"] = c.label_words;
+  if (!c.prompt_template.empty()) j["prompt_template"] = c.prompt_template;
   if (!c.base.fingerprint.empty()) {
     j["base"] = {{"fingerprint", c.base.fingerprint},
                  {"model_type", c.base.model_type},
@@ -483,6 +497,12 @@ absl::string_view AdapterStateName(AdapterState state) {
       return "FAILED";
   }
   return "UNKNOWN";
+}
+
+PromptParts SplitPromptTemplate(const std::string& prompt_template) {
+  const size_t at = prompt_template.find("{text}");
+  if (at == std::string::npos) return {prompt_template, ""};
+  return {prompt_template.substr(0, at), prompt_template.substr(at + 6)};
 }
 
 }  // namespace loracle::adapters

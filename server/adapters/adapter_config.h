@@ -129,7 +129,19 @@ struct ServingConfig {
   // tokenizer. Replaces the classification head; with no PEFT files the adapter is the base
   // itself, zero-shot. Empty: the adapter's own head.
   std::vector<std::string> label_words;
+  // A prompt around each input ("prompt_template" in loracle.json): the text with "{text}"
+  // (exactly once) standing for the input, e.g. "Review: {text}\nSentiment:". Tokenised as
+  // text::Tokenizer::EncodePrompt does: what follows {text} is never truncated, so the label
+  // words are read after it. Single texts and one window (max_windows 1) only. Empty: the input
+  // alone.
+  std::string prompt_template;
 };
+
+// The text before and after "{text}" in a prompt template.
+struct PromptParts {
+  std::string prefix, suffix;
+};
+PromptParts SplitPromptTemplate(const std::string& prompt_template);
 
 // INVALID_ARGUMENT naming `source` and the field.
 absl::StatusOr<PeftLoraConfig> ParsePeftConfig(absl::string_view json_text,

@@ -217,6 +217,27 @@ void Predictor::Predict(PredictCall call, absl::Time deadline, std::function<boo
                            ? std::min(serving.window_length, options_.max_length)
                            : options_.max_length;
     std::vector<bool> truncated;
+    // A prompt template: each text tokenised again inside the adapter's prompt, one window.
+    if (!serving.prompt_template.empty()) {
+      if (!call.text_pairs.empty()) {
+        return done(absl::InvalidArgumentError(
+            absl::StrCat("adapter ", call.adapter,
+                         " wraps each input in its prompt template, which takes "
+                         "single texts, not text_pairs")));
+      }
+      const adapters::PromptParts prompt = adapters::SplitPromptTemplate(serving.prompt_template);
+      for (size_t i = 0; i < call.inputs.size(); ++i) {
+        absl::StatusOr<text::Encoding> e =
+            options_.tokenizer->EncodePrompt(prompt.prefix, call.inputs[i], prompt.suffix, length);
+        if (!e.ok()) {
+          return done(
+              absl::InvalidArgumentError(absl::StrCat("inputs[", i, "]: ", e.status().message())));
+        }
+        truncated.push_back(e->truncated);
+        req->inputs.push_back(*std::move(e));
+      }
+      tokenized.clear();
+    }
     for (size_t i = 0; i < tokenized.size(); ++i) {
       Tokenized& t = tokenized[i];
       if (t.pair.has_value()) {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/text/utf8_util.h"
@@ -233,17 +234,43 @@ void ByteLevelBpeTokenizer::Bpe(const std::string& mapped, std::vector<int64_t>*
   Merge(std::move(symbols), ids);
 }
 
-void ByteLevelBpeTokenizer::SentencePieceSegment(absl::string_view text,
+void ByteLevelBpeTokenizer::SentencePieceSegment(absl::string_view text, bool at_start,
                                                  std::vector<int64_t>* ids) const {
   if (text.empty()) return;
-  std::string input = options_.prepend;
+  const std::string kMeta = "\xe2\x96\x81";  // U+2581 ▁
+  using Metaspace = Options::Metaspace;
+  const bool metaspace = options_.metaspace != Metaspace::kOff;
+  std::string input = metaspace ? "" : options_.prepend;
   for (char ch : text) {
-    if (options_.replace_space && ch == ' ') {
-      input += "\xe2\x96\x81";  // U+2581 ▁
+    if ((options_.replace_space || metaspace) && ch == ' ') {
+      input += kMeta;
     } else {
       input += ch;
     }
   }
+  if (metaspace && !absl::StartsWith(input, kMeta) &&
+      (options_.metaspace == Metaspace::kAlways ||
+       (options_.metaspace == Metaspace::kFirst && at_start))) {
+    input.insert(0, kMeta);
+  }
+  if (metaspace && options_.metaspace_split) {
+    // MergedWithNext: each "▁" begins a word; the words are merged one by one.
+    size_t begin = 0;
+    while (begin < input.size()) {
+      // The next "▁" after this word's first byte (UTF-8 never matches inside a character).
+      size_t next = input.find(kMeta, begin + 1);
+      if (next == std::string::npos) next = input.size();
+      SentencePieceWord(input.substr(begin, next - begin), ids);
+      begin = next;
+    }
+    return;
+  }
+  SentencePieceWord(input, ids);
+}
+
+void ByteLevelBpeTokenizer::SentencePieceWord(const std::string& input,
+                                              std::vector<int64_t>* ids) const {
+  if (input.empty()) return;
   const std::string unk = unk_id_ >= 0 ? vocab_[static_cast<size_t>(unk_id_)] : "";
   std::vector<std::string> symbols;
   std::string ch;
@@ -307,10 +334,10 @@ void ByteLevelBpeTokenizer::Merge(std::vector<std::string> symbols,
   }
 }
 
-void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text,
+void ByteLevelBpeTokenizer::TokenizeSegment(absl::string_view text, bool at_start,
                                             std::vector<int64_t>* ids) const {
   if (!options_.byte_level) {
-    SentencePieceSegment(text, ids);
+    SentencePieceSegment(text, at_start, ids);
     return;
   }
   std::string input(text);

@@ -37,6 +37,14 @@ class ByteLevelBpeTokenizer : public Tokenizer {
     // (consecutive unks fused into one with fuse_unk).
     std::string prepend;
     bool replace_space = false;
+    // Sentencepiece-style with a Metaspace pre-tokenizer (newer Llama 2 and Mistral files) instead
+    // of that normalizer: spaces become "▁"; a "▁" is prepended, unless the text already starts
+    // with one, to every stretch between added tokens (kAlways), only to the one that starts the
+    // text (kFirst), or to none (kNever); with metaspace_split each "▁" starts a new word that
+    // merges never cross (Hugging Face's MergedWithNext). kOff: no Metaspace.
+    enum class Metaspace { kOff, kAlways, kFirst, kNever };
+    Metaspace metaspace = Metaspace::kOff;
+    bool metaspace_split = true;
     bool byte_fallback = false;
     bool fuse_unk = false;
     Pattern pattern = Pattern::kGpt2;
@@ -65,14 +73,17 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   static std::vector<std::string> SplitLlama3(absl::string_view text, int max_digits);
 
  protected:
-  void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const override;
+  void TokenizeSegment(absl::string_view text, bool at_start,
+                       std::vector<int64_t>* ids) const override;
 
  private:
   explicit ByteLevelBpeTokenizer(const Options& options) : options_(options) {}
   void Bpe(const std::string& mapped, std::vector<int64_t>* ids) const;
   // Merges `symbols` by rank and appends their ids (unk, or nothing, for unknown symbols).
   void Merge(std::vector<std::string> symbols, std::vector<int64_t>* ids) const;
-  void SentencePieceSegment(absl::string_view text, std::vector<int64_t>* ids) const;
+  void SentencePieceSegment(absl::string_view text, bool at_start, std::vector<int64_t>* ids) const;
+  // One word of sentencepiece-style BPE: characters (or their "<0xXX>" bytes, or unk), merged.
+  void SentencePieceWord(const std::string& input, std::vector<int64_t>* ids) const;
 
   Options options_;
   std::vector<std::string> vocab_;  // by id; "" for ids the vocabulary skips

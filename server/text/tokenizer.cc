@@ -85,7 +85,9 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::TokenizeToIds(absl::string_view 
         --seg_end;
       }
     }
-    if (seg_end > seg_begin) TokenizeSegment(text.substr(seg_begin, seg_end - seg_begin), &ids);
+    if (seg_end > seg_begin) {
+      TokenizeSegment(text.substr(seg_begin, seg_end - seg_begin), seg_begin == 0, &ids);
+    }
     ids.push_back(match->id);
     pos += match->content.size();
     if (match->rstrip) {
@@ -96,7 +98,7 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::TokenizeToIds(absl::string_view 
     }
     seg_begin = pos;
   }
-  if (seg_begin < text.size()) TokenizeSegment(text.substr(seg_begin), &ids);
+  if (seg_begin < text.size()) TokenizeSegment(text.substr(seg_begin), seg_begin == 0, &ids);
   return ids;
 }
 
@@ -149,6 +151,29 @@ absl::StatusOr<std::vector<Encoding>> Tokenizer::Windows(const std::vector<int64
     Assemble(part, nullptr, &out[j]);
   }
   return out;
+}
+
+absl::StatusOr<Encoding> Tokenizer::EncodePrompt(absl::string_view prefix, absl::string_view text,
+                                                 absl::string_view suffix, int max_length) const {
+  absl::StatusOr<std::vector<int64_t>> head = TokenizeToIds(absl::StrCat(prefix, text));
+  if (!head.ok()) return head.status();
+  absl::StatusOr<std::vector<int64_t>> tail = TokenizeToIds(suffix);
+  if (!tail.ok()) return tail.status();
+  const int64_t budget = static_cast<int64_t>(max_length) - template_.NumSpecial(false) -
+                         static_cast<int64_t>(tail->size());
+  if (budget < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt template's text after {text} is ", tail->size(),
+        " tokens, which leaves no room for the input in a window of ", max_length, " tokens"));
+  }
+  Encoding e;
+  if (static_cast<int64_t>(head->size()) > budget) {
+    head->resize(static_cast<size_t>(budget));
+    e.truncated = true;
+  }
+  head->insert(head->end(), tail->begin(), tail->end());
+  Assemble(*head, nullptr, &e);
+  return e;
 }
 
 absl::StatusOr<std::vector<Encoding>> Tokenizer::EncodeWindows(

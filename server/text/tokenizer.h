@@ -77,6 +77,15 @@ class Tokenizer {
   // INVALID_ARGUMENT for max_length below the special tokens + 1 or max_windows < 1.
   absl::StatusOr<std::vector<Encoding>> Windows(const std::vector<int64_t>& ids, int max_length,
                                                 int max_windows) const;
+  // `text` inside a prompt template, prefix + text + suffix, as one encoding of at most
+  // `max_length` ids with special tokens: the ids of prefix + text, then those of the suffix
+  // tokenised on its own (the ids of the whole prompt whenever the suffix starts at a pre-token
+  // boundary, as a suffix starting with a space, newline or punctuation does). When too long,
+  // the prefix + text ids are cut at their end (`truncated`); the suffix is always kept, since
+  // the prediction is read after it. INVALID_ARGUMENT on bad UTF-8 or when the suffix and the
+  // special tokens leave no room for one more id.
+  absl::StatusOr<Encoding> EncodePrompt(absl::string_view prefix, absl::string_view text,
+                                        absl::string_view suffix, int max_length) const;
   // Windows of `text`; a text pair (or max_windows == 1) gives the one encoding of Encode.
   absl::StatusOr<std::vector<Encoding>> EncodeWindows(absl::string_view text,
                                                       std::optional<absl::string_view> pair,
@@ -88,8 +97,10 @@ class Tokenizer {
   const SpecialTokensTemplate& special_tokens() const { return template_; }
 
  protected:
-  // Ids of a stretch of text that contains no added token; `text` is valid UTF-8.
-  virtual void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const = 0;
+  // Ids of a stretch of text that contains no added token; `text` is valid UTF-8. `at_start`:
+  // the stretch begins the text (no added token before it).
+  virtual void TokenizeSegment(absl::string_view text, bool at_start,
+                               std::vector<int64_t>* ids) const = 0;
 
   // Appends the template's ids for `a` (and `b`, a pair, when not null) to `e`.
   void Assemble(const std::vector<int64_t>& a, const std::vector<int64_t>* b, Encoding* e) const;

@@ -258,11 +258,38 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     // Llama 3 and Qwen: Sequence[Split(their regex, Isolated), ByteLevel(use_regex=false)].
     // Llama 2: no pre-tokenizer; the normalizer prepends "▁" and replaces spaces with it; bytes
     // of characters outside the vocabulary fall back to "<0xXX>" tokens.
-    const bool sentencepiece =
-        pre.is_null() && normalizer.is_object() &&
-        (normalizer.value("type", "") == "Sequence" || normalizer.value("type", "") == "Prepend" ||
-         normalizer.value("type", "") == "Replace");
-    if (sentencepiece) {
+    // Newer Llama 2 and Mistral files: no normalizer, a Metaspace pre-tokenizer does both.
+    const bool metaspace = pre.is_object() && pre.value("type", "") == "Metaspace";
+    const bool sentencepiece = metaspace || (pre.is_null() && normalizer.is_object() &&
+                                             (normalizer.value("type", "") == "Sequence" ||
+                                              normalizer.value("type", "") == "Prepend" ||
+                                              normalizer.value("type", "") == "Replace"));
+    if (metaspace) {
+      using Metaspace = ByteLevelBpeTokenizer::Options::Metaspace;
+      if (pre.value("replacement", "\u2581") != "\u2581") {
+        return Bad(path, "Metaspace with a replacement other than \"\u2581\" is not supported");
+      }
+      if (!normalizer.is_null()) {
+        return Bad(path, absl::StrCat("normalizer ", normalizer.value("type", "?"),
+                                      " is not supported with a Metaspace pre_tokenizer"));
+      }
+      // prepend_scheme, else the older add_prefix_space (true: always), as tokenizers reads it.
+      const std::string scheme = pre.contains("prepend_scheme") && pre["prepend_scheme"].is_string()
+                                     ? pre["prepend_scheme"].get<std::string>()
+                                     : (pre.value("add_prefix_space", true) ? "always" : "never");
+      if (scheme == "always") {
+        o.metaspace = Metaspace::kAlways;
+      } else if (scheme == "first") {
+        o.metaspace = Metaspace::kFirst;
+      } else if (scheme == "never") {
+        o.metaspace = Metaspace::kNever;
+      } else {
+        return Bad(path, absl::StrCat("Metaspace prepend_scheme \"", scheme,
+                                      "\" is not one of always, first, never"));
+      }
+      o.metaspace_split = pre.value("split", true);
+    }
+    if (sentencepiece && !metaspace) {
       const json steps = normalizer.value("type", "") == "Sequence"
                              ? normalizer.value("normalizers", json::array())
                              : json::array({normalizer});
@@ -280,6 +307,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
                                   "Prepend, Replace(\" \", \"\u2581\"))"));
         }
       }
+    }
+    if (sentencepiece) {
       o.byte_level = false;
       o.byte_fallback = model.value("byte_fallback", false);
       o.fuse_unk = model.value("fuse_unk", false);
@@ -316,8 +345,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const std::string& 
     if (!byte_level) {
       return Bad(path,
                  "BPE is supported with a ByteLevel pre_tokenizer (GPT-2, RoBERTa), Llama 3's or "
-                 "Qwen's Split + ByteLevel, or sentencepiece-style (no pre_tokenizer; a Prepend / "
-                 "Replace normalizer, as Llama 2)");
+                 "Qwen's Split + ByteLevel, or sentencepiece-style (a Prepend / Replace normalizer "
+                 "as Llama 2, or a Metaspace pre_tokenizer)");
     }
     if (!normalizer.is_null() && !sentencepiece) {
       if (normalizer.value("type", "") != "NFC") {

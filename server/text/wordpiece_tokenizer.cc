@@ -119,7 +119,8 @@ void WordPieceTokenizer::WordPiece(const std::string& word, std::vector<int64_t>
   ids->insert(ids->end(), pieces.begin(), pieces.end());
 }
 
-void WordPieceTokenizer::TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const {
+void WordPieceTokenizer::TokenizeSegment(absl::string_view text, bool /*at_start*/,
+                                         std::vector<int64_t>* ids) const {
   // BertNormalizer: clean text, isolate CJK, strip accents, lower-case (in that order).
   std::string cleaned;
   cleaned.reserve(text.size());

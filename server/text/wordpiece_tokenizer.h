@@ -54,7 +54,8 @@ class WordPieceTokenizer : public Tokenizer {
   int64_t sep_id() const { return sep_id_; }
 
  protected:
-  void TokenizeSegment(absl::string_view text, std::vector<int64_t>* ids) const override;
+  void TokenizeSegment(absl::string_view text, bool at_start,
+                       std::vector<int64_t>* ids) const override;
 
  private:
   explicit WordPieceTokenizer(const Options& options) : options_(options) {}

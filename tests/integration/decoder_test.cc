@@ -547,6 +547,12 @@ TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
     spec.lora_std = 0.3f;
     adapters::ServingConfig long_word = zero_shot;
     long_word.label_words = {" the", " and", " antidisestablishmentarianism"};
+    // A prompt template around each input; in a window of 12 ids, the input is cut and the text
+    // after {text} kept.
+    adapters::ServingConfig prompt = zero_shot;
+    prompt.prompt_template = "Review: {text}\nAnswer:";
+    adapters::ServingConfig short_prompt = prompt;
+    short_prompt.window_length = 12;
     auto server = testing::TestServer::Start({}, [&](adapters::Store& store,
                                                      app::LoracleServer::Options& o) {
       o.model_dir = model_dir;
@@ -557,6 +563,8 @@ TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
       };
       ASSERT_TRUE(store.Publish("zero", write(zero_shot)).ok());
       ASSERT_TRUE(store.Publish("long", write(long_word)).ok());
+      ASSERT_TRUE(store.Publish("prompt", write(prompt)).ok());
+      ASSERT_TRUE(store.Publish("short-prompt", write(short_prompt)).ok());
       ASSERT_TRUE(store
                       .Publish("lora",
                                [&](const std::string& d) {
@@ -587,6 +595,39 @@ TEST(DecoderLabelWordsTest, ZeroShotAndWithLoraMatchTheFloat64Reference) {
     }
     ExpectServedMatchesReference(*inference, "zero", texts, ids, zero_ref);
     ExpectServedMatchesReference(*inference, "lora", texts, ids, lora_ref);
+    // The prompt as one string through the tokenizer (the suffix starts at a pre-token
+    // boundary, so the ids are the whole prompt's).
+    std::vector<std::vector<int64_t>> prompt_ids, short_ids;
+    for (const std::string& t : texts) {
+      auto e = (*tokenizer)->Encode("Review: " + t + "\nAnswer:", std::nullopt, max_length);
+      ASSERT_TRUE(e.ok()) << e.status();
+      prompt_ids.push_back(e->input_ids);
+      auto head = (*tokenizer)->TokenizeToIds("Review: " + t);
+      auto tail = (*tokenizer)->TokenizeToIds("\nAnswer:");
+      ASSERT_TRUE(head.ok() && tail.ok());
+      const size_t specials = e->input_ids.size() - head->size() - tail->size();
+      ASSERT_LT(specials + tail->size() + 1, 12u);
+      head->resize(std::min(head->size(), 12 - specials - tail->size()));
+      head->insert(head->end(), tail->begin(), tail->end());
+      auto w = (*tokenizer)->Windows(*head, 12, 1);
+      ASSERT_TRUE(w.ok() && w->size() == 1u);
+      EXPECT_EQ(w->front().input_ids.size(), 12u) << "the input was cut to fit";
+      short_ids.push_back(w->front().input_ids);
+    }
+    ExpectServedMatchesReference(*inference, "prompt", texts, prompt_ids, zero_ref);
+    ExpectServedMatchesReference(*inference, "short-prompt", texts, short_ids, zero_ref);
+    {
+      loracle::v1::PredictRequest req;
+      req.set_adapter("prompt");
+      req.add_inputs("one");
+      req.add_text_pairs("two");
+      loracle::v1::PredictResponse resp;
+      grpc::ClientContext ctx;
+      const grpc::Status st = inference->Predict(&ctx, req, &resp);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_NE(st.error_message().find("prompt template"), std::string::npos)
+          << st.error_message();
+    }
     auto admin = loracle::v1::Adapters::NewStub(channel);
     grpc::ClientContext ctx;
     loracle::v1::GetAdapterRequest get;

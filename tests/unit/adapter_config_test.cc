@@ -148,6 +148,34 @@ TEST(AdapterConfigTest, WrongTypesInTheTrustFieldsAreErrorsNotExceptions) {
   }
 }
 
+TEST(AdapterConfigTest, PromptTemplateHoldsTheInputExactlyOnce) {
+  absl::StatusOr<ServingConfig> c =
+      ParseServingConfig(R"({"labels": ["a", "b"], "prompt_template": "Q: {text}\nA:"})", "l.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->prompt_template, "Q: {text}\nA:");
+  const PromptParts parts = SplitPromptTemplate(c->prompt_template);
+  EXPECT_EQ(parts.prefix, "Q: ");
+  EXPECT_EQ(parts.suffix, "\nA:");
+  absl::StatusOr<ServingConfig> again = ParseServingConfig(ServingConfigToJson(*c), "l.json");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->prompt_template, c->prompt_template);
+  // A window length of a one-window adapter survives the round trip (it was dropped before).
+  absl::StatusOr<ServingConfig> windowed =
+      ParseServingConfig(R"({"labels": ["a", "b"], "window_length": 12})", "l.json");
+  ASSERT_TRUE(windowed.ok()) << windowed.status();
+  EXPECT_EQ(ParseServingConfig(ServingConfigToJson(*windowed), "l.json")->window_length, 12);
+  for (const char* bad :
+       {R"({"labels": ["a", "b"], "prompt_template": "no slot"})",
+        R"({"labels": ["a", "b"], "prompt_template": "{text} and {text}"})",
+        R"({"labels": ["a", "b"], "prompt_template": 3})",
+        R"({"labels": ["a", "b"], "max_windows": 4, "prompt_template": "{text}"})"}) {
+    absl::StatusOr<ServingConfig> r = ParseServingConfig(bad, "l.json");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("prompt_template"), std::string::npos) << r.status();
+  }
+}
+
 TEST(AdapterConfigTest, AdapterNamesAreSafePathComponents) {
   EXPECT_TRUE(ValidateAdapterName("spam-filter_v2.1").ok());
   EXPECT_FALSE(ValidateAdapterName("").ok());

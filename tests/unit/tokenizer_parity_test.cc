@@ -11,6 +11,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "nlohmann/json.hpp"
 #include "server/text/bpe_tokenizer.h"
 #include "server/text/tokenizer_files.h"
@@ -218,8 +219,31 @@ TEST(DecoderTokenizerTest, LlamaThreeAndQwenThreeMatchTokenizersJs) {
   std::stringstream ss;
   ss << in.rdbuf();
   const nlohmann::json ref = nlohmann::json::parse(ss.str());
-  for (const std::string name : {"llama3", "qwen3", "llama2"}) {
-    const std::string dir = std::string(root) + "/tokenizer-" + name + "/models";
+  testing::TempDir tmp;
+  // make_reference.mjs's Metaspace layouts of Llama 2's vocabulary, derived the same way.
+  const std::string llama2 = std::string(root) + "/tokenizer-llama2/models";
+  for (const std::string scheme : {"first", "always"}) {
+    const std::string dst = tmp / ("llama2_metaspace_" + scheme);
+    fs::create_directories(dst);
+    for (const auto& entry : fs::directory_iterator(llama2)) {
+      if (entry.path().filename() != "tokenizer.json") {
+        fs::copy_file(entry.path(), dst + "/" + entry.path().filename().string());
+      }
+    }
+    std::ifstream src(llama2 + "/tokenizer.json");
+    nlohmann::json j = nlohmann::json::parse(src);
+    j["normalizer"] = nullptr;
+    j["pre_tokenizer"] = {{"type", "Metaspace"},
+                          {"replacement", "\u2581"},
+                          {"prepend_scheme", scheme},
+                          {"split", false}};
+    std::ofstream(dst + "/tokenizer.json") << j.dump();
+  }
+  for (const std::string name :
+       {"llama3", "qwen3", "llama2", "llama2_metaspace_first", "llama2_metaspace_always"}) {
+    const std::string dir = absl::StartsWith(name, "llama2_")
+                                ? tmp / name
+                                : std::string(root) + "/tokenizer-" + name + "/models";
     std::unique_ptr<Tokenizer> t = Load(dir);
     ASSERT_NE(t, nullptr) << dir;
     ASSERT_GE(ref[name].size(), 30u);
@@ -231,6 +255,79 @@ TEST(DecoderTokenizerTest, LlamaThreeAndQwenThreeMatchTokenizersJs) {
           << name << ": \"" << text << "\"";
     }
   }
+}
+
+// A sentencepiece-style vocabulary behind a Metaspace pre-tokenizer `pre`, in a directory of its
+// own: "▁" 3, "a" 4, "▁▁" 5, "▁a" 6, merges "▁ ▁" then "▁ a"; <unk> 0, <s> 1, </s> 2, <pad> 7.
+std::string MetaspaceFixture(const testing::TempDir& tmp, const std::string& name,
+                             const nlohmann::json& pre) {
+  const std::string dir = tmp / name;
+  fs::create_directories(dir);
+  nlohmann::json j;
+  j["model"] = {{"type", "BPE"},
+                {"vocab",
+                 {{"<unk>", 0},
+                  {"<s>", 1},
+                  {"</s>", 2},
+                  {"\u2581", 3},
+                  {"a", 4},
+                  {"\u2581\u2581", 5},
+                  {"\u2581a", 6},
+                  {"<pad>", 7}}},
+                {"merges", {"\u2581 \u2581", "\u2581 a"}},
+                {"unk_token", "<unk>"},
+                {"byte_fallback", false}};
+  j["added_tokens"] = {{{"id", 1}, {"content", "<s>"}, {"special", true}},
+                       {{"id", 2}, {"content", "</s>"}, {"special", true}}};
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = pre;
+  j["post_processor"] = nullptr;
+  std::ofstream(dir + "/tokenizer.json") << j.dump();
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"pad_token": "<pad>"})";
+  return dir;
+}
+
+// Metaspace: split (tokenizers' default, and the only behaviour of files older than the field)
+// makes each "▁" start a word that merges never cross; split false merges the text as one word, as
+// sentencepiece does. prepend_scheme "first" prepends "▁" to the text's first stretch only,
+// "always" to every stretch between added tokens, "never" to none; the older add_prefix_space
+// reads as always / never.
+TEST(MetaspaceTest, SplitAndPrependSchemesFollowTokenizers) {
+  testing::TempDir tmp;
+  auto ids = [&](const std::string& name, const nlohmann::json& pre, const std::string& text) {
+    std::unique_ptr<Tokenizer> t = Load(MetaspaceFixture(tmp, name, pre));
+    if (t == nullptr) return std::vector<int64_t>{-1};
+    auto r = t->TokenizeToIds(text);
+    return r.ok() ? *r : std::vector<int64_t>{-1};
+  };
+  const nlohmann::json base = {{"type", "Metaspace"}, {"replacement", "\u2581"}};
+  nlohmann::json never_split = base, never_whole = base, first = base, always = base;
+  never_split["prepend_scheme"] = "never";
+  never_whole["prepend_scheme"] = "never";
+  never_whole["split"] = false;
+  first["prepend_scheme"] = "first";
+  first["split"] = false;
+  always["prepend_scheme"] = "always";
+  always["split"] = false;
+  // "  a" is "▁▁a": one word merges "▁ ▁" first and stops at [▁▁, a]; split gives [▁] [▁a].
+  EXPECT_EQ(ids("never_whole", never_whole, "  a"), (std::vector<int64_t>{5, 4}));
+  EXPECT_EQ(ids("never_split", never_split, "  a"), (std::vector<int64_t>{3, 6}));
+  // "a</s>a": the stretch after the added token gets "▁" only under always.
+  EXPECT_EQ(ids("first", first, "a</s>a"), (std::vector<int64_t>{6, 2, 4}));
+  EXPECT_EQ(ids("always", always, "a</s>a"), (std::vector<int64_t>{6, 2, 6}));
+  EXPECT_EQ(ids("never", never_whole, "a</s>a"), (std::vector<int64_t>{4, 2, 4}));
+  // No second "▁" before a text that starts with a space.
+  EXPECT_EQ(ids("always_space", always, " a"), (std::vector<int64_t>{6}));
+  nlohmann::json legacy = base;
+  legacy["add_prefix_space"] = true;
+  EXPECT_EQ(ids("legacy", legacy, "a</s>a"), (std::vector<int64_t>{6, 2, 6}));
+  // An unknown scheme is refused with its name.
+  nlohmann::json bad = base;
+  bad["prepend_scheme"] = "sometimes";
+  int max_length = 1 << 20;
+  auto refused = LoadTokenizer(MetaspaceFixture(tmp, "bad", bad), &max_length);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("sometimes"), std::string::npos) << refused.status();
 }
 
 }  // namespace

