@@ -153,8 +153,8 @@ std::shared_ptr<Adapter> MakeAdapter(Adapter identity, std::vector<model::LoraMe
     }
   }
   if (weights->ood != nullptr) {
-    identity.memory_bytes += 4 * weights->ood->views() * weights->ood->hidden() *
-                             (weights->ood->hidden() + weights->ood->classes());
+    identity.memory_bytes +=
+        4 * weights->ood->hidden() * (weights->ood->hidden() + weights->ood->classes());
   }
   identity.weights = std::move(weights);
   return std::make_shared<Adapter>(std::move(identity));
@@ -305,11 +305,6 @@ absl::StatusOr<std::shared_ptr<Adapter>> LoadAdapter(const std::string& dir,
     absl::StatusOr<model::OodDetector> d = model::OodDetector::Load(
         dir + "/" + serving->ood.file, base.backbone->config().hidden_size);
     if (!d.ok()) return d.status();
-    if (d->views() > 1 && d->views() != serving->members) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir, "/", serving->ood.file, " holds ", d->views(),
-          " views (one per member) but the adapter has ", serving->members, " members"));
-    }
     ood = std::make_shared<const model::OodDetector>(*std::move(d));
   }
   return MakeAdapter(std::move(adapter), std::move(members), std::move(ood));

@@ -1,7 +1,6 @@
 #include "server/serving/ensemble_engine.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
 
 #include "server/model/backbone.h"
@@ -85,12 +84,11 @@ absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel&
 std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
                                         const torch::Tensor& row_features,
                                         const std::vector<std::vector<int>>& windows,
-                                        const std::vector<bool>& wanted, bool by_member) {
+                                        const std::vector<bool>& wanted) {
   const size_t items = windows.size();
-  // Every item's encoding -> input index, each item's input count and member range.
+  // Every item's encoding -> input index, and each item's input count.
   std::vector<std::vector<int64_t>> input_of(items);
   std::vector<int64_t> inputs(items, 0);
-  std::vector<int> first_member(items, std::numeric_limits<int>::max()), members(items, 0);
   auto want = [&](size_t item) { return wanted.empty() || wanted[item]; };
   for (size_t item = 0; item < items; ++item) {
     if (!want(item) || windows[item].empty()) continue;
@@ -99,12 +97,6 @@ std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
       ++inputs[item];
     }
   }
-  for (const RowRef& row : layout.rows) {
-    if (!want(row.item)) continue;
-    if (windows[row.item].empty()) inputs[row.item] = std::max(inputs[row.item], row.encoding + 1);
-    first_member[row.item] = std::min(first_member[row.item], row.member);
-    members[row.item] = std::max(members[row.item], row.member + 1);
-  }
   std::vector<std::vector<int64_t>> rows(items), targets(items);
   for (size_t r = 0; r < layout.rows.size(); ++r) {
     const RowRef& row = layout.rows[r];
@@ -112,22 +104,21 @@ std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
     const int64_t input = input_of[row.item].empty()
                               ? row.encoding
                               : input_of[row.item][static_cast<size_t>(row.encoding)];
-    const int64_t slot = by_member ? row.member - first_member[row.item] : 0;
+    if (windows[row.item].empty()) inputs[row.item] = std::max(inputs[row.item], input + 1);
     rows[row.item].push_back(static_cast<int64_t>(r));
-    targets[row.item].push_back(slot * inputs[row.item] + input);
+    targets[row.item].push_back(input);
   }
   const torch::Tensor host = row_features.detach().to(torch::kCPU, torch::kFloat32);
   std::vector<torch::Tensor> out(items);
   for (size_t item = 0; item < items; ++item) {
     if (rows[item].empty()) continue;
-    const int64_t slots = by_member ? members[item] - first_member[item] : 1;
     const torch::Tensor target = torch::tensor(targets[item], torch::kInt64);
     const torch::Tensor picked = host.index_select(0, torch::tensor(rows[item], torch::kInt64));
-    torch::Tensor sum = torch::zeros({slots * inputs[item], host.size(1)}, torch::kFloat32);
+    torch::Tensor sum = torch::zeros({inputs[item], host.size(1)}, torch::kFloat32);
     sum.index_add_(0, target, picked);
-    torch::Tensor count = torch::zeros({slots * inputs[item]}, torch::kFloat32);
+    torch::Tensor count = torch::zeros({inputs[item]}, torch::kFloat32);
     count.index_add_(0, target, torch::ones({target.size(0)}, torch::kFloat32));
-    out[item] = (sum / count.clamp_min(1.0).unsqueeze(1)).view({slots, inputs[item], -1});
+    out[item] = sum / count.clamp_min(1.0).unsqueeze(1);
   }
   return out;
 }

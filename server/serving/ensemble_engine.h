@@ -52,15 +52,12 @@ absl::StatusOr<std::vector<torch::Tensor>> ForwardLogits(const model::BaseModel&
                                                          torch::Tensor* features = nullptr);
 
 // Each input's mean feature over its rows (every pass and window): for each item, float32 host
-// [1, inputs, hidden], inputs as `windows[item]` groups encodings (empty = one each). With
-// `by_member`, one mean per member instead (over that member's samples and windows):
-// [members, inputs, hidden], the item's members in order from its lowest. Items listed in
-// `wanted` only (others get an undefined tensor); empty `wanted` = every item.
+// [inputs, hidden], inputs as `windows[item]` groups encodings (empty = one each). Items listed
+// in `wanted` only (others get an undefined tensor); empty `wanted` = every item.
 std::vector<torch::Tensor> MeanFeatures(const EnsembleLayout& layout,
                                         const torch::Tensor& row_features,
                                         const std::vector<std::vector<int>>& windows,
-                                        const std::vector<bool>& wanted = {},
-                                        bool by_member = false);
+                                        const std::vector<bool>& wanted = {});
 
 // ForwardLogits' tensors as GatherPasses wants them.
 std::vector<std::vector<PassLogits>> GatherPasses(const EnsembleLayout& layout,

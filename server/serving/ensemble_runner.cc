@@ -106,23 +106,11 @@ absl::StatusOr<std::vector<InferenceResult>> EnsembleRunner::Forward(
   std::vector<torch::Tensor> ood_scores(batch.size());
   if (any_ood) {
     c10::InferenceMode guard;
-    // A detector of one view reads features averaged over every pass; one of a view per member
-    // reads each member's own (a request may run the first members only).
-    std::vector<bool> pooled = ood, per_member = ood;
+    const std::vector<torch::Tensor> means = MeanFeatures(layout, features, windows, ood);
     for (size_t r = 0; r < batch.size(); ++r) {
       if (!ood[r]) continue;
-      const bool views = adapters::OodOf(*batch[r]->adapter)->views() > 1;
-      pooled[r] = !views;
-      per_member[r] = views;
-    }
-    const std::vector<torch::Tensor> means = MeanFeatures(layout, features, windows, pooled);
-    const std::vector<torch::Tensor> by_member =
-        MeanFeatures(layout, features, windows, per_member, /*by_member=*/true);
-    for (size_t r = 0; r < batch.size(); ++r) {
-      if (!ood[r]) continue;
-      ood_scores[r] =
-          adapters::OodOf(*batch[r]->adapter)->Distances(pooled[r] ? means[r] : by_member[r]) /
-          batch[r]->adapter->serving.ood.threshold;
+      ood_scores[r] = adapters::OodOf(*batch[r]->adapter)->Distances(means[r]) /
+                      batch[r]->adapter->serving.ood.threshold;
     }
   }
   std::vector<InferenceResult> results(batch.size());

@@ -60,7 +60,6 @@ loracle::v1::ValidationReport ToProto(const TrainingReport& r) {
     ood->set_threshold(static_cast<float>(r.ood_threshold));
     ood->set_quantile(static_cast<float>(kOodQuantile));
     ood->set_shrinkage(static_cast<float>(r.ood_shrinkage));
-    ood->set_views(static_cast<uint32_t>(r.ood_views));
     double sum = 0;
     for (double x : r.ood_validation_scores) sum += x;
     ood->set_validation_mean_score(

@@ -212,8 +212,8 @@ absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
                                 int samples, const model::DropoutSpec* dropout, uint64_t seed,
                                 const TrainerOptions& o, torch::Tensor* features = nullptr) {
   Passes out(data.size());
-  // With `features`: each example's pooled features per member, averaged over the member's passes
-  // and windows as serving averages them for the OOD score: [members, examples, hidden].
+  // With `features`: each example's pooled features averaged over its passes and windows, as
+  // serving averages them for the OOD score.
   std::vector<std::vector<torch::Tensor>> feature_chunks;
   constexpr size_t kChunk = 32;
   const int shards = static_cast<int>(std::clamp<size_t>(data.size(), 1, ShardThreads(base, o)));
@@ -240,7 +240,7 @@ absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
       }
       if (features != nullptr) {
         feature_chunks[static_cast<size_t>(shard)].push_back(
-            serving::MeanFeatures(layout, rows, {e.windows}, {}, /*by_member=*/true)[0]);
+            serving::MeanFeatures(layout, rows, {e.windows})[0]);
       }
       std::vector<std::vector<serving::PassLogits>> passes =
           serving::GatherPasses(layout, *logits, {e.windows});
@@ -253,7 +253,7 @@ absl::StatusOr<Passes> Evaluate(const model::BaseModel& base,
   if (features != nullptr) {
     std::vector<torch::Tensor> all;
     for (auto& chunks : feature_chunks) all.insert(all.end(), chunks.begin(), chunks.end());
-    *features = torch::cat(all, 1);
+    *features = torch::cat(all);
   }
   return out;
 }
@@ -271,10 +271,9 @@ absl::StatusOr<calibration::CalibrationReport> Report(const Passes& passes,
   return calibration::Evaluate(calibration::EnsembleProbs(passes, temperature), labels);
 }
 
-// The OOD detector (model/ood_detector.h): one view per member, each fitted on that member's
-// features of the training split (one pass, no dropout); its threshold the conformal
-// kOodQuantile quantile of the validation texts' distances (the mean over members, as serving
-// scores them). A fit that fails (degenerate
+// The OOD detector (model/ood_detector.h): fitted on the training split's features (one pass per
+// member, no dropout), its threshold the conformal kOodQuantile quantile of the validation
+// texts' distances with features as serving averages them. A fit that fails (degenerate
 // features) leaves the adapter without one, with a warning; it does not fail the job.
 absl::Status FitOod(const model::BaseModel& base, const std::vector<LoraMember>& members,
                     const EncodedData& train, const EncodedData& validation,
@@ -306,7 +305,6 @@ absl::Status FitOod(const model::BaseModel& base, const std::vector<LoraMember>&
   TrainingReport& r = result->report;
   r.ood_threshold = threshold;
   r.ood_shrinkage = detector->shrinkage();
-  r.ood_views = detector->views();
   for (double x : distances) r.ood_validation_scores.push_back(x / threshold);
   result->ood = std::make_shared<const model::OodDetector>(*std::move(detector));
   return absl::OkStatus();
@@ -575,8 +573,10 @@ absl::StatusOr<TrainedMembers> Trainer::Train(
       }
       if (keep < static_cast<size_t>(m_count)) {
         result.members.resize(keep);
-        deterministic = FirstMembers(deterministic, keep);
-        validation_features = validation_features.slice(0, 0, static_cast<int64_t>(keep));
+        absl::StatusOr<Passes> kept = Evaluate(base, result.members, validation, 1, nullptr,
+                                               kPredictSeed, o, &validation_features);
+        if (!kept.ok()) return kept.status();
+        deterministic = *std::move(kept);
       }
     }
     // The ensemble as a Predict without a seed serves it: M x N passes, masks PassSeed(0, m, s).

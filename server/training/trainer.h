@@ -129,7 +129,6 @@ struct TrainingReport {
   // ood_threshold == 0: no detector.
   double ood_threshold = 0;
   double ood_shrinkage = 0;
-  int64_t ood_views = 0;  // one per member kept
   std::vector<double> ood_validation_scores;
   // Members: how many were trained (`members` reports each); the calibrated validation NLL of
   // the ensemble of the first k members, k = 1..members_trained (one deterministic pass each);
