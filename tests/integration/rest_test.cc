@@ -382,7 +382,7 @@ namespace {
 
 // abstain_risk over gRPC and REST: error_score is the adapter's chosen score (1 - confidence
 // here; 0 for an adapter without one), and an input abstains when its score is above the
-// threshold certified on the adapter's validation predictions.
+// threshold chosen on the adapter's validation predictions.
 TEST_F(RestTest, AbstainRiskUsesTheAdaptersErrorScore) {
   const std::vector<std::string> texts = {"a fine day",     "the worst film",  "nothing much",
                                           "free money now", "see you at noon", "x"};
