@@ -120,6 +120,14 @@ sentencepiece = {"model": {"type": "BPE", "vocab": sp_vocab, "merges": ["\u2581 
                  "added_tokens": [{"id": 1, "content": "<s>", "special": True}]}
 seed("tokenizer_files_fuzzer", "tokenizer_json_sentencepiece",
      b"\x00" + json.dumps(sentencepiece).encode())
+# The same vocabulary behind a Metaspace pre-tokenizer (newer Llama 2 and Mistral files), and the
+# older layout with add_prefix_space and split left at its default.
+for name, pre in (("metaspace_first", {"type": "Metaspace", "replacement": "\u2581",
+                                       "prepend_scheme": "first", "split": False}),
+                  ("metaspace_legacy", {"type": "Metaspace", "replacement": "\u2581",
+                                        "add_prefix_space": True})):
+    seed("tokenizer_files_fuzzer", f"tokenizer_json_{name}",
+         b"\x00" + json.dumps(dict(sentencepiece, normalizer=None, pre_tokenizer=pre)).encode())
 
 reference = json.loads(read("tokenizers", "reference.json"))
 for t, name in enumerate(["bert-uncased", "bert-cased", "roberta"]):  # the fuzzer's order
